@@ -1,0 +1,221 @@
+"""The catalog's tables: one explicit pyarrow schema per table, defined once, imported by writers and readers.
+
+Every table has an id column (``<table singular>_id``), a ``created_at`` timestamp and the ``run_id`` that wrote the
+row. Views keep the latest row per id, so rewriting a row with the same id replaces it instead of duplicating it.
+Media columns (``*_uri``) hold catalog-relative paths of content-addressed files (``media/<aa>/<sha256>.<ext>``).
+
+Bump ``SCHEMA_VERSION`` whenever a column is added, removed or changes type; it is written into every fragment's
+Parquet metadata (``vpf.schema_version``). Readers union fragments by column name, so adding a nullable column is
+backwards compatible.
+"""
+
+from __future__ import annotations
+
+import pyarrow as pa
+
+
+SCHEMA_VERSION = 1
+
+EDIT_TYPES = ("remove", "add", "replace", "attribute")
+DECISIONS = ("accepted", "rejected")
+
+_TS = pa.timestamp("us", tz="UTC")
+
+
+def _f(name: str, type_: pa.DataType, required: bool = False) -> pa.Field:
+    return pa.field(name, type_, nullable=not required)
+
+
+SOURCES = pa.schema(
+    [
+        _f("source_id", pa.string(), True),
+        _f("uri", pa.string(), True),
+        _f("size_bytes", pa.int64()),
+        _f("codec", pa.string()),
+        _f("width", pa.int32()),
+        _f("height", pa.int32()),
+        _f("fps", pa.float64()),
+        _f("num_frames", pa.int64()),
+        _f("duration_s", pa.float64()),
+        _f("rotation", pa.int32()),
+        _f("manifest_uri", pa.string()),
+        _f("caption", pa.string()),
+        _f("created_at", _TS, True),
+        _f("run_id", pa.string()),
+    ]
+)
+
+CLIPS = pa.schema(
+    [
+        _f("clip_id", pa.string(), True),
+        _f("source_id", pa.string(), True),
+        _f("start_frame", pa.int64(), True),  # native-fps frame index, inclusive
+        _f("end_frame", pa.int64(), True),  # native-fps frame index, exclusive
+        _f("frame_stride", pa.int32(), True),
+        _f("num_frames", pa.int32(), True),  # frames in the normalised clip
+        _f("fps", pa.float64(), True),  # fps of the normalised clip
+        _f("width", pa.int32(), True),
+        _f("height", pa.int32(), True),
+        _f("resize_mode", pa.string()),  # "resize" | "crop"
+        _f("scene_index", pa.int32()),
+        _f("caption", pa.string()),
+        _f("video_uri", pa.string(), True),  # normalised clip, H.264 mp4
+        _f("created_at", _TS, True),
+        _f("run_id", pa.string()),
+    ]
+)
+
+OBJECTS = pa.schema(
+    [
+        _f("object_id", pa.string(), True),
+        _f("clip_id", pa.string(), True),
+        _f("label", pa.string()),
+        _f("mask_source", pa.string(), True),  # "provided" | "sam" | "sam-auto"
+        _f("mask_id", pa.int64()),  # label of a VPData label map, when provided that way
+        _f("mask_uri", pa.string(), True),  # (frames, height, width) bool masks, npz
+        _f("dilation_px", pa.int32()),
+        _f("area_ratio_mean", pa.float64()),
+        _f("area_ratio_min", pa.float64()),
+        _f("area_ratio_max", pa.float64()),
+        _f("max_area_change", pa.float64()),
+        _f("bbox", pa.list_(pa.int32())),  # x0, y0, x1, y1 on the first frame
+        _f("qa_status", pa.string(), True),  # "ok" | "rejected"
+        _f("qa_reason", pa.string()),
+        _f("created_at", _TS, True),
+        _f("run_id", pa.string()),
+    ]
+)
+
+INSTRUCTIONS = pa.schema(
+    [
+        _f("instruction_id", pa.string(), True),
+        _f("object_id", pa.string(), True),
+        _f("clip_id", pa.string(), True),
+        _f("edit_type", pa.string(), True),
+        _f("instruction", pa.string(), True),  # short imperative
+        _f("instruction_long", pa.string()),  # long, specific
+        _f("source_caption", pa.string()),
+        _f("target_caption", pa.string()),  # clip caption rewritten for the edit (the inpainting prompt)
+        _f("region_caption", pa.string()),  # what fills the region, <= 20 words
+        _f("label", pa.string()),
+        _f("proposer", pa.string(), True),
+        _f("prompt_version", pa.string()),
+        _f("created_at", _TS, True),
+        _f("run_id", pa.string()),
+    ]
+)
+
+RENDERS = pa.schema(
+    [
+        _f("render_id", pa.string(), True),
+        _f("instruction_id", pa.string(), True),
+        _f("clip_id", pa.string(), True),
+        _f("object_id", pa.string(), True),
+        _f("engine", pa.string(), True),
+        _f("engine_version", pa.string(), True),
+        _f("params_json", pa.string()),
+        _f("seed", pa.int64()),
+        _f("video_uri", pa.string(), True),  # the edited clip, H.264 mp4
+        _f("mask_uri", pa.string()),  # the dilated mask actually inpainted
+        _f("device", pa.string()),
+        _f("elapsed_s", pa.float64()),
+        _f("created_at", _TS, True),
+        _f("run_id", pa.string()),
+    ]
+)
+
+PAIRS = pa.schema(
+    [
+        _f("pair_id", pa.string(), True),
+        _f("render_id", pa.string(), True),
+        _f("instruction_id", pa.string(), True),
+        _f("clip_id", pa.string(), True),
+        _f("object_id", pa.string(), True),
+        _f("edit_type", pa.string(), True),  # direction of the pair: remove | add | replace | attribute
+        _f("instruction", pa.string(), True),
+        _f("instruction_long", pa.string()),
+        _f("src_video_uri", pa.string(), True),
+        _f("tgt_video_uri", pa.string(), True),
+        _f("mask_uri", pa.string(), True),
+        _f("preview_uri", pa.string()),  # side-by-side mp4
+        _f("contact_sheet_uri", pa.string()),  # png
+        _f("engine", pa.string(), True),
+        # quality, background = outside the dilated mask, both frames masked
+        _f("psnr_bg", pa.float64()),
+        _f("ssim_bg", pa.float64()),
+        _f("mse_bg", pa.float64()),
+        _f("mae_bg", pa.float64()),
+        _f("temporal_warp_error", pa.float64()),
+        _f("mask_area_ratio", pa.float64()),
+        _f("lpips", pa.float64()),  # null when weights are not available
+        _f("clip_sim", pa.float64()),  # null when weights are not available
+        _f("clip_sim_masked", pa.float64()),
+        _f("quality_flags", pa.list_(pa.string())),
+        _f("metrics_json", pa.string()),
+        _f("judge_compliance", pa.int32()),
+        _f("judge_consistency", pa.int32()),
+        _f("judge_quality", pa.int32()),
+        _f("judge_reason", pa.string()),
+        _f("judge_model", pa.string()),
+        _f("decision", pa.string(), True),  # accepted | rejected
+        _f("decision_reason", pa.string()),
+        _f("created_at", _TS, True),
+        _f("run_id", pa.string()),
+    ]
+)
+
+RUNS = pa.schema(
+    [
+        _f("run_id", pa.string(), True),
+        _f("flow_run_id", pa.string()),
+        _f("flow_name", pa.string()),
+        _f("source", pa.string()),
+        _f("status", pa.string(), True),  # running | completed | completed_with_failures | failed
+        _f("parameters_json", pa.string()),
+        _f("counts_json", pa.string()),
+        _f("n_clips", pa.int64()),
+        _f("n_pairs", pa.int64()),
+        _f("n_failures", pa.int64()),
+        _f("started_at", _TS),
+        _f("finished_at", _TS),
+        _f("vpf_version", pa.string()),
+        _f("host", pa.string()),
+        _f("created_at", _TS, True),
+    ]
+)
+
+FAILURES = pa.schema(
+    [
+        _f("failure_id", pa.string(), True),  # hash of stage + item + reason: a rerun does not duplicate it
+        _f("stage", pa.string(), True),  # ingest | segment | propose | render | score | record | ...
+        _f("item_kind", pa.string()),  # source | clip | object | instruction | render | pair
+        _f("item_id", pa.string()),  # the id (or the uri) of the item that failed
+        _f("reason", pa.string(), True),  # short machine-readable code, e.g. "truncated_video"
+        _f("error_type", pa.string()),  # exception class name
+        _f("message", pa.string()),  # human-readable, names the input and the problem
+        _f("created_at", _TS, True),
+        _f("run_id", pa.string()),
+    ]
+)
+
+TABLES: dict[str, pa.Schema] = {
+    "sources": SOURCES,
+    "clips": CLIPS,
+    "objects": OBJECTS,
+    "instructions": INSTRUCTIONS,
+    "renders": RENDERS,
+    "pairs": PAIRS,
+    "runs": RUNS,
+    "failures": FAILURES,
+}
+
+ID_COLUMNS: dict[str, str] = {
+    "sources": "source_id",
+    "clips": "clip_id",
+    "objects": "object_id",
+    "instructions": "instruction_id",
+    "renders": "render_id",
+    "pairs": "pair_id",
+    "runs": "run_id",
+    "failures": "failure_id",
+}

@@ -1,0 +1,31 @@
+"""The ``vpf`` command line: a thin Typer layer over the Python API of catalog/, tasks/ and flows/.
+
+Each area registers its commands from its own module (``register(app)``), so this file only assembles them.
+
+Exit codes: 0 success; 1 error; 2 usage error (bad arguments, rejected SQL); 3 completed with failures.
+"""
+
+from __future__ import annotations
+
+import typer
+
+from flows import cli_catalog
+
+
+app = typer.Typer(
+    name="vpf",
+    help="VideoPainter Factory: manufacture instruction-based video editing pairs into a DuckDB/Parquet catalog.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+
+EXIT_OK = 0
+EXIT_ERROR = 1
+EXIT_USAGE = 2
+EXIT_COMPLETED_WITH_FAILURES = 3
+
+cli_catalog.register(app)
+
+
+if __name__ == "__main__":
+    app()

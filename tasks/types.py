@@ -1,0 +1,118 @@
+"""Value objects passed between the steps of the factory.
+
+Arrays follow one convention everywhere:
+- frames: ``np.ndarray`` of shape ``(num_frames, height, width, 3)``, ``uint8`` RGB;
+- masks:  ``np.ndarray`` of shape ``(num_frames, height, width)``, ``bool``, True = the region to edit.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+import numpy as np
+
+
+EditType = Literal["remove", "add", "replace", "attribute"]
+ResizeMode = Literal["resize", "crop"]
+
+
+@dataclass(frozen=True)
+class Geometry:
+    """The model's clip geometry (PAPER.md §1.1): 49 frames at 8 fps, 480×720."""
+
+    num_frames: int = 49
+    fps: float = 8.0
+    height: int = 480
+    width: int = 720
+    resize_mode: ResizeMode = "resize"
+
+    def as_dict(self) -> dict:
+        return {
+            "num_frames": self.num_frames,
+            "fps": self.fps,
+            "height": self.height,
+            "width": self.width,
+            "resize_mode": self.resize_mode,
+        }
+
+
+@dataclass
+class VideoInfo:
+    uri: str
+    codec: str
+    width: int
+    height: int
+    fps: float
+    num_frames: int
+    duration_s: float
+    rotation: int = 0
+    size_bytes: int | None = None
+
+
+@dataclass
+class SourceItem:
+    """One row of work: a video (or a range of it) with optional caption, mask and prompts."""
+
+    uri: str
+    start_frame: int | None = None
+    end_frame: int | None = None
+    start_s: float | None = None
+    end_s: float | None = None
+    caption: str | None = None
+    mask_uri: str | None = None
+    mask_id: int | None = None
+    label: str | None = None
+    box: tuple[int, int, int, int] | None = None
+    manifest_uri: str | None = None
+    row_index: int | None = None
+
+
+@dataclass
+class Clip:
+    """A normalised clip window. ``frames``: ``(num_frames, height, width, 3)`` uint8."""
+
+    clip_id: str
+    source_id: str
+    source_uri: str
+    start_frame: int
+    end_frame: int
+    frame_stride: int
+    fps: float
+    frames: np.ndarray
+    caption: str | None = None
+    scene_index: int | None = None
+    resize_mode: str = "resize"
+    item: SourceItem | None = None
+
+
+@dataclass
+class ObjectMask:
+    """An object in a clip. ``masks``: ``(num_frames, height, width)`` bool, before dilation."""
+
+    object_id: str
+    clip_id: str
+    masks: np.ndarray
+    label: str | None
+    mask_source: str
+    mask_id: int | None = None
+    qa_ok: bool = True
+    qa_reason: str | None = None
+    stats: dict = field(default_factory=dict)
+
+
+@dataclass
+class Failure:
+    """A recorded per-item failure or rejection (becomes a ``failures`` row; see catalog/schema.py)."""
+
+    stage: str
+    item_kind: str
+    item_id: str
+    reason: str
+    message: str
+    error_type: str | None = None
+
+    @classmethod
+    def from_exception(cls, stage: str, item_kind: str, item_id: str, exc: BaseException) -> "Failure":
+        reason = getattr(exc, "reason", None) or type(exc).__name__
+        return cls(stage, item_kind, item_id, reason, str(exc), type(exc).__name__)
