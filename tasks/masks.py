@@ -1,0 +1,320 @@
+"""Object masks: codecs, loading provided masks, resampling to a clip, dilation and QA.
+
+Masks are ``(num_frames, height, width)`` bool arrays, True = the region to edit.
+
+Stored format (catalog media, ``objects.mask_uri``): an ``.npz`` with ``packed`` (``np.packbits`` of the flattened
+mask) and ``shape``, zlib-compressed (:func:`encode_masks_npz` / :func:`decode_masks_npz`).
+
+Provided masks (``mask_uri`` of a source item) come in three forms, all indexed by the *source video's* frame index
+and in its *displayed* orientation (see :mod:`tasks.video_io`):
+
+- ``.npz`` integer label map ``(F, H, W)`` as VPData stores it (key ``arr_0``, else the only array); the object is
+  ``label_map == mask_id``. A bool array (or a label map without ``mask_id``) is used as the mask itself (``!= 0``).
+- a folder of PNGs, one per frame in name order; 8/16-bit label images (select ``== mask_id``) or binary images.
+- a COCO-RLE ``.json``: a list with one RLE per frame (``{"size": [h, w], "counts": …}``, ``null`` = empty frame),
+  or an object mapping object ids to such lists (selected by ``mask_id``).
+
+A mask whose frames are in the video's coded orientation (height and width swapped relative to a rotated video) is
+rotated like the video. Any other spatial size is refused (``mask_shape_mismatch``).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import cv2
+import fsspec
+import numpy as np
+
+from tasks.errors import InputError
+from tasks.video_io import fit_frame
+
+
+# --------------------------------------------------------------------------------------------------------- codecs
+def encode_masks_npz(masks: np.ndarray) -> bytes:
+    """``masks`` ``(T, H, W)`` bool → compressed npz bytes (bit-packed)."""
+    masks = np.asarray(masks)
+    if masks.ndim != 3:
+        raise ValueError(f"masks must be (T, H, W), got shape {masks.shape}")
+    buffer = io.BytesIO()
+    np.savez_compressed(
+        buffer, packed=np.packbits(masks.astype(bool).reshape(-1)), shape=np.asarray(masks.shape, dtype=np.int64)
+    )
+    return buffer.getvalue()
+
+
+def decode_masks_npz(data: bytes) -> np.ndarray:
+    """npz bytes written by :func:`encode_masks_npz` → ``(T, H, W)`` bool."""
+    with np.load(io.BytesIO(data)) as npz:
+        if "packed" not in npz or "shape" not in npz:
+            raise ValueError(f"not a vpf mask npz: keys {sorted(npz.files)}, expected 'packed' and 'shape'")
+        shape = tuple(int(v) for v in npz["shape"])
+        count = int(np.prod(shape))
+        return np.unpackbits(npz["packed"], count=count).astype(bool).reshape(shape)
+
+
+def encode_masks_rle(masks: np.ndarray) -> list[dict[str, Any]]:
+    """``masks`` ``(T, H, W)`` bool → one COCO RLE per frame (``counts`` as str, JSON-serialisable)."""
+    from pycocotools import mask as mask_utils
+
+    rles = mask_utils.encode(np.asfortranarray(np.asarray(masks, dtype=np.uint8).transpose(1, 2, 0)))
+    return [{"size": [int(v) for v in r["size"]], "counts": r["counts"].decode("ascii")} for r in rles]
+
+
+def decode_masks_rle(rles: Sequence[Mapping[str, Any] | None], uri: str = "<rle>") -> np.ndarray:
+    """One COCO RLE (or ``None`` for an empty frame) per frame → ``(T, H, W)`` bool."""
+    from pycocotools import mask as mask_utils
+
+    sizes = {tuple(r["size"]) for r in rles if r is not None}
+    if len(sizes) != 1:
+        raise InputError(uri, "bad_mask", f"RLE frames need one common size, got {sorted(sizes) or 'none'}")
+    height, width = sizes.pop()
+    out = np.zeros((len(rles), height, width), dtype=bool)
+    for i, rle in enumerate(rles):
+        if rle is None:
+            continue
+        counts = rle["counts"]
+        try:
+            if isinstance(counts, list):  # uncompressed RLE
+                rle = mask_utils.frPyObjects(dict(rle), height, width)
+            else:
+                rle = {"size": [height, width], "counts": counts.encode() if isinstance(counts, str) else counts}
+            out[i] = mask_utils.decode(rle).astype(bool)
+        except (TypeError, ValueError, KeyError) as exc:
+            raise InputError(uri, "bad_mask", f"frame {i}: not a valid COCO RLE ({exc})") from None
+    return out
+
+
+def dilate_masks(masks: np.ndarray, px: int) -> np.ndarray:
+    """Dilate each frame of ``masks`` ``(T, H, W)`` bool with a ``px`` × ``px`` all-ones square kernel (cv2.dilate).
+
+    As in VideoPainter, ``px`` is the kernel side (32 for inpainting, 48 for editing), so the region grows by about
+    ``px // 2`` pixels on each side. ``px <= 1`` returns a copy.
+    """
+    masks = np.asarray(masks, dtype=bool)
+    if px <= 1:
+        return masks.copy()
+    kernel = np.ones((int(px), int(px)), np.uint8)
+    return np.stack([cv2.dilate(m.astype(np.uint8), kernel).astype(bool) for m in masks]) if len(masks) else masks
+
+
+# --------------------------------------------------------------------------------------------------------- loading
+def _read_bytes(uri: str, storage_options: Mapping[str, Any] | None) -> bytes:
+    try:
+        with fsspec.open(uri, "rb", **dict(storage_options or {})) as f:
+            return f.read()
+    except FileNotFoundError:
+        raise InputError(uri, "not_found", "mask file not found") from None
+
+
+def _select(labels: np.ndarray, mask_id: int | None, uri: str) -> np.ndarray:
+    if labels.dtype == bool:
+        if mask_id not in (None, 0, 1):
+            raise InputError(uri, "mask_id_absent", f"mask_id {mask_id} given but the mask is binary")
+        return labels
+    if mask_id is None:
+        return labels != 0
+    selected = labels == mask_id
+    if not selected.any():
+        present = np.unique(labels)
+        shown = ", ".join(str(int(v)) for v in present[:20]) + (" …" if present.size > 20 else "")
+        raise InputError(uri, "mask_id_absent", f"mask_id {mask_id} does not occur in the label map (labels: {shown})")
+    return selected
+
+
+def _load_npz(uri: str, mask_id: int | None, storage_options: Mapping[str, Any] | None) -> np.ndarray:
+    data = _read_bytes(uri, storage_options)
+    try:
+        with np.load(io.BytesIO(data)) as npz:
+            if "packed" in npz.files and "shape" in npz.files:
+                return _select(decode_masks_npz(data), mask_id, uri)
+            key = "arr_0" if "arr_0" in npz.files else (npz.files[0] if len(npz.files) == 1 else None)
+            if key is None:
+                raise InputError(uri, "bad_mask", f"npz has arrays {npz.files}; expected 'arr_0' (a VPData label map)")
+            labels = npz[key]
+    except (ValueError, OSError, EOFError) as exc:
+        raise InputError(uri, "bad_mask", f"not a readable npz ({exc})") from None
+    if labels.ndim != 3:
+        raise InputError(uri, "bad_mask", f"label map must be (frames, height, width), got shape {labels.shape}")
+    return _select(labels, mask_id, uri)
+
+
+def _load_png_folder(uri: str, mask_id: int | None, storage_options: Mapping[str, Any] | None) -> np.ndarray:
+    fs, path = fsspec.core.url_to_fs(uri, **dict(storage_options or {}))
+    names = sorted(p for p in fs.ls(path, detail=False) if p.lower().endswith(".png"))
+    if not names:
+        raise InputError(uri, "not_found", "mask folder holds no .png files")
+    frames = []
+    for name in names:
+        image = cv2.imdecode(np.frombuffer(fs.cat_file(name), np.uint8), cv2.IMREAD_UNCHANGED)
+        if image is None:
+            raise InputError(uri, "bad_mask", f"{name} is not a readable PNG")
+        frames.append(image if image.ndim == 2 else image[..., 0])
+    if len({f.shape for f in frames}) != 1:
+        raise InputError(uri, "bad_mask", "mask PNGs have different sizes")
+    labels = np.stack(frames)
+    if mask_id is None and labels.max() > 1:
+        return labels > 127  # binary images saved as 0/255
+    return _select(labels, mask_id, uri)
+
+
+def _load_rle_json(uri: str, mask_id: int | None, storage_options: Mapping[str, Any] | None) -> np.ndarray:
+    try:
+        data = json.loads(_read_bytes(uri, storage_options))
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise InputError(uri, "bad_mask", f"not valid JSON ({exc})") from None
+    if isinstance(data, dict):
+        if mask_id is None:
+            if len(data) != 1:
+                raise InputError(uri, "mask_id_absent", f"RLE file holds objects {sorted(data)}; give a mask_id")
+            data = next(iter(data.values()))
+        elif str(mask_id) not in data:
+            raise InputError(uri, "mask_id_absent", f"mask_id {mask_id} not in RLE file (objects: {sorted(data)})")
+        else:
+            data = data[str(mask_id)]
+    if not isinstance(data, list) or not data:
+        raise InputError(uri, "bad_mask", "expected a list of per-frame COCO RLEs")
+    return decode_masks_rle(data, uri)
+
+
+def load_masks(
+    uri: str, mask_id: int | None = None, *, storage_options: Mapping[str, Any] | None = None
+) -> np.ndarray:
+    """Load a provided mask (``.npz`` label map, ``.json`` COCO RLE or a PNG folder) → ``(F, H, W)`` bool.
+
+    Raises ``InputError``: ``not_found``, ``bad_mask``, ``mask_id_absent``.
+    """
+    uri = str(uri)
+    lower = uri.lower().rstrip("/")
+    if lower.endswith(".npz"):
+        masks = _load_npz(uri, mask_id, storage_options)
+    elif lower.endswith(".json"):
+        masks = _load_rle_json(uri, mask_id, storage_options)
+    else:
+        fs, path = fsspec.core.url_to_fs(uri, **dict(storage_options or {}))
+        if not fs.isdir(path):
+            kind = "not_found" if not fs.exists(path) else "bad_mask"
+            raise InputError(uri, kind, "mask_uri must be an .npz label map, a COCO-RLE .json or a folder of PNGs")
+        masks = _load_png_folder(uri, mask_id, storage_options)
+    return masks
+
+
+def resample_masks(
+    masks: np.ndarray,
+    frame_indices: Sequence[int],
+    *,
+    height: int,
+    width: int,
+    resize_mode: str = "resize",
+    video_size: tuple[int, int] | None = None,
+    rotation: int = 0,
+    uri: str = "<mask>",
+) -> np.ndarray:
+    """Pick the clip's native frame indices from ``masks`` ``(F, H, W)`` and fit them to ``height`` × ``width`` with
+    the same spatial transform as the video (nearest neighbour) → ``(len(frame_indices), height, width)`` bool.
+
+    ``video_size`` ``(height, width)`` is the source video's displayed size: a mask of a different size is refused
+    (``mask_shape_mismatch``), except one in the coded orientation of a rotated video, which is rotated like the video.
+    Frame indices past the mask's last frame raise ``mask_frames_mismatch``.
+    """
+    masks = np.asarray(masks, dtype=bool)
+    if video_size is not None and masks.shape[1:] != tuple(video_size):
+        if rotation in (90, 270) and masks.shape[1:] == tuple(video_size)[::-1]:
+            masks = np.rot90(masks, k=rotation // 90, axes=(1, 2))
+        else:
+            raise InputError(
+                uri,
+                "mask_shape_mismatch",
+                f"mask frames are {masks.shape[2]}x{masks.shape[1]} but the video is {video_size[1]}x{video_size[0]}",
+            )
+    indices = list(frame_indices)
+    if indices and max(indices) >= masks.shape[0]:
+        raise InputError(
+            uri,
+            "mask_frames_mismatch",
+            f"the clip needs mask frame {max(indices)} but the mask has {masks.shape[0]} frames",
+        )
+    return np.stack([fit_frame(masks[i], height, width, resize_mode, nearest=True) for i in indices])
+
+
+# --------------------------------------------------------------------------------------------------------- QA
+def mask_stats(masks: np.ndarray) -> dict[str, Any]:
+    """Area statistics of ``masks`` ``(T, H, W)``: area ratios, the largest relative frame-to-frame area change, and
+    the first frame's bounding box ``[x0, y0, x1, y1]`` (exclusive x1/y1; ``None`` when the first frame is empty)."""
+    masks = np.asarray(masks, dtype=bool)
+    areas = masks.reshape(len(masks), -1).mean(axis=1)
+    previous, current = areas[:-1], areas[1:]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        change = np.where(previous > 0, np.abs(current - previous) / np.maximum(previous, 1e-12), np.inf)
+        change = np.where((previous == 0) & (current == 0), 0.0, change)
+    return {
+        "area_ratio_mean": float(areas.mean()) if len(areas) else 0.0,
+        "area_ratio_min": float(areas.min()) if len(areas) else 0.0,
+        "area_ratio_max": float(areas.max()) if len(areas) else 0.0,
+        "max_area_change": float(change.max()) if len(change) else 0.0,
+        "bbox": mask_bbox(masks[0]) if len(masks) else None,
+    }
+
+
+def mask_bbox(mask: np.ndarray) -> list[int] | None:
+    """``[x0, y0, x1, y1]`` (x1, y1 exclusive) of a ``(H, W)`` mask, ``None`` if empty."""
+    ys, xs = np.nonzero(mask)
+    if not len(xs):
+        return None
+    return [int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1]
+
+
+@dataclass
+class MaskQA:
+    """The verdict of :func:`qa_masks`: ``reason`` is a short code, ``message`` says why in words."""
+
+    ok: bool
+    reason: str | None
+    message: str | None
+    stats: dict[str, Any]
+
+
+def qa_masks(
+    masks: np.ndarray,
+    *,
+    min_area: float = 0.01,
+    max_area: float = 0.90,
+    max_area_change: float = 0.20,
+) -> MaskQA:
+    """Check ``masks`` ``(T, H, W)`` bool.
+
+    Reasons, checked in this order: ``empty_mask`` (no pixel in any frame), ``full_frame_mask`` (a frame ≥ 99.9%
+    covered), ``empty_first_frame``, ``mask_too_small`` / ``mask_too_large`` (a frame's area ratio outside
+    [``min_area``, ``max_area``]), ``area_change_too_large`` (relative area change between consecutive frames ≥
+    ``max_area_change``, the paper's Δ < 20% filter).
+    """
+    stats = mask_stats(masks)
+    areas = np.asarray(masks, dtype=bool).reshape(len(masks), -1).mean(axis=1)
+
+    def reject(reason: str, message: str) -> MaskQA:
+        return MaskQA(False, reason, message, stats)
+
+    if not areas.any():
+        return reject("empty_mask", "the mask is empty in every frame")
+    if areas.max() >= 0.999:
+        return reject("full_frame_mask", f"frame {int(areas.argmax())} is entirely masked")
+    if areas[0] == 0:
+        return reject("empty_first_frame", "the mask is empty on the first frame")
+    if areas.min() < min_area:
+        return reject(
+            "mask_too_small", f"frame {int(areas.argmin())} area ratio {areas.min():.4f} < minimum {min_area}"
+        )
+    if areas.max() > max_area:
+        return reject(
+            "mask_too_large", f"frame {int(areas.argmax())} area ratio {areas.max():.4f} > maximum {max_area}"
+        )
+    if stats["max_area_change"] >= max_area_change:
+        return reject(
+            "area_change_too_large",
+            f"area changes by {stats['max_area_change']:.3f} between frames (limit {max_area_change})",
+        )
+    return MaskQA(True, None, None, stats)

@@ -1,0 +1,394 @@
+"""Video I/O with PyAV: probe, frame-accurate decode of a frame range, H.264 mp4 encode.
+
+Any fsspec URL can be read (``s3://…``, ``memory://…``, ``file://…`` or a plain local path); local files are handed
+to FFmpeg by path, anything else as a seekable file object.
+
+Conventions:
+- frames are ``(num_frames, height, width, 3)`` ``uint8`` RGB;
+- frame indices are native-fps indices counted from the first frame, ``end`` is exclusive;
+- the display rotation stored in the file (display matrix side data, as phones write it) is applied by default, so
+  :class:`VideoInfo` ``width``/``height`` are the *displayed* size and ``rotation`` is the counter-clockwise angle that
+  was applied (0, 90, 180 or 270);
+- a frame's index is derived from its timestamp at the stream's average rate (constant frame rate assumed; this is
+  also what decord and torchvision do for seeking). Variable-frame-rate sources are indexed at their average rate.
+
+Every problem with a file raises :class:`tasks.errors.InputError` naming the file, with one of these reasons:
+``not_found``, ``empty_file``, ``not_a_video`` (not a media container, or no video stream), ``truncated_video``
+(the container or its frames end early), ``unsupported_codec`` (see :data:`SUPPORTED_CODECS`), ``unknown_fps``,
+``too_few_frames``, ``corrupt_video`` (a frame fails to decode).
+
+Encoding writes H.264 (libx264) yuv420p mp4 with the index at the front (``+faststart``) so browsers can play and
+seek it. yuv420p needs even width and height: :func:`encode_mp4` raises ``ValueError`` for odd sizes instead of
+silently changing the picture; call :func:`pad_to_even` first when that is what you want.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from collections.abc import Iterable, Iterator, Mapping
+from fractions import Fraction
+from typing import Any
+
+import av
+import cv2
+import fsspec
+import numpy as np
+
+from tasks.errors import InputError
+from tasks.types import VideoInfo
+
+
+SUPPORTED_CODECS: frozenset[str] = frozenset(
+    {"h264", "hevc", "vp8", "vp9", "av1", "mpeg4", "mpeg1video", "mpeg2video", "mjpeg", "prores", "dnxhd", "ffv1"}
+)
+"""Source codecs we ingest (FFmpeg codec names): camera, delivery and web codecs. Anything else (legacy codecs such as
+``msmpeg4v2``, ``flv1``, ``wmv2``, ``cinepak``, animated ``gif``) is refused with ``unsupported_codec`` rather than
+decoded into frames nobody has checked."""
+
+MIN_FRAMES = 2
+"""A video needs at least two frames; a single still is refused with ``too_few_frames``."""
+
+
+# --------------------------------------------------------------------------------------------------------- opening
+def _is_local(uri: str) -> bool:
+    return "://" not in uri or uri.startswith("file://")
+
+
+def _local_path(uri: str) -> str:
+    return uri[len("file://") :] if uri.startswith("file://") else uri
+
+
+@contextlib.contextmanager
+def _open_container(uri: str, storage_options: Mapping[str, Any] | None) -> Iterator[tuple[Any, int]]:
+    """Open ``uri`` for demuxing; yields ``(container, size_bytes)``. Raises ``InputError`` for a missing, empty or
+    non-media file."""
+    uri = str(uri)
+    try:
+        if _is_local(uri):
+            path = _local_path(uri)
+            size = os.path.getsize(path)
+            source: Any = path
+            handle = contextlib.nullcontext()
+        else:
+            fs, path = fsspec.core.url_to_fs(uri, **dict(storage_options or {}))
+            size = fs.size(path)
+            handle = fs.open(path, "rb")
+            source = None
+    except FileNotFoundError:
+        raise InputError(uri, "not_found", "no such file or object") from None
+    if not size:
+        raise InputError(uri, "empty_file", "the file is empty (0 bytes)")
+    with handle as fileobj:
+        if source is None:
+            source = fileobj
+        try:
+            container = av.open(source, mode="r")
+        except av.error.FFmpegError as exc:
+            raise _classify_open_error(uri, source, exc) from None
+        try:
+            yield container, size
+        finally:
+            container.close()
+
+
+def _classify_open_error(uri: str, source: Any, exc: Exception) -> InputError:
+    """An mp4/mov whose ``moov`` index never arrived is a truncated video; other unreadable files are not videos."""
+    head = b""
+    try:
+        if isinstance(source, str):
+            with open(source, "rb") as f:
+                head = f.read(12)
+        else:
+            source.seek(0)
+            head = source.read(12)
+    except OSError:
+        pass
+    if head[4:8] == b"ftyp" or b"moov" in str(exc).encode():
+        return InputError(uri, "truncated_video", f"the MP4/MOV container is incomplete ({exc})")
+    return InputError(uri, "not_a_video", f"not a readable media container ({exc})")
+
+
+def _video_stream(uri: str, container: Any) -> Any:
+    if not container.streams.video:
+        raise InputError(uri, "not_a_video", "the file has no video stream")
+    stream = container.streams.video[0]
+    codec = stream.codec_context.name if stream.codec_context is not None else None
+    if codec not in SUPPORTED_CODECS:
+        raise InputError(
+            uri,
+            "unsupported_codec",
+            f"video codec {codec!r} is not supported; supported codecs are {sorted(SUPPORTED_CODECS)}",
+        )
+    return stream
+
+
+def _stream_fps(uri: str, stream: Any) -> float:
+    rate = stream.average_rate or stream.guessed_rate or stream.base_rate
+    if not rate or float(rate) <= 0:
+        raise InputError(uri, "unknown_fps", "the video stream has no frame rate")
+    return float(rate)
+
+
+def _normalise_rotation(angle: float | None) -> int:
+    """Counter-clockwise display rotation rounded to a multiple of 90, in [0, 360)."""
+    return int(round((angle or 0) / 90.0)) * 90 % 360
+
+
+def _apply_rotation(image: np.ndarray, rotation: int) -> np.ndarray:
+    """``image`` (H, W, 3) → displayed image (rotated counter-clockwise by ``rotation`` degrees, as FFmpeg does)."""
+    return np.ascontiguousarray(np.rot90(image, k=rotation // 90)) if rotation else image
+
+
+# --------------------------------------------------------------------------------------------------------- probe
+def probe_video(
+    uri: str, *, storage_options: Mapping[str, Any] | None = None, min_frames: int = MIN_FRAMES
+) -> VideoInfo:
+    """Read a video's metadata and decode its first frame (to check that it decodes and to read the rotation).
+
+    The frame count comes from the container index; when the container has none (Matroska, WebM) the packets are
+    counted without decoding. Raises ``InputError`` (see module docstring) for bad files, and ``too_few_frames`` when
+    the video has fewer than ``min_frames`` frames.
+    """
+    uri = str(uri)
+    with _open_container(uri, storage_options) as (container, size):
+        stream = _video_stream(uri, container)
+        fps = _stream_fps(uri, stream)
+        codec = stream.codec_context.name
+        num_frames = int(stream.frames or 0)
+        if num_frames <= 0:
+            num_frames = sum(1 for packet in container.demux(stream) if packet.size)
+            container.seek(0)
+        if num_frames < min_frames:
+            raise InputError(
+                uri, "too_few_frames", f"the video has {num_frames} frame(s), at least {min_frames} needed"
+            )
+        first = None
+        try:
+            for first in container.decode(stream):
+                break
+        except av.error.FFmpegError as exc:
+            raise InputError(uri, "corrupt_video", f"the first frame does not decode ({exc})") from None
+        if first is None:
+            raise InputError(uri, "truncated_video", f"the index lists {num_frames} frames but none decodes")
+        rotation = _normalise_rotation(first.rotation)
+        width, height = int(first.width), int(first.height)
+        if rotation in (90, 270):
+            width, height = height, width
+        if stream.duration is not None and stream.time_base is not None:
+            duration = float(stream.duration * stream.time_base)
+        elif container.duration is not None:
+            duration = container.duration / av.time_base
+        else:
+            duration = num_frames / fps
+    return VideoInfo(
+        uri=uri,
+        codec=codec,
+        width=width,
+        height=height,
+        fps=fps,
+        num_frames=num_frames,
+        duration_s=duration,
+        rotation=rotation,
+        size_bytes=int(size),
+    )
+
+
+# --------------------------------------------------------------------------------------------------------- decode
+def _pts_index(pts: int, origin: int, time_base: Fraction, fps: float) -> int:
+    return int(round(float((pts - origin) * time_base) * fps))
+
+
+def iter_frames(
+    uri: str,
+    start: int = 0,
+    end: int | None = None,
+    stride: int = 1,
+    *,
+    storage_options: Mapping[str, Any] | None = None,
+    rotate: bool = True,
+    strict: bool = True,
+) -> Iterator[np.ndarray]:
+    """Yield frames ``start, start + stride, …`` (< ``end``; ``None`` = to the end), each ``(H, W, 3)`` uint8 RGB.
+
+    Seeks to the key frame before ``start`` and decodes forward, so only one decoded frame is held at a time whatever
+    the video's length. With ``strict`` an ``end`` past the last decodable frame raises ``truncated_video`` (after
+    the frames that exist were yielded); without it the iteration just stops there.
+    """
+    uri = str(uri)
+    if start < 0 or stride < 1 or (end is not None and end < start):
+        raise ValueError(f"{uri}: bad frame range start={start}, end={end}, stride={stride}")
+    with _open_container(uri, storage_options) as (container, _):
+        stream = _video_stream(uri, container)
+        stream.thread_type = "AUTO"
+        fps = _stream_fps(uri, stream)
+        time_base = stream.time_base
+        origin = stream.start_time or 0
+        next_wanted = start
+        if start > 0:
+            # Land on the key frame at or before `start`; the timestamps of the frames decoded after it tell us
+            # their indices. Half a frame earlier absorbs rounding in the container's timestamps.
+            container.seek(origin + int((start - 0.5) / fps / time_base), stream=stream, backward=True)
+        index = -1
+        seeking = start > 0
+        try:
+            for frame in container.decode(stream):
+                if seeking:
+                    # The first frame after a seek: its timestamp gives its index. If the timestamp is missing or
+                    # lies past `start` (a wrong index in the file), decode from the beginning instead.
+                    seeking = False
+                    if frame.pts is None or (index := _pts_index(frame.pts, origin, time_base, fps)) > start:
+                        container.seek(origin, stream=stream, backward=True)
+                        index = -1
+                        continue
+                else:
+                    index += 1
+                if end is not None and index >= end:
+                    return
+                if index < next_wanted:
+                    continue
+                image = frame.to_ndarray(format="rgb24")
+                if rotate:
+                    image = _apply_rotation(image, _normalise_rotation(frame.rotation))
+                yield image
+                next_wanted += stride
+        except av.error.FFmpegError as exc:
+            raise InputError(uri, "corrupt_video", f"decoding failed after frame {index} ({exc})") from None
+        if strict and end is not None and next_wanted < end:
+            raise InputError(
+                uri, "truncated_video", f"frames {start}..{end} were asked for but the video ends after frame {index}"
+            )
+
+
+def read_frames(
+    uri: str,
+    start: int = 0,
+    end: int | None = None,
+    stride: int = 1,
+    *,
+    storage_options: Mapping[str, Any] | None = None,
+    rotate: bool = True,
+) -> np.ndarray:
+    """Decode frames ``start:end:stride`` into one ``(T, H, W, 3)`` uint8 array (``end=None``: to the end).
+
+    Memory is the returned array plus one frame. Raises ``InputError`` (``truncated_video`` when frames below an
+    explicit ``end`` are missing). For long ranges prefer :func:`iter_frames` and process frame by frame.
+    """
+    frames = list(iter_frames(uri, start, end, stride, storage_options=storage_options, rotate=rotate))
+    if not frames:
+        raise InputError(str(uri), "too_few_frames", f"no frame in range {start}..{end} (stride {stride})")
+    return np.stack(frames)
+
+
+# --------------------------------------------------------------------------------------------------------- encode
+def pad_to_even(frames: np.ndarray) -> np.ndarray:
+    """Pad ``frames`` ``(T, H, W, 3)`` by replicating the last row/column so that H and W are even."""
+    _, height, width, _ = frames.shape
+    if height % 2 == 0 and width % 2 == 0:
+        return frames
+    return np.pad(frames, ((0, 0), (0, height % 2), (0, width % 2), (0, 0)), mode="edge")
+
+
+def _check_frame(image: np.ndarray, shape: tuple[int, ...] | None) -> tuple[int, ...]:
+    if not isinstance(image, np.ndarray) or image.ndim != 3 or image.shape[-1] != 3 or image.dtype != np.uint8:
+        desc = f"{image.dtype} {image.shape}" if isinstance(image, np.ndarray) else type(image).__name__
+        raise ValueError(f"frames must be (H, W, 3) uint8 RGB images, got {desc}")
+    if shape is not None and image.shape != shape:
+        raise ValueError(f"all frames must have one size, got {image.shape} after {shape}")
+    height, width, _ = image.shape
+    if height % 2 or width % 2:
+        raise ValueError(
+            f"H.264 yuv420p needs even width and height, got {width}x{height}; "
+            "resize/crop to even sizes or call tasks.video_io.pad_to_even(frames)"
+        )
+    return image.shape
+
+
+def encode_mp4(
+    frames: np.ndarray | Iterable[np.ndarray], fps: float, *, crf: int = 18, preset: str = "medium"
+) -> bytes:
+    """Encode ``frames`` (a ``(T, H, W, 3)`` uint8 RGB array, or an iterable of ``(H, W, 3)`` frames, encoded as they
+    arrive) with even H and W as H.264 yuv420p mp4 bytes at ``fps``.
+
+    ``crf`` (0–51, lower is better) and ``preset`` (ultrafast … veryslow) are libx264's. The mp4 index is written at
+    the front (``+faststart``) for web playback. Raises ``ValueError`` for no frames, odd sizes or a wrong dtype.
+    """
+    if fps <= 0:
+        raise ValueError(f"fps must be positive, got {fps}")
+    rate = Fraction(fps).limit_denominator(1001)
+    shape = None
+    # The faststart pass re-reads the output, so FFmpeg needs a real file rather than a memory buffer.
+    with tempfile.TemporaryDirectory(prefix="vpf-enc-") as tmp:
+        path = os.path.join(tmp, "out.mp4")
+        with av.open(path, mode="w", format="mp4", options={"movflags": "+faststart"}) as container:
+            stream = None
+            for image in frames:
+                shape = _check_frame(image, shape)
+                if stream is None:
+                    stream = container.add_stream("libx264", rate=rate)
+                    stream.height, stream.width = shape[:2]
+                    stream.pix_fmt = "yuv420p"
+                    stream.options = {"crf": str(int(crf)), "preset": preset}
+                for packet in stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")):
+                    container.mux(packet)
+            if stream is None:
+                raise ValueError("frames is empty: nothing to encode")
+            for packet in stream.encode():
+                container.mux(packet)
+        with open(path, "rb") as f:
+            return f.read()
+
+
+def write_mp4(
+    frames: np.ndarray,
+    path_or_url: str,
+    fps: float,
+    *,
+    crf: int = 18,
+    preset: str = "medium",
+    storage_options: Mapping[str, Any] | None = None,
+) -> str:
+    """Encode ``frames`` ``(T, H, W, 3)`` with :func:`encode_mp4` and write them to a local path or fsspec URL."""
+    data = encode_mp4(frames, fps, crf=crf, preset=preset)
+    with fsspec.open(str(path_or_url), "wb", **dict(storage_options or {})) as f:
+        f.write(data)
+    return str(path_or_url)
+
+
+# --------------------------------------------------------------------------------------------------------- geometry
+def fit_frame(
+    image: np.ndarray, height: int, width: int, mode: str = "resize", *, nearest: bool = False
+) -> np.ndarray:
+    """Fit one image ``(H, W, C)`` or ``(H, W)`` to ``height`` × ``width``.
+
+    ``mode="resize"`` scales to the target size (aspect ratio not kept, as VideoPainter's data loader does);
+    ``mode="crop"`` first takes the largest centred window with the target aspect ratio, then scales it. Frames use
+    area (down) / bicubic (up) interpolation; masks pass ``nearest=True`` so they stay binary and follow the same
+    pixels as their video.
+    """
+    if mode not in ("resize", "crop"):
+        raise ValueError(f"resize mode must be 'resize' or 'crop', got {mode!r}")
+    src_h, src_w = image.shape[:2]
+    if mode == "crop":
+        if src_w * height > width * src_h:  # too wide: crop the sides
+            crop_w = max(1, round(src_h * width / height))
+            x0 = (src_w - crop_w) // 2
+            image = image[:, x0 : x0 + crop_w]
+        else:  # too tall: crop top and bottom
+            crop_h = max(1, round(src_w * height / width))
+            y0 = (src_h - crop_h) // 2
+            image = image[y0 : y0 + crop_h]
+        src_h, src_w = image.shape[:2]
+    if (src_h, src_w) == (height, width):
+        return np.ascontiguousarray(image)
+    if nearest:
+        interpolation = cv2.INTER_NEAREST
+    elif src_h * src_w > height * width:
+        interpolation = cv2.INTER_AREA
+    else:
+        interpolation = cv2.INTER_CUBIC
+    if image.dtype == bool:
+        resized = cv2.resize(image.astype(np.uint8), (width, height), interpolation=cv2.INTER_NEAREST)
+        return resized.astype(bool)
+    return cv2.resize(np.ascontiguousarray(image), (width, height), interpolation=interpolation)
