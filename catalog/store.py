@@ -18,12 +18,14 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+import duckdb
 import fsspec
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from catalog.ids import sha256_bytes
-from catalog.schema import SCHEMA_VERSION, TABLES
+from catalog.schema import ID_COLUMNS, SCHEMA_VERSION, TABLES
 
 
 DEFAULT_ROOT = "./vpf-data"
@@ -137,21 +139,15 @@ class Catalog:
     def append(self, table: str, rows: Iterable[Mapping[str, Any]] | pa.Table) -> str | None:
         """Validate and write rows as one new immutable fragment; returns its path (None for no rows).
 
-        Nothing is written when any row is invalid.
+        Nothing is written when any row is invalid. A batch whose ids are unique is written as a ``.u.parquet``
+        fragment, which lets a one-fragment table skip deduplication in the views.
         """
         arrow = self.to_table(table, rows)
         if arrow.num_rows == 0:
             return None
-        arrow = arrow.replace_schema_metadata(
-            {**(arrow.schema.metadata or {}), b"vpf.schema_version": str(SCHEMA_VERSION).encode(), b"vpf.table": table}
-        )
-        sink = pa.BufferOutputStream()
-        pq.write_table(arrow, sink, compression="zstd")
-        stamp = now_utc().strftime("%Y%m%dT%H%M%S%f")
-        name = f"{stamp}-{uuid.uuid4().hex[:12]}.parquet"
-        target = f"{self.table_dir(table)}/{name}"
-        self._atomic_write(target, sink.getvalue().to_pybytes())
-        return target
+        key = arrow.column(ID_COLUMNS[table])
+        unique = pc.count_distinct(key).as_py() == arrow.num_rows
+        return self._write_fragment(table, arrow, unique=unique)
 
     def fragments(self, table: str) -> list[str]:
         """Paths of the table's visible fragments (temporary files excluded), sorted by name (= write time)."""
@@ -160,12 +156,122 @@ class Catalog:
             return []
         return sorted(p for p in self.fs.ls(directory, detail=False) if p.endswith(".parquet"))
 
+    def fragment_url(self, path: str) -> str:
+        """A fragment path as DuckDB opens it: absolute local path, or ``proto://…`` for non-local roots."""
+        return path if self.is_local else self.fs.unstrip_protocol(path)
+
+    def root_url(self) -> str:
+        """The root as DuckDB sees it (see ``fragment_url``)."""
+        return self.fragment_url(self.root)
+
+    def unreadable_fragments(self, table: str | None = None, full: bool = False) -> list[str]:
+        """Fragments whose Parquet footer (``full``: every page) cannot be read, e.g. truncated files."""
+        bad = []
+        for name in [table] if table else list(TABLES):
+            for path in self.fragments(name):
+                try:
+                    with self.fs.open(path, "rb") as f:
+                        if full:
+                            pq.read_table(f)
+                        else:
+                            pq.read_metadata(f)
+                except FileNotFoundError:
+                    continue  # compacted away since listing
+                except (OSError, pa.ArrowException) as exc:
+                    bad.append(f"{self.fragment_url(path)} ({exc})" if full else self.fragment_url(path))
+        return bad
+
+    # ---------------------------------------------------------------- SQL
+    def connect(self, read_only_guard: bool = False) -> duckdb.DuckDBPyConnection:
+        """A DuckDB connection with one view per table (latest row per id) and convenience views (``pairs_full``).
+
+        The views are a snapshot of the fragments present now. ``read_only_guard`` sandboxes the connection
+        (no external access, files only under the catalog root, configuration locked); see ``catalog.views``.
+        """
+        from catalog.views import connect
+
+        return connect(self, read_only_guard=read_only_guard)
+
+    def query(self, sql: str, params: list[Any] | None = None, *, read_only: bool = False) -> pa.Table:
+        """Run one SQL query over the views; returns an Arrow table.
+
+        ``read_only``: first check the statement with ``catalog.sql.check_read_only`` (raises ``SqlRejected``) and
+        run it on a sandboxed connection. A fragment deleted by a concurrent compaction between listing and
+        reading is retried once with a fresh listing; an unreadable fragment is named in the raised error.
+        """
+        if read_only:
+            from catalog.sql import check_read_only
+
+            check_read_only(sql)
+        for attempt in (0, 1):
+            con = self.connect(read_only_guard=read_only)
+            try:
+                return con.sql(sql, params=params).to_arrow_table()
+            except duckdb.Error as exc:
+                if attempt == 0 and _is_missing_file(exc):
+                    continue
+                if isinstance(exc, (duckdb.IOException, duckdb.InvalidInputException)):
+                    bad = self.unreadable_fragments()
+                    if bad:
+                        raise CatalogError(f"query failed on unreadable fragment(s) {bad}: {exc}") from exc
+                raise
+            finally:
+                con.close()
+        raise AssertionError("unreachable")
+
+    def existing_ids(self, table: str, ids: Iterable[str]) -> set[str]:
+        """The subset of ``ids`` that some row of ``table`` already has (any version of the row)."""
+        ids = list(dict.fromkeys(ids))
+        if not ids:
+            return set()
+        key = ID_COLUMNS[table] if table in ID_COLUMNS else self._check_table(table)
+        result = self.query(f'SELECT DISTINCT "{key}" FROM "{table}" WHERE "{key}" IN (SELECT unnest(?))', [ids])
+        return set(result.column(0).to_pylist())
+
+    # ---------------------------------------------------------------- maintenance
+    def stats(self) -> dict[str, Any]:
+        """Rows and fragments per table; pairs by edit type/decision/engine; failures by stage/reason/error type."""
+        from catalog.maintenance import stats
+
+        return stats(self)
+
+    def compact(self, table: str | None = None, small_bytes: int = 64 << 20) -> dict[str, Any]:
+        """Merge each table's small fragments into one deduplicated fragment; see ``catalog.maintenance``."""
+        from catalog.maintenance import compact
+
+        return compact(self, table=table, small_bytes=small_bytes)
+
+    def check(self, verify_hashes: bool = True) -> list[Any]:
+        """Problems found (empty list when healthy); see ``catalog.maintenance.check``."""
+        from catalog.maintenance import check
+
+        return check(self, verify_hashes=verify_hashes)
+
+    def export(self, fmt: str, out_url: str, where: str | None = None, **options: Any) -> dict[str, Any]:
+        """Export pairs (``pairs_full`` rows matching ``where``) as webdataset, parquet or csv; see ``catalog.export``."""
+        from catalog.export import export
+
+        return export(self, fmt, out_url, where=where, **options)
+
     # ---------------------------------------------------------------- internals
     def _check_table(self, table: str) -> pa.Schema:
         try:
             return TABLES[table]
         except KeyError:
             raise CatalogError(f"unknown table {table!r}; tables are {sorted(TABLES)}") from None
+
+    def _write_fragment(self, table: str, arrow: pa.Table, *, unique: bool, stamp: str | None = None) -> str:
+        """Write ``arrow`` (already validated) as a new fragment; ``unique``: each id appears once in it."""
+        arrow = arrow.replace_schema_metadata(
+            {**(arrow.schema.metadata or {}), b"vpf.schema_version": str(SCHEMA_VERSION).encode(), b"vpf.table": table}
+        )
+        sink = pa.BufferOutputStream()
+        pq.write_table(arrow, sink, compression="zstd")
+        stamp = stamp or now_utc().strftime("%Y%m%dT%H%M%S%f")
+        name = f"{stamp}-{uuid.uuid4().hex[:12]}{'.u' if unique else ''}.parquet"
+        target = f"{self.table_dir(table)}/{name}"
+        self._atomic_write(target, sink.getvalue().to_pybytes())
+        return target
 
     def _atomic_write(self, target: str, data: bytes) -> None:
         parent = target.rsplit("/", 1)[0]
@@ -180,3 +286,8 @@ class Catalog:
         else:
             # Object stores: a single PUT is atomic; readers never see a partial object.
             self.fs.pipe_file(target, data)
+
+
+def _is_missing_file(exc: Exception) -> bool:
+    text = str(exc)
+    return any(m in text for m in ("No such file", "No files found", "FileNotFoundError", "does not exist"))

@@ -1,0 +1,174 @@
+"""DuckDB views over the catalog's Parquet fragments: one view per table (latest row per id) plus convenience views.
+
+A connection is a snapshot: the fragment list of every table is read once, when the views are created.
+
+Latest row per id means: the row with the greatest ``created_at``; ties go to the later fragment (fragment names
+start with their write time), then to the later row in the fragment. Fragments whose name ends in
+``.u.parquet`` hold each id at most once (``Catalog.append`` marks batches with unique ids, compaction always
+writes them). A table made of one such fragment needs no deduplication, so after ``Catalog.compact`` a view costs
+what a plain ``read_parquet`` costs.
+
+With ``guard=True`` the connection is then sandboxed: external access off, file access limited to the catalog
+root, configuration locked (see ``catalog.sql``).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import duckdb
+import pyarrow as pa
+
+from catalog.schema import ID_COLUMNS, TABLES
+
+
+if TYPE_CHECKING:
+    from catalog.store import Catalog
+
+
+UNIQUE_SUFFIX = ".u.parquet"
+
+# Convenience views, created after the table views.
+CONVENIENCE_VIEWS: dict[str, str] = {
+    "pairs_full": """
+        SELECT
+            p.*,
+            i.instruction AS instruction_text,
+            i.target_caption,
+            i.source_caption,
+            i.region_caption,
+            i.proposer,
+            c.caption AS clip_caption,
+            c.width AS clip_width,
+            c.height AS clip_height,
+            c.num_frames AS clip_num_frames,
+            c.fps AS clip_fps,
+            c.start_frame,
+            c.end_frame,
+            c.source_id,
+            s.uri AS source_uri,
+            s.width AS source_width,
+            s.height AS source_height,
+            r.engine_version,
+            r.seed,
+            r.params_json AS render_params_json,
+            o.label AS object_label
+        FROM pairs p
+        LEFT JOIN instructions i USING (instruction_id)
+        LEFT JOIN clips c ON c.clip_id = p.clip_id
+        LEFT JOIN sources s ON s.source_id = c.source_id
+        LEFT JOIN renders r ON r.render_id = p.render_id
+        LEFT JOIN objects o ON o.object_id = p.object_id
+    """,
+}
+
+
+def duckdb_type(type_: pa.DataType) -> str:
+    """The DuckDB SQL type of a pyarrow type used in catalog/schema.py."""
+    if pa.types.is_string(type_) or pa.types.is_large_string(type_):
+        return "VARCHAR"
+    if pa.types.is_int64(type_):
+        return "BIGINT"
+    if pa.types.is_int32(type_):
+        return "INTEGER"
+    if pa.types.is_int16(type_):
+        return "SMALLINT"
+    if pa.types.is_float64(type_):
+        return "DOUBLE"
+    if pa.types.is_float32(type_):
+        return "FLOAT"
+    if pa.types.is_boolean(type_):
+        return "BOOLEAN"
+    if pa.types.is_binary(type_) or pa.types.is_large_binary(type_):
+        return "BLOB"
+    if pa.types.is_timestamp(type_):
+        return "TIMESTAMPTZ" if type_.tz else "TIMESTAMP"
+    if pa.types.is_list(type_) or pa.types.is_large_list(type_):
+        return f"{duckdb_type(type_.value_type)}[]"
+    raise TypeError(f"no DuckDB type for pyarrow type {type_}")
+
+
+def quote_ident(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def quote_literal(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
+def empty_select(schema: pa.Schema) -> str:
+    """A ``SELECT`` with the schema's columns and types and no rows."""
+    columns = ", ".join(f"CAST(NULL AS {duckdb_type(f.type)}) AS {quote_ident(f.name)}" for f in schema)
+    return f"SELECT {columns} WHERE false"
+
+
+def is_unique_fragment(url: str) -> bool:
+    return url.endswith(UNIQUE_SUFFIX)
+
+
+def table_view_sql(table: str, urls: list[str]) -> str:
+    """The body of the latest-row-per-id view of ``table`` over the fragments ``urls`` (oldest first)."""
+    schema = TABLES[table]
+    empty = empty_select(schema)
+    if not urls:
+        return empty
+    files = "[" + ", ".join(quote_literal(u) for u in urls) + "]"
+    if len(urls) == 1 and is_unique_fragment(urls[0]):
+        # One fragment that holds each id once: nothing to deduplicate.
+        return f"{empty} UNION ALL BY NAME SELECT * FROM read_parquet({files}, union_by_name = true)"
+    key = quote_ident(ID_COLUMNS[table])
+    return (
+        f"{empty} UNION ALL BY NAME "
+        f"SELECT * EXCLUDE (filename, file_row_number) "
+        f"FROM read_parquet({files}, union_by_name = true, filename = true, file_row_number = true) "
+        f"QUALIFY row_number() OVER (PARTITION BY {key} ORDER BY created_at DESC, filename DESC, "
+        f"file_row_number DESC) = 1"
+    )
+
+
+def fragment_urls(catalog: Catalog, table: str) -> list[str]:
+    """URLs DuckDB can open (absolute local paths, or ``proto://…`` for a registered fsspec filesystem)."""
+    return [catalog.fragment_url(path) for path in catalog.fragments(table)]
+
+
+def create_views(con: duckdb.DuckDBPyConnection, catalog: Catalog) -> dict[str, list[str]]:
+    """Create (or replace) every table view and the convenience views; returns each table's fragment URLs."""
+    listing: dict[str, list[str]] = {}
+    for table in TABLES:
+        urls = fragment_urls(catalog, table)
+        listing[table] = urls
+        try:
+            con.execute(f"CREATE OR REPLACE VIEW {quote_ident(table)} AS {table_view_sql(table, urls)}")
+        except (duckdb.IOException, duckdb.InvalidInputException) as exc:
+            # An unreadable fragment: the view still exists, and any query touching it names the fragment.
+            bad = catalog.unreadable_fragments(table) or urls
+            message = f"catalog table {table!r}: unreadable fragment(s) {bad}: {exc}"
+            con.execute(
+                f"CREATE OR REPLACE VIEW {quote_ident(table)} AS SELECT e.* FROM (SELECT 1) AS one "
+                f"LEFT JOIN ({empty_select(TABLES[table])}) AS e ON false WHERE error({quote_literal(message)}) IS NULL"
+            )
+    for name, body in CONVENIENCE_VIEWS.items():
+        con.execute(f"CREATE OR REPLACE VIEW {quote_ident(name)} AS {body}")
+    return listing
+
+
+def view_names() -> list[str]:
+    return [*TABLES, *CONVENIENCE_VIEWS]
+
+
+def sandbox(con: duckdb.DuckDBPyConnection, catalog: Catalog) -> None:
+    """Limit file access to the catalog root, turn external access off and lock the configuration."""
+    con.execute(f"SET allowed_directories = [{quote_literal(catalog.root_url().rstrip('/') + '/')}]")
+    con.execute("SET enable_external_access = false")
+    con.execute("SET lock_configuration = true")
+
+
+def connect(catalog: Catalog, read_only_guard: bool = False) -> duckdb.DuckDBPyConnection:
+    """An in-memory DuckDB connection with the catalog's views (see module docstring)."""
+    con = duckdb.connect(":memory:")
+    if not catalog.is_local:
+        con.register_filesystem(catalog.fs)
+    create_views(con, catalog)
+    if read_only_guard:
+        sandbox(con, catalog)
+    return con
