@@ -1,0 +1,387 @@
+"""Discover the videos to ingest: folders, globs and manifests on any fsspec URL, and VPData/VPBench CSVs.
+
+``discover_sources(source)`` accepts
+
+- a video file, a folder (searched recursively for video files) or a glob (``s3://bucket/clips/**/*.mp4``);
+- a manifest (``.csv``, ``.jsonl``/``.ndjson``, ``.parquet``) with the columns of :data:`MANIFEST_COLUMNS`. ``uri`` is
+  required; relative ``uri``/``mask_uri`` resolve against the manifest's folder. A column outside that set fails the
+  whole manifest (naming the columns); a bad row becomes a :class:`Failure` and the other rows go on;
+- a VPData/VPBench CSV, recognised by its header (``path`` and ``mask_id`` columns, no ``uri``). See
+  :func:`_vpdata_item` for how its videos and ``all_masks.npz`` label maps are found.
+
+With ``roots`` set, every video and mask must lie under one of them (after resolving ``..`` and symlinks), else the
+row fails with ``outside_roots``. A video that does not exist fails with ``not_found``.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import posixpath
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+import fsspec
+
+from tasks.errors import InputError
+from tasks.types import Failure, SourceItem
+
+
+VIDEO_EXTENSIONS = (".mp4", ".mov", ".m4v", ".mkv", ".webm", ".avi", ".mpg", ".mpeg")
+MANIFEST_EXTENSIONS = (".csv", ".jsonl", ".ndjson", ".parquet")
+MANIFEST_COLUMNS = (
+    "uri",
+    "start_frame",
+    "end_frame",
+    "start_s",
+    "end_s",
+    "caption",
+    "mask_uri",
+    "mask_id",
+    "label",
+    "box",
+)
+VPDATA_COLUMNS = (
+    "path",
+    "mask_id",
+    "start_frame",
+    "end_frame",
+    "fps",
+    "caption",
+    "video_inpainting_prompt",
+    "image_inpainting_prompt",
+    "type",
+    "Edited_video_caption",
+    "Edited_image_caption",
+    "Editing_instruction",
+)
+"""VPData/VPBench columns we read or knowingly ignore (``fps`` is re-probed from the file; the image/edit prompt
+columns belong to the benchmark)."""
+
+
+# --------------------------------------------------------------------------------------------------------- paths
+def _has_protocol(uri: str) -> bool:
+    return "://" in uri
+
+
+def _normalise(uri: str) -> str:
+    """A canonical form for comparisons: real absolute local paths, ``proto://`` + normalised path otherwise."""
+    if uri.startswith("file://"):
+        uri = uri[len("file://") :]
+    if not _has_protocol(uri):
+        return os.path.realpath(os.path.expanduser(uri))
+    protocol, path = uri.split("://", 1)
+    return f"{protocol}://{posixpath.normpath('/' + path).lstrip('/')}"
+
+
+def _join(base_dir: str, relative: str) -> str:
+    if _has_protocol(relative) or relative.startswith("/") or relative.startswith("file://"):
+        return relative
+    if _has_protocol(base_dir):
+        return f"{base_dir.rstrip('/')}/{relative}"
+    return os.path.join(base_dir, relative)
+
+
+def _parent(uri: str) -> str:
+    if _has_protocol(uri) and not uri.startswith("file://"):
+        return uri.rsplit("/", 1)[0]
+    return os.path.dirname(os.path.abspath(uri[len("file://") :] if uri.startswith("file://") else uri))
+
+
+def within_roots(uri: str, roots: list[str] | None) -> bool:
+    """True when ``roots`` is unset or ``uri`` lies under one of them (``..`` and symlinks resolved)."""
+    if not roots:
+        return True
+    target = _normalise(uri)
+    for root in roots:
+        base = _normalise(root).rstrip("/")
+        if target == base or target.startswith(base + "/"):
+            return True
+    return False
+
+
+def _unstrip(fs: Any, path: str, like: str) -> str:
+    """Give a path listed by ``fs`` the same protocol style as the user's ``like`` URL."""
+    if not _has_protocol(like) or like.startswith("file://"):
+        return path
+    return fs.unstrip_protocol(path)
+
+
+# --------------------------------------------------------------------------------------------------------- public
+def discover_sources(
+    source: str, *, roots: list[str] | None = None, storage_options: Mapping[str, Any] | None = None
+) -> tuple[list[SourceItem], list[Failure]]:
+    """Expand ``source`` (a video, folder, glob, manifest or VPData CSV) into work items.
+
+    Returns ``(items, failures)``; failures have stage ``"ingest"`` and item kind ``"source"``. Never raises for bad
+    input.
+    """
+    source = str(source)
+    options = dict(storage_options or {})
+    fs, path = fsspec.core.url_to_fs(source, **options)
+    if source.lower().endswith(MANIFEST_EXTENSIONS):
+        return _discover_manifest(source, fs, path, roots, options)
+    if any(ch in path for ch in "*?["):
+        uris = [_unstrip(fs, p, source) for p in sorted(fs.glob(path)) if p.lower().endswith(VIDEO_EXTENSIONS)]
+        if not uris:
+            return [], [_failure(source, InputError(source, "not_found", "the glob matches no video file"))]
+    elif fs.isdir(path):
+        uris = [_unstrip(fs, p, source) for p in sorted(fs.find(path)) if p.lower().endswith(VIDEO_EXTENSIONS)]
+        if not uris:
+            return [], [_failure(source, InputError(source, "not_found", "the folder holds no video file"))]
+    elif fs.exists(path):
+        uris = [source]
+    else:
+        return [], [_failure(source, InputError(source, "not_found", "no such file, folder or object"))]
+    items, failures = [], []
+    for uri in uris:
+        if within_roots(uri, roots):
+            items.append(SourceItem(uri=uri))
+        else:
+            failures.append(_failure(uri, _outside(uri, roots)))
+    return items, failures
+
+
+def _failure(item_id: str, exc: InputError) -> Failure:
+    return Failure.from_exception("ingest", "source", item_id, exc)
+
+
+def _outside(uri: str, roots: list[str] | None) -> InputError:
+    return InputError(uri, "outside_roots", f"path is outside the allowed roots {roots}")
+
+
+# --------------------------------------------------------------------------------------------------------- manifests
+def _read_rows(source: str, fs: Any, path: str) -> tuple[list[str], Iterator[tuple[int, dict[str, Any] | Exception]]]:
+    """``(columns, rows)``; a row that cannot be parsed is yielded as the exception."""
+    lower = source.lower()
+    if lower.endswith(".parquet"):
+        import pyarrow.parquet as pq
+
+        with fs.open(path, "rb") as f:
+            table = pq.read_table(f)
+        return list(table.column_names), iter(enumerate(table.to_pylist()))
+    text = fs.cat_file(path).decode("utf-8-sig")
+    if lower.endswith(".csv"):
+        reader = csv.DictReader(io.StringIO(text))
+        columns = [c.strip() for c in (reader.fieldnames or [])]
+
+        def csv_rows() -> Iterator[tuple[int, dict[str, Any] | Exception]]:
+            for i, row in enumerate(reader):
+                if None in row:  # more cells than header columns
+                    yield i, InputError(f"{source}#row={i}", "bad_row", f"row {i} has more cells than the header")
+                else:
+                    yield i, {k.strip(): v for k, v in row.items()}
+
+        return columns, csv_rows()
+    lines = [(i, line) for i, line in enumerate(text.splitlines()) if line.strip()]
+    parsed: list[tuple[int, dict[str, Any] | Exception]] = []
+    columns: list[str] = []
+    for n, (i, line) in enumerate(lines):
+        try:
+            row = json.loads(line)
+            if not isinstance(row, dict):
+                raise ValueError("not a JSON object")
+        except ValueError as exc:
+            parsed.append(
+                (n, InputError(f"{source}#row={n}", "bad_row", f"line {i + 1} is not a JSON object ({exc})"))
+            )
+            continue
+        columns.extend(k for k in row if k not in columns)
+        parsed.append((n, row))
+    return columns, iter(parsed)
+
+
+def _discover_manifest(
+    source: str, fs: Any, path: str, roots: list[str] | None, options: dict[str, Any]
+) -> tuple[list[SourceItem], list[Failure]]:
+    if not fs.exists(path):
+        return [], [_failure(source, InputError(source, "not_found", "manifest not found"))]
+    if not within_roots(source, roots):
+        return [], [_failure(source, _outside(source, roots))]
+    try:
+        columns, rows = _read_rows(source, fs, path)
+    except (ValueError, OSError, UnicodeDecodeError) as exc:
+        return [], [_failure(source, InputError(source, "bad_manifest", f"manifest is not readable ({exc})"))]
+    vpdata = "uri" not in columns and {"path", "mask_id"} <= set(columns)
+    known = VPDATA_COLUMNS if vpdata else MANIFEST_COLUMNS
+    unknown = [c for c in columns if c not in known]
+    if unknown:
+        return [], [
+            _failure(source, InputError(source, "unknown_columns", f"unknown manifest column(s) {unknown}; "
+                                        f"allowed: {list(known)}"))
+        ]  # fmt: skip
+    if not vpdata and "uri" not in columns:
+        message = f"manifest has no 'uri' column (columns: {columns})"
+        return [], [_failure(source, InputError(source, "missing_columns", message))]
+    base_dir = _parent(source)
+    items, failures = [], []
+    for index, row in rows:
+        if isinstance(row, Exception):
+            failures.append(_failure(getattr(row, "input", f"{source}#row={index}"), row))
+            continue
+        try:
+            if vpdata:
+                item = _vpdata_item(row, base_dir, source, index, options)
+            else:
+                item = _manifest_item(row, base_dir, source, index)
+            for uri in (item.uri, item.mask_uri):
+                if uri is not None and not within_roots(uri, roots):
+                    raise _outside(uri, roots)
+            fs_item, item_path = fsspec.core.url_to_fs(item.uri, **options)
+            if not fs_item.exists(item_path):
+                raise InputError(item.uri, "not_found", f"row {index} of {source}: no such file or object")
+        except InputError as exc:
+            failures.append(_failure(exc.input, exc))
+            continue
+        items.append(item)
+    return items, failures
+
+
+def _blank(value: Any) -> bool:
+    return value is None or (isinstance(value, str) and not value.strip()) or value != value  # NaN
+
+
+def _as_int(value: Any, name: str, where: str) -> int | None:
+    if _blank(value):
+        return None
+    try:
+        number = float(value)
+        if number != int(number):
+            raise ValueError
+        return int(number)
+    except (TypeError, ValueError):
+        raise InputError(where, "bad_row", f"{name} must be an integer, got {value!r}") from None
+
+
+def _as_float(value: Any, name: str, where: str) -> float | None:
+    if _blank(value):
+        return None
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        raise InputError(where, "bad_row", f"{name} must be a number, got {value!r}") from None
+
+
+def _as_box(value: Any, where: str) -> tuple[int, int, int, int] | None:
+    if _blank(value):
+        return None
+    parts = value.split(",") if isinstance(value, str) else list(value)
+    try:
+        box = tuple(int(round(float(p))) for p in parts)
+    except (TypeError, ValueError):
+        box = ()
+    if len(box) != 4 or box[2] <= box[0] or box[3] <= box[1] or min(box) < 0:
+        raise InputError(
+            where, "bad_row", f"box must be 'x0,y0,x1,y1' with x1 > x0 >= 0 and y1 > y0 >= 0, got {value!r}"
+        )
+    return box  # type: ignore[return-value]
+
+
+def _check_range(item: SourceItem, where: str) -> None:
+    frames = item.start_frame is not None or item.end_frame is not None
+    seconds = item.start_s is not None or item.end_s is not None
+    if frames and seconds:
+        raise InputError(where, "bad_row", "give start_frame/end_frame or start_s/end_s, not both")
+    for lo, hi, unit in ((item.start_frame, item.end_frame, "frame"), (item.start_s, item.end_s, "s")):
+        if lo is not None and lo < 0:
+            raise InputError(where, "bad_row", f"start_{unit} must be >= 0, got {lo}")
+        if lo is not None and hi is not None and hi <= lo:
+            raise InputError(where, "bad_row", f"end_{unit} ({hi}) must be greater than start_{unit} ({lo})")
+
+
+def _manifest_item(row: dict[str, Any], base_dir: str, source: str, index: int) -> SourceItem:
+    uri = row.get("uri")
+    if _blank(uri):
+        raise InputError(f"{source}#row={index}", "missing_uri", f"row {index} of {source} has no uri")
+    uri = _join(base_dir, str(uri).strip())
+    mask_uri = None if _blank(row.get("mask_uri")) else _join(base_dir, str(row["mask_uri"]).strip())
+    item = SourceItem(
+        uri=uri,
+        start_frame=_as_int(row.get("start_frame"), "start_frame", uri),
+        end_frame=_as_int(row.get("end_frame"), "end_frame", uri),
+        start_s=_as_float(row.get("start_s"), "start_s", uri),
+        end_s=_as_float(row.get("end_s"), "end_s", uri),
+        caption=None if _blank(row.get("caption")) else str(row["caption"]),
+        mask_uri=mask_uri,
+        mask_id=_as_int(row.get("mask_id"), "mask_id", uri),
+        label=None if _blank(row.get("label")) else str(row["label"]),
+        box=_as_box(row.get("box"), uri),
+        manifest_uri=source,
+        row_index=index,
+    )
+    _check_range(item, uri)
+    return item
+
+
+def _vpdata_item(row: dict[str, Any], base_dir: str, source: str, index: int, options: dict[str, Any]) -> SourceItem:
+    """One VPData/VPBench row → a :class:`SourceItem` with its ``all_masks.npz`` label map.
+
+    The released code is inconsistent about where files live (PAPER.md §5): training looks for masks under
+    ``<csv dir>/{videovo|pexels}/<base>/``, inference and evaluation under ``<csv dir>/video_inpainting/{…}/<base>/``,
+    and videos sit in per-id folders. We are lenient: ``path`` may be absolute, a URL or relative to the CSV, and the
+    first existing candidate below wins (``<base>`` = the file name up to its first dot, ``<kind>`` = ``pexels`` when
+    the name holds ``_`` else ``videovo``, ``<folder>`` = the first 9 characters of ``<base>``):
+
+    - video: ``<path>``, ``<csv dir>/<path>``, ``<csv dir>/<kind>/raw_video/<folder>/<name>``,
+      ``<csv dir>/<kind>/<folder>/<name>``, ``<csv dir>/raw_video/<folder>/<name>``, ``<csv dir>/<folder>/<name>``;
+    - mask: ``<csv dir>/video_inpainting/<kind>/<base>/all_masks.npz``, ``<csv dir>/<kind>/<base>/all_masks.npz``,
+      ``<csv dir>/masks/<base>/all_masks.npz``, ``<video dir>/all_masks.npz``.
+
+    A row whose video or mask is found nowhere fails with ``not_found`` listing what was tried.
+    """
+    where = f"{source}#row={index}"
+    path = row.get("path")
+    if _blank(path):
+        raise InputError(where, "missing_uri", f"row {index} of {source} has no path")
+    path = str(path).strip()
+    name = posixpath.basename(path)
+    base = name.split(".")[0]
+    kind = "pexels" if "_" in base else "videovo"
+    folder = base[:9]
+    video_candidates = [path] if _has_protocol(path) or path.startswith("/") else []
+    video_candidates += [
+        _join(base_dir, path),
+        _join(base_dir, f"{kind}/raw_video/{folder}/{name}"),
+        _join(base_dir, f"{kind}/{folder}/{name}"),
+        _join(base_dir, f"raw_video/{folder}/{name}"),
+        _join(base_dir, f"{folder}/{name}"),
+    ]
+    video = _first_existing(video_candidates, options)
+    if video is None:
+        raise InputError(path, "not_found", f"row {index} of {source}: video not found; tried {video_candidates}")
+    mask_candidates = [
+        _join(base_dir, f"video_inpainting/{kind}/{base}/all_masks.npz"),
+        _join(base_dir, f"{kind}/{base}/all_masks.npz"),
+        _join(base_dir, f"masks/{base}/all_masks.npz"),
+        _join(_parent(video), "all_masks.npz"),
+    ]
+    mask = _first_existing(mask_candidates, options)
+    if mask is None:
+        raise InputError(
+            path, "not_found", f"row {index} of {source}: all_masks.npz not found; tried {mask_candidates}"
+        )
+    caption = row.get("caption")
+    if _blank(caption):
+        caption = row.get("video_inpainting_prompt")
+    item = SourceItem(
+        uri=video,
+        start_frame=_as_int(row.get("start_frame"), "start_frame", video),
+        end_frame=_as_int(row.get("end_frame"), "end_frame", video),
+        caption=None if _blank(caption) else str(caption),
+        mask_uri=mask,
+        mask_id=_as_int(row.get("mask_id"), "mask_id", video),
+        manifest_uri=source,
+        row_index=index,
+    )
+    _check_range(item, video)
+    return item
+
+
+def _first_existing(candidates: list[str], options: dict[str, Any]) -> str | None:
+    for uri in candidates:
+        fs, path = fsspec.core.url_to_fs(uri, **options)
+        if fs.exists(path):
+            return uri
+    return None
