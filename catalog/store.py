@@ -152,6 +152,7 @@ class Catalog:
     def fragments(self, table: str) -> list[str]:
         """Paths of the table's visible fragments (temporary files excluded), sorted by name (= write time)."""
         directory = self.table_dir(table)
+        self.fs.invalidate_cache(directory)  # object-store listings are cached; other writers add fragments
         if not self.fs.exists(directory):
             return []
         return sorted(p for p in self.fs.ls(directory, detail=False) if p.endswith(".parquet"))

@@ -1,0 +1,208 @@
+"""Catalog upkeep: ``stats``, ``compact`` and ``check`` (the Python API behind ``vpf catalog …``).
+
+Compaction is safe with concurrent readers and writers:
+
+- it merges only fragments it listed, writes the merged fragment (one atomic write) first, and only then deletes
+  exactly the fragments it merged; fragments written meanwhile by other writers are never touched;
+- a reader that lists fragments while both the merged fragment and the old ones exist sees every row twice, and
+  the views' latest-row-per-id deduplication returns each row once; a reader whose listed fragment is deleted
+  before it reads it gets "file not found", and ``Catalog.query`` re-lists once and retries;
+- two compactions racing merge the same rows into two fragments; views deduplicate them and the next compaction
+  merges them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING, Any
+
+import duckdb
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from catalog.schema import ID_COLUMNS, TABLES
+from catalog.store import CatalogError
+
+
+if TYPE_CHECKING:
+    from catalog.store import Catalog
+
+
+# Foreign keys checked by ``check``: table -> {column: referenced table}.
+REFERENCES: dict[str, dict[str, str]] = {
+    "clips": {"source_id": "sources"},
+    "objects": {"clip_id": "clips"},
+    "instructions": {"object_id": "objects", "clip_id": "clips"},
+    "renders": {"instruction_id": "instructions", "clip_id": "clips", "object_id": "objects"},
+    "pairs": {"render_id": "renders", "instruction_id": "instructions", "clip_id": "clips", "object_id": "objects"},
+}
+
+MEDIA_PREFIX = "media/"
+
+
+def media_columns(table: str) -> list[str]:
+    """Columns holding catalog-relative media uris (``*_uri``, except external locations such as manifests)."""
+    return [f.name for f in TABLES[table] if f.name.endswith("_uri") and f.name != "manifest_uri"]
+
+
+# ---------------------------------------------------------------------------------------------------- stats
+def stats(catalog: Catalog) -> dict[str, Any]:
+    """Rows (latest per id), raw rows, fragments and bytes per table; pairs by edit type, decision and engine;
+    failures by stage, reason and error type."""
+    tables: dict[str, Any] = {}
+    for table in TABLES:
+        infos = [catalog.fs.info(p) for p in catalog.fragments(table)]
+        tables[table] = {"fragments": len(infos), "bytes": int(sum(i.get("size", 0) or 0 for i in infos))}
+    con = catalog.connect()
+    try:
+        for table in TABLES:
+            tables[table]["rows"] = con.sql(f'SELECT count(*) FROM "{table}"').fetchone()[0]
+        pairs_by = con.sql(
+            "SELECT edit_type, decision, engine, count(*) AS n FROM pairs GROUP BY ALL ORDER BY n DESC, ALL"
+        ).to_arrow_table()
+        failures_by = con.sql(
+            "SELECT stage, reason, error_type, count(*) AS n FROM failures GROUP BY ALL ORDER BY n DESC, ALL"
+        ).to_arrow_table()
+    finally:
+        con.close()
+    return {"tables": tables, "pairs_by": pairs_by.to_pylist(), "failures_by": failures_by.to_pylist()}
+
+
+# ---------------------------------------------------------------------------------------------------- compact
+def _read_fragment(catalog: Catalog, table: str, path: str) -> pa.Table:
+    try:
+        with catalog.fs.open(path, "rb") as f:
+            raw = pq.read_table(f)
+    except (OSError, pa.ArrowException) as exc:
+        raise CatalogError(f"{table}: fragment {catalog.fragment_url(path)} is unreadable ({exc})") from exc
+    return catalog.to_table(table, raw.replace_schema_metadata(None))
+
+
+def _stamp_of(path: str) -> str:
+    return path.rsplit("/", 1)[-1].split("-", 1)[0]
+
+
+def latest_per_id(table: str, arrow: pa.Table) -> pa.Table:
+    """Keep the latest row per id of ``arrow`` (rows in write order): greatest ``created_at``, then later row."""
+    key = ID_COLUMNS[table]
+    con = duckdb.connect(":memory:")
+    try:
+        con.register("rows_in", arrow.append_column("__order", pa.array(range(arrow.num_rows), pa.int64())))
+        out = con.sql(
+            f'SELECT * EXCLUDE (__order) FROM rows_in QUALIFY row_number() OVER (PARTITION BY "{key}" '
+            f"ORDER BY created_at DESC, __order DESC) = 1 ORDER BY __order"
+        ).to_arrow_table()
+    finally:
+        con.close()
+    return out.cast(TABLES[table])
+
+
+@dataclass
+class Compaction:
+    table: str
+    merged: list[str]  # fragment paths merged (and deleted)
+    rows_in: int
+    rows_out: int
+    fragment: str | None  # the new fragment
+
+
+def compact(catalog: Catalog, table: str | None = None, small_bytes: int = 64 << 20) -> dict[str, Any]:
+    """Merge every table's fragments smaller than ``small_bytes`` into one deduplicated fragment per table.
+
+    Returns ``{table: Compaction as dict}`` for the tables that were compacted. See the module docstring for why
+    this is safe with concurrent readers and writers.
+    """
+    results: dict[str, Any] = {}
+    for name in [table] if table else list(TABLES):
+        catalog._check_table(name)
+        listing = (
+            catalog.fs.ls(catalog.table_dir(name), detail=True) if catalog.fs.exists(catalog.table_dir(name)) else []
+        )
+        small = sorted(
+            i["name"] for i in listing if i["name"].endswith(".parquet") and (i.get("size") or 0) < small_bytes
+        )
+        if len(small) < 2 and not (len(small) == 1 and not small[0].endswith(".u.parquet")):
+            continue
+        parts = [_read_fragment(catalog, name, path) for path in small]
+        merged = pa.concat_tables(parts)
+        deduped = latest_per_id(name, merged)
+        target = catalog._write_fragment(name, deduped, unique=True, stamp=_stamp_of(small[-1]))
+        for path in small:
+            try:
+                catalog.fs.rm(path)
+            except FileNotFoundError:
+                pass  # a concurrent compaction merged and removed it first; its rows are in its fragment
+        results[name] = asdict(Compaction(name, small, merged.num_rows, deduped.num_rows, target))
+    return results
+
+
+# ---------------------------------------------------------------------------------------------------- check
+@dataclass(frozen=True)
+class Problem:
+    kind: str  # unreadable_fragment | missing_media | hash_mismatch | dangling_reference
+    table: str
+    subject: str  # the fragment, media uri or row id at fault
+    message: str
+
+    def __str__(self) -> str:
+        return f"[{self.kind}] {self.table}: {self.message}"
+
+
+def check(catalog: Catalog, verify_hashes: bool = True) -> list[Problem]:
+    """Every fragment readable; every media uri named by a row exists (and its sha256 matches its name); every
+    reference (pairs → renders → instructions → objects → clips → sources) points at an existing row."""
+    problems: list[Problem] = []
+    rows: dict[str, pa.Table] = {}
+    for table, schema in TABLES.items():
+        parts = []
+        for path in catalog.fragments(table):
+            try:
+                with catalog.fs.open(path, "rb") as f:
+                    parts.append(catalog.to_table(table, pq.read_table(f).replace_schema_metadata(None)))
+            except FileNotFoundError:
+                continue  # compacted away since listing; its rows are in the merged fragment
+            except (OSError, pa.ArrowException, CatalogError) as exc:
+                url = catalog.fragment_url(path)
+                problems.append(Problem("unreadable_fragment", table, url, f"fragment {url} is unreadable: {exc}"))
+        rows[table] = pa.concat_tables(parts) if parts else schema.empty_table()
+
+    ids = {table: set(arrow.column(ID_COLUMNS[table]).to_pylist()) for table, arrow in rows.items()}
+    for table, refs in REFERENCES.items():
+        arrow = rows[table]
+        key = arrow.column(ID_COLUMNS[table]).to_pylist()
+        for column, target in refs.items():
+            for row_id, value in zip(key, arrow.column(column).to_pylist()):
+                if value is not None and value not in ids[target]:
+                    problems.append(
+                        Problem(
+                            "dangling_reference",
+                            table,
+                            row_id,
+                            f"{table} row {row_id}: {column}={value} names no row of {target}",
+                        )
+                    )
+
+    media: dict[str, tuple[str, str]] = {}
+    for table, arrow in rows.items():
+        key = arrow.column(ID_COLUMNS[table]).to_pylist()
+        for column in media_columns(table):
+            for row_id, uri in zip(key, arrow.column(column).to_pylist()):
+                if uri and uri.startswith(MEDIA_PREFIX):
+                    media.setdefault(uri, (table, f"{table} row {row_id} column {column}"))
+    for uri, (table, where) in sorted(media.items()):
+        path = catalog.path(uri)
+        if not catalog.fs.exists(path):
+            problems.append(Problem("missing_media", table, uri, f"{where} names missing media {uri}"))
+            continue
+        if verify_hashes:
+            h = hashlib.sha256()
+            with catalog.fs.open(path, "rb") as f:
+                while chunk := f.read(1 << 20):
+                    h.update(chunk)
+            expected = uri.rsplit("/", 1)[-1].split(".", 1)[0]
+            if h.hexdigest() != expected:
+                problems.append(
+                    Problem("hash_mismatch", table, uri, f"{where}: media {uri} has sha256 {h.hexdigest()}")
+                )
+    return problems
