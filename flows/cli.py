@@ -7,9 +7,14 @@ Exit codes: 0 success; 1 error; 2 usage error (bad arguments, rejected SQL); 3 c
 
 from __future__ import annotations
 
-import typer
+from flows.env import apply_local_defaults
 
-from flows import cli_catalog
+
+apply_local_defaults()  # before Prefect is imported: ephemeral mode, analytics off
+
+import typer  # noqa: E402
+
+from flows import cli_catalog, cli_factory  # noqa: E402
 
 
 app = typer.Typer(
@@ -25,6 +30,7 @@ EXIT_USAGE = 2
 EXIT_COMPLETED_WITH_FAILURES = 3
 
 cli_catalog.register(app)
+cli_factory.register(app)
 
 
 if __name__ == "__main__":

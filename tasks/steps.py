@@ -1,0 +1,423 @@
+"""The factory's stages as plain batch functions, plus thin Prefect ``@task`` wrappers around them.
+
+Stages (DESIGN.md §1), each over a batch of items, each returning rows and ``Failure`` values instead of raising
+for bad inputs::
+
+    discover_stage  source URL           -> SourceItem list            (+ failures)
+    ingest_stage    SourceItem batch     -> clips/objects rows, media  (+ failures)   probe, split, normalise, segment
+    propose_stage   objects rows         -> instructions rows          (+ failures)
+    plan_stage      instructions rows    -> RenderJob list             (+ skipped: edit types the engine can't render)
+    render_stage    RenderJob batch      -> Rendered list, renders rows (+ failures)  engine set up once per batch
+    score_stage     Rendered list        -> pairs rows (remove + add for a removal render) (+ failures)
+    record_rows     rows                 -> appended to the catalog, ids already there skipped
+
+The plain functions are what ``bench/orchestration.py`` loops over; the ``*_task`` objects wrap the same functions
+for the flows (retries only on I/O errors, no Prefect result caching: resume is reconciled against the catalog's
+ids, DESIGN.md §5). Flows name each task run after its batch with ``.with_options(task_run_name=...)``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from prefect import task
+from prefect.cache_policies import NO_CACHE
+from pydantic import BaseModel, Field
+
+from catalog import ids
+from catalog.schema import ID_COLUMNS
+from catalog.store import Catalog
+from tasks.errors import InputError, UnsupportedEditError
+from tasks.types import Failure, Geometry, SourceItem
+
+
+# --------------------------------------------------------------------------------------------------------- values
+class RenderJob(BaseModel):
+    """One instruction to render, as JSON: everything the render flow needs to reload the clip and mask from the
+    catalog (it may run on another machine)."""
+
+    instruction_id: str
+    object_id: str
+    clip_id: str
+    edit_type: str
+    instruction: str
+    instruction_long: str | None = None
+    prompt: str = Field("", description="the target caption: what the clip shows after the edit")
+    clip_video_uri: str
+    mask_uri: str
+    fps: float
+    dilation_px: int = 0
+    add_instruction_id: str | None = Field(None, description="for a removal: the reverse `add` instruction")
+    add_instruction: str | None = None
+    add_instruction_long: str | None = None
+
+
+@dataclass
+class Rendered:
+    """A finished render kept in memory for scoring.
+
+    ``frames``/``edited``: `(num_frames, height, width, 3)` uint8; ``masks``: `(num_frames, height, width)` bool,
+    the dilated mask that was inpainted.
+    """
+
+    job: RenderJob
+    render_row: dict[str, Any]
+    frames: np.ndarray
+    edited: np.ndarray
+    masks: np.ndarray
+
+
+@dataclass
+class StageOutput:
+    """Rows per table written (or to write) by a stage, the failures it met, and small counters."""
+
+    rows: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    failures: list[Failure] = field(default_factory=list)
+    counts: dict[str, int] = field(default_factory=dict)
+
+    def add(self, key: str, n: int = 1) -> None:
+        self.counts[key] = self.counts.get(key, 0) + n
+
+
+def failure_rows(failures: Iterable[Failure], run_id: str | None) -> list[dict[str, Any]]:
+    """``failures`` rows with deterministic ids (stage + item + reason): a rerun never duplicates them."""
+    return [
+        {
+            "failure_id": ids.failure_id(f.stage, f.item_id, f.reason),
+            "stage": f.stage,
+            "item_kind": f.item_kind,
+            "item_id": f.item_id,
+            "reason": f.reason,
+            "error_type": f.error_type,
+            "message": f.message,
+            "run_id": run_id,
+        }
+        for f in failures
+    ]
+
+
+def worker_id() -> str:
+    """This worker's identity for the per-GPU concurrency limit: ``$VPF_WORKER_ID``, else the host name."""
+    return os.environ.get("VPF_WORKER_ID") or socket.gethostname()
+
+
+# --------------------------------------------------------------------------------------------------------- record
+def record_rows(catalog: Catalog, table: str, rows: Sequence[Mapping[str, Any]]) -> int:
+    """Append the rows whose ids the catalog does not hold yet (and drop repeats within ``rows``); returns how many
+    were written. Media named by the rows must already be stored (``Catalog.put_media``)."""
+    if not rows:
+        return 0
+    id_col = ID_COLUMNS[table]
+    unique: dict[str, Mapping[str, Any]] = {}
+    for row in rows:
+        unique.setdefault(row[id_col], row)
+    present = catalog.existing_ids(table, list(unique))
+    fresh = [row for key, row in unique.items() if key not in present]
+    catalog.append(table, fresh)
+    return len(fresh)
+
+
+def record_failures(catalog: Catalog, failures: Iterable[Failure], run_id: str | None) -> int:
+    return record_rows(catalog, "failures", failure_rows(failures, run_id))
+
+
+# --------------------------------------------------------------------------------------------------------- discover
+def discover_stage(
+    source: str,
+    *,
+    limit: int | None = None,
+    roots: Sequence[str] | None = None,
+    storage_options: Mapping[str, Any] | None = None,
+) -> tuple[list[SourceItem], list[Failure]]:
+    """List the work items of a folder, glob, manifest (CSV/JSONL/Parquet) or VPData CSV at any fsspec URL.
+
+    ``limit`` keeps the first N items (manifest order, else sorted by uri). Bad manifest rows are failures.
+    """
+    from tasks.sources import discover_sources
+
+    items, failures = discover_sources(source, roots=list(roots) if roots else None, storage_options=storage_options)
+    if limit is not None:
+        items = items[:limit]
+    return items, failures
+
+
+# --------------------------------------------------------------------------------------------------------- ingest
+def make_segmenter(spec: str) -> Any:
+    """``provided`` (masks from the manifest) or ``sam:CHECKPOINT`` (segment-anything from a path or URL)."""
+    from tasks.segment import ProvidedSegmenter, SamSegmenter
+
+    if spec == "provided":
+        return ProvidedSegmenter()
+    if spec.startswith("sam:") and len(spec) > 4:
+        return SamSegmenter(checkpoint=spec[4:])
+    raise ValueError(f"segmenter {spec!r}: expected 'provided' or 'sam:CHECKPOINT'")
+
+
+def ingest_stage(
+    items: Sequence[SourceItem],
+    catalog: Catalog,
+    *,
+    geometry: Geometry,
+    segmenter: Any,
+    run_id: str | None,
+) -> StageOutput:
+    """Probe, split, normalise and segment a batch of items; media goes to the catalog, rows are returned.
+
+    Returns rows for ``sources``, ``clips`` and ``objects`` (not yet appended) and per-item failures.
+    """
+    from tasks.ingest import ingest_batch
+
+    result = ingest_batch(list(items), catalog, geometry=geometry, segmenter=segmenter, run_id=run_id)
+    out = StageOutput(rows={k: list(v) for k, v in result.rows.items()}, failures=list(result.failures))
+    out.add("items", len(items))
+    out.add("clips", len(out.rows.get("clips", [])))
+    out.add("objects", len(out.rows.get("objects", [])))
+    return out
+
+
+# --------------------------------------------------------------------------------------------------------- propose
+def propose_stage(
+    objects: Sequence[Mapping[str, Any]],
+    clips: Sequence[Mapping[str, Any]],
+    proposer: Any,
+    *,
+    edit_types: Sequence[str],
+    run_id: str | None,
+    seed: int = 0,
+) -> StageOutput:
+    """Instructions for every object that passed mask QA (objects rejected by QA are not proposed for).
+
+    ``objects``/``clips``: catalog rows; ``proposer``: a ``tasks.proposers.Proposer`` already set up.
+    """
+    from tasks.proposers import ProposalRequest
+
+    clip_by_id = {c["clip_id"]: c for c in clips}
+    requests = []
+    for obj in objects:
+        if obj.get("qa_status", "ok") != "ok":
+            continue
+        clip = clip_by_id[obj["clip_id"]]
+        bbox = obj.get("bbox")
+        requests.append(
+            ProposalRequest(
+                object_id=obj["object_id"],
+                clip_id=obj["clip_id"],
+                label=obj.get("label"),
+                caption=clip.get("caption"),
+                bbox=tuple(bbox) if bbox else None,
+                frame_size=(int(clip["width"]), int(clip["height"])),
+                area_ratio=obj.get("area_ratio_mean"),
+                edit_types=tuple(edit_types),
+                seed=seed,
+            )
+        )
+    out = StageOutput(rows={"instructions": []})
+    if not requests:
+        return out
+    for outcome in proposer.propose(requests):
+        req = outcome.request
+        out.rows["instructions"].extend(p.to_row(req.object_id, req.clip_id, run_id) for p in outcome.proposals)
+        out.failures.extend(outcome.failures)
+    out.add("instructions", len(out.rows["instructions"]))
+    return out
+
+
+# --------------------------------------------------------------------------------------------------------- plan
+def plan_stage(
+    instructions: Sequence[Mapping[str, Any]],
+    objects: Sequence[Mapping[str, Any]],
+    clips: Sequence[Mapping[str, Any]],
+) -> list[RenderJob]:
+    """Turn instructions into render jobs.
+
+    An ``add`` instruction is never rendered on its own: it becomes the reverse pair of its object's removal render
+    (inpainted → original, DESIGN.md §1). Every other edit type is a job; the render stage skips, with a recorded
+    reason, the ones its engine cannot render.
+    """
+    clip_by_id = {c["clip_id"]: c for c in clips}
+    object_by_id = {o["object_id"]: o for o in objects}
+    adds = {i["object_id"]: i for i in instructions if i["edit_type"] == "add"}
+    jobs = []
+    for ins in instructions:
+        if ins["edit_type"] == "add":
+            continue
+        obj, clip = object_by_id[ins["object_id"]], clip_by_id[ins["clip_id"]]
+        add = adds.get(ins["object_id"]) if ins["edit_type"] == "remove" else None
+        jobs.append(
+            RenderJob(
+                instruction_id=ins["instruction_id"],
+                object_id=ins["object_id"],
+                clip_id=ins["clip_id"],
+                edit_type=ins["edit_type"],
+                instruction=ins["instruction"],
+                instruction_long=ins.get("instruction_long"),
+                prompt=ins.get("target_caption") or "",
+                clip_video_uri=clip["video_uri"],
+                mask_uri=obj["mask_uri"],
+                fps=float(clip["fps"]),
+                dilation_px=int(obj.get("dilation_px") or 0),
+                add_instruction_id=add["instruction_id"] if add else None,
+                add_instruction=add["instruction"] if add else None,
+                add_instruction_long=add.get("instruction_long") if add else None,
+            )
+        )
+    return jobs
+
+
+# --------------------------------------------------------------------------------------------------------- render
+def pair_directions(job: RenderJob) -> list[str]:
+    """The pairs one render of ``job`` yields: a removal yields ``remove`` and, with an add instruction, ``add``."""
+    if job.edit_type == "remove" and job.add_instruction_id:
+        return ["remove", "add"]
+    return [job.edit_type]
+
+
+def job_render_id(job: RenderJob, engine: Any, seed: int) -> str:
+    return ids.render_id(job.instruction_id, engine.engine_id, engine.params(), seed)
+
+
+def pending_jobs(catalog: Catalog, jobs: Sequence[RenderJob], engine: Any, seed: int) -> tuple[list[RenderJob], int]:
+    """Resume: drop jobs whose every pair is already in the catalog. Returns (to render, already done)."""
+    expected = {
+        job.instruction_id: [ids.pair_id(job_render_id(job, engine, seed), d) for d in pair_directions(job)]
+        for job in jobs
+    }
+    present = catalog.existing_ids("pairs", [p for ps in expected.values() for p in ps])
+    todo = [job for job in jobs if not all(p in present for p in expected[job.instruction_id])]
+    return todo, len(jobs) - len(todo)
+
+
+def render_stage(
+    jobs: Sequence[RenderJob],
+    catalog: Catalog,
+    engine: Any,
+    *,
+    seed: int,
+    run_id: str | None,
+) -> tuple[list[Rendered], StageOutput]:
+    """Render a batch with an engine that is already set up (models loaded once per batch).
+
+    Edit types the engine cannot render are skipped with reason ``unsupported_edit_type`` (counted as ``skipped``,
+    recorded as ``failures`` rows). The edited clip and the inpainted mask are stored as media before any row.
+    """
+    from tasks.masks import decode_masks_npz, dilate_masks, encode_masks_npz
+    from tasks.video_io import encode_mp4, read_frames
+
+    out = StageOutput(rows={"renders": []})
+    rendered: list[Rendered] = []
+    device = getattr(engine, "device", None) or "cpu"
+    for job in jobs:
+        try:
+            engine.check_edit_type(job.edit_type)
+        except UnsupportedEditError as exc:
+            out.failures.append(Failure.from_exception("render", "instruction", job.instruction_id, exc))
+            out.add("skipped")
+            continue
+        try:
+            started = time.perf_counter()
+            frames = read_frames(catalog.full_url(job.clip_video_uri), storage_options=catalog.storage_options)
+            masks = decode_masks_npz(catalog.read_media(job.mask_uri))
+            if masks.shape != frames.shape[:3]:
+                raise InputError(
+                    job.mask_uri, "mask_shape_mismatch", f"mask {masks.shape} does not match clip {frames.shape[:3]}"
+                )
+            dilated = dilate_masks(masks, job.dilation_px) if job.dilation_px else masks
+            edited = engine.inpaint(frames, dilated, prompt=job.prompt, edit_type=job.edit_type, seed=seed)
+            video_uri = catalog.put_media(encode_mp4(edited, job.fps), "mp4")
+            mask_uri = catalog.put_media(encode_masks_npz(dilated), "npz")
+        except InputError as exc:
+            out.failures.append(Failure.from_exception("render", "instruction", job.instruction_id, exc))
+            continue
+        row = {
+            "render_id": job_render_id(job, engine, seed),
+            "instruction_id": job.instruction_id,
+            "clip_id": job.clip_id,
+            "object_id": job.object_id,
+            "engine": engine.engine_id,
+            "engine_version": engine.version,
+            "params_json": json.dumps(engine.params(), sort_keys=True, default=str),
+            "seed": seed,
+            "video_uri": video_uri,
+            "mask_uri": mask_uri,
+            "device": str(device),
+            "elapsed_s": time.perf_counter() - started,
+            "run_id": run_id,
+        }
+        out.rows["renders"].append(row)
+        rendered.append(Rendered(job, row, frames, edited, dilated))
+    out.add("renders", len(rendered))
+    return rendered, out
+
+
+# --------------------------------------------------------------------------------------------------------- score
+def score_stage(
+    rendered: Sequence[Rendered],
+    catalog: Catalog,
+    *,
+    accept_rule: Mapping[str, Any] | None = None,
+    previews: bool = True,
+    run_id: str | None,
+) -> StageOutput:
+    """Quality metrics, accept/reject decision and previews for each render; returns ``pairs`` rows.
+
+    A removal render yields two pairs: ``remove`` (original → inpainted) and ``add`` (inpainted → original).
+    """
+    from tasks import metrics, pairs
+    from tasks import previews as previews_mod
+
+    rule = metrics.AcceptRule(**dict(accept_rule or {}))
+    out = StageOutput(rows={"pairs": []})
+    for r in rendered:
+        try:
+            quality = metrics.pair_metrics(r.frames, r.edited, r.masks)
+            decision = metrics.decide(quality, rule)
+            preview_uri = sheet_uri = None
+            if previews:
+                preview_uri = catalog.put_media(
+                    previews_mod.side_by_side_mp4(r.frames, r.masks, r.edited, r.job.fps), "mp4"
+                )
+                sheet_uri = catalog.put_media(previews_mod.contact_sheet_png(r.frames, r.masks, r.edited), "png")
+            rows = pairs.pair_rows(
+                r.render_row,
+                r.job.model_dump(),
+                quality=quality,
+                decision=decision,
+                preview_uri=preview_uri,
+                contact_sheet_uri=sheet_uri,
+                run_id=run_id,
+            )
+        except InputError as exc:
+            out.failures.append(Failure.from_exception("score", "render", r.render_row["render_id"], exc))
+            continue
+        out.rows["pairs"].extend(rows)
+    out.add("pairs", len(out.rows["pairs"]))
+    out.add("accepted", sum(1 for p in out.rows["pairs"] if p.get("decision") == "accepted"))
+    return out
+
+
+# --------------------------------------------------------------------------------------------------------- tasks
+def _retry_on_io(task: Any, task_run: Any, state: Any) -> bool:
+    """Retry only transient I/O problems (object stores, network file systems); never bad data or bugs."""
+    exc = state.result(raise_on_failure=False)
+    return isinstance(exc, (OSError, TimeoutError, ConnectionError)) and not isinstance(exc, InputError)
+
+
+_TASK_OPTIONS = {"cache_policy": NO_CACHE, "persist_result": False, "retries": 2, "retry_delay_seconds": [2, 10]}
+
+discover_task = task(
+    discover_stage, name="discover", task_run_name="discover", retry_condition_fn=_retry_on_io, **_TASK_OPTIONS
+)
+ingest_task = task(ingest_stage, name="ingest", retry_condition_fn=_retry_on_io, **_TASK_OPTIONS)
+propose_task = task(propose_stage, name="propose", retry_condition_fn=_retry_on_io, **_TASK_OPTIONS)
+render_task = task(render_stage, name="render", retry_condition_fn=_retry_on_io, **_TASK_OPTIONS)
+score_task = task(score_stage, name="score", retry_condition_fn=_retry_on_io, **_TASK_OPTIONS)
+record_task = task(
+    record_rows, name="record", task_run_name="record {table}", retry_condition_fn=_retry_on_io, **_TASK_OPTIONS
+)
