@@ -1,0 +1,134 @@
+"""The ``transformers:PATH`` backend: a causal language model from a local folder, batched generation.
+
+``PATH`` is a folder written by ``save_pretrained`` (model + tokenizer) or an fsspec-free local path; nothing is
+downloaded (``HF_HUB_OFFLINE`` is honoured and ``local_files_only=True`` is passed). Conversations are rendered with
+the tokenizer's chat template when it has one, otherwise as plain ``System:/User:/Assistant:`` text. Prompts are
+left-padded and generated in batches of ``batch_size``; only the new tokens are decoded. Greedy decoding at
+temperature 0; with sampling, each batch's generator is seeded from the batch's request seeds.
+
+``generate_kwargs`` are passed to ``model.generate`` unchanged (e.g. ``prefix_allowed_tokens_fn`` for constrained
+decoding; note it receives the full left-padded ``input_ids``, prompt included).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from tasks.proposers.llm import BackendError, ChatBackend, Message
+
+
+def _plain_text(conversation: list[Message]) -> str:
+    parts = [f"{m['role'].capitalize()}: {m['content']}" for m in conversation]
+    return "\n\n".join(parts) + "\n\nAssistant:"
+
+
+class TransformersBackend(ChatBackend):
+    """Local causal LM.
+
+    Args:
+        path: local folder with the model and its tokenizer.
+        device: torch device ("cpu", "cuda", "cuda:1"); default CUDA when available.
+        dtype: "float32", "bfloat16" or "float16".
+        batch_size: conversations per ``generate`` call.
+        max_input_tokens: longer prompts fail with reason ``prompt_too_long`` (nothing is silently cut).
+        generate_kwargs: extra keyword arguments for ``model.generate``.
+    """
+
+    backend = "transformers"
+
+    def __init__(
+        self,
+        path: str | Path,
+        *,
+        device: str | None = None,
+        dtype: str = "float32",
+        batch_size: int = 8,
+        max_input_tokens: int = 4096,
+        generate_kwargs: dict[str, Any] | None = None,
+    ):
+        self.path = Path(path)
+        if not self.path.is_dir():
+            raise ValueError(f"transformers proposer: {str(path)!r} is not a local model folder")
+        if dtype not in ("float32", "bfloat16", "float16"):
+            raise ValueError(f"dtype: expected float32, bfloat16 or float16, got {dtype!r}")
+        if batch_size < 1:
+            raise ValueError(f"batch_size: expected >= 1, got {batch_size}")
+        self.device = device
+        self.dtype = dtype
+        self.batch_size = int(batch_size)
+        self.max_input_tokens = int(max_input_tokens)
+        self.generate_kwargs = dict(generate_kwargs or {})
+        self.model = None
+        self.tokenizer = None
+
+    @property
+    def model_id(self) -> str:
+        return self.path.name
+
+    def params(self) -> dict[str, Any]:
+        return {"dtype": self.dtype, "constrained": sorted(self.generate_kwargs)}
+
+    def setup(self) -> None:
+        if self.model is not None:
+            return
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        device = self.device or ("cuda" if torch.cuda.is_available() else "cpu")
+        tokenizer = AutoTokenizer.from_pretrained(self.path, local_files_only=True)
+        tokenizer.padding_side = "left"
+        if tokenizer.pad_token is None:
+            if tokenizer.eos_token is None:
+                raise ValueError(f"transformers proposer: tokenizer in {self.path} has neither pad nor eos token")
+            tokenizer.pad_token = tokenizer.eos_token
+        model = AutoModelForCausalLM.from_pretrained(
+            self.path, local_files_only=True, dtype=getattr(torch, self.dtype)
+        ).to(device)
+        model.eval()
+        self.device, self.model, self.tokenizer = device, model, tokenizer
+
+    def render(self, conversation: list[Message]) -> str:
+        if getattr(self.tokenizer, "chat_template", None):
+            return self.tokenizer.apply_chat_template(conversation, tokenize=False, add_generation_prompt=True)
+        return _plain_text(conversation)
+
+    def complete(
+        self, conversations: list[list[Message]], *, temperature: float, max_tokens: int, seeds: list[int]
+    ) -> list[str | BackendError]:
+        import torch
+
+        self.setup()
+        tokenizer, model = self.tokenizer, self.model
+        results: list[str | BackendError] = [BackendError("not_run", "")] * len(conversations)
+        prompts: list[tuple[int, str]] = []
+        for i, conversation in enumerate(conversations):
+            text = self.render(conversation)
+            n_tokens = len(tokenizer(text, add_special_tokens=False)["input_ids"])
+            if n_tokens > self.max_input_tokens:
+                results[i] = BackendError(
+                    "prompt_too_long", f"prompt has {n_tokens} tokens; max_input_tokens is {self.max_input_tokens}"
+                )
+            else:
+                prompts.append((i, text))
+        for start in range(0, len(prompts), self.batch_size):
+            batch = prompts[start : start + self.batch_size]
+            encoded = tokenizer([t for _, t in batch], return_tensors="pt", padding=True, add_special_tokens=False)
+            encoded = encoded.to(self.device)
+            sampling: dict[str, Any] = {"do_sample": False}
+            if temperature > 0:
+                torch.manual_seed(sum(seeds[i] for i, _ in batch) % (2**31))
+                sampling = {"do_sample": True, "temperature": temperature}
+            with torch.no_grad():
+                output = model.generate(
+                    **encoded,
+                    max_new_tokens=max_tokens,
+                    pad_token_id=tokenizer.pad_token_id,
+                    **sampling,
+                    **self.generate_kwargs,
+                )
+            # [batch_size, prompt_length + new_tokens]; keep the new tokens only
+            new_tokens = output[:, encoded["input_ids"].shape[1] :]
+            for (i, _), tokens in zip(batch, new_tokens):
+                results[i] = tokenizer.decode(tokens, skip_special_tokens=True)
+        return results
