@@ -1,0 +1,149 @@
+"""Orchestration overhead: ``build_pairs`` (Prefect, ephemeral API) against a plain Python loop over the same stage
+functions (``tasks.steps``), with the null engine on N small synthetic clips. Target: ratio ≤ 1.3.
+
+    .venv/bin/python bench/orchestration.py [--clips 200] [--batch-size 50] [--json]
+
+Both paths do the same work into fresh catalogs: discover, ingest+segment, propose, plan, render (null engine),
+score, previews, record. The Prefect API is started before timing (a warm-up flow), so the flow's time is what a
+long-running worker pays per run. With ``--json`` the last line is one JSON object with ``ratio``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from flows.env import apply_local_defaults  # noqa: E402
+
+
+apply_local_defaults()
+
+TINY = {"num_frames": 17, "height": 64, "width": 96, "fps": 8.0}
+
+
+def write_clips(out: Path, n: int) -> Path:
+    """``n`` distinct synthetic clips (one object each) with provided masks and a manifest."""
+    import numpy as np
+
+    from tasks.synthetic import CAMERAS, make_scene
+    from tasks.video_io import encode_mp4
+
+    out.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for i in range(n):
+        scene = make_scene(
+            CAMERAS[i % len(CAMERAS)], num_frames=TINY["num_frames"], height=TINY["height"], width=TINY["width"],
+            num_objects=1, seed=i,
+        )  # fmt: skip
+        (out / f"clip{i:04d}.mp4").write_bytes(encode_mp4(scene.frames, fps=TINY["fps"]))
+        np.savez_compressed(out / f"clip{i:04d}_masks.npz", scene.label_map)
+        rows.append({"uri": f"clip{i:04d}.mp4", "caption": scene.caption, "mask_uri": f"clip{i:04d}_masks.npz",
+                     "mask_id": 1, "label": scene.labels[0]})  # fmt: skip
+    manifest = out / "manifest.csv"
+    with manifest.open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    return manifest
+
+
+def plain_loop(manifest: Path, catalog: str, batch_size: int) -> dict[str, int]:
+    """The same stages as ``build_pairs``, called directly."""
+    from catalog.ids import make_id
+    from catalog.store import Catalog
+    from tasks import steps
+    from tasks.engines.registry import get_engine
+    from tasks.proposers import get_proposer
+    from tasks.types import Geometry
+
+    cat = Catalog(catalog)
+    run_id = make_id("run", "plain", time.time())
+    geometry = Geometry(TINY["num_frames"], TINY["fps"], TINY["height"], TINY["width"])
+    items, failures = steps.discover_stage(str(manifest))
+    steps.record_failures(cat, failures, run_id)
+    segmenter = steps.make_segmenter("provided")
+    proposer = get_proposer("template", cache_url=cat.full_url("cache/proposals"))
+    proposer.setup()
+    counts = {"pairs": 0}
+    for start in range(0, len(items), batch_size):
+        ing = steps.ingest_stage(items[start : start + batch_size], cat, geometry=geometry, segmenter=segmenter,
+                                 run_id=run_id)  # fmt: skip
+        for table in ("sources", "clips", "objects"):
+            steps.record_rows(cat, table, ing.rows.get(table, []))
+        steps.record_failures(cat, ing.failures, run_id)
+        prop = steps.propose_stage(ing.rows.get("objects", []), ing.rows.get("clips", []), proposer,
+                                   edit_types=["remove", "add"], run_id=run_id)  # fmt: skip
+        steps.record_rows(cat, "instructions", prop.rows["instructions"])
+        steps.record_failures(cat, prop.failures, run_id)
+        jobs = steps.plan_stage(prop.rows["instructions"], ing.rows.get("objects", []), ing.rows.get("clips", []))
+        engine = get_engine("null")
+        todo, _ = steps.pending_jobs(cat, jobs, engine, 0)
+        engine.setup()
+        rendered, rout = steps.render_stage(todo, cat, engine, seed=0, run_id=run_id)
+        sout = steps.score_stage(rendered, cat, previews=True, run_id=run_id)
+        steps.record_rows(cat, "renders", rout.rows["renders"])
+        steps.record_rows(cat, "pairs", sout.rows["pairs"])
+        steps.record_failures(cat, [*rout.failures, *sout.failures], run_id)
+        counts["pairs"] += len(sout.rows["pairs"])
+    return counts
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--clips", type=int, default=200)
+    parser.add_argument("--batch-size", type=int, default=50)
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args()
+
+    from prefect import flow
+
+    from flows.build_pairs import GeometryParams, build_pairs
+
+    with tempfile.TemporaryDirectory(prefix="vpf-bench-orch-") as tmp:
+        tmp_path = Path(tmp)
+        manifest = write_clips(tmp_path / "clips", args.clips)
+
+        @flow(name="warm-up")
+        def warm_up() -> int:
+            return 1
+
+        t = time.perf_counter()
+        warm_up()
+        api_start_s = time.perf_counter() - t
+
+        t = time.perf_counter()
+        plain = plain_loop(manifest, str(tmp_path / "plain"), args.batch_size)
+        plain_s = time.perf_counter() - t
+
+        t = time.perf_counter()
+        summary = build_pairs(
+            source=str(manifest), catalog=str(tmp_path / "flow"), engine="null", geometry=GeometryParams(**TINY),
+            batch_size=args.batch_size,
+        )  # fmt: skip
+        flow_s = time.perf_counter() - t
+
+    if summary.counts.get("pairs") != plain["pairs"]:
+        raise SystemExit(f"the two paths disagree: flow {summary.counts} vs plain {plain}")
+    ratio = flow_s / plain_s
+    print(f"{'path':<28}{'seconds':>10}")
+    print(f"{'plain Python loop':<28}{plain_s:>10.2f}")
+    print(f"{'build_pairs (Prefect)':<28}{flow_s:>10.2f}")
+    print(f"{'ratio (target <= 1.3)':<28}{ratio:>10.3f}")
+    print(f"clips {args.clips}, batch size {args.batch_size}, pairs {plain['pairs']}, "
+          f"Prefect API start (not timed) {api_start_s:.1f}s, cores {os.cpu_count()}")  # fmt: skip
+    if args.json:
+        print(json.dumps({"clips": args.clips, "batch_size": args.batch_size, "pairs": plain["pairs"],
+                          "plain_s": round(plain_s, 3), "flow_s": round(flow_s, 3), "ratio": round(ratio, 3)}))  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
