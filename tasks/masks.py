@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import io
 import json
+import zipfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -36,14 +37,24 @@ from tasks.video_io import fit_frame
 
 # --------------------------------------------------------------------------------------------------------- codecs
 def encode_masks_npz(masks: np.ndarray) -> bytes:
-    """``masks`` ``(T, H, W)`` bool → compressed npz bytes (bit-packed)."""
+    """``masks`` ``(T, H, W)`` bool → compressed npz bytes (bit-packed).
+
+    The bytes depend only on the mask (fixed zip timestamps), so their sha256 can name the object and the media.
+    """
     masks = np.asarray(masks)
     if masks.ndim != 3:
         raise ValueError(f"masks must be (T, H, W), got shape {masks.shape}")
+    arrays = {
+        "packed": np.packbits(masks.astype(bool).reshape(-1)),
+        "shape": np.asarray(masks.shape, dtype=np.int64),
+    }
     buffer = io.BytesIO()
-    np.savez_compressed(
-        buffer, packed=np.packbits(masks.astype(bool).reshape(-1)), shape=np.asarray(masks.shape, dtype=np.int64)
-    )
+    with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+        for name, array in arrays.items():
+            info = zipfile.ZipInfo(f"{name}.npy", date_time=(1980, 1, 1, 0, 0, 0))
+            info.compress_type = zipfile.ZIP_DEFLATED
+            with archive.open(info, "w") as member:
+                np.lib.format.write_array(member, array, allow_pickle=False)
     return buffer.getvalue()
 
 

@@ -25,6 +25,7 @@ silently changing the picture; call :func:`pad_to_even` first when that is what 
 from __future__ import annotations
 
 import contextlib
+import itertools
 import os
 import tempfile
 from collections.abc import Iterable, Iterator, Mapping
@@ -200,32 +201,35 @@ def _pts_index(pts: int, origin: int, time_base: Fraction, fps: float) -> int:
     return int(round(float((pts - origin) * time_base) * fps))
 
 
-def iter_frames(
+def iter_frames_at(
     uri: str,
-    start: int = 0,
-    end: int | None = None,
-    stride: int = 1,
+    indices: Iterable[int],
     *,
     storage_options: Mapping[str, Any] | None = None,
     rotate: bool = True,
     strict: bool = True,
-) -> Iterator[np.ndarray]:
-    """Yield frames ``start, start + stride, …`` (< ``end``; ``None`` = to the end), each ``(H, W, 3)`` uint8 RGB.
+) -> Iterator[tuple[int, np.ndarray]]:
+    """Yield ``(index, frame)`` for the increasing native frame ``indices`` (an iterable, possibly endless), each
+    frame ``(H, W, 3)`` uint8 RGB, in one forward decoding pass.
 
-    Seeks to the key frame before ``start`` and decodes forward, so only one decoded frame is held at a time whatever
-    the video's length. With ``strict`` an ``end`` past the last decodable frame raises ``truncated_video`` (after
-    the frames that exist were yielded); without it the iteration just stops there.
+    Seeks to the key frame before the first index, then decodes forward and converts only the wanted frames, so
+    memory is one frame whatever the video's length. With ``strict``, wanted indices past the last decodable frame
+    raise ``truncated_video`` (after the frames that exist were yielded); without it the iteration just stops.
     """
     uri = str(uri)
-    if start < 0 or stride < 1 or (end is not None and end < start):
-        raise ValueError(f"{uri}: bad frame range start={start}, end={end}, stride={stride}")
+    wanted = iter(indices)
+    next_wanted = next(wanted, None)
+    if next_wanted is None:
+        return
+    if next_wanted < 0:
+        raise ValueError(f"{uri}: frame indices must be >= 0, got {next_wanted}")
+    start = next_wanted
     with _open_container(uri, storage_options) as (container, _):
         stream = _video_stream(uri, container)
         stream.thread_type = "AUTO"
         fps = _stream_fps(uri, stream)
         time_base = stream.time_base
         origin = stream.start_time or 0
-        next_wanted = start
         if start > 0:
             # Land on the key frame at or before `start`; the timestamps of the frames decoded after it tell us
             # their indices. Half a frame earlier absorbs rounding in the container's timestamps.
@@ -244,21 +248,46 @@ def iter_frames(
                         continue
                 else:
                     index += 1
-                if end is not None and index >= end:
-                    return
                 if index < next_wanted:
                     continue
                 image = frame.to_ndarray(format="rgb24")
                 if rotate:
                     image = _apply_rotation(image, _normalise_rotation(frame.rotation))
-                yield image
-                next_wanted += stride
+                yield index, image
+                previous, next_wanted = next_wanted, next(wanted, None)
+                if next_wanted is None:
+                    return
+                if next_wanted <= previous:
+                    raise ValueError(f"{uri}: frame indices must increase, got {next_wanted} after {previous}")
         except av.error.FFmpegError as exc:
             raise InputError(uri, "corrupt_video", f"decoding failed after frame {index} ({exc})") from None
-        if strict and end is not None and next_wanted < end:
+        if strict:
             raise InputError(
-                uri, "truncated_video", f"frames {start}..{end} were asked for but the video ends after frame {index}"
+                uri, "truncated_video", f"frame {next_wanted} was asked for but the video ends after frame {index}"
             )
+
+
+def iter_frames(
+    uri: str,
+    start: int = 0,
+    end: int | None = None,
+    stride: int = 1,
+    *,
+    storage_options: Mapping[str, Any] | None = None,
+    rotate: bool = True,
+    strict: bool = True,
+) -> Iterator[np.ndarray]:
+    """Yield frames ``start, start + stride, …`` (< ``end``; ``None`` = to the end), each ``(H, W, 3)`` uint8 RGB.
+
+    See :func:`iter_frames_at`; with ``end=None`` the iteration ends with the video.
+    """
+    if start < 0 or stride < 1 or (end is not None and end < start):
+        raise ValueError(f"{uri}: bad frame range start={start}, end={end}, stride={stride}")
+    indices = itertools.count(start, stride) if end is None else range(start, end, stride)
+    for _, image in iter_frames_at(
+        uri, indices, storage_options=storage_options, rotate=rotate, strict=strict and end is not None
+    ):
+        yield image
 
 
 def read_frames(
@@ -392,3 +421,22 @@ def fit_frame(
         resized = cv2.resize(image.astype(np.uint8), (width, height), interpolation=cv2.INTER_NEAREST)
         return resized.astype(bool)
     return cv2.resize(np.ascontiguousarray(image), (width, height), interpolation=interpolation)
+
+
+def fit_box(
+    box: tuple[float, float, float, float], src_height: int, src_width: int, height: int, width: int, mode: str = "resize"
+) -> tuple[float, float, float, float]:
+    """Map a box ``(x0, y0, x1, y1)`` in source pixels to the frame produced by :func:`fit_frame` (same geometry)."""
+    x0, y0, x1, y1 = (float(v) for v in box)
+    off_x = off_y = 0.0
+    if mode == "crop":
+        if src_width * height > width * src_height:
+            crop_w = max(1, round(src_height * width / height))
+            off_x, src_width = (src_width - crop_w) // 2, crop_w
+        else:
+            crop_h = max(1, round(src_width * height / width))
+            off_y, src_height = (src_height - crop_h) // 2, crop_h
+    sx, sy = width / src_width, height / src_height
+    clamp_x = lambda v: min(max((v - off_x) * sx, 0.0), float(width))  # noqa: E731
+    clamp_y = lambda v: min(max((v - off_y) * sy, 0.0), float(height))  # noqa: E731
+    return clamp_x(x0), clamp_y(y0), clamp_x(x1), clamp_y(y1)

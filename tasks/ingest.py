@@ -1,0 +1,254 @@
+"""Ingest a batch of sources: probe, hash, split into scenes, cut model-geometry clips, segment, QA, store media.
+
+:func:`ingest_batch` never raises for a bad item: every ``InputError`` becomes a :class:`Failure` and the batch goes
+on. Sources are processed one at a time and clips are decoded, encoded and stored one at a time, so memory stays
+bounded by one clip (plus one provided label map) whatever the sources' length.
+
+What it returns (:class:`IngestResult`):
+
+- ``rows``: rows for the ``sources``, ``clips`` and ``objects`` tables (matching ``catalog/schema.py``), whose media
+  (the normalised clip mp4, the object's undilated mask npz) are already stored with ``catalog.put_media``. The caller
+  appends them (and the failures) to the catalog.
+- ``objects``: every object, with ``qa_ok``; rejected objects also get an ``objects`` row with
+  ``qa_status="rejected"`` and ``qa_reason`` (decisions are recorded, never deleted) *and* a ``failures`` entry
+  (stage ``segment``, item kind ``object``) so they show up with the other failures. Only ``qa_ok`` objects should go
+  on to propose/render.
+- ``failures``: stage ``ingest`` (item kind ``source``, item id = the source uri) for bad videos, ranges and clips;
+  stage ``segment`` (item kind ``clip``) for masks that cannot be produced, (item kind ``object``) for QA rejections.
+
+Masks: an item with a ``mask_uri`` always uses its provided masks (:class:`ProvidedSegmenter`); the ``segmenter``
+argument serves the items without one. Items that share a video and a frame range (VPData lists one row per object)
+share their clips: the video is decoded once and each item's object is segmented on the same clips.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import fsspec
+import numpy as np
+
+from catalog.ids import sha256_stream
+from catalog.ids import source_id as make_source_id
+from catalog.store import Catalog
+from tasks.clips import check_geometry, frame_stride, item_range, iter_clips, plan_windows
+from tasks.errors import InputError
+from tasks.masks import encode_masks_npz, qa_masks
+from tasks.scenes import detect_scenes
+from tasks.segment import ProvidedSegmenter, Segmenter
+from tasks.types import Clip, Failure, Geometry, ObjectMask, SourceItem, VideoInfo
+from tasks.video_io import encode_mp4, probe_video
+
+
+@dataclass
+class MaskQAOptions:
+    """Thresholds of :func:`tasks.masks.qa_masks` (the paper's defaults)."""
+
+    min_area: float = 0.01
+    max_area: float = 0.90
+    max_area_change: float = 0.20
+
+
+@dataclass
+class IngestResult:
+    """What a batch produced. ``clips``/``objects`` have their arrays released (zero-length first axis) unless
+    ``keep_arrays=True``; their media is in the catalog at the rows' ``video_uri``/``mask_uri``."""
+
+    clips: list[Clip] = field(default_factory=list)
+    objects: list[ObjectMask] = field(default_factory=list)
+    rows: dict[str, list[dict[str, Any]]] = field(default_factory=lambda: {"sources": [], "clips": [], "objects": []})
+    failures: list[Failure] = field(default_factory=list)
+
+
+def _hash_source(uri: str, storage_options: Mapping[str, Any] | None) -> str:
+    try:
+        with fsspec.open(uri, "rb", **dict(storage_options or {})) as f:
+            return sha256_stream(f)
+    except FileNotFoundError:
+        raise InputError(uri, "not_found", "no such file or object") from None
+
+
+def _group_key(item: SourceItem) -> tuple:
+    return (item.uri, item.start_frame, item.end_frame, item.start_s, item.end_s)
+
+
+def ingest_batch(
+    items: list[SourceItem],
+    catalog: Catalog,
+    *,
+    geometry: Geometry,
+    segmenter: Segmenter,
+    run_id: str,
+    min_scene_len: int = 15,
+    scene_threshold: float = 27.0,
+    max_clips_per_source: int | None = None,
+    qa: MaskQAOptions | None = None,
+    crf: int = 18,
+    preset: str = "medium",
+    storage_options: Mapping[str, Any] | None = None,
+    keep_arrays: bool = False,
+) -> IngestResult:
+    """Ingest ``items`` into clips and objects; see the module docstring. ``min_scene_len`` is in native frames."""
+    check_geometry(geometry)
+    qa = qa or MaskQAOptions()
+    result = IngestResult()
+    provided = ProvidedSegmenter(storage_options)
+    needs_segmenter = any(not item.mask_uri for item in items)
+    if needs_segmenter:
+        segmenter.setup()  # once per batch
+
+    groups: dict[tuple, list[SourceItem]] = {}
+    for item in items:
+        groups.setdefault(_group_key(item), []).append(item)
+
+    seen_sources: set[str] = set()
+    for group in groups.values():
+        lead = group[0]
+        try:
+            info = probe_video(lead.uri, storage_options=storage_options)
+            source_id = make_source_id(_hash_source(lead.uri, storage_options))
+            start, end = item_range(lead, info)
+            stride = frame_stride(info.fps, geometry)
+            scenes = detect_scenes(
+                lead.uri,
+                start=start,
+                end=end,
+                threshold=scene_threshold,
+                min_scene_len=min_scene_len,
+                storage_options=storage_options,
+            )
+            windows = plan_windows(scenes, start, end, stride, geometry, uri=lead.uri, max_clips=max_clips_per_source)
+        except InputError as exc:
+            result.failures.extend(Failure.from_exception("ingest", "source", it.uri, exc) for it in group)
+            continue
+        if source_id not in seen_sources:
+            seen_sources.add(source_id)
+            result.rows["sources"].append(_source_row(info, source_id, lead, run_id))
+        try:
+            for clip in iter_clips(lead, info, windows, geometry, source_id, storage_options=storage_options):
+                video_uri = catalog.put_media(encode_mp4(clip.frames, geometry.fps, crf=crf, preset=preset), "mp4")
+                result.rows["clips"].append(_clip_row(clip, geometry, video_uri, run_id))
+                for item in group:
+                    _segment_clip(
+                        dataclasses.replace(clip, item=item, caption=item.caption or clip.caption),
+                        info,
+                        provided if item.mask_uri else segmenter,
+                        catalog,
+                        qa,
+                        run_id,
+                        result,
+                        keep_arrays,
+                    )
+                if not keep_arrays:
+                    clip.frames = clip.frames[:0]
+                result.clips.append(clip)
+        except InputError as exc:
+            result.failures.extend(Failure.from_exception("ingest", "source", it.uri, exc) for it in group)
+    return result
+
+
+def _segment_clip(
+    clip: Clip,
+    info: VideoInfo,
+    segmenter: Segmenter,
+    catalog: Catalog,
+    qa: MaskQAOptions,
+    run_id: str,
+    result: IngestResult,
+    keep_arrays: bool,
+) -> None:
+    try:
+        objects = segmenter.segment(clip, video=info)
+    except InputError as exc:
+        result.failures.append(Failure.from_exception("segment", "clip", clip.clip_id, exc))
+        return
+    for obj in objects:
+        verdict = qa_masks(obj.masks, min_area=qa.min_area, max_area=qa.max_area, max_area_change=qa.max_area_change)
+        obj.stats = {**verdict.stats, **obj.stats}
+        message = None
+        if obj.qa_ok and not verdict.ok:
+            obj.qa_ok, obj.qa_reason, message = False, verdict.reason, verdict.message
+        elif not obj.qa_ok:
+            message = f"object lost at clip frame {obj.stats.get('lost_frame')}"
+        mask_uri = catalog.put_media(encode_masks_npz(obj.masks), "npz")
+        result.rows["objects"].append(_object_row(obj, mask_uri, run_id))
+        if not obj.qa_ok:
+            where = clip.item.mask_uri if clip.item is not None and clip.item.mask_uri else clip.source_uri
+            result.failures.append(
+                Failure(
+                    stage="segment",
+                    item_kind="object",
+                    item_id=obj.object_id,
+                    reason=obj.qa_reason or "rejected",
+                    message=f"{where} (clip {clip.clip_id}): {message}",
+                    error_type="MaskQA",
+                )
+            )
+        if not keep_arrays:
+            obj.masks = obj.masks[:0]
+        result.objects.append(obj)
+
+
+def _source_row(info: VideoInfo, source_id: str, item: SourceItem, run_id: str) -> dict[str, Any]:
+    return {
+        "source_id": source_id,
+        "uri": info.uri,
+        "size_bytes": info.size_bytes,
+        "codec": info.codec,
+        "width": info.width,
+        "height": info.height,
+        "fps": info.fps,
+        "num_frames": info.num_frames,
+        "duration_s": info.duration_s,
+        "rotation": info.rotation,
+        "manifest_uri": item.manifest_uri,
+        "caption": item.caption,
+        "run_id": run_id,
+    }
+
+
+def _clip_row(clip: Clip, geometry: Geometry, video_uri: str, run_id: str) -> dict[str, Any]:
+    return {
+        "clip_id": clip.clip_id,
+        "source_id": clip.source_id,
+        "start_frame": clip.start_frame,
+        "end_frame": clip.end_frame,
+        "frame_stride": clip.frame_stride,
+        "num_frames": int(len(clip.frames)),
+        "fps": float(clip.fps),
+        "width": geometry.width,
+        "height": geometry.height,
+        "resize_mode": clip.resize_mode,
+        "scene_index": clip.scene_index,
+        "caption": clip.caption,
+        "video_uri": video_uri,
+        "run_id": run_id,
+    }
+
+
+def _object_row(obj: ObjectMask, mask_uri: str, run_id: str) -> dict[str, Any]:
+    stats = obj.stats
+    return {
+        "object_id": obj.object_id,
+        "clip_id": obj.clip_id,
+        "label": obj.label,
+        "mask_source": obj.mask_source,
+        "mask_id": obj.mask_id,
+        "mask_uri": mask_uri,
+        "dilation_px": 0,
+        "area_ratio_mean": stats.get("area_ratio_mean"),
+        "area_ratio_min": stats.get("area_ratio_min"),
+        "area_ratio_max": stats.get("area_ratio_max"),
+        "max_area_change": _finite(stats.get("max_area_change")),
+        "bbox": stats.get("bbox"),
+        "qa_status": "ok" if obj.qa_ok else "rejected",
+        "qa_reason": obj.qa_reason,
+        "run_id": run_id,
+    }
+
+
+def _finite(value: float | None) -> float | None:
+    return None if value is None or not np.isfinite(value) else float(value)
