@@ -57,7 +57,7 @@ def stats(catalog: Catalog) -> dict[str, Any]:
     con = catalog.connect()
     try:
         for table in TABLES:
-            tables[table]["rows"] = con.sql(f'SELECT count(*) FROM "{table}"').fetchone()[0]
+            tables[table]["rows"] = con.execute(f'SELECT count(*) FROM "{table}"').fetchone()[0]
         pairs_by = con.sql(
             "SELECT edit_type, decision, engine, count(*) AS n FROM pairs GROUP BY ALL ORDER BY n DESC, ALL"
         ).to_arrow_table()
@@ -116,9 +116,9 @@ def compact(catalog: Catalog, table: str | None = None, small_bytes: int = 64 <<
     results: dict[str, Any] = {}
     for name in [table] if table else list(TABLES):
         catalog._check_table(name)
-        listing = (
-            catalog.fs.ls(catalog.table_dir(name), detail=True) if catalog.fs.exists(catalog.table_dir(name)) else []
-        )
+        directory = catalog.table_dir(name)
+        catalog.fs.invalidate_cache(directory)  # object-store listings are cached; writers add fragments
+        listing = catalog.fs.ls(directory, detail=True) if catalog.fs.exists(directory) else []
         small = sorted(
             i["name"] for i in listing if i["name"].endswith(".parquet") and (i.get("size") or 0) < small_bytes
         )
