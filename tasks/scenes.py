@@ -25,7 +25,9 @@ def detect_scenes(
 
     ``threshold`` is ContentDetector's (HSV-change score, 27 by default); ``min_scene_len`` (native frames) merges
     cuts closer than that. Frames are downscaled before detection, so a long 720p video costs little more than
-    decoding it. Raises ``InputError`` (``corrupt_video``) when the video cannot be decoded.
+    decoding it. Raises ``InputError``: ``corrupt_video`` when the video cannot be decoded, ``truncated_video`` when
+    decoding stops more than one frame before an explicit ``end`` (pass the indexed frame count to catch files cut
+    short).
     """
     from scenedetect import ContentDetector, SceneManager
     from scenedetect.backends.pyav import VideoStreamAv
@@ -49,4 +51,8 @@ def detect_scenes(
             raise InputError(uri, "corrupt_video", f"scene detection could not decode the video ({exc})") from None
     if not scenes:
         raise InputError(uri, "too_few_frames", f"no frame decoded in range {start}..{end}")
+    if end is not None and scenes[-1][1] < end - 1:
+        raise InputError(
+            uri, "truncated_video", f"frames {start}..{end} were expected but decoding stopped at {scenes[-1][1]}"
+        )
     return scenes

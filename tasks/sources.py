@@ -207,14 +207,12 @@ def _discover_manifest(
     vpdata = "uri" not in columns and {"path", "mask_id"} <= set(columns)
     known = VPDATA_COLUMNS if vpdata else MANIFEST_COLUMNS
     unknown = [c for c in columns if c not in known]
-    if unknown:
-        return [], [
-            _failure(source, InputError(source, "unknown_columns", f"unknown manifest column(s) {unknown}; "
-                                        f"allowed: {list(known)}"))
-        ]  # fmt: skip
     if not vpdata and "uri" not in columns:
-        message = f"manifest has no 'uri' column (columns: {columns})"
+        message = f"manifest has no 'uri' column (columns: {columns}; allowed: {list(MANIFEST_COLUMNS)})"
         return [], [_failure(source, InputError(source, "missing_columns", message))]
+    if unknown:
+        message = f"unknown manifest column(s) {unknown}; allowed: {list(known)}"
+        return [], [_failure(source, InputError(source, "unknown_columns", message))]
     base_dir = _parent(source)
     items, failures = [], []
     for index, row in rows:

@@ -113,6 +113,8 @@ def _classify_open_error(uri: str, source: Any, exc: Exception) -> InputError:
 
 def _video_stream(uri: str, container: Any) -> Any:
     if not container.streams.video:
+        if not len(container.streams):  # a valid container whose only track had no sample: muxers drop it
+            raise InputError(uri, "too_few_frames", "the container holds no stream with frames (0 frames)")
         raise InputError(uri, "not_a_video", "the file has no video stream")
     stream = container.streams.video[0]
     codec = stream.codec_context.name if stream.codec_context is not None else None
@@ -123,6 +125,18 @@ def _video_stream(uri: str, container: Any) -> Any:
             f"video codec {codec!r} is not supported; supported codecs are {sorted(SUPPORTED_CODECS)}",
         )
     return stream
+
+
+def _decode_error(uri: str, stream: Any, size: int, where: str, exc: Exception) -> InputError:
+    """A decode failure is ``truncated_video`` when the container's index points past the end of the file."""
+    entries = stream.index_entries
+    if len(entries):
+        last = entries[len(entries) - 1]
+        if last.pos + last.size > size:
+            return InputError(
+                uri, "truncated_video", f"the file ends at byte {size} but its index runs to {last.pos + last.size}"
+            )
+    return InputError(uri, "corrupt_video", f"{where} ({exc})")
 
 
 def _stream_fps(uri: str, stream: Any) -> float:
@@ -165,12 +179,18 @@ def probe_video(
             raise InputError(
                 uri, "too_few_frames", f"the video has {num_frames} frame(s), at least {min_frames} needed"
             )
+        entries = stream.index_entries
+        if len(entries) and entries[len(entries) - 1].pos + entries[len(entries) - 1].size > size:
+            end_of_data = entries[len(entries) - 1].pos + entries[len(entries) - 1].size
+            raise InputError(
+                uri, "truncated_video", f"the file ends at byte {size} but its index runs to {end_of_data}"
+            )
         first = None
         try:
             for first in container.decode(stream):
                 break
         except av.error.FFmpegError as exc:
-            raise InputError(uri, "corrupt_video", f"the first frame does not decode ({exc})") from None
+            raise _decode_error(uri, stream, size, "the first frame does not decode", exc) from None
         if first is None:
             raise InputError(uri, "truncated_video", f"the index lists {num_frames} frames but none decodes")
         rotation = _normalise_rotation(first.rotation)
@@ -224,7 +244,7 @@ def iter_frames_at(
     if next_wanted < 0:
         raise ValueError(f"{uri}: frame indices must be >= 0, got {next_wanted}")
     start = next_wanted
-    with _open_container(uri, storage_options) as (container, _):
+    with _open_container(uri, storage_options) as (container, size):
         stream = _video_stream(uri, container)
         stream.thread_type = "AUTO"
         fps = _stream_fps(uri, stream)
@@ -260,7 +280,7 @@ def iter_frames_at(
                 if next_wanted <= previous:
                     raise ValueError(f"{uri}: frame indices must increase, got {next_wanted} after {previous}")
         except av.error.FFmpegError as exc:
-            raise InputError(uri, "corrupt_video", f"decoding failed after frame {index} ({exc})") from None
+            raise _decode_error(uri, stream, size, f"decoding failed after frame {index}", exc) from None
         if strict:
             raise InputError(
                 uri, "truncated_video", f"frame {next_wanted} was asked for but the video ends after frame {index}"
@@ -424,7 +444,12 @@ def fit_frame(
 
 
 def fit_box(
-    box: tuple[float, float, float, float], src_height: int, src_width: int, height: int, width: int, mode: str = "resize"
+    box: tuple[float, float, float, float],
+    src_height: int,
+    src_width: int,
+    height: int,
+    width: int,
+    mode: str = "resize",
 ) -> tuple[float, float, float, float]:
     """Map a box ``(x0, y0, x1, y1)`` in source pixels to the frame produced by :func:`fit_frame` (same geometry)."""
     x0, y0, x1, y1 = (float(v) for v in box)
