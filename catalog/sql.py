@@ -160,6 +160,8 @@ def check_read_only(sql: str, allowed_tables: set[str] | None = None) -> None:
                 raise SqlRejected(f"qualified function {node.get('schema')}.{name} is not allowed")
             if not allowed_function(name):
                 raise SqlRejected(f"function {name}() is not allowed in read-only catalog SQL")
+        if node_type == "SHOW_REF":
+            raise SqlRejected("DESCRIBE/SHOW/SUMMARIZE are not allowed; query the views (e.g. SELECT * … LIMIT 0)")
         if "sample" in node and "alias" in node and node_type not in _TABLE_REF_TYPES:
             raise SqlRejected(f"{node_type} is not allowed in read-only catalog SQL; query the views directly")
         if node_type == "TABLE_FUNCTION":
