@@ -36,7 +36,9 @@ def clip_frames(seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     inpainted frames (the square replaced by the gradient's mean colour)."""
     rng = np.random.default_rng(seed)
     yy, xx = np.mgrid[0:HEIGHT, 0:WIDTH]
-    base = np.stack([xx * 255 // WIDTH, yy * 255 // HEIGHT, np.full_like(xx, 40 + 20 * (seed % 8))], -1).astype(np.uint8)
+    base = np.stack([xx * 255 // WIDTH, yy * 255 // HEIGHT, np.full_like(xx, 40 + 20 * (seed % 8))], -1).astype(
+        np.uint8
+    )
     frames = np.repeat(base[None], NUM_FRAMES, axis=0)
     masks = np.zeros((NUM_FRAMES, HEIGHT, WIDTH), dtype=bool)
     colour = rng.integers(0, 256, size=3, dtype=np.uint8)

@@ -1,0 +1,92 @@
+"""Task runners for the CPU stages inside a flow: Prefect's thread pool, a Dask cluster or a Ray cluster.
+
+``make_task_runner("dask")`` starts a local ``distributed.LocalCluster`` (one single-threaded worker process per
+core by default) when the flow starts and closes it when the flow ends; with ``address=`` the tasks go to an
+existing Dask scheduler instead. ``make_task_runner("ray")`` starts a local Ray instance, or joins the cluster at
+``address`` (``ray://head:10001`` or ``auto``). Both come from Prefect's own integrations (``prefect-dask``,
+``prefect-ray``), installed with the ``dask`` and ``ray`` extras.
+
+Use it on a flow with ``with_options``::
+
+    build_pairs.with_options(task_runner=make_task_runner("dask"))(source=..., catalog=...)
+
+Tasks and their arguments must then be picklable (they run in other processes), and every worker process needs
+the catalog's credentials in its environment (see docs/fleet.md).
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Literal, get_args
+
+from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
+
+
+TaskRunnerName = Literal["default", "dask", "ray"]
+TASK_RUNNERS: tuple[str, ...] = get_args(TaskRunnerName)
+
+
+def _local_workers(workers: int | None) -> int:
+    if workers is None:
+        return max(1, min(4, os.cpu_count() or 1))
+    if workers < 1:
+        raise ValueError(f"workers must be >= 1, got {workers}")
+    return workers
+
+
+def make_task_runner(
+    name: TaskRunnerName = "default", *, address: str | None = None, workers: int | None = None
+) -> TaskRunner:
+    """The task runner called ``name``.
+
+    Args:
+        name: ``default`` (Prefect's thread pool, in the flow's process), ``dask`` or ``ray``.
+        address: an existing cluster to use instead of a local one: a Dask scheduler (``tcp://host:8786``) or a
+            Ray address (``ray://host:10001``, ``auto``). Not accepted for ``default``.
+        workers: size of the local cluster (Dask worker processes, Ray CPUs) or of the thread pool; default: the
+            number of cores, at most 4. Not accepted together with ``address``.
+
+    Raises:
+        ValueError: an unknown ``name`` or a contradictory argument.
+        ImportError: the integration for ``name`` is not installed (names the extra to install).
+    """
+    if name not in TASK_RUNNERS:
+        raise ValueError(f"task runner {name!r} is not one of {TASK_RUNNERS}")
+    if address is not None and workers is not None:
+        raise ValueError("pass either address= (an existing cluster) or workers= (a local one), not both")
+    if name == "default":
+        if address is not None:
+            raise ValueError("the default task runner runs in the flow's process; address= needs 'dask' or 'ray'")
+        return ThreadPoolTaskRunner(max_workers=workers) if workers is not None else ThreadPoolTaskRunner()
+    if name == "dask":
+        try:
+            from prefect_dask import DaskTaskRunner
+        except ImportError as exc:
+            raise ImportError(
+                "task runner 'dask' needs prefect-dask: pip install 'videopainter-factory[dask]'"
+            ) from exc
+        if address is not None:
+            return DaskTaskRunner(address=address)
+        return DaskTaskRunner(
+            cluster_class="distributed.LocalCluster",
+            # Single-threaded worker processes: the CPU stages release the GIL only in part (OpenCV, PyAV).
+            cluster_kwargs={
+                "n_workers": _local_workers(workers),
+                "threads_per_worker": 1,
+                "processes": True,
+                "dashboard_address": None,
+            },
+        )
+    try:
+        from prefect_ray import RayTaskRunner
+    except ImportError as exc:
+        raise ImportError("task runner 'ray' needs prefect-ray: pip install 'videopainter-factory[ray]'") from exc
+    if address is not None:
+        return RayTaskRunner(address=address)
+    return RayTaskRunner(
+        init_kwargs={
+            "num_cpus": _local_workers(workers),
+            "include_dashboard": False,
+            "log_to_driver": True,
+        }
+    )

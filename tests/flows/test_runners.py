@@ -1,0 +1,89 @@
+"""flows/runners.py: the CPU stages' task runners, each run for real on a local cluster under a Prefect test API."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+from prefect import flow, task
+from prefect.task_runners import ThreadPoolTaskRunner
+
+from flows.runners import TASK_RUNNERS, make_task_runner
+
+
+@pytest.fixture(scope="module")
+def prefect_api():
+    """A temporary Prefect API (Prefect's own test harness) for the flows of this module."""
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=60):
+        yield
+
+
+@task
+def _where_am_i(item: int) -> dict:
+    """Square ``item`` and report the process (and, under Dask/Ray, the cluster worker) that ran the task."""
+    info: dict = {"item": item, "square": item * item, "pid": os.getpid()}
+    try:
+        from distributed import get_worker
+
+        info["dask_worker"] = get_worker().address
+    except (ImportError, ValueError):  # ValueError: not inside a Dask worker
+        info["dask_worker"] = None
+    try:
+        import ray
+
+        info["ray_worker"] = ray.get_runtime_context().get_worker_id() if ray.is_initialized() else None
+    except ImportError:
+        info["ray_worker"] = None
+    return info
+
+
+@flow
+def _fan_out(items: list[int]) -> list[dict]:
+    return [f.result() for f in _where_am_i.map(items)]
+
+
+def _run_with(runner_name: str, items: list[int], **kwargs) -> list[dict]:
+    return _fan_out.with_options(task_runner=make_task_runner(runner_name, **kwargs))(items)
+
+
+def test_default_is_prefects_thread_pool() -> None:
+    assert isinstance(make_task_runner(), ThreadPoolTaskRunner)
+    assert make_task_runner("default", workers=3)._max_workers == 3
+    assert TASK_RUNNERS == ("default", "dask", "ray")
+
+
+@pytest.mark.parametrize(
+    ("name", "kwargs", "message"),
+    [
+        ("spark", {}, "not one of"),
+        ("default", {"address": "tcp://127.0.0.1:8786"}, "address= needs"),
+        ("dask", {"address": "tcp://127.0.0.1:8786", "workers": 2}, "not both"),
+        ("dask", {"workers": 0}, "workers must be >= 1"),
+    ],
+)
+def test_bad_arguments_are_refused(name: str, kwargs: dict, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        make_task_runner(name, **kwargs)  # type: ignore[arg-type]
+
+
+def test_default_runner_runs_tasks_in_the_flow_process(prefect_api) -> None:
+    results = _run_with("default", [1, 2, 3])
+    assert [r["square"] for r in results] == [1, 4, 9]
+    assert {r["pid"] for r in results} == {os.getpid()}
+
+
+def test_dask_runner_runs_tasks_on_a_local_cluster(prefect_api) -> None:
+    results = _run_with("dask", [1, 2, 3, 4], workers=2)
+    assert [r["square"] for r in results] == [1, 4, 9, 16]
+    assert all(r["dask_worker"] for r in results), results
+    assert os.getpid() not in {r["pid"] for r in results}  # worker processes, not the flow's
+
+
+def test_ray_runner_runs_tasks_on_a_local_cluster(prefect_api) -> None:
+    pytest.importorskip("prefect_ray", reason="the optional 'ray' extra is not installed")
+    results = _run_with("ray", [1, 2, 3], workers=1)
+    assert [r["square"] for r in results] == [1, 4, 9]
+    assert all(r["ray_worker"] for r in results), results
+    assert os.getpid() not in {r["pid"] for r in results}
