@@ -57,12 +57,12 @@ def stats(catalog: Catalog) -> dict[str, Any]:
     con = catalog.connect()
     try:
         for table in TABLES:
-            tables[table]["rows"] = con.execute(f'SELECT count(*) FROM "{table}"').fetchone()[0]
+            tables[table]["rows"] = con.execute(f'SELECT count(*) FROM "{table}"').fetchall()[0][0]
         pairs_by = con.sql(
-            "SELECT edit_type, decision, engine, count(*) AS n FROM pairs GROUP BY ALL ORDER BY n DESC, ALL"
+            "SELECT edit_type, decision, engine, count(*) AS n FROM pairs GROUP BY ALL ORDER BY n DESC, 1, 2, 3"
         ).to_arrow_table()
         failures_by = con.sql(
-            "SELECT stage, reason, error_type, count(*) AS n FROM failures GROUP BY ALL ORDER BY n DESC, ALL"
+            "SELECT stage, reason, error_type, count(*) AS n FROM failures GROUP BY ALL ORDER BY n DESC, 1, 2, 3"
         ).to_arrow_table()
     finally:
         con.close()

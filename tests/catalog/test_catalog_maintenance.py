@@ -1,0 +1,166 @@
+"""stats, compact (also under concurrent readers and writers) and check."""
+
+from __future__ import annotations
+
+import threading
+from datetime import timedelta
+
+import pytest
+
+from catalog.store import Catalog, CatalogError
+from catalog.views import UNIQUE_SUFFIX
+from tests.catalog.catalog_data import T0, build_graph, full_row
+
+
+def test_stats(catalog: Catalog) -> None:
+    build_graph(catalog, n_renders=3)
+    catalog.append(
+        "failures",
+        [
+            {"failure_id": "f1", "stage": "render", "reason": "oom", "error_type": "RuntimeError"},
+            {"failure_id": "f2", "stage": "render", "reason": "oom", "error_type": "RuntimeError"},
+            {"failure_id": "f3", "stage": "ingest", "reason": "truncated_video", "error_type": "InputError"},
+        ],
+    )
+    stats = catalog.stats()
+    rows = {t: info["rows"] for t, info in stats["tables"].items()}
+    assert rows == {
+        "sources": 1,
+        "clips": 1,
+        "objects": 1,
+        "instructions": 3,
+        "renders": 3,
+        "pairs": 6,
+        "runs": 0,
+        "failures": 3,
+    }
+    assert stats["tables"]["pairs"]["fragments"] == 1
+    by = {(r["edit_type"], r["decision"], r["engine"]): r["n"] for r in stats["pairs_by"]}
+    assert by == {
+        ("remove", "accepted", "propagation"): 2,
+        ("add", "accepted", "propagation"): 2,
+        ("remove", "rejected", "propagation"): 1,
+        ("add", "rejected", "propagation"): 1,
+    }
+    assert stats["failures_by"][0] == {"stage": "render", "reason": "oom", "error_type": "RuntimeError", "n": 2}
+
+
+def test_compact_merges_and_deduplicates(any_catalog: Catalog) -> None:
+    for i in range(5):
+        any_catalog.append(
+            "sources", [{"source_id": f"s{j}", "uri": f"v{i}", "created_at": T0 + timedelta(i)} for j in range(i + 1)]
+        )
+    any_catalog.append("runs", [full_row("runs", 0)])  # one unique fragment: nothing to do
+    before = any_catalog.query("SELECT * FROM sources ORDER BY source_id")
+    result = any_catalog.compact()
+    assert set(result) == {"sources"}
+    assert result["sources"]["rows_in"] == 15 and result["sources"]["rows_out"] == 5
+    fragments = any_catalog.fragments("sources")
+    assert len(fragments) == 1 and fragments[0].endswith(UNIQUE_SUFFIX)
+    assert any_catalog.query("SELECT * FROM sources ORDER BY source_id") == before
+    assert any_catalog.compact() == {}
+
+
+def test_compact_refuses_unreadable_fragment_and_deletes_nothing(catalog: Catalog) -> None:
+    catalog.append("sources", [{"source_id": "a", "uri": "x"}])
+    catalog.append("sources", [{"source_id": "b", "uri": "y"}])
+    broken = catalog.fragments("sources")[0]
+    data = open(broken, "rb").read()
+    open(broken, "wb").write(data[: len(data) // 2])
+    with pytest.raises(CatalogError, match=broken.rsplit("/", 1)[-1]):
+        catalog.compact()
+    assert len(catalog.fragments("sources")) == 2
+
+
+def test_compact_with_concurrent_readers_and_writers(catalog: Catalog) -> None:
+    """Readers never lose or double-count rows while compactions and a writer run; the writer's rows all land."""
+    batches, batch_rows = 30, 50
+    written = [0]  # rows whose append returned
+    done = threading.Event()
+    errors: list[BaseException] = []
+
+    def writer() -> None:
+        try:
+            for b in range(batches):
+                catalog.append("sources", [{"source_id": f"s{b}-{k}", "uri": "u"} for k in range(batch_rows)])
+                written[0] += batch_rows
+        except BaseException as exc:  # reported by the main thread
+            errors.append(exc)
+        finally:
+            done.set()
+
+    def reader() -> None:
+        last = 0
+        try:
+            while not done.is_set():
+                floor = written[0]
+                n, distinct = (
+                    catalog.query("SELECT count(*), count(DISTINCT source_id) FROM sources").to_pylist()[0].values()
+                )
+                assert n == distinct, "a row was counted twice"
+                assert n >= max(floor, last), f"rows were lost: {n} < {max(floor, last)}"
+                last = n
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=writer), threading.Thread(target=reader)]
+    for t in threads:
+        t.start()
+    compactions = 0
+    while not done.is_set():
+        compactions += bool(catalog.compact("sources"))
+    for t in threads:
+        t.join()
+    assert not errors, errors
+    assert compactions >= 1
+    assert catalog.query("SELECT count(*) AS n FROM sources").to_pylist() == [{"n": batches * batch_rows}]
+    catalog.compact("sources")
+    assert len(catalog.fragments("sources")) == 1
+    assert catalog.query("SELECT count(*) AS n FROM sources").to_pylist() == [{"n": batches * batch_rows}]
+
+
+def test_check_healthy_catalog(any_catalog: Catalog) -> None:
+    build_graph(any_catalog, n_renders=2)
+    assert any_catalog.check() == []
+
+
+def test_check_finds_truncated_fragment_missing_media_and_dangling_rows(catalog: Catalog) -> None:
+    rows = build_graph(catalog, n_renders=2)
+    # a truncated fragment
+    fragment = catalog.fragments("renders")[0]
+    data = open(fragment, "rb").read()
+    open(fragment, "wb").write(data[:100])
+    # a missing media file and a corrupted one
+    missing = rows["pairs"][0]["mask_uri"]
+    catalog.fs.rm(catalog.path(missing))
+    corrupted = rows["clips"][0]["video_uri"]
+    with catalog.fs.open(catalog.path(corrupted), "wb") as f:
+        f.write(b"not the original bytes")
+    # a row pointing at nothing
+    catalog.append("objects", [{**rows["objects"][0], "object_id": "object_orphan", "clip_id": "clip_missing"}])
+
+    problems = catalog.check()
+    kinds = {(p.kind, p.subject) for p in problems}
+    assert ("unreadable_fragment", fragment) in kinds
+    assert ("missing_media", missing) in kinds
+    assert ("hash_mismatch", corrupted) in kinds
+    assert ("dangling_reference", "object_orphan") in kinds
+    # pairs now point at renders that cannot be read
+    assert {p.subject for p in problems if p.kind == "dangling_reference" and p.table == "pairs"} == {
+        r["pair_id"] for r in rows["pairs"]
+    }
+    assert fragment in "\n".join(str(p) for p in problems)
+
+
+def test_truncated_fragment_is_named_by_queries_touching_it(catalog: Catalog) -> None:
+    build_graph(catalog, n_renders=1)
+    fragment = catalog.fragments("pairs")[0]
+    data = open(fragment, "rb").read()
+    open(fragment, "wb").write(data[: len(data) - 10])
+    for sql in ("SELECT count(*) FROM pairs", "SELECT * FROM pairs_full"):
+        with pytest.raises(Exception, match=fragment.rsplit("/", 1)[-1]):
+            catalog.query(sql)
+    with pytest.raises(Exception, match=fragment.rsplit("/", 1)[-1]):
+        catalog.query("SELECT count(*) FROM pairs", read_only=True)
+    # tables that do not touch it still work
+    assert catalog.query("SELECT count(*) AS n FROM clips").to_pylist() == [{"n": 1}]
