@@ -3,7 +3,7 @@
 It serves a causal LM from a local folder (the tiny random model the tests build) at ``POST /v1/chat/completions``.
 Random weights write gibberish; ``force_text`` constrains decoding (``prefix_allowed_tokens_fn``) to a given
 document, the way a grammar-constrained server (vLLM guided decoding, llama.cpp grammars) would. ``faults`` is a
-queue of failures to serve before answering normally: ``"timeout"`` (answer after ``delay_s``), ``"500"``,
+queue of failures to serve before answering normally: ``"timeout"`` (hang up after ``delay_s``, no answer), ``"500"``,
 ``"429"`` and ``"malformed"`` (HTTP 200 with a body that is not JSON). Every request's body and headers are kept.
 """
 
@@ -123,8 +123,9 @@ class TinyChatServer:
                     return self._send(429, b'{"error": "slow down"}')
                 if fault == "malformed":
                     return self._send(200, b'{"choices": [{"message": {"content": "trunc')
-                if fault == "timeout":
+                if fault == "timeout":  # sit on the request, then hang up without answering
                     time.sleep(server.delay_s)
+                    return None
                 text = server.generate(body["messages"], int(body.get("max_tokens") or 64))
                 payload = {
                     "id": f"chatcmpl-{server.requests}",
