@@ -106,7 +106,10 @@ def _unstrip(fs: Any, path: str, like: str) -> str:
     """Give a path listed by ``fs`` the same protocol style as the user's ``like`` URL."""
     if not _has_protocol(like) or like.startswith("file://"):
         return path
-    return fs.unstrip_protocol(path)
+    if "::" in like:  # chained URLs (simplecache::s3://…): let fsspec spell it
+        return fs.unstrip_protocol(path)
+    protocol, rest = like.split("://", 1)
+    return f"{protocol}://{path if rest.startswith('/') else path.lstrip('/')}"
 
 
 # --------------------------------------------------------------------------------------------------------- public
