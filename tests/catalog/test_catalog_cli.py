@@ -1,0 +1,108 @@
+"""``vpf sql``, ``vpf export`` and ``vpf catalog …`` through the assembled Typer app."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+from typer.testing import CliRunner
+
+from catalog.store import Catalog
+from flows.cli import app
+from tests.catalog.catalog_data import build_graph
+
+
+@pytest.fixture
+def root(tmp_path: Path) -> str:
+    root = str(tmp_path / "cat")
+    build_graph(Catalog(root), n_renders=2)
+    return root
+
+
+def run(*args: str):
+    return CliRunner().invoke(app, list(args))
+
+
+def test_sql_formats(root: str, tmp_path: Path) -> None:
+    query = "SELECT edit_type, count(*) AS n FROM pairs GROUP BY 1 ORDER BY 1"
+    table = run("sql", query, "--catalog", root)
+    assert table.exit_code == 0, table.output
+    assert "remove" in table.output and "edit_type" in table.output
+    as_json = run("sql", query, "--catalog", root, "--format", "json")
+    assert json.loads(as_json.stdout) == [{"edit_type": "add", "n": 2}, {"edit_type": "remove", "n": 2}]
+    as_csv = run("sql", query, "--catalog", root, "--format", "csv")
+    assert list(csv.reader(io.StringIO(as_csv.stdout))) == [["edit_type", "n"], ["add", "2"], ["remove", "2"]]
+    out = tmp_path / "q.parquet"
+    as_parquet = run("sql", query, "--catalog", root, "--format", "parquet", "--out", str(out))
+    assert as_parquet.exit_code == 0
+    assert pq.read_table(out).to_pylist() == [{"edit_type": "add", "n": 2}, {"edit_type": "remove", "n": 2}]
+
+
+def test_sql_catalog_from_environment(root: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("VPF_CATALOG", root)
+    result = run("sql", "SELECT count(*) AS n FROM pairs", "--format", "json")
+    assert result.exit_code == 0 and json.loads(result.stdout) == [{"n": 4}]
+
+
+@pytest.mark.parametrize(
+    ("query", "named"),
+    [
+        ("SELECT * FROM read_csv('/etc/passwd')", "read_csv"),
+        ("SELECT * FROM read_text('/etc/passwd')", "read_text"),
+        ("DROP VIEW pairs", "DROP"),
+        ("COPY (SELECT 1) TO '/tmp/x.csv'", "COPY"),
+        ("SET threads = 1", "SET"),
+    ],
+)
+def test_sql_rejected_exits_2(root: str, query: str, named: str) -> None:
+    result = run("sql", query, "--catalog", root)
+    assert result.exit_code == 2
+    assert "rejected" in result.stderr and named in result.stderr
+    assert "root:" not in result.output  # nothing from /etc/passwd
+
+
+def test_sql_failing_query_exits_1_with_duckdb_message(root: str) -> None:
+    result = run("sql", "SELECT nope FROM pairs", "--catalog", root)
+    assert result.exit_code == 1
+    assert "nope" in result.stderr and "Binder Error" in result.stderr
+
+
+def test_catalog_stats_compact_check(root: str) -> None:
+    stats = run("catalog", "stats", "--catalog", root, "--json")
+    assert stats.exit_code == 0
+    assert json.loads(stats.stdout)["tables"]["pairs"]["rows"] == 4
+    assert "pairs" in run("catalog", "stats", "--catalog", root).stdout
+    Catalog(root).append("sources", [{"source_id": "extra", "uri": "x"}])
+    compact = run("catalog", "compact", "--catalog", root)
+    assert compact.exit_code == 0 and "sources: merged 2 fragments" in compact.stdout
+    check = run("catalog", "check", "--catalog", root)
+    assert check.exit_code == 0, check.output
+
+
+def test_catalog_check_exits_1_on_problems(root: str) -> None:
+    catalog = Catalog(root)
+    fragment = catalog.fragments("pairs")[0]
+    Path(fragment).write_bytes(Path(fragment).read_bytes()[:50])
+    result = run("catalog", "check", "--catalog", root)
+    assert result.exit_code == 1
+    assert Path(fragment).name in result.stdout and "unreadable_fragment" in result.stdout
+    named = run("sql", "SELECT count(*) FROM pairs", "--catalog", root)
+    assert named.exit_code == 1 and Path(fragment).name in named.stderr
+
+
+def test_export_command(root: str, tmp_path: Path) -> None:
+    out = tmp_path / "wds"
+    result = run(
+        "export", "--catalog", root, "--format", "webdataset", "--out", str(out), "--where", "edit_type='add'"
+    )
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout)
+    assert summary["rows"] == 2 and Path(summary["files"][0]).exists()
+    rejected = run(
+        "export", "--catalog", root, "--format", "csv", "--out", str(tmp_path / "c"), "--where", "getenv('X')=''"
+    )
+    assert rejected.exit_code == 2 and "getenv" in rejected.stderr
