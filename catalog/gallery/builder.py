@@ -168,7 +168,9 @@ def build_site(
         )
         missing_set = set(missing)
         for d in details:
-            d["missing"] = [k for k in ("src", "mask", "tgt") if d.get(f"{k}_key") in missing_set]
+            gone = [k for k in ("src", "mask", "tgt") if d.get(f"{k}_key") in missing_set]
+            if gone:
+                d["missing"] = gone
     for d in details:
         for k in ("src", "mask", "tgt"):
             d.pop(f"{k}_key", None)

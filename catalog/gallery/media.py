@@ -48,19 +48,22 @@ def mask_array(data: bytes, uri: str) -> np.ndarray:
     ``masks`` array, or a file holding a single array. Raises ``ValueError`` naming ``uri`` otherwise.
     """
     try:
-        with np.load(io.BytesIO(data), allow_pickle=False) as npz:
-            keys = sorted(npz.files)
-            if {"packed", "shape"} <= set(keys):
-                shape = tuple(int(v) for v in npz["shape"])
-                masks = np.unpackbits(npz["packed"], count=int(np.prod(shape))).reshape(shape)
-            elif "masks" in keys:
-                masks = npz["masks"]
-            elif len(keys) == 1:
-                masks = npz[keys[0]]
-            else:
-                raise ValueError(f"{uri}: mask npz holds {keys}; expected 'packed' + 'shape', 'masks' or one array")
-    except (OSError, zipfile.BadZipFile, EOFError) as exc:
+        npz = np.load(io.BytesIO(data), allow_pickle=False)
+    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as exc:
         raise ValueError(f"{uri}: not a readable npz file ({exc})") from None
+    if not isinstance(npz, np.lib.npyio.NpzFile):
+        raise ValueError(f"{uri}: holds a single .npy array, not an npz archive")
+    with npz:
+        keys = sorted(npz.files)
+        if {"packed", "shape"} <= set(keys):
+            shape = tuple(int(v) for v in npz["shape"])
+            masks = np.unpackbits(npz["packed"], count=int(np.prod(shape))).reshape(shape)
+        elif "masks" in keys:
+            masks = npz["masks"]
+        elif len(keys) == 1:
+            masks = npz[keys[0]]
+        else:
+            raise ValueError(f"{uri}: mask npz holds {keys}; expected 'packed' + 'shape', 'masks' or one array")
     if masks.ndim != 3:
         raise ValueError(f"{uri}: mask array has shape {masks.shape}; expected (num_frames, height, width)")
     return masks.astype(bool)

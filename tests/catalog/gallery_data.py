@@ -61,10 +61,10 @@ def make_small_catalog(root: str, n_renders: int = 3, *, run_id: str = "run-gall
         src_uri = catalog.put_media(encode_mp4(frames, FPS, preset="ultrafast"), "mp4")
         out_uri = catalog.put_media(encode_mp4(inpainted, FPS, preset="ultrafast"), "mp4")
         mask_uri = catalog.put_media(encode_masks_npz(masks), "npz")
-        source_id = ids.source_id(f"{k:064x}")
+        source_id = ids.source_id(ids.sha256_bytes(f"source {k}".encode()))
         geometry = {"num_frames": NUM_FRAMES, "height": HEIGHT, "width": WIDTH, "fps": FPS}
         clip_id = ids.clip_id(source_id, 0, NUM_FRAMES, geometry)
-        object_id = ids.object_id(clip_id, f"{k:064x}")
+        object_id = ids.object_id(clip_id, ids.sha256_bytes(encode_masks_npz(masks)))
         text = f"remove the square number {k}"
         instruction_id = ids.instruction_id(object_id, "remove", text, "template")
         engine = ENGINES[k % len(ENGINES)]
