@@ -36,7 +36,7 @@ import pytest
 REPO = Path(__file__).resolve().parents[2]
 VENV_BIN = Path(sys.executable).parent
 WORK_POOLS = ("cpu", "gpu")
-SERVER_READY_TIMEOUT_S = 60.0
+SERVER_READY_TIMEOUT_S = 180.0  # a loaded 2-core CI machine can take a minute
 
 
 def _free_port() -> int:
