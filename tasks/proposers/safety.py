@@ -1,8 +1,9 @@
 """Safety for proposer inputs and outputs: captions and labels are data, never instructions.
 
 Inputs (labels, captions) are cleaned before anything sees them: unicode control and format characters are removed
-(bidi overrides, zero-width characters, escapes), markup is stripped, length is capped, sentences that try to
-instruct a model ("ignore previous instructions ...") are dropped, and a label must look like an object name
+(bidi overrides, zero-width characters, escapes), markup is stripped, length is capped, the sentence that tries to
+instruct a model ("ignore previous instructions ...") and everything after it are dropped, sentences with
+disallowed terms are dropped, and a label must look like an object name
 (letters, digits, spaces, ``-`` and ``'``; at most 4 words). Models receive the cleaned data as a JSON document
 fenced between ``<<<DATA`` and ``DATA>>>`` with an explicit statement that it is data (see prompts/).
 
@@ -26,10 +27,11 @@ FENCE_CLOSE = "DATA>>>"
 FALLBACK_LABEL = "object"
 
 _WS_CONTROLS = {"\t", "\n", "\r", "\x0b", "\x0c", "\x85", "\u2028", "\u2029"}
+_ANSI = re.compile(r"\x1b(?:\[[0-?]*[ -/]*[@-~]|[@-Z\\-_])")
 _TAG = re.compile(r"<[^<>]{0,200}>")
 _MARKUP_CHARS = re.compile(r"[<>`{}\[\]\\|]")
 _LABEL = re.compile(r"^[^\W\d_][\w '\-]*$")
-_SENTENCE = re.compile(r"(?<=[.!?;])\s+")
+_SENTENCE = re.compile(r"(?<=[.!?])\s+")
 INJECTION_PATTERNS: tuple[re.Pattern[str], ...] = tuple(
     re.compile(p, re.IGNORECASE)
     for p in (
@@ -46,9 +48,10 @@ INJECTION_PATTERNS: tuple[re.Pattern[str], ...] = tuple(
 
 
 def strip_controls(text: str) -> str:
-    """Remove unicode control/format/private/unassigned characters; whitespace controls become spaces."""
+    """Remove ANSI escapes and unicode control/format/private/unassigned characters; whitespace controls become
+    spaces; runs of spaces collapse."""
     out = []
-    for ch in text:
+    for ch in _ANSI.sub("", text):
         if ch in _WS_CONTROLS:
             out.append(" ")
         elif unicodedata.category(ch)[0] == "C":
@@ -130,15 +133,24 @@ class SafetyPolicy:
         text = strip_controls(unicodedata.normalize("NFKC", raw))
         if text != " ".join(raw.split()):
             issues.append(("caption_control_chars", "caption had unicode control or format characters; removed"))
+        sentences = _SENTENCE.split(text)
+        for i, sentence in enumerate(sentences):
+            hit = find_injection(sentence)
+            if hit:  # what follows an injection attempt is part of it: drop the rest of the caption
+                issues.append(
+                    ("caption_injection", f"dropped {len(sentences) - i} caption sentence(s) from {hit[:60]!r} on")
+                )
+                text = " ".join(sentences[:i])
+                break
         without_tags = _TAG.sub(" ", text)
         without_markup = " ".join(_MARKUP_CHARS.sub(" ", without_tags).split())
         if without_markup != text:
             issues.append(("caption_markup", "caption had markup or code characters; removed"))
         kept = []
         for sentence in _SENTENCE.split(without_markup):
-            hit = find_injection(sentence) or self._disallowed(sentence)
+            hit = self._disallowed(sentence)
             if hit:
-                issues.append(("caption_injection", f"dropped a caption sentence containing {hit[:60]!r}"))
+                issues.append(("caption_disallowed", f"dropped a caption sentence containing {hit!r}"))
             elif sentence:
                 kept.append(sentence)
         text = " ".join(kept)
