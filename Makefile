@@ -24,6 +24,7 @@ demo: $(STAMP)
 	$(VENV)/bin/vpf demo --out $(DEMO_DIR)
 
 test: $(STAMP)
+	@command -v chromium >/dev/null || [ "$$(id -u)" != 0 ] || (apt-get update && apt-get install -y chromium)
 	$(PY) -m pytest
 
 lint quality: $(STAMP)
