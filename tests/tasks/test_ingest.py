@@ -1,0 +1,149 @@
+"""tasks/ingest.py end to end: the bad-input corpus, real footage, provided and SAM masks, catalog rows and media."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+import torch
+
+from catalog.ids import sha256_bytes, source_id
+from catalog.store import Catalog
+from tasks.ingest import ingest_batch
+from tasks.masks import decode_masks_npz
+from tasks.segment import ProvidedSegmenter, SamSegmenter
+from tasks.sources import discover_sources
+from tasks.types import Geometry, SourceItem
+from tasks.video_io import fit_frame, probe_video, read_frames
+from tests.corpus import BAD_CORPUS_EXPECTED, CORPUS_GEOMETRY, OBJECT_ID, OTHER_ID
+from tests.tasks.conftest import TINY, build_tiny_sam
+
+
+@pytest.fixture(scope="module")
+def corpus_run(bad_corpus: dict, tmp_path_factory: pytest.TempPathFactory):
+    """Discover the corpus manifest (with roots) and ingest every row that discovery let through, in one batch."""
+    catalog = Catalog(tmp_path_factory.mktemp("corpus-catalog"))
+    items, discovery_failures = discover_sources(bad_corpus["manifest"], roots=[bad_corpus["root"]])
+    result = ingest_batch(
+        items,
+        catalog,
+        geometry=CORPUS_GEOMETRY,
+        segmenter=ProvidedSegmenter(),
+        run_id="run-corpus",
+        preset="ultrafast",
+    )
+    return catalog, items, discovery_failures + result.failures, result
+
+
+ROW_CASES = [name for name in BAD_CORPUS_EXPECTED if name not in ("extra_column", "missing_column")]
+
+
+@pytest.mark.parametrize("name", ROW_CASES)
+def test_each_bad_input_is_a_named_failure_or_is_handled(corpus_run, bad_corpus: dict, name: str) -> None:
+    catalog, _, failures, result = corpus_run
+    expected = BAD_CORPUS_EXPECTED[name]
+    needle = os.path.basename(bad_corpus[name].split("#")[0].rstrip("/"))  # the file the error must name
+    if expected is None:  # must be ingested: a clip and an accepted object
+        (clip,) = [c for c in result.clips if os.path.basename(c.source_uri) == needle]
+        objects = [o for o in result.objects if o.clip_id == clip.clip_id]
+        assert objects and all(o.qa_ok for o in objects)
+        assert not [f for f in failures if needle in f.message]
+        return
+    stage, reason = expected
+    matches = [f for f in failures if f.reason == reason and needle in f.message]
+    assert matches, (
+        f"{name}: no {stage}/{reason} failure naming {needle}; got {[(f.reason, f.message) for f in failures]}"
+    )
+    assert all(f.stage == stage for f in matches)
+
+
+def test_the_batch_goes_on_and_rows_fit_the_catalog(corpus_run, bad_corpus: dict) -> None:
+    catalog, items, failures, result = corpus_run
+    sources = {os.path.basename(r["uri"]) for r in result.rows["sources"]}
+    assert sources == {"good.mp4", "odd_dims.mp4", "rotated.mp4", "too_short.mp4"}
+    assert len(result.rows["clips"]) == 3  # good (shared by 5 rows), odd_dims, rotated
+    statuses = sorted((r["qa_status"], r["qa_reason"]) for r in result.rows["objects"])
+    assert statuses == [("ok", None)] * 3 + [("rejected", "empty_mask"), ("rejected", "full_frame_mask")]
+    for table, rows in result.rows.items():
+        assert catalog.append(table, rows)  # validates against catalog/schema.py
+    good = bad_corpus["good"]
+    with open(good, "rb") as f:
+        assert result.rows["sources"][0]["source_id"] == source_id(sha256_bytes(f.read()))
+    assert all(c.frames.shape[0] == 0 for c in result.clips), "arrays released by default"
+
+
+def test_media_is_stored_before_rows_are_returned(corpus_run) -> None:
+    catalog, _, _, result = corpus_run
+    for row in result.rows["clips"]:
+        info = probe_video(catalog.full_url(row["video_uri"]))
+        assert (info.codec, info.num_frames, info.width, info.height, info.fps) == ("h264", 17, 96, 64, 8.0)
+    for row in result.rows["objects"]:
+        masks = decode_masks_npz(catalog.read_media(row["mask_uri"]))
+        assert masks.shape == (17, 64, 96)
+        assert row["area_ratio_mean"] == pytest.approx(masks.mean())
+
+
+def test_rerun_gives_the_same_ids(bad_corpus: dict, tmp_path) -> None:
+    item = SourceItem(uri=bad_corpus["good"], mask_uri=bad_corpus["mask_id_absent"], mask_id=OBJECT_ID)
+    runs = [
+        ingest_batch([item], Catalog(tmp_path / name), geometry=CORPUS_GEOMETRY, segmenter=ProvidedSegmenter(),
+                     run_id=name, preset="ultrafast")
+        for name in ("a", "b")
+    ]  # fmt: skip
+    for table, key in (
+        ("sources", "source_id"),
+        ("clips", "clip_id"),
+        ("clips", "video_uri"),
+        ("objects", "object_id"),
+    ):
+        assert [r[key] for r in runs[0].rows[table]] == [r[key] for r in runs[1].rows[table]]
+
+
+def test_rows_sharing_a_video_share_clips(bad_corpus: dict, catalog: Catalog) -> None:
+    """VPData lists one row per object of a clip: decode once, one object per row."""
+    items = [
+        SourceItem(uri=bad_corpus["good"], mask_uri=bad_corpus["mask_id_absent"], mask_id=mask_id, label=str(mask_id))
+        for mask_id in (OBJECT_ID, OTHER_ID)
+    ]
+    result = ingest_batch(
+        items, catalog, geometry=CORPUS_GEOMETRY, segmenter=ProvidedSegmenter(), run_id="r", keep_arrays=True
+    )
+    assert len(result.rows["clips"]) == 1 and len(result.rows["objects"]) == 2
+    assert {r["label"] for r in result.rows["objects"]} == {"3", "5"}
+    small, big = sorted(result.objects, key=lambda o: o.masks.sum())
+    assert small.label == "5" and small.masks.shape == (17, 64, 96)
+    assert result.clips[0].frames.shape == (17, 64, 96, 3)
+
+
+class CountingSam(SamSegmenter):
+    setups = 0
+
+    def setup(self) -> None:
+        if not self._ready:
+            CountingSam.setups += 1
+        super().setup()
+
+
+def test_real_footage_with_sam_box_prompts(bikes: str, catalog: Catalog, tmp_path) -> None:
+    torch.set_num_threads(1)
+    checkpoint = tmp_path / "tiny.pt"
+    torch.save(build_tiny_sam(seed=0).state_dict(), checkpoint)
+    segmenter = CountingSam(str(checkpoint), config=TINY, min_iou=0.0)
+    geometry = Geometry(num_frames=9, fps=8.0, height=64, width=96)
+    items = [
+        SourceItem(uri=bikes, start_frame=76, end_frame=187, box=(200, 60, 420, 250), label="cyclist"),
+        SourceItem(uri=bikes, start_frame=0, end_frame=20),  # shorter than one window
+    ]
+    result = ingest_batch(items, catalog, geometry=geometry, segmenter=segmenter, run_id="r", max_clips_per_source=2)
+    assert CountingSam.setups == 1
+    starts = [(r["start_frame"], r["end_frame"], r["frame_stride"], r["scene_index"]) for r in result.rows["clips"]]
+    assert starts == [(76, 101, 3, 0), (103, 128, 3, 0)]  # inside scene 76..137, back to back
+    (obj,) = result.rows["objects"]
+    assert (obj["mask_source"], obj["label"], obj["clip_id"]) == ("sam", "cyclist", result.rows["clips"][0]["clip_id"])
+    reasons = sorted(f.reason for f in result.failures)
+    assert "no_prompt" in reasons and "clip_too_short" in reasons  # second window: the box prompts the first only
+    first = read_frames(catalog.full_url(result.rows["clips"][0]["video_uri"]), 0, 1)[0]
+    assert np.abs(first.astype(int) - fit_frame(read_frames(bikes, 76, 77)[0], 64, 96).astype(int)).mean() < 8
+    for table, rows in result.rows.items():
+        catalog.append(table, rows)
