@@ -75,6 +75,42 @@ class ChatBackend(ABC):
         """One response text (or ``BackendError``) per conversation, in order."""
 
 
+def cached_complete(
+    model: ChatBackend,
+    cache: LLMCache | None,
+    conversations: list[list[Message]],
+    seeds: list[int],
+    *,
+    temperature: float,
+    max_tokens: int,
+) -> tuple[list[str | BackendError], int]:
+    """Answers from the cache where present; the misses go to the backend in one batch and are cached.
+
+    Returns the answers in order and the number of conversations sent to the backend.
+    """
+    params = {"temperature": temperature, "max_tokens": max_tokens, **model.params()}
+    results: list[str | BackendError | None] = [None] * len(conversations)
+    keys = []
+    for i, (conversation, seed) in enumerate(zip(conversations, seeds)):
+        key = cache_key(model.backend, model.model_id, conversation, {**params, "seed": seed})
+        keys.append(key)
+        if cache is not None:
+            results[i] = cache.get(key)
+    todo = [i for i, r in enumerate(results) if r is None]
+    if todo:
+        answers = model.complete(
+            [conversations[i] for i in todo],
+            temperature=temperature,
+            max_tokens=max_tokens,
+            seeds=[seeds[i] for i in todo],
+        )
+        for i, answer in zip(todo, answers):
+            results[i] = answer
+            if cache is not None and isinstance(answer, str):
+                cache.put(keys[i], answer, {"backend": model.backend, "model": model.model_id})
+    return results, len(todo)  # type: ignore[return-value]
+
+
 def render_prompt(name: str, **values: str) -> list[Message]:
     """Messages from a versioned prompt file with ``### system`` / ``### user`` sections and ``{name}`` slots."""
     text = load_prompt(f"{name}.txt")
@@ -182,29 +218,11 @@ class LLMProposer(Proposer):
 
     # ------------------------------------------------------------------ requests
     def _query(self, conversations: list[list[Message]], seeds: list[int]) -> list[str | BackendError]:
-        """Answers from the cache where present; the misses go to the backend in one batch and are cached."""
-        params = {"temperature": self.temperature, "max_tokens": self.max_tokens, **self.model.params()}
-        results: list[str | BackendError | None] = [None] * len(conversations)
-        keys = []
-        for i, (conversation, seed) in enumerate(zip(conversations, seeds)):
-            key = cache_key(self.model.backend, self.model.model_id, conversation, {**params, "seed": seed})
-            keys.append(key)
-            if self.cache is not None:
-                results[i] = self.cache.get(key)
-        todo = [i for i, r in enumerate(results) if r is None]
-        if todo:
-            self.requests_sent += len(todo)
-            answers = self.model.complete(
-                [conversations[i] for i in todo],
-                temperature=self.temperature,
-                max_tokens=self.max_tokens,
-                seeds=[seeds[i] for i in todo],
-            )
-            for i, answer in zip(todo, answers):
-                results[i] = answer
-                if self.cache is not None and isinstance(answer, str):
-                    self.cache.put(keys[i], answer, {"backend": self.model.backend, "model": self.model.model_id})
-        return results  # type: ignore[return-value]
+        results, sent = cached_complete(
+            self.model, self.cache, conversations, seeds, temperature=self.temperature, max_tokens=self.max_tokens
+        )
+        self.requests_sent += sent
+        return results
 
     def conversation(self, request: ProposalRequest, clean: CleanInput) -> list[Message]:
         region = describe_region(request)
