@@ -126,7 +126,8 @@ def iter_clips(
         frames = np.empty((geometry.num_frames, geometry.height, geometry.width, 3), np.uint8)
         for slot, expected in enumerate(window.indices):
             index, image = next(decoded)
-            assert index == expected, (index, expected)
+            if index != expected:  # iter_frames_at yields exactly the wanted indices; anything else is a bad file
+                raise InputError(item.uri, "corrupt_video", f"expected frame {expected}, decoded frame {index}")
             frames[slot] = fit_frame(image, geometry.height, geometry.width, geometry.resize_mode)
         yield Clip(
             clip_id=make_clip_id(source_id, window.start_frame, window.end_frame, geometry.as_dict()),

@@ -125,36 +125,48 @@ def _read_bytes(uri: str, storage_options: Mapping[str, Any] | None) -> bytes:
         raise InputError(uri, "not_found", "mask file not found") from None
 
 
-def _select(labels: np.ndarray, mask_id: int | None, uri: str) -> np.ndarray:
+def select_label(labels: np.ndarray, mask_id: int | None, uri: str, frames: Sequence[int] | None = None) -> np.ndarray:
+    """One object of a label map ``(F, H, W)`` → ``(F', H, W)`` bool: ``labels == mask_id`` (``!= 0`` without an id),
+    on the given ``frames`` only (all by default). A bool array is returned as it is.
+
+    Raises ``mask_id_absent`` when ``mask_id`` occurs nowhere in the map (checked frame by frame, so a large map
+    never gets a full-size temporary).
+    """
+    picked = labels if frames is None else labels[np.asarray(list(frames), dtype=np.int64)]
     if labels.dtype == bool:
         if mask_id not in (None, 0, 1):
             raise InputError(uri, "mask_id_absent", f"mask_id {mask_id} given but the mask is binary")
-        return labels
+        return picked
     if mask_id is None:
-        return labels != 0
-    selected = labels == mask_id
-    if not selected.any():
+        return picked != 0
+    if not any(np.any(frame == mask_id) for frame in labels):
         present = np.unique(labels)
         shown = ", ".join(str(int(v)) for v in present[:20]) + (" …" if present.size > 20 else "")
         raise InputError(uri, "mask_id_absent", f"mask_id {mask_id} does not occur in the label map (labels: {shown})")
-    return selected
+    return picked == mask_id
 
 
-def _load_npz(uri: str, mask_id: int | None, storage_options: Mapping[str, Any] | None) -> np.ndarray:
-    data = _read_bytes(uri, storage_options)
+def load_label_map(uri: str, *, storage_options: Mapping[str, Any] | None = None) -> np.ndarray:
+    """The array of an ``.npz`` mask file as stored: a VPData ``(F, H, W)`` integer label map (key ``arr_0``, else
+    the only array) or a vpf bool mask. Select an object with :func:`select_label`."""
     try:
-        with np.load(io.BytesIO(data)) as npz:
+        with fsspec.open(uri, "rb", **dict(storage_options or {})) as f, np.load(f) as npz:
             if "packed" in npz.files and "shape" in npz.files:
-                return _select(decode_masks_npz(data), mask_id, uri)
-            key = "arr_0" if "arr_0" in npz.files else (npz.files[0] if len(npz.files) == 1 else None)
-            if key is None:
-                raise InputError(uri, "bad_mask", f"npz has arrays {npz.files}; expected 'arr_0' (a VPData label map)")
-            labels = npz[key]
+                shape = tuple(int(v) for v in npz["shape"])
+                labels = np.unpackbits(npz["packed"], count=int(np.prod(shape))).astype(bool).reshape(shape)
+            else:
+                key = "arr_0" if "arr_0" in npz.files else (npz.files[0] if len(npz.files) == 1 else None)
+                if key is None:
+                    message = f"npz has arrays {npz.files}; expected 'arr_0' (a VPData label map)"
+                    raise InputError(uri, "bad_mask", message)
+                labels = npz[key]
+    except FileNotFoundError:
+        raise InputError(uri, "not_found", "mask file not found") from None
     except (ValueError, OSError, EOFError) as exc:
         raise InputError(uri, "bad_mask", f"not a readable npz ({exc})") from None
     if labels.ndim != 3:
         raise InputError(uri, "bad_mask", f"label map must be (frames, height, width), got shape {labels.shape}")
-    return _select(labels, mask_id, uri)
+    return labels
 
 
 def _load_png_folder(uri: str, mask_id: int | None, storage_options: Mapping[str, Any] | None) -> np.ndarray:
@@ -173,7 +185,7 @@ def _load_png_folder(uri: str, mask_id: int | None, storage_options: Mapping[str
     labels = np.stack(frames)
     if mask_id is None and labels.max() > 1:
         return labels > 127  # binary images saved as 0/255
-    return _select(labels, mask_id, uri)
+    return select_label(labels, mask_id, uri)
 
 
 def _load_rle_json(uri: str, mask_id: int | None, storage_options: Mapping[str, Any] | None) -> np.ndarray:
@@ -205,7 +217,7 @@ def load_masks(
     uri = str(uri)
     lower = uri.lower().rstrip("/")
     if lower.endswith(".npz"):
-        masks = _load_npz(uri, mask_id, storage_options)
+        masks = select_label(load_label_map(uri, storage_options=storage_options), mask_id, uri)
     elif lower.endswith(".json"):
         masks = _load_rle_json(uri, mask_id, storage_options)
     else:

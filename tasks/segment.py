@@ -25,7 +25,7 @@ import numpy as np
 from catalog.ids import object_id as make_object_id
 from catalog.ids import sha256_bytes
 from tasks.errors import InputError
-from tasks.masks import encode_masks_npz, load_masks, mask_bbox, resample_masks
+from tasks.masks import encode_masks_npz, load_label_map, load_masks, mask_bbox, resample_masks, select_label
 from tasks.types import Clip, ObjectMask, VideoInfo
 from tasks.video_io import fit_box
 
@@ -71,23 +71,36 @@ class ProvidedSegmenter(Segmenter):
         self.storage_options = dict(storage_options or {})
         self._cache: tuple[tuple[str, int | None], np.ndarray] | None = None
 
-    def _load(self, uri: str, mask_id: int | None) -> np.ndarray:
-        # Consecutive clips of one source share its mask file: keep the last one decoded.
-        key = (uri, mask_id)
+    def _load(self, uri: str, mask_id: int | None) -> tuple[np.ndarray, int | None]:
+        """``(array, id still to select)``. An ``.npz`` label map is cached whole, so the rows of one VPData clip
+        (one per object) decompress it once; other formats are cached per object."""
+        label_map = uri.lower().endswith(".npz")
+        key = (uri, None if label_map else mask_id)
         if self._cache is None or self._cache[0] != key:
             self._cache = None  # release the previous map before loading the next
-            self._cache = (key, load_masks(uri, mask_id, storage_options=self.storage_options))
-        return self._cache[1]
+            if label_map:
+                array = load_label_map(uri, storage_options=self.storage_options)
+            else:
+                array = load_masks(uri, mask_id, storage_options=self.storage_options)
+            self._cache = (key, array)
+        return self._cache[1], mask_id if label_map else None
 
     def segment(self, clip: Clip, *, video: VideoInfo | None = None) -> list[ObjectMask]:
         item = clip.item
         if item is None or not item.mask_uri:
             raise InputError(clip.source_uri, "no_mask", "no mask_uri was provided for this source")
-        masks = self._load(item.mask_uri, item.mask_id)
+        array, mask_id = self._load(item.mask_uri, item.mask_id)
         num_frames, height, width = len(clip.frames), clip.frames.shape[1], clip.frames.shape[2]
+        frames = range(clip.start_frame, clip.end_frame, clip.frame_stride)[:num_frames]
+        if frames and frames[-1] >= len(array):
+            raise InputError(
+                item.mask_uri,
+                "mask_frames_mismatch",
+                f"the clip needs mask frame {frames[-1]} but the mask has {len(array)} frames",
+            )
         resampled = resample_masks(
-            masks,
-            range(clip.start_frame, clip.end_frame, clip.frame_stride)[:num_frames],
+            select_label(array, mask_id, item.mask_uri, frames),
+            range(len(frames)),
             height=height,
             width=width,
             resize_mode=clip.resize_mode,

@@ -16,10 +16,12 @@ from tasks.masks import (
     dilate_masks,
     encode_masks_npz,
     encode_masks_rle,
+    load_label_map,
     load_masks,
     mask_bbox,
     qa_masks,
     resample_masks,
+    select_label,
 )
 
 
@@ -79,6 +81,9 @@ def test_load_vpdata_label_map(tmp_path) -> None:
     np.savez_compressed(path, labels)  # key arr_0, as VPData ships them
     np.testing.assert_array_equal(load_masks(str(path), 7), labels == 7)
     np.testing.assert_array_equal(load_masks(str(path)), labels != 0)
+    raw = load_label_map(str(path))
+    assert raw.dtype == np.uint8 and raw.shape == (4, 20, 30)
+    np.testing.assert_array_equal(select_label(raw, 7, str(path), frames=[1, 3]), (labels == 7)[[1, 3]])
     with pytest.raises(InputError) as err:
         load_masks(str(path), 5)
     assert err.value.reason == "mask_id_absent" and "labels: 0, 3, 7" in str(err.value) and str(path) in str(err.value)
