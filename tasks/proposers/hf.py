@@ -12,6 +12,8 @@ decoding; note it receives the full left-padded ``input_ids``, prompt included).
 
 from __future__ import annotations
 
+import hashlib
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -67,7 +69,21 @@ class TransformersBackend(ChatBackend):
         return self.path.name
 
     def params(self) -> dict[str, Any]:
-        return {"dtype": self.dtype, "constrained": sorted(self.generate_kwargs)}
+        """Settings hashed into cache keys: dtype, the names of extra generate arguments (a constraint function
+        itself cannot be hashed), and a fingerprint of the model folder."""
+        return {"dtype": self.dtype, "generate_kwargs": sorted(self.generate_kwargs), "fingerprint": self.fingerprint}
+
+    @cached_property
+    def fingerprint(self) -> str:
+        """sha256 over the folder's small files (configs, tokenizer, weight index) and the weight files' names and
+        sizes: two folders with the same name but different models do not share cache entries."""
+        digest = hashlib.sha256()
+        for file in sorted(p for p in self.path.rglob("*") if p.is_file()):
+            size = file.stat().st_size
+            digest.update(f"{file.relative_to(self.path)}:{size}\n".encode())
+            if size <= 16 << 20 and file.suffix not in (".safetensors", ".bin", ".pt", ".gguf"):
+                digest.update(file.read_bytes())
+        return digest.hexdigest()[:16]
 
     def setup(self) -> None:
         if self.model is not None:

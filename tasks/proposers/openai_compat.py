@@ -14,7 +14,7 @@ retried. A request that still fails yields a ``BackendError`` (``llm_timeout``, 
 Rate limiting: with ``rate_limit=True`` every attempt first takes a slot from the Prefect global concurrency limit
 ``llm:<host>`` (``prefect.concurrency.sync.rate_limit``), or from the limit named by ``rate_limit="<name>"``.
 Create it with a slot decay, e.g. ``prefect gcl create llm:host --limit 5 --slot-decay-per-second 2``; a configured
-limit that does not exist is an error (``strict=True``). Without ``rate_limit`` nothing is called (no Prefect API).
+limit that does not exist (or has no slot decay) is an error at ``setup()``. Without ``rate_limit`` nothing is called (no Prefect API).
 """
 
 from __future__ import annotations
@@ -106,6 +106,8 @@ class OpenAIBackend(ChatBackend):
     def setup(self) -> None:
         if self.client is not None:
             return
+        if self.rate_limit_name:
+            self._check_limit()
         headers = {"Content-Type": "application/json"}
         key = next((os.environ[name] for name in API_KEY_ENV if os.environ.get(name)), None)
         if key:
@@ -116,6 +118,23 @@ class OpenAIBackend(ChatBackend):
         if self.client is not None:
             self.client.close()
             self.client = None
+
+    def _check_limit(self) -> None:
+        """Fail at setup, naming the fix, when the configured Prefect limit does not exist or cannot decay."""
+        from prefect.client.orchestration import get_client
+        from prefect.exceptions import ObjectNotFound
+
+        name = self.rate_limit_name
+        with get_client(sync_client=True) as client:
+            try:
+                limit = client.read_global_concurrency_limit_by_name(name)
+            except ObjectNotFound:
+                raise ValueError(
+                    f"openai proposer: rate limit {name!r} is configured but no such Prefect global concurrency limit "
+                    f"exists; create it with `prefect gcl create {name} --limit N --slot-decay-per-second R`"
+                ) from None
+        if not limit.slot_decay_per_second:
+            raise ValueError(f"openai proposer: Prefect limit {name!r} has no slot decay; rate limits need one")
 
     def _acquire(self) -> None:
         if self.rate_limit_name:

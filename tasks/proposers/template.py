@@ -286,6 +286,7 @@ class TemplateProposer(Proposer):
             {
                 "instruction": proposal.instruction,
                 "instruction_long": proposal.instruction_long,
+                "source_caption": proposal.source_caption,
                 "target_caption": proposal.target_caption,
                 "region_caption": proposal.region_caption,
             }

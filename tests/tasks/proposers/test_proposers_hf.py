@@ -130,3 +130,15 @@ def test_extract_json_tolerates_chatter_and_fences() -> None:
     text = 'Sure! Here it is:\n```json\n{"proposals": [{"a": 1}]}\n```\nAnything else? {"x": 2}'
     assert extract_json(text) == {"proposals": [{"a": 1}]}
     assert extract_json('{bad {"ok": true}') == {"ok": True}
+
+
+def test_cache_keys_tell_apart_models_in_same_named_folders(tiny_lm, tmp_path) -> None:
+    import shutil
+
+    other = shutil.copytree(tiny_lm, tmp_path / "elsewhere" / tiny_lm.name)
+    assert TransformersBackend(other).params() == TransformersBackend(tiny_lm).params()
+    config = json.loads((other / "config.json").read_text())
+    config["rms_norm_eps"] = 1e-5 if config.get("rms_norm_eps") != 1e-5 else 1e-6
+    (other / "config.json").write_text(json.dumps(config))
+    assert TransformersBackend(other).model_id == TransformersBackend(tiny_lm).model_id
+    assert TransformersBackend(other).params() != TransformersBackend(tiny_lm).params()
