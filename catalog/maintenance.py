@@ -70,32 +70,36 @@ def stats(catalog: Catalog) -> dict[str, Any]:
 
 
 # ---------------------------------------------------------------------------------------------------- compact
-def _read_fragment(catalog: Catalog, table: str, path: str) -> pa.Table:
-    try:
-        with catalog.fs.open(path, "rb") as f:
-            raw = pq.read_table(f)
-    except (OSError, pa.ArrowException) as exc:
-        raise CatalogError(f"{table}: fragment {catalog.fragment_url(path)} is unreadable ({exc})") from exc
-    return catalog.to_table(table, raw.replace_schema_metadata(None))
-
-
 def _stamp_of(path: str) -> str:
     return path.rsplit("/", 1)[-1].split("-", 1)[0]
 
 
-def latest_per_id(table: str, arrow: pa.Table) -> pa.Table:
-    """Keep the latest row per id of ``arrow`` (rows in write order): greatest ``created_at``, then later row."""
-    key = ID_COLUMNS[table]
+def merge_fragments(catalog: Catalog, table: str, paths: list[str]) -> tuple[pa.Table, int]:
+    """The latest row per id over the fragments ``paths`` (same rule as the views), aligned to the current
+    schema, and the number of rows read. Raises ``CatalogError`` naming any unreadable fragment."""
+    from catalog.views import quote_ident, quote_literal
+
+    urls = [catalog.fragment_url(p) for p in paths]
+    files = "[" + ", ".join(quote_literal(u) for u in urls) + "]"
+    key = quote_ident(ID_COLUMNS[table])
     con = duckdb.connect(":memory:")
     try:
-        con.register("rows_in", arrow.append_column("__order", pa.array(range(arrow.num_rows), pa.int64())))
-        out = con.sql(
-            f'SELECT * EXCLUDE (__order) FROM rows_in QUALIFY row_number() OVER (PARTITION BY "{key}" '
-            f"ORDER BY created_at DESC, __order DESC) = 1 ORDER BY __order"
+        if not catalog.is_local:
+            con.register_filesystem(catalog.fs)
+        source = f"read_parquet({files}, union_by_name = true, filename = true, file_row_number = true)"
+        rows_in = con.execute(f"SELECT count(*) FROM {source}").fetchall()[0][0]
+        merged = con.sql(
+            f"SELECT * EXCLUDE (filename, file_row_number) FROM {source} QUALIFY row_number() OVER "
+            f"(PARTITION BY {key} ORDER BY created_at DESC, filename DESC, file_row_number DESC) = 1"
         ).to_arrow_table()
+    except duckdb.Error as exc:
+        bad = [u for u in catalog.unreadable_fragments(table) if u in urls]
+        if bad:
+            raise CatalogError(f"{table}: cannot compact, unreadable fragment(s) {bad}: {exc}") from exc
+        raise
     finally:
         con.close()
-    return out.cast(TABLES[table])
+    return catalog.to_table(table, merged.replace_schema_metadata(None)), rows_in
 
 
 @dataclass
@@ -124,16 +128,14 @@ def compact(catalog: Catalog, table: str | None = None, small_bytes: int = 64 <<
         )
         if len(small) < 2 and not (len(small) == 1 and not small[0].endswith(".u.parquet")):
             continue
-        parts = [_read_fragment(catalog, name, path) for path in small]
-        merged = pa.concat_tables(parts)
-        deduped = latest_per_id(name, merged)
+        deduped, rows_in = merge_fragments(catalog, name, small)
         target = catalog._write_fragment(name, deduped, unique=True, stamp=_stamp_of(small[-1]))
         for path in small:
             try:
                 catalog.fs.rm(path)
             except FileNotFoundError:
                 pass  # a concurrent compaction merged and removed it first; its rows are in its fragment
-        results[name] = asdict(Compaction(name, small, merged.num_rows, deduped.num_rows, target))
+        results[name] = asdict(Compaction(name, small, rows_in, deduped.num_rows, target))
     return results
 
 

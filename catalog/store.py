@@ -205,11 +205,12 @@ class Catalog:
 
             check_read_only(sql)
         for attempt in (0, 1):
-            con = self.connect(read_only_guard=read_only)
+            con = None
             try:
+                con = self.connect(read_only_guard=read_only)
                 return con.sql(sql, params=params).to_arrow_table()
             except duckdb.Error as exc:
-                if attempt == 0 and _is_missing_file(exc):
+                if attempt == 0 and is_missing_file(exc):
                     continue
                 if isinstance(exc, (duckdb.IOException, duckdb.InvalidInputException)):
                     bad = self.unreadable_fragments()
@@ -217,7 +218,8 @@ class Catalog:
                         raise CatalogError(f"query failed on unreadable fragment(s) {bad}: {exc}") from exc
                 raise
             finally:
-                con.close()
+                if con is not None:
+                    con.close()
         raise AssertionError("unreachable")
 
     def existing_ids(self, table: str, ids: Iterable[str]) -> set[str]:
@@ -289,6 +291,7 @@ class Catalog:
             self.fs.pipe_file(target, data)
 
 
-def _is_missing_file(exc: Exception) -> bool:
+def is_missing_file(exc: Exception) -> bool:
+    """Whether a DuckDB/fsspec error says a file vanished (a fragment compacted away after listing)."""
     text = str(exc)
     return any(m in text for m in ("No such file", "No files found", "FileNotFoundError", "does not exist"))

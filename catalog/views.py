@@ -20,6 +20,7 @@ import duckdb
 import pyarrow as pa
 
 from catalog.schema import ID_COLUMNS, TABLES
+from catalog.store import is_missing_file
 
 
 if TYPE_CHECKING:
@@ -82,7 +83,7 @@ def duckdb_type(type_: pa.DataType) -> str:
     if pa.types.is_binary(type_) or pa.types.is_large_binary(type_):
         return "BLOB"
     if pa.types.is_timestamp(type_):
-        return "TIMESTAMPTZ" if type_.tz else "TIMESTAMP"
+        return "TIMESTAMP WITH TIME ZONE" if type_.tz else "TIMESTAMP"
     if pa.types.is_list(type_) or pa.types.is_large_list(type_):
         return f"{duckdb_type(type_.value_type)}[]"
     raise TypeError(f"no DuckDB type for pyarrow type {type_}")
@@ -106,24 +107,46 @@ def is_unique_fragment(url: str) -> bool:
     return url.endswith(UNIQUE_SUFFIX)
 
 
-def table_view_sql(table: str, urls: list[str]) -> str:
-    """The body of the latest-row-per-id view of ``table`` over the fragments ``urls`` (oldest first)."""
+def table_view_sql(table: str, urls: list[str], aligned: bool = False) -> str:
+    """The body of the latest-row-per-id view of ``table`` over the fragments ``urls`` (oldest first).
+
+    ``aligned``: the fragments' columns are exactly the table's schema (names, order and types), so the rows need
+    no re-alignment; otherwise they are unioned by name with a typed empty relation, which adds the columns older
+    fragments lack (as NULL) and fixes the column order and types.
+    """
     schema = TABLES[table]
     empty = empty_select(schema)
     if not urls:
         return empty
     files = "[" + ", ".join(quote_literal(u) for u in urls) + "]"
+    align = "" if aligned else f"{empty} UNION ALL BY NAME "
     if len(urls) == 1 and is_unique_fragment(urls[0]):
         # One fragment that holds each id once: nothing to deduplicate.
-        return f"{empty} UNION ALL BY NAME SELECT * FROM read_parquet({files}, union_by_name = true)"
+        return f"{align}SELECT * FROM read_parquet({files}, union_by_name = true)"
     key = quote_ident(ID_COLUMNS[table])
     return (
-        f"{empty} UNION ALL BY NAME "
-        f"SELECT * EXCLUDE (filename, file_row_number) "
+        f"{align}SELECT * EXCLUDE (filename, file_row_number) "
         f"FROM read_parquet({files}, union_by_name = true, filename = true, file_row_number = true) "
         f"QUALIFY row_number() OVER (PARTITION BY {key} ORDER BY created_at DESC, filename DESC, "
         f"file_row_number DESC) = 1"
     )
+
+
+def _columns(con: duckdb.DuckDBPyConnection, name: str) -> list[tuple[str, str]]:
+    rows = con.execute(
+        "SELECT column_name, data_type FROM duckdb_columns() WHERE table_name = ? ORDER BY column_index", [name]
+    ).fetchall()
+    return [(n, t) for n, t in rows]
+
+
+def _create_table_view(con: duckdb.DuckDBPyConnection, table: str, urls: list[str]) -> None:
+    name = quote_ident(table)
+    expected = [(f.name, duckdb_type(f.type)) for f in TABLES[table]]
+    if urls:
+        con.execute(f"CREATE OR REPLACE VIEW {name} AS {table_view_sql(table, urls, aligned=True)}")
+        if _columns(con, table) == expected:
+            return
+    con.execute(f"CREATE OR REPLACE VIEW {name} AS {table_view_sql(table, urls)}")
 
 
 def fragment_urls(catalog: Catalog, table: str) -> list[str]:
@@ -138,8 +161,10 @@ def create_views(con: duckdb.DuckDBPyConnection, catalog: Catalog) -> dict[str, 
         urls = fragment_urls(catalog, table)
         listing[table] = urls
         try:
-            con.execute(f"CREATE OR REPLACE VIEW {quote_ident(table)} AS {table_view_sql(table, urls)}")
+            _create_table_view(con, table, urls)
         except (duckdb.IOException, duckdb.InvalidInputException) as exc:
+            if is_missing_file(exc):
+                raise  # compacted away since listing: ``connect`` lists again
             # An unreadable fragment: the view still exists, and any query touching it names the fragment.
             bad = catalog.unreadable_fragments(table) or urls
             message = f"catalog table {table!r}: unreadable fragment(s) {bad}: {exc}"
@@ -163,12 +188,24 @@ def sandbox(con: duckdb.DuckDBPyConnection, catalog: Catalog) -> None:
     con.execute("SET lock_configuration = true")
 
 
-def connect(catalog: Catalog, read_only_guard: bool = False) -> duckdb.DuckDBPyConnection:
-    """An in-memory DuckDB connection with the catalog's views (see module docstring)."""
-    con = duckdb.connect(":memory:")
-    if not catalog.is_local:
-        con.register_filesystem(catalog.fs)
-    create_views(con, catalog)
-    if read_only_guard:
-        sandbox(con, catalog)
-    return con
+def connect(catalog: Catalog, read_only_guard: bool = False, attempts: int = 3) -> duckdb.DuckDBPyConnection:
+    """An in-memory DuckDB connection with the catalog's views (see module docstring).
+
+    A fragment deleted by a concurrent compaction between listing and binding makes it list again (the merged
+    fragment that replaced it is then listed instead), up to ``attempts`` times.
+    """
+    for attempt in range(attempts):
+        con = duckdb.connect(":memory:")
+        try:
+            if not catalog.is_local:
+                con.register_filesystem(catalog.fs)
+            create_views(con, catalog)
+            if read_only_guard:
+                sandbox(con, catalog)
+            return con
+        except duckdb.Error as exc:
+            con.close()
+            if attempt + 1 < attempts and is_missing_file(exc):
+                continue
+            raise
+    raise AssertionError("unreachable")

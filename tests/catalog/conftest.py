@@ -18,14 +18,13 @@ def s3():
 
 
 @pytest.fixture(params=["local", "memory", "s3"])
-def any_catalog(request, tmp_path) -> Catalog:
+def any_catalog(request, tmp_path, s3) -> Catalog:
     """A fresh catalog on each kind of root."""
     if request.param == "local":
         return Catalog(tmp_path / "cat")
     if request.param == "memory":
         return Catalog(f"memory://vpf-test-{uuid.uuid4().hex[:8]}")
-    server = request.getfixturevalue("s3")
-    return Catalog(server.url(f"cat-{uuid.uuid4().hex[:8]}"), storage_options=server.storage_options)
+    return Catalog(s3.url(f"cat-{uuid.uuid4().hex[:8]}"), storage_options=s3.storage_options)
 
 
 @pytest.fixture
