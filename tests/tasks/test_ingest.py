@@ -147,3 +147,22 @@ def test_real_footage_with_sam_box_prompts(bikes: str, catalog: Catalog, tmp_pat
     assert np.abs(first.astype(int) - fit_frame(read_frames(bikes, 76, 77)[0], 64, 96).astype(int)).mean() < 8
     for table, rows in result.rows.items():
         catalog.append(table, rows)
+
+
+def test_ingest_from_an_fsspec_url_with_a_seconds_range(good_clips: dict, catalog: Catalog) -> None:
+    import fsspec
+
+    fs = fsspec.filesystem("memory")
+    fs.pipe("/vpf-ingest/clips/v.mp4", open(good_clips["videos"][0], "rb").read())
+    fs.pipe("/vpf-ingest/clips/v_masks.npz", open(good_clips["masks"][0], "rb").read())
+    fs.pipe(
+        "/vpf-ingest/clips/m.jsonl", b'{"uri": "v.mp4", "mask_uri": "v_masks.npz", "mask_id": 3, "start_s": 0.25}\n'
+    )
+    items, failures = discover_sources("memory://vpf-ingest/clips/m.jsonl", roots=["memory://vpf-ingest"])
+    assert not failures and items[0].uri == "memory://vpf-ingest/clips/v.mp4"
+    result = ingest_batch(items, catalog, geometry=CORPUS_GEOMETRY, segmenter=ProvidedSegmenter(), run_id="r")
+    assert not result.failures
+    (clip,) = result.rows["clips"]
+    assert (clip["start_frame"], clip["end_frame"]) == (4, 37)  # 0.25 s at 16 fps, 17 frames at stride 2
+    (obj,) = result.rows["objects"]
+    assert obj["qa_status"] == "ok" and result.rows["sources"][0]["uri"] == "memory://vpf-ingest/clips/v.mp4"

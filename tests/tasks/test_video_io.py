@@ -22,7 +22,7 @@ from tasks.video_io import (
     read_frames,
     write_mp4,
 )
-from tests.corpus import BAD_CORPUS_EXPECTED, GOOD_FPS, GOOD_FRAMES, synth_clip
+from tests.corpus import BAD_CORPUS_EXPECTED, GOOD_FPS, GOOD_FRAMES, synth_clip, write_video
 
 
 def ffmpeg_frame(path: str, index: int, height: int, width: int) -> np.ndarray:
@@ -193,3 +193,13 @@ def test_fit_frame_resize_and_crop_agree_with_fit_box() -> None:
     assert fit_frame(mask, 50, 100, "crop", nearest=True).dtype == bool
     with pytest.raises(ValueError, match="resize mode"):
         fit_frame(image, 50, 100, "stretch")
+
+
+@pytest.mark.parametrize("name, codec, expected", [("clip.webm", "libvpx-vp9", "vp9"), ("clip.avi", "mpeg4", "mpeg4")])
+def test_other_supported_containers(tmp_path, name: str, codec: str, expected: str) -> None:
+    """WebM has no frame count in its header: probe counts packets instead of decoding."""
+    frames, _ = synth_clip(10, 32, 48, seed=4)
+    path = write_video(tmp_path / name, frames, 8, codec=codec)
+    info = probe_video(path)
+    assert (info.codec, info.num_frames, info.width, info.height) == (expected, 10, 48, 32)
+    assert read_frames(path, 3, 6).shape == (3, 32, 48, 3)
