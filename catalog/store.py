@@ -145,8 +145,8 @@ class Catalog:
         arrow = self.to_table(table, rows)
         if arrow.num_rows == 0:
             return None
-        key = arrow.column(ID_COLUMNS[table])
-        unique = pc.count_distinct(key).as_py() == arrow.num_rows
+        key = arrow.column(ID_COLUMNS[table]).combine_chunks()
+        unique = len(pc.dictionary_encode(key).dictionary) == arrow.num_rows
         return self._write_fragment(table, arrow, unique=unique)
 
     def fragments(self, table: str) -> list[str]:
@@ -223,13 +223,40 @@ class Catalog:
         raise AssertionError("unreachable")
 
     def existing_ids(self, table: str, ids: Iterable[str]) -> set[str]:
-        """The subset of ``ids`` that some row of ``table`` already has (any version of the row)."""
+        """The subset of ``ids`` that some row of ``table`` already has (any version of the row).
+
+        Reads only the id column of that table's fragments (no views), so flows can call it per batch cheaply.
+        """
+        self._check_table(table)
         ids = list(dict.fromkeys(ids))
         if not ids:
             return set()
-        key = ID_COLUMNS[table] if table in ID_COLUMNS else self._check_table(table)
-        result = self.query(f'SELECT DISTINCT "{key}" FROM "{table}" WHERE "{key}" IN (SELECT unnest(?))', [ids])
-        return set(result.column(0).to_pylist())
+        key = ID_COLUMNS[table]
+        for attempt in (0, 1):
+            urls = [self.fragment_url(p) for p in self.fragments(table)]
+            if not urls:
+                return set()
+            files = "[" + ", ".join("'" + u.replace("'", "''") + "'" for u in urls) + "]"
+            con = duckdb.connect(":memory:")
+            try:
+                if not self.is_local:
+                    con.register_filesystem(self.fs)
+                rows = con.execute(
+                    f'SELECT DISTINCT "{key}" FROM read_parquet({files}, union_by_name = true) '
+                    f'WHERE "{key}" IN (SELECT unnest(?))',
+                    [ids],
+                ).fetchall()
+                return {r[0] for r in rows}
+            except duckdb.Error as exc:
+                if attempt == 0 and is_missing_file(exc):
+                    continue
+                bad = self.unreadable_fragments(table)
+                if bad:
+                    raise CatalogError(f"{table}: unreadable fragment(s) {bad}: {exc}") from exc
+                raise
+            finally:
+                con.close()
+        raise AssertionError("unreachable")
 
     # ---------------------------------------------------------------- maintenance
     def stats(self) -> dict[str, Any]:
