@@ -88,11 +88,12 @@ def test_success_then_cache_sends_zero_requests(fresh, tmp_path, monkeypatch) ->
     assert "sk-test" not in repr(again.model)
 
 
-def test_a_500_is_retried(fresh) -> None:
-    fresh.faults[:] = ["500"]
-    proposer = _proposer(fresh)
+def test_a_500_and_a_429_are_retried(fresh) -> None:
+    fresh.faults[:] = ["500", "429"]
+    proposer = _proposer(fresh, json_mode=True)
     (outcome,) = proposer.propose(_requests(1))
-    assert fresh.requests == 2 and proposer.model.http_requests == 2
+    assert fresh.requests == 3 and proposer.model.http_requests == 3
+    assert fresh.bodies[-1]["response_format"] == {"type": "json_object"}
     assert outcome.failures == [] and outcome.proposals[0].proposer == "openai:tiny-llama"
 
 
