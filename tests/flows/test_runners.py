@@ -1,4 +1,5 @@
-"""flows/runners.py: the CPU stages' task runners, each run for real on a local cluster under a Prefect test API."""
+"""flows/runners.py: the CPU stages' task runners, each run for real on a local cluster (under the session's Prefect
+test harness, tests/flows/conftest.py)."""
 
 from __future__ import annotations
 
@@ -9,15 +10,6 @@ from prefect import flow, task
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from flows.runners import TASK_RUNNERS, make_task_runner
-
-
-@pytest.fixture(scope="module")
-def prefect_api():
-    """A temporary Prefect API (Prefect's own test harness) for the flows of this module."""
-    from prefect.testing.utilities import prefect_test_harness
-
-    with prefect_test_harness(server_startup_timeout=60):
-        yield
 
 
 @task
@@ -68,20 +60,20 @@ def test_bad_arguments_are_refused(name: str, kwargs: dict, message: str) -> Non
         make_task_runner(name, **kwargs)  # type: ignore[arg-type]
 
 
-def test_default_runner_runs_tasks_in_the_flow_process(prefect_api) -> None:
+def test_default_runner_runs_tasks_in_the_flow_process() -> None:
     results = _run_with("default", [1, 2, 3])
     assert [r["square"] for r in results] == [1, 4, 9]
     assert {r["pid"] for r in results} == {os.getpid()}
 
 
-def test_dask_runner_runs_tasks_on_a_local_cluster(prefect_api) -> None:
+def test_dask_runner_runs_tasks_on_a_local_cluster() -> None:
     results = _run_with("dask", [1, 2, 3, 4], workers=2)
     assert [r["square"] for r in results] == [1, 4, 9, 16]
     assert all(r["dask_worker"] for r in results), results
     assert os.getpid() not in {r["pid"] for r in results}  # worker processes, not the flow's
 
 
-def test_ray_runner_runs_tasks_on_a_local_cluster(prefect_api) -> None:
+def test_ray_runner_runs_tasks_on_a_local_cluster() -> None:
     pytest.importorskip("prefect_ray", reason="the optional 'ray' extra is not installed")
     results = _run_with("ray", [1, 2, 3], workers=1)
     assert [r["square"] for r in results] == [1, 4, 9]
