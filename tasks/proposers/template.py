@@ -240,14 +240,45 @@ def _sentences(caption: str) -> list[str]:
     return [s for s in re.split(r"(?<=[.!?])\s+", caption) if s]
 
 
+_CONNECTOR = re.compile(
+    r"(?:,?\s+(?:with|and|or|holding|carrying|beside|near|next to|by|behind|of))\s*$", re.IGNORECASE
+)
+_PLACE = re.compile(
+    r"\b(?:on|in|at|along|across|near|under|over|through|beside|inside|into|onto|around|against)\b[^.!?]*",
+    re.IGNORECASE,
+)
+
+
 def removed_caption(caption: str, label: str, region: Region) -> str:
-    """The caption with the sentences naming the object dropped (the scene after removal)."""
-    pattern = re.compile(rf"(?<!\w){re.escape(label)}(?:s|es)?(?!\w)", re.IGNORECASE)
-    kept = [s for s in _sentences(caption) if not pattern.search(s)]
+    """The caption for the scene after removal.
+
+    Per sentence: an object in the subject ("A brown dog runs ...") drops the sentence; an object elsewhere is
+    cut out with its connector ("A man walks his dog in the park" → "A man walks in the park"). When no sentence
+    is left, the place phrase of the dropped subject sentence is kept ("An empty scene on the beach at sunset").
+    """
+    mentions = re.compile(rf"(?<!\w){re.escape(label)}(?:s|es)?(?!\w)", re.IGNORECASE)
+    kept, dropped = [], []
+    for sentence in _sentences(caption):
+        mention = find_mention(sentence, label)
+        if mention is None:
+            kept.append(sentence)
+            continue
+        before = sentence[: mention.start].rstrip()
+        if not before:
+            dropped.append(sentence[mention.end :])
+            continue
+        before = _CONNECTOR.sub("", before)
+        edited = re.sub(r"\s+([,.!?;:])", r"\1", f"{before} {sentence[mention.end :].lstrip()}").strip()
+        if mentions.search(edited) or len(edited.split()) < 3:
+            dropped.append(sentence[mention.end :])
+        else:
+            kept.append(edited)
     if kept:
         return " ".join(_sentence(s) for s in kept)
-    if caption and not pattern.search(caption):
-        return _sentence(caption)
+    for rest in dropped:
+        place = _PLACE.search(rest)
+        if place and not mentions.search(place.group(0)):
+            return _sentence(f"An empty scene {place.group(0).strip()}")
     return _sentence(_join("An empty view of the scene; the area", region.where, "shows only the background"))
 
 

@@ -124,3 +124,21 @@ def test_request_validation_names_the_field() -> None:
         get_proposer("gpt")
     with pytest.raises(ValueError, match="unknown keyword"):
         get_proposer("template", temperature=0.5)
+
+
+@pytest.mark.parametrize(
+    ("caption", "expected"),
+    [
+        ("A brown dog runs on the beach at sunset.", "An empty scene on the beach at sunset."),
+        ("A man walks his dog in the park.", "A man walks in the park."),
+        ("Two cats and a dog sleep on a couch. The room is dim.", "Two cats sleep on a couch. The room is dim."),
+        ("A woman with a dog walks down a street.", "A woman walks down a street."),
+        ("A brown dog runs on the beach. Waves roll in.", "Waves roll in."),
+        ("Dogs play.", "An empty view of the scene; the area on the left shows only the background."),
+    ],
+)
+def test_removal_caption_drops_the_object(caption: str, expected: str) -> None:
+    outcome = get_proposer("template").propose([_request(caption=caption, bbox=(10, 150, 60, 210))])[0]
+    remove, add = outcome.proposals
+    assert remove.target_caption == add.source_caption == expected
+    assert add.target_caption == caption
