@@ -126,6 +126,7 @@ def build_pairs(
     limit: Annotated[int | None, Field(ge=1)] = None,
     batch_size: Annotated[int, Field(ge=1)] = 16,
     seed: int = 0,
+    dilation_px: Annotated[int | None, Field(ge=0)] = None,
     previews: bool = True,
     accept_rule: dict[str, Any] | None = None,
     render_deployment: str | None = None,
@@ -145,6 +146,9 @@ def build_pairs(
         geometry: clip geometry.
         limit: process only the first N items.
         batch_size: items per ingest/propose task and jobs per render flow run.
+        dilation_px: mask dilation before inpainting (default: 32 px at 720 px wide, in proportion).
+        previews: store a side-by-side preview mp4 and a contact sheet per pair.
+        accept_rule: keyword arguments of ``tasks.metrics.AcceptRule``.
         render_deployment: hand render batches to this deployment (``"render/gpu"``) instead of rendering here.
         roots: allowed roots for source paths (anything outside is a failure).
     """
@@ -164,6 +168,7 @@ def build_pairs(
         "limit": limit,
         "batch_size": batch_size,
         "seed": seed,
+        "dilation_px": dilation_px,
         "render_deployment": render_deployment,
     }
     cat.append("runs", [_runs_row(run_id, flow_run_id, source, "running", params, {}, started, None)])
@@ -172,13 +177,31 @@ def build_pairs(
     counts: dict[str, int] = {}
     failures: list[Failure] = []
     status = "failed"
-    summary_pairs: list[str] = []
+    preview_urls: list[str] = []
     try:
         status = _build(
-            cat, run_id, source, engine, dict(engine_options or {}), proposer, segmenter, list(edit_types),
-            geometry.to_geometry(), limit, batch_size, seed, previews, accept_rule, render_deployment, roots,
-            storage_options, counts, failures, summary_pairs,
-        )  # fmt: skip
+            cat,
+            run_id,
+            source=source,
+            engine=engine,
+            engine_options=dict(engine_options or {}),
+            proposer_spec=proposer,
+            segmenter_spec=segmenter,
+            edit_types=list(edit_types),
+            geometry=geometry.to_geometry(),
+            limit=limit,
+            batch_size=batch_size,
+            seed=seed,
+            dilation_px=dilation_px,
+            previews=previews,
+            accept_rule=accept_rule,
+            render_deployment=render_deployment,
+            roots=roots,
+            storage_options=storage_options,
+            counts=counts,
+            failures=failures,
+            preview_urls=preview_urls,
+        )
     finally:
         finished = datetime.now(timezone.utc)
         counts["failures"] = counts.get("failures", 0)
@@ -192,7 +215,7 @@ def build_pairs(
         catalog=cat.url,
         counts=counts,
         failures_by_reason=by_reason,
-        previews=summary_pairs,
+        previews=preview_urls,
         elapsed_s=(finished - started).total_seconds(),
     )
     _artifacts(summary)
@@ -203,6 +226,7 @@ def build_pairs(
 def _build(
     cat: Catalog,
     run_id: str,
+    *,
     source: str,
     engine: str,
     engine_options: dict[str, Any],
@@ -213,6 +237,7 @@ def _build(
     limit: int | None,
     batch_size: int,
     seed: int,
+    dilation_px: int | None,
     previews: bool,
     accept_rule: dict[str, Any] | None,
     render_deployment: str | None,
@@ -263,7 +288,7 @@ def _build(
     for index, batch in enumerate(batches, start=1):
         label = f"{index}/{len(batches)}"
         ing = ingest_task.with_options(task_run_name=f"ingest+segment batch {label} ({len(batch)} items)")(
-            batch, cat, geometry=geometry, segmenter=segmenter, run_id=run_id
+            batch, cat, geometry=geometry, segmenter=segmenter, run_id=run_id, storage_options=storage_options
         )
         for table in ("sources", "clips", "objects"):
             record.with_options(task_run_name=f"record {table} {label}")(
@@ -283,7 +308,9 @@ def _build(
         record_failures(prop.failures, "propose")
 
         report("ingest", index, len(batches))
-        jobs = plan_stage(prop.rows["instructions"], ing.rows.get("objects", []), ing.rows.get("clips", []))
+        jobs = plan_stage(
+            prop.rows["instructions"], ing.rows.get("objects", []), ing.rows.get("clips", []), dilation_px=dilation_px
+        )
         for jindex, chunk in enumerate(_batches(jobs, batch_size), start=1):
             job_label = f"{run_id[-8:]} {label}.{jindex}"
             if dispatch is None:

@@ -76,6 +76,7 @@ def run_factory(
     geometry: dict[str, Any] | None = None,
     edit_types: list[str] | None = None,
     render_deployment: str | None = None,
+    roots: list[str] | None = None,
     seed: int = 0,
     previews: bool = True,
 ) -> Any:
@@ -96,6 +97,7 @@ def run_factory(
         "seed": seed,
         "previews": previews,
         "render_deployment": render_deployment,
+        "roots": roots,
     }
     if edit_types:
         params["edit_types"] = edit_types
@@ -123,6 +125,9 @@ def run_command(
     render_deployment: Annotated[
         str | None,
         typer.Option("--render-deployment", help="Send render batches to this deployment, e.g. render/gpu."),
+    ] = None,
+    root: Annotated[
+        list[str] | None, typer.Option("--root", help="Allowed root for source files (repeat); others fail.")
     ] = None,
     seed: Annotated[int, typer.Option("--seed")] = 0,
     previews: Annotated[bool, typer.Option("--previews/--no-previews", help="Write preview videos.")] = True,
@@ -154,6 +159,7 @@ def run_command(
             geometry={"num_frames": frames, "height": height, "width": width, "fps": fps},
             edit_types=list(edit_type) if edit_type else None,
             render_deployment=render_deployment,
+            roots=list(root) if root else None,
             seed=seed,
             previews=previews,
         )

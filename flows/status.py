@@ -21,7 +21,7 @@ def catalog_status(catalog: str, *, last: int = 5) -> dict[str, Any]:
             .to_arrow_table()
             .to_pylist()
         )
-        rows = {table: con.table(table).count("*").fetchone()[0] for table in TABLES}
+        rows = {table: con.table(table).count("*").fetchall()[0][0] for table in TABLES}
         failures = (
             con.table("failures")
             .aggregate("stage, reason, count(*) AS count, any_value(message) AS example", "stage, reason")

@@ -53,7 +53,7 @@ class RenderJob(BaseModel):
     clip_video_uri: str
     mask_uri: str
     fps: float
-    dilation_px: int = 0
+    dilation_px: int = Field(0, ge=0, description="square dilation of the mask before inpainting, in pixels")
     add_instruction_id: str | None = Field(None, description="for a removal: the reverse `add` instruction")
     add_instruction: str | None = None
     add_instruction_long: str | None = None
@@ -166,15 +166,20 @@ def ingest_stage(
     *,
     geometry: Geometry,
     segmenter: Any,
-    run_id: str | None,
+    run_id: str,
+    storage_options: Mapping[str, Any] | None = None,
 ) -> StageOutput:
     """Probe, split, normalise and segment a batch of items; media goes to the catalog, rows are returned.
+
+    ``storage_options``: for the sources' file system (the catalog has its own).
 
     Returns rows for ``sources``, ``clips`` and ``objects`` (not yet appended) and per-item failures.
     """
     from tasks.ingest import ingest_batch
 
-    result = ingest_batch(list(items), catalog, geometry=geometry, segmenter=segmenter, run_id=run_id)
+    result = ingest_batch(
+        list(items), catalog, geometry=geometry, segmenter=segmenter, run_id=run_id, storage_options=storage_options
+    )
     out = StageOutput(rows={k: list(v) for k, v in result.rows.items()}, failures=list(result.failures))
     out.add("items", len(items))
     out.add("clips", len(out.rows.get("clips", [])))
@@ -230,12 +235,22 @@ def propose_stage(
 
 
 # --------------------------------------------------------------------------------------------------------- plan
+def default_dilation(width: int) -> int:
+    """The paper dilates inpainting masks by 32 px at 720 px wide; keep that proportion at other widths."""
+    return max(1, round(width * 32 / 720))
+
+
 def plan_stage(
     instructions: Sequence[Mapping[str, Any]],
     objects: Sequence[Mapping[str, Any]],
     clips: Sequence[Mapping[str, Any]],
+    *,
+    dilation_px: int | None = None,
 ) -> list[RenderJob]:
     """Turn instructions into render jobs.
+
+    ``dilation_px``: square dilation of the object masks before inpainting (None: :func:`default_dilation` of the
+    clip width, else the object's own ``dilation_px`` when it has one).
 
     An ``add`` instruction is never rendered on its own: it becomes the reverse pair of its object's removal render
     (inpainted → original, DESIGN.md §1). Every other edit type is a job; the render stage skips, with a recorded
@@ -262,7 +277,9 @@ def plan_stage(
                 clip_video_uri=clip["video_uri"],
                 mask_uri=obj["mask_uri"],
                 fps=float(clip["fps"]),
-                dilation_px=int(obj.get("dilation_px") or 0),
+                dilation_px=dilation_px
+                if dilation_px is not None
+                else int(obj.get("dilation_px") or default_dilation(int(clip["width"]))),
                 add_instruction_id=add["instruction_id"] if add else None,
                 add_instruction=add["instruction"] if add else None,
                 add_instruction_long=add.get("instruction_long") if add else None,
@@ -279,8 +296,13 @@ def pair_directions(job: RenderJob) -> list[str]:
     return [job.edit_type]
 
 
+def render_params(job: RenderJob, engine: Any) -> dict[str, Any]:
+    """What changes a render's output besides instruction and seed: the engine's parameters and the dilation."""
+    return {**engine.params(), "dilation_px": job.dilation_px}
+
+
 def job_render_id(job: RenderJob, engine: Any, seed: int) -> str:
-    return ids.render_id(job.instruction_id, engine.engine_id, engine.params(), seed)
+    return ids.render_id(job.instruction_id, engine.engine_id, render_params(job, engine), seed)
 
 
 def pending_jobs(catalog: Catalog, jobs: Sequence[RenderJob], engine: Any, seed: int) -> tuple[list[RenderJob], int]:
@@ -342,7 +364,7 @@ def render_stage(
             "object_id": job.object_id,
             "engine": engine.engine_id,
             "engine_version": engine.version,
-            "params_json": json.dumps(engine.params(), sort_keys=True, default=str),
+            "params_json": json.dumps(render_params(job, engine), sort_keys=True, default=str),
             "seed": seed,
             "video_uri": video_uri,
             "mask_uri": mask_uri,

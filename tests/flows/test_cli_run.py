@@ -1,0 +1,138 @@
+"""``vpf run`` as a user runs it: a subprocess in Prefect ephemeral mode, killed and resumed, fed bad input."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psutil
+import pyarrow.parquet as pq
+import pytest
+
+from catalog.store import Catalog
+from tests.corpus import BAD_CORPUS_EXPECTED, write_bad_corpus, write_good_clips
+
+
+VPF = str(Path(sys.executable).parent / "vpf")
+TINY_ARGS = ["--engine", "null", "--frames", "17", "--height", "64", "--width", "96", "--fps", "8"]
+MEDIA_COLUMNS = {
+    "clips": ["video_uri"],
+    "objects": ["mask_uri"],
+    "renders": ["video_uri", "mask_uri"],
+    "pairs": ["src_video_uri", "tgt_video_uri", "mask_uri", "preview_uri", "contact_sheet_uri"],
+}
+
+
+@pytest.fixture(scope="module")
+def vpf_env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    """Ephemeral mode with a PREFECT_HOME of this module's own (its database is migrated once, by the first run)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
+    home = tmp_path_factory.mktemp("prefect-home")
+    return {**env, "PREFECT_HOME": str(home), "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "DO_NOT_TRACK": "1"}
+
+
+def _raw(cat: Catalog, table: str, column: str) -> list:
+    return [
+        v for path in cat.fragments(table) for v in pq.read_table(cat.fs.open(path, "rb")).column(column).to_pylist()
+    ]
+
+
+def _kill_tree(pid: int) -> None:
+    try:
+        family = [psutil.Process(pid), *psutil.Process(pid).children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return
+    for p in family:
+        try:
+            p.send_signal(signal.SIGKILL)
+        except psutil.NoSuchProcess:
+            pass
+    psutil.wait_procs(family, timeout=10)
+
+
+def test_usage_errors_exit_2(vpf_env, tmp_path) -> None:
+    for bad in (["--segmenter", "magic"], ["--height", "63"], ["--engine", "gpt"]):
+        result = subprocess.run([VPF, "run", str(tmp_path), *bad], env=vpf_env, capture_output=True, text=True)
+        assert result.returncode == 2, (bad, result.stdout, result.stderr)
+
+
+def test_bad_inputs_become_failure_rows_and_exit_3(vpf_env, tmp_path) -> None:
+    corpus = write_bad_corpus(tmp_path / "corpus")
+    catalog = tmp_path / "catalog"
+    result = subprocess.run(
+        [VPF, "run", corpus["manifest"], "--catalog", str(catalog), "--root", corpus["root"], *TINY_ARGS, "--json"],
+        env=vpf_env, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert result.returncode == 3, result.stdout + result.stderr
+    summary = json.loads(result.stdout.strip().splitlines()[-1])
+    assert summary["status"] == "completed_with_failures"
+
+    cat = Catalog(str(catalog))
+    pairs = cat.query(
+        "SELECT p.edit_type, s.uri FROM pairs p JOIN clips USING (clip_id) JOIN sources s USING (source_id)"
+    )
+    good = [p for p in pairs.to_pylist() if p["uri"].endswith("good.mp4")]
+    assert sorted(p["edit_type"] for p in good) == ["add", "remove"], "the good clip lost its pairs"
+
+    failures = cat.query("SELECT stage, reason, item_id, message FROM failures").to_pylist()
+    recorded = {(f["stage"], f["reason"]) for f in failures}
+    row_cases = {k: v for k, v in BAD_CORPUS_EXPECTED.items() if v and k not in ("extra_column", "missing_column")}
+    missing = {name: expected for name, expected in row_cases.items() if expected not in recorded}
+    assert not missing, f"bad inputs without their failure row: {missing}\nrecorded: {sorted(recorded)}"
+    for f in failures:
+        assert f["message"] and len(f["message"]) > 10, f
+    assert summary["counts"]["failures"] == len(failures)
+
+    status = subprocess.run([VPF, "status", "--catalog", str(catalog), "--json"], env=vpf_env, capture_output=True,
+                            text=True, timeout=120)  # fmt: skip
+    assert status.returncode == 0, status.stderr
+    report = json.loads(status.stdout)
+    assert report["runs"][0]["status"] == "completed_with_failures"
+    assert sum(f["count"] for f in report["failures"]) == len(failures)
+
+
+def test_sigkill_then_rerun_records_every_pair_exactly_once(vpf_env, tmp_path) -> None:
+    good = write_good_clips(tmp_path / "clips", 8)
+    manifest = Path(good["manifest"])
+    with manifest.open("a", newline="") as f:  # a bad row: its failure must be recorded once across both runs
+        csv.writer(f).writerow(["missing.mp4", "", "", "", ""])
+    catalog = tmp_path / "catalog"
+    args = [VPF, "run", str(manifest), "--catalog", str(catalog), *TINY_ARGS, "--batch-size", "1"]
+
+    cat = Catalog(str(catalog))
+    proc = subprocess.Popen(args, env=vpf_env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 240
+        while time.monotonic() < deadline and proc.poll() is None and not cat.fragments("pairs"):
+            time.sleep(0.2)
+        assert proc.poll() is None, f"vpf run ended ({proc.returncode}) before it could be killed mid-run"
+        assert cat.fragments("pairs"), "no pair was recorded within 240 s"
+    finally:
+        _kill_tree(proc.pid)
+    first_pairs = set(_raw(cat, "pairs", "pair_id"))
+    assert 0 < len(first_pairs) < 2 * 8, "the kill did not land mid-run"
+    assert cat.query("SELECT status FROM runs").column(0).to_pylist() == ["running"]
+
+    rerun = subprocess.run(args, env=vpf_env, capture_output=True, text=True, timeout=300)
+    assert rerun.returncode == 3, rerun.stdout + rerun.stderr  # the missing file is still a failure
+
+    pair_ids = _raw(cat, "pairs", "pair_id")
+    assert len(pair_ids) == len(set(pair_ids)) == 2 * 8, "a pair is missing or recorded twice"
+    assert first_pairs <= set(pair_ids)
+    for table in ("sources", "clips", "objects", "instructions", "renders", "failures"):
+        ids = _raw(cat, table, f"{table[:-1]}_id")
+        assert len(ids) == len(set(ids)), f"{table}: a row was written twice"
+    failures = cat.query("SELECT reason FROM failures").column(0).to_pylist()
+    assert failures == ["not_found"]
+    for table, columns in MEDIA_COLUMNS.items():
+        for column in columns:
+            for uri in _raw(cat, table, column):
+                assert uri is None or cat.fs.exists(cat.path(uri)), f"{table}.{column} names missing media {uri}"
+    statuses = sorted(cat.query("SELECT status FROM runs").column(0).to_pylist())
+    assert statuses == ["completed_with_failures", "running"]  # the killed run stays as it was left
