@@ -37,6 +37,7 @@ __all__ = [
     "SafetyPolicy",
     "TemplateProposer",
     "get_proposer",
+    "make_backend",
     "load_prompt",
     "parse_spec",
 ]
