@@ -36,6 +36,7 @@ from typing import Any
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from catalog.schema import EDIT_TYPES
 from tasks.proposers.cache import LLMCache
 from tasks.proposers.llm import (
     BackendError,
@@ -78,6 +79,8 @@ class JudgeRequest:
     seed: int = 0
 
     def __post_init__(self) -> None:
+        if self.edit_type not in EDIT_TYPES:
+            raise ValueError(f"JudgeRequest.edit_type: {self.edit_type!r}; expected one of {EDIT_TYPES}")
         for name in ("source_frames", "edited_frames"):
             frames = getattr(self, name)
             if (

@@ -22,11 +22,15 @@ cache). Usage and the records returned: see ``tasks.proposers.base``.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tasks.proposers.base import Proposal, ProposalOutcome, ProposalRequest, Proposer, load_prompt
 from tasks.proposers.safety import SafetyPolicy
 from tasks.proposers.template import TemplateProposer
+
+
+if TYPE_CHECKING:
+    from tasks.proposers.llm import ChatBackend
 
 
 __all__ = [
@@ -64,7 +68,7 @@ def _safety(kwargs: dict[str, Any]) -> SafetyPolicy:
     return SafetyPolicy(**options)
 
 
-def make_backend(spec: str, kwargs: dict[str, Any]):
+def make_backend(spec: str, kwargs: dict[str, Any]) -> ChatBackend:
     """The ``ChatBackend`` for a model spec, consuming its keywords from ``kwargs``."""
     backend, argument = parse_spec(spec)
     if backend == "transformers":

@@ -1,7 +1,7 @@
 """The ``transformers:PATH`` backend: a causal language model from a local folder, batched generation.
 
-``PATH`` is a folder written by ``save_pretrained`` (model + tokenizer) or an fsspec-free local path; nothing is
-downloaded (``HF_HUB_OFFLINE`` is honoured and ``local_files_only=True`` is passed). Conversations are rendered with
+``PATH`` is a local folder written by ``save_pretrained`` (model + tokenizer); nothing is downloaded
+(``local_files_only=True``). Conversations are rendered with
 the tokenizer's chat template when it has one, otherwise as plain ``System:/User:/Assistant:`` text. Prompts are
 left-padded and generated in batches of ``batch_size``; only the new tokens are decoded. Greedy decoding at
 temperature 0; with sampling, each batch's generator is seeded from the batch's request seeds.

@@ -96,5 +96,7 @@ def test_frames_and_request_validation() -> None:
     assert image_data_url(frames[0], 64).startswith("data:image/png;base64,")
     with pytest.raises(ValueError, match="same clip length"):
         JudgeRequest("p", "i", "remove", frames, frames[:5])
+    with pytest.raises(ValueError, match="edit_type"):
+        JudgeRequest("p", "i", "delete", frames, frames)
     with pytest.raises(ValueError, match="edited_frames"):
         JudgeRequest("p", "i", "remove", frames, frames.astype(np.float32))
