@@ -174,6 +174,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--workdir", default=None, help="keep generated videos here (default: a temporary folder)")
     parser.add_argument("--skip-memory", action="store_true")
+    parser.add_argument("--skip-speed", action="store_true", help="only the memory run")
     parser.add_argument("--ingest-child", nargs=3, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.ingest_child:
@@ -188,12 +189,13 @@ def main() -> None:
          "-c", "copy", str(clip)])  # fmt: skip
 
     figures: dict = {}
-    figures.update(bench_decode(str(clip), args.repeats))
-    figures.update(bench_encode(str(clip), args.encode_frames, workdir, args.repeats, args.preset, args.crf))
+    if not args.skip_speed:
+        figures.update(bench_decode(str(clip), args.repeats))
+        figures.update(bench_encode(str(clip), args.encode_frames, workdir, args.repeats, args.preset, args.crf))
     if not args.skip_memory:
         figures.update(bench_memory(workdir, args.minutes, args.ingest_preset))
 
-    rows = [
+    rows = [] if args.skip_speed else [
         ("decode 720p → rgb24", f"{figures['decode_frames']} frames", figures["decode_s"], figures["decode_ffmpeg_s"],
          figures["decode_ratio"]),
         (f"encode 720p x264 {args.preset} crf {args.crf}", f"{figures['encode_frames']} frames", figures["encode_s"],

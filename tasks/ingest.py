@@ -142,8 +142,8 @@ def ingest_batch(
                         result,
                         keep_arrays,
                     )
-                if not keep_arrays:
-                    clip.frames = clip.frames[:0]
+                if not keep_arrays:  # a new empty array: a [:0] view would keep the whole buffer alive
+                    clip.frames = np.empty((0, *clip.frames.shape[1:]), clip.frames.dtype)
                 result.clips.append(clip)
         except InputError as exc:
             result.failures.extend(Failure.from_exception("ingest", "source", it.uri, exc) for it in group)
@@ -188,7 +188,7 @@ def _segment_clip(
                 )
             )
         if not keep_arrays:
-            obj.masks = obj.masks[:0]
+            obj.masks = np.empty((0, *obj.masks.shape[1:]), bool)
         result.objects.append(obj)
 
 

@@ -70,7 +70,8 @@ def test_the_batch_goes_on_and_rows_fit_the_catalog(corpus_run, bad_corpus: dict
     good = bad_corpus["good"]
     with open(good, "rb") as f:
         assert result.rows["sources"][0]["source_id"] == source_id(sha256_bytes(f.read()))
-    assert all(c.frames.shape[0] == 0 for c in result.clips), "arrays released by default"
+    assert all(c.frames.shape[0] == 0 and c.frames.base is None for c in result.clips), "arrays released by default"
+    assert all(o.masks.shape[0] == 0 and o.masks.base is None for o in result.objects)
 
 
 def test_media_is_stored_before_rows_are_returned(corpus_run) -> None:
