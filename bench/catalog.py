@@ -207,6 +207,18 @@ def _best(run: Callable[[], object], repeat: int) -> tuple[float, object]:
     return best, result
 
 
+def _best_pair(first: Callable[[], object], second: Callable[[], object], repeat: int) -> tuple[float, ...]:
+    """Best times of two alternatives run alternately (so load drifts on a shared machine hit both alike)."""
+    best = [float("inf"), float("inf")]
+    results: list[object] = [None, None]
+    for _ in range(repeat):
+        for i, run in enumerate((first, second)):
+            t0 = time.perf_counter()
+            results[i] = run()
+            best[i] = min(best[i], time.perf_counter() - t0)
+    return best[0], best[1], results[0], results[1]
+
+
 def _normalise(table: pa.Table) -> list[tuple]:
     return sorted(tuple(r.values()) for r in table.to_pylist()) if table.num_rows < 1000 else [(table.num_rows,)]
 
@@ -218,8 +230,11 @@ def time_queries(catalog: Catalog, repeat: int) -> dict[str, dict[str, float]]:
     out = {}
     for name, (view_sql, direct_sql) in QUERIES.items():
         direct_sql = direct_sql.format(**lists)
-        view_s, view_result = _best(lambda: views.sql(view_sql).to_arrow_table(), repeat)  # noqa: B023
-        direct_s, direct_result = _best(lambda: direct.sql(direct_sql).to_arrow_table(), repeat)  # noqa: B023
+        view_s, direct_s, view_result, direct_result = _best_pair(
+            lambda: views.sql(view_sql).to_arrow_table(),  # noqa: B023
+            lambda: direct.sql(direct_sql).to_arrow_table(),  # noqa: B023
+            repeat,
+        )
         if _normalise(view_result) != _normalise(direct_result):
             raise AssertionError(f"{name}: the view and the direct query disagree")
         out[name] = {"view_s": view_s, "direct_s": direct_s, "ratio": view_s / direct_s}
@@ -268,7 +283,7 @@ def bench_small_fragments(root: Path, n: int = 1000, rows: int = 100) -> dict[st
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rows", type=int, default=1_000_000)
-    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--json", action="store_true", help="end with one JSON line of the figures")
     args = parser.parse_args()
 

@@ -52,7 +52,10 @@ def stats(catalog: Catalog) -> dict[str, Any]:
     failures by stage, reason and error type."""
     tables: dict[str, Any] = {}
     for table in TABLES:
-        infos = [catalog.fs.info(p) for p in catalog.fragments(table)]
+        directory = catalog.table_dir(table)
+        catalog.fs.invalidate_cache(directory)
+        listing = catalog.fs.ls(directory, detail=True) if catalog.fs.exists(directory) else []
+        infos = [i for i in listing if i["name"].endswith(".parquet")]
         tables[table] = {"fragments": len(infos), "bytes": int(sum(i.get("size", 0) or 0 for i in infos))}
     con = catalog.connect()
     try:

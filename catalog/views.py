@@ -121,8 +121,8 @@ def table_view_sql(table: str, urls: list[str], aligned: bool = False) -> str:
     files = "[" + ", ".join(quote_literal(u) for u in urls) + "]"
     align = "" if aligned else f"{empty} UNION ALL BY NAME "
     if len(urls) == 1 and is_unique_fragment(urls[0]):
-        # One fragment that holds each id once: nothing to deduplicate.
-        return f"{align}SELECT * FROM read_parquet({files}, union_by_name = true)"
+        # One fragment that holds each id once: nothing to deduplicate, nothing to union.
+        return f"{align}SELECT * FROM read_parquet({files})"
     key = quote_ident(ID_COLUMNS[table])
     return (
         f"{align}SELECT * EXCLUDE (filename, file_row_number) "

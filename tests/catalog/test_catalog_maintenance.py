@@ -164,3 +164,23 @@ def test_truncated_fragment_is_named_by_queries_touching_it(catalog: Catalog) ->
         catalog.query("SELECT count(*) FROM pairs", read_only=True)
     # tables that do not touch it still work
     assert catalog.query("SELECT count(*) AS n FROM clips").to_pylist() == [{"n": 1}]
+
+
+def _view_sql(catalog: Catalog, table: str) -> str:
+    con = catalog.connect()
+    try:
+        return con.execute("SELECT sql FROM duckdb_views() WHERE view_name = ?", [table]).fetchall()[0][0]
+    finally:
+        con.close()
+
+
+def test_compacted_table_view_reads_without_deduplication_window(catalog: Catalog) -> None:
+    catalog.append("sources", [{"source_id": "a", "uri": "1"}])
+    catalog.append("sources", [{"source_id": "a", "uri": "2"}, {"source_id": "b", "uri": "3"}])
+    assert "row_number" in _view_sql(catalog, "sources")  # two fragments may share ids
+    catalog.compact()
+    assert "row_number" not in _view_sql(catalog, "sources")
+    assert catalog.query("SELECT source_id, uri FROM sources ORDER BY 1").to_pylist() == [
+        {"source_id": "a", "uri": "2"},
+        {"source_id": "b", "uri": "3"},
+    ]
