@@ -157,8 +157,10 @@ class VideoPainterTransformer3DModel(CogVideoXTransformer3DModel):
         text_seq_length = encoder_hidden_states.shape[1]
         encoder_hidden_states = tokens[:, :text_seq_length]  # [batch_size, text_seq_length, inner_dim]
         hidden_states = tokens[:, text_seq_length:]  # [batch_size, num_video_tokens, inner_dim]
-        if branch_token_mask is not None:
-            keep_backbone = branch_token_mask[:, :, None]  # [batch_size, num_video_tokens, 1]
+        if branch_block_samples is not None and branch_token_mask is not None:
+            # zero the encoder outputs on masked tokens once per group instead of selecting after every block
+            background = (~branch_token_mask)[:, :, None].to(hidden_states.dtype)  # [batch_size, num_video_tokens, 1]
+            branch_block_samples = [sample * background for sample in branch_block_samples]
 
         # 3. Transformer blocks
         block_hidden_states = []
@@ -181,13 +183,10 @@ class VideoPainterTransformer3DModel(CogVideoXTransformer3DModel):
                     attention_kwargs=block_attention_kwargs,
                 )
 
-            # Context injection: group-wise (block i takes encoder output i // interval), background tokens only.
+            # Context injection: block i takes encoder output i // interval (group-wise); the outputs were zeroed
+            # on masked tokens above, so only background tokens change. Text tokens are never touched.
             if branch_block_samples is not None:
-                residual = branch_block_samples[i // interval]
-                if branch_token_mask is None:
-                    hidden_states = hidden_states + residual
-                else:
-                    hidden_states = torch.where(keep_backbone, hidden_states, hidden_states + residual)
+                hidden_states = hidden_states + branch_block_samples[i // interval]
 
             if return_block_hidden_states:
                 block_hidden_states.append(torch.cat([encoder_hidden_states, hidden_states], dim=1))
