@@ -22,7 +22,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from catalog.schema import ID_COLUMNS, TABLES
-from catalog.store import CatalogError
+from catalog.store import CatalogError, is_missing_file
+from catalog.views import UNIQUE_SUFFIX, quote_ident, quote_literal
 
 
 if TYPE_CHECKING:
@@ -73,6 +74,13 @@ def stats(catalog: Catalog) -> dict[str, Any]:
 
 
 # ---------------------------------------------------------------------------------------------------- compact
+def _small_fragments(catalog: Catalog, table: str, small_bytes: int) -> list[str]:
+    directory = catalog.table_dir(table)
+    catalog.fs.invalidate_cache(directory)  # object-store listings are cached; writers add fragments
+    listing = catalog.fs.ls(directory, detail=True) if catalog.fs.exists(directory) else []
+    return sorted(i["name"] for i in listing if i["name"].endswith(".parquet") and (i.get("size") or 0) < small_bytes)
+
+
 def _stamp_of(path: str) -> str:
     return path.rsplit("/", 1)[-1].split("-", 1)[0]
 
@@ -80,8 +88,6 @@ def _stamp_of(path: str) -> str:
 def merge_fragments(catalog: Catalog, table: str, paths: list[str]) -> tuple[pa.Table, int]:
     """The latest row per id over the fragments ``paths`` (same rule as the views), aligned to the current
     schema, and the number of rows read. Raises ``CatalogError`` naming any unreadable fragment."""
-    from catalog.views import quote_ident, quote_literal
-
     urls = [catalog.fragment_url(p) for p in paths]
     files = "[" + ", ".join(quote_literal(u) for u in urls) + "]"
     key = quote_ident(ID_COLUMNS[table])
@@ -123,22 +129,24 @@ def compact(catalog: Catalog, table: str | None = None, small_bytes: int = 64 <<
     results: dict[str, Any] = {}
     for name in [table] if table else list(TABLES):
         catalog._check_table(name)
-        directory = catalog.table_dir(name)
-        catalog.fs.invalidate_cache(directory)  # object-store listings are cached; writers add fragments
-        listing = catalog.fs.ls(directory, detail=True) if catalog.fs.exists(directory) else []
-        small = sorted(
-            i["name"] for i in listing if i["name"].endswith(".parquet") and (i.get("size") or 0) < small_bytes
-        )
-        if len(small) < 2 and not (len(small) == 1 and not small[0].endswith(".u.parquet")):
-            continue
-        deduped, rows_in = merge_fragments(catalog, name, small)
-        target = catalog._write_fragment(name, deduped, unique=True, stamp=_stamp_of(small[-1]))
-        for path in small:
+        for attempt in range(3):
+            small = _small_fragments(catalog, name, small_bytes)
+            if len(small) < 2 and not (len(small) == 1 and not small[0].endswith(UNIQUE_SUFFIX)):
+                break
             try:
-                catalog.fs.rm(path)
-            except FileNotFoundError:
-                pass  # a concurrent compaction merged and removed it first; its rows are in its fragment
-        results[name] = asdict(Compaction(name, small, rows_in, deduped.num_rows, target))
+                deduped, rows_in = merge_fragments(catalog, name, small)
+            except duckdb.Error as exc:
+                if attempt < 2 and is_missing_file(exc):
+                    continue  # another compaction removed some of them meanwhile: list again
+                raise
+            target = catalog._write_fragment(name, deduped, unique=True, stamp=_stamp_of(small[-1]))
+            for path in small:
+                try:
+                    catalog.fs.rm(path)
+                except FileNotFoundError:
+                    pass  # a concurrent compaction merged and removed it first; its rows are in its fragment
+            results[name] = asdict(Compaction(name, small, rows_in, deduped.num_rows, target))
+            break
     return results
 
 

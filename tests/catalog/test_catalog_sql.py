@@ -114,3 +114,12 @@ def test_read_only_query_runs(catalog: Catalog) -> None:
 def test_failing_query_raises_duckdb_error(catalog: Catalog) -> None:
     with pytest.raises(duckdb.BinderException, match="no_such_column"):
         catalog.query("SELECT no_such_column FROM pairs", read_only=True)
+
+
+def test_read_only_on_every_root(any_catalog: Catalog) -> None:
+    """The sandbox limits file access to the root also for registered fsspec filesystems (memory://, s3://)."""
+    build_graph(any_catalog, n_renders=1)
+    assert any_catalog.query("SELECT count(*) AS n FROM pairs_full", read_only=True).to_pylist() == [{"n": 2}]
+    con = any_catalog.connect(read_only_guard=True)
+    with pytest.raises(duckdb.PermissionException):
+        con.execute("SELECT * FROM read_text('/etc/passwd')")
