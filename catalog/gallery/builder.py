@@ -157,7 +157,7 @@ def build_site(
     _check_output_folder(out)
     out.mkdir(parents=True, exist_ok=True)
 
-    records = rows.to_pylist()
+    records = rows.select([c for c in rows.column_names if c in _USED_COLUMNS]).to_pylist()
     plan = MediaPlan(catalog, out, media)
     details = [_detail(r, plan) for r in records]
     n_media = plan.materialise()
@@ -202,6 +202,32 @@ def build_site(
 
 
 # ---------------------------------------------------------------- internals
+_USED_COLUMNS = frozenset(
+    {
+        *FACETS,
+        *(name for name, _, _ in METRICS),
+        "pair_id",
+        "instruction",
+        "instruction_long",
+        "engine_version",
+        "decision_reason",
+        "object_label",
+        "target_caption",
+        "quality_flags",
+        "judge_reason",
+        "src_video_uri",
+        "tgt_video_uri",
+        "mask_uri",
+        "contact_sheet_uri",
+        "clip_id",
+        "render_id",
+        "run_id",
+        "created_at",
+        "clip_fps",
+    }
+)
+
+
 def _check_output_folder(out: Path) -> None:
     """Refuse to write into a non-empty folder that is not a gallery (we replace ``data/`` there)."""
     if out.is_dir() and any(out.iterdir()):
