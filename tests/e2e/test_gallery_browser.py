@@ -213,3 +213,12 @@ def test_10000_pairs_page_filter_and_sort(big_site, page: Page) -> None:
     assert len(page.cards()) == 96
     assert page.errors == []
     print(f"10k pairs: first page in {loaded:.2f} s, filter + sort in {filtered:.2f} s")
+
+
+def test_empty_selection_shows_a_message_not_an_error(small_site, page: Page, tmp_path: Path) -> None:
+    small, _, _ = small_site
+    index = build_gallery(small.catalog, "psnr_bg > 1000", tmp_path / "empty", media="none")
+    page.open(index.resolve().as_uri())
+    assert page.summary().startswith("0 of 0 pairs")
+    assert page.cards() == [] and page.page.is_visible("#empty")
+    assert page.errors == []
