@@ -1,0 +1,151 @@
+"""Any-length chaining cost: per-frame time and peak memory of 4 windows against 1 (CPU, small random model).
+
+``VideoPainterPipeline`` with windows of ``--window`` frames and a one-frame overlap (stride window - 1): one
+window covers ``window`` frames, four cover ``window + 3 * (window - 1)``. Each configuration runs in its own child
+process; it reports process CPU time per output frame (one intra-op thread, so other processes on a shared
+machine do not distort it) and the peak resident memory reached during the call above the resident memory just
+before it (``ru_maxrss`` - RSS before). Targets: per-frame time ratio <= 1.10 and memory ratio <= 1.25, i.e. the
+windows cost what their frames cost and memory stays bounded per window (only the latent accumulator and the
+decoded video grow with length). The same is measured with the ID adapter (a random LoRA, ``prev_clip_weight``
+0.5, so every window keeps the previous window's per-block memory).
+
+Usage: ``python bench/any_length.py [--json] [--window 17] [--size 128] [--steps 3]``. With ``--json`` the last
+line is ``{"time_ratio": ..., "mem_ratio": ..., ...}``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+
+def child(args: argparse.Namespace) -> None:
+    import numpy as np
+    import psutil
+    import torch
+    from diffusers import AutoencoderKLCogVideoX, CogVideoXDPMScheduler
+
+    from videopainter.models.context_encoder import VideoPainterContextEncoder
+    from videopainter.models.transformer import VideoPainterTransformer3DModel
+    from videopainter.pipelines.pipeline_videopainter import VideoPainterPipeline
+
+    torch.set_num_threads(1)
+    torch.manual_seed(0)
+    latent, text_length = args.size // 8, 16
+    transformer = VideoPainterTransformer3DModel(
+        num_attention_heads=2,
+        attention_head_dim=32,
+        in_channels=8,
+        out_channels=4,
+        time_embed_dim=32,
+        text_embed_dim=32,
+        num_layers=6,
+        sample_width=latent,
+        sample_height=latent,
+        sample_frames=args.window,
+        max_text_seq_length=text_length,
+        use_rotary_positional_embeddings=True,
+        use_learned_positional_embeddings=True,
+    ).eval()
+    encoder = VideoPainterContextEncoder.from_transformer(transformer, num_layers=2).eval()
+    vae = AutoencoderKLCogVideoX(
+        down_block_types=("CogVideoXDownBlock3D",) * 4,
+        up_block_types=("CogVideoXUpBlock3D",) * 4,
+        block_out_channels=(8, 8, 8, 8),
+        latent_channels=4,
+        layers_per_block=1,
+        norm_num_groups=2,
+    ).eval()
+    scheduler = CogVideoXDPMScheduler(timestep_spacing="trailing")
+    pipe = VideoPainterPipeline(None, None, vae, transformer, encoder, scheduler)
+    pipe.set_progress_bar_config(disable=True)
+    prev_clip_weight = 0.0
+    if args.id:
+        lora = {}
+        for i in range(6):
+            for name in ("to_q", "to_k", "to_v", "to_out.0"):
+                prefix = f"transformer.transformer_blocks.{i}.attn1.{name}"
+                lora[f"{prefix}.lora_A.weight"] = torch.randn(8, 64) * 0.02
+                lora[f"{prefix}.lora_B.weight"] = torch.randn(64, 8) * 0.02
+        pipe.load_id_lora(lora)
+        prev_clip_weight = 0.5
+
+    num_frames = args.window + (args.windows - 1) * (args.window - 1)
+    rng = np.random.default_rng(0)
+    video = rng.integers(0, 256, size=(num_frames, args.size, args.size, 3), dtype=np.uint8)
+    mask = np.zeros(video.shape[:3], dtype=bool)
+    mask[:, args.size // 4 : args.size // 2, args.size // 4 : args.size // 2] = True
+    embeds = torch.randn(1, text_length, 32)
+    kwargs = {
+        "video": video,
+        "mask": mask,
+        "first_frame": video[0],
+        "prompt_embeds": embeds,
+        "negative_prompt_embeds": torch.zeros_like(embeds),
+        "num_frames_per_window": args.window,
+        "num_inference_steps": args.steps,
+        "mask_dilation": 8,
+        "prev_clip_weight": prev_clip_weight,
+        "generator": torch.Generator().manual_seed(0),
+    }
+    rss_before = psutil.Process().memory_info().rss
+    start = time.process_time()
+    frames = pipe(**kwargs).frames
+    cpu = time.process_time() - start
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    assert frames.shape[0] == num_frames
+    print(json.dumps({"frames": num_frames, "cpu_s": cpu, "peak_delta_mb": (peak - rss_before) / 2**20}))
+
+
+def run_child(args: argparse.Namespace, windows: int, id_adapter: bool) -> dict:
+    command = [sys.executable, __file__, "--child", "--windows", str(windows), "--window", str(args.window)]
+    command += ["--size", str(args.size), "--steps", str(args.steps)] + (["--id"] if id_adapter else [])
+    result = subprocess.run(command, check=True, capture_output=True, text=True, cwd=ROOT)
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--json", action="store_true")
+    parser.add_argument("--window", type=int, default=17, help="frames per window, 4k + 1")
+    parser.add_argument("--size", type=int, default=128, help="frame height = width, multiple of 16")
+    parser.add_argument("--steps", type=int, default=3)
+    parser.add_argument("--no-id", action="store_true", help="skip the ID-adapter rows")
+    parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--windows", type=int, default=1, help=argparse.SUPPRESS)
+    parser.add_argument("--id", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        child(args)
+        return
+
+    figures: dict[str, float] = {}
+    print(f"{'configuration':<22}{'frames':>8}{'cpu s':>9}{'s/frame':>10}{'peak MB':>9}")
+    for label, id_adapter in (("", False),) + (() if args.no_id else (("id_", True),)):
+        one, four = run_child(args, 1, id_adapter), run_child(args, 4, id_adapter)
+        for windows, row in ((1, one), (4, four)):
+            name = f"{windows} window{'s' if windows > 1 else ''}{' + ID' if id_adapter else ''}"
+            per_frame = row["cpu_s"] / row["frames"]
+            print(f"{name:<22}{row['frames']:>8}{row['cpu_s']:>9.2f}{per_frame:>10.4f}{row['peak_delta_mb']:>9.1f}")
+        figures[f"{label}time_ratio"] = (four["cpu_s"] / four["frames"]) / (one["cpu_s"] / one["frames"])
+        figures[f"{label}mem_ratio"] = four["peak_delta_mb"] / one["peak_delta_mb"]
+    print(
+        f"time_ratio {figures['time_ratio']:.3f} (target <= 1.10), mem_ratio {figures['mem_ratio']:.3f} "
+        f"(target <= 1.25)"
+        + ("" if args.no_id else f"; with ID: {figures['id_time_ratio']:.3f}, {figures['id_mem_ratio']:.3f}")
+    )
+    if args.json:
+        print(json.dumps({key: round(value, 4) for key, value in figures.items()}))
+
+
+if __name__ == "__main__":
+    main()
