@@ -306,18 +306,22 @@ def test_killed_gpu_worker_leaves_its_run_crashed_and_a_rerun_completes_without_
     params = _params(manifest, url, batch_size=1)
     build = _start_build(server, params)
 
-    # Wait for a render flow run in flight on a gpu worker, with its first heartbeat received; then SIGKILL the
-    # worker and the flow-run process it started.
+    # Wait for a render flow run in flight on a gpu worker whose first heartbeat has gone out (it is sent as the run
+    # enters Running; the server persists events every few seconds, so ~1 s in Running is taken as sent); then
+    # SIGKILL the worker and the flow-run process it started.
     victim = None
+    running_since: dict = {}
     deadline = time.monotonic() + 240
     with server.settings(), _client() as client:
         while victim is None and time.monotonic() < deadline:
             for run in _render_runs(client, url):
-                if run.state and run.state.is_running():
-                    found = _worker_running(workers, run.infrastructure_pid)
-                    if found and _heartbeat_seen(server, run.id):
-                        victim = (run, *found)
-                        break
+                if not (run.state and run.state.is_running()):
+                    continue
+                since = running_since.setdefault(run.id, time.monotonic())
+                found = _worker_running(workers, run.infrastructure_pid)
+                if found and (time.monotonic() - since > 1.0 or _heartbeat_seen(server, run.id)):
+                    victim = (run, *found)
+                    break
             time.sleep(0.2)
     assert victim is not None, "no render flow run was caught in flight"
     run, worker_name, flow_pid = victim
