@@ -17,7 +17,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
-from tasks.proposers.llm import BackendError, ChatBackend, Message
+from tasks.proposers.llm import BackendError, ChatBackend, Message, OnAnswer
 
 
 def _plain_text(conversation: list[Message]) -> str:
@@ -110,7 +110,13 @@ class TransformersBackend(ChatBackend):
         return _plain_text(conversation)
 
     def complete(
-        self, conversations: list[list[Message]], *, temperature: float, max_tokens: int, seeds: list[int]
+        self,
+        conversations: list[list[Message]],
+        *,
+        temperature: float,
+        max_tokens: int,
+        seeds: list[int],
+        on_answer: OnAnswer | None = None,
     ) -> list[str | BackendError]:
         import torch
 
@@ -125,6 +131,8 @@ class TransformersBackend(ChatBackend):
                 results[i] = BackendError(
                     "prompt_too_long", f"prompt has {n_tokens} tokens; max_input_tokens is {self.max_input_tokens}"
                 )
+                if on_answer is not None:
+                    on_answer(i, results[i])
             else:
                 prompts.append((i, text))
         for start in range(0, len(prompts), self.batch_size):
@@ -147,4 +155,6 @@ class TransformersBackend(ChatBackend):
             new_tokens = output[:, encoded["input_ids"].shape[1] :]
             for (i, _), tokens in zip(batch, new_tokens):
                 results[i] = tokenizer.decode(tokens, skip_special_tokens=True)
+                if on_answer is not None:
+                    on_answer(i, results[i])
         return results

@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 import re
 from abc import ABC, abstractmethod
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar, Literal
 
@@ -41,6 +41,7 @@ REPAIR_PROMPT = "repair_v1"
 MAX_RESPONSE_CHARS = 8000  # longer answers are cut before parsing and before being echoed in a repair turn
 
 Message = dict[str, Any]
+OnAnswer = Callable[[int, "str | BackendError"], None]
 
 
 @dataclass(frozen=True)
@@ -70,9 +71,19 @@ class ChatBackend(ABC):
 
     @abstractmethod
     def complete(
-        self, conversations: list[list[Message]], *, temperature: float, max_tokens: int, seeds: list[int]
+        self,
+        conversations: list[list[Message]],
+        *,
+        temperature: float,
+        max_tokens: int,
+        seeds: list[int],
+        on_answer: OnAnswer | None = None,
     ) -> list[str | BackendError]:
-        """One response text (or ``BackendError``) per conversation, in order."""
+        """One response text (or ``BackendError``) per conversation, in order.
+
+        ``on_answer(index, answer)`` is called as soon as each answer exists (possibly from worker threads), so
+        callers can persist finished work before the whole batch ends.
+        """
 
 
 def cached_complete(
@@ -97,17 +108,22 @@ def cached_complete(
         if cache is not None:
             results[i] = cache.get(key)
     todo = [i for i, r in enumerate(results) if r is None]
+
+    def store(position: int, answer: str | BackendError) -> None:
+        # cached as soon as it exists: a run killed mid-batch resumes without resending finished requests
+        if cache is not None and isinstance(answer, str):
+            cache.put(keys[todo[position]], answer, {"backend": model.backend, "model": model.model_id})
+
     if todo:
         answers = model.complete(
             [conversations[i] for i in todo],
             temperature=temperature,
             max_tokens=max_tokens,
             seeds=[seeds[i] for i in todo],
+            on_answer=store,
         )
         for i, answer in zip(todo, answers):
             results[i] = answer
-            if cache is not None and isinstance(answer, str):
-                cache.put(keys[i], answer, {"backend": model.backend, "model": model.model_id})
     return results, len(todo)  # type: ignore[return-value]
 
 

@@ -27,7 +27,7 @@ from urllib.parse import urlsplit
 
 import httpx
 
-from tasks.proposers.llm import BackendError, ChatBackend, Message
+from tasks.proposers.llm import BackendError, ChatBackend, Message, OnAnswer
 
 
 API_KEY_ENV = ("VPF_OPENAI_API_KEY", "OPENAI_API_KEY")
@@ -192,7 +192,13 @@ class OpenAIBackend(ChatBackend):
         return content
 
     def complete(
-        self, conversations: list[list[Message]], *, temperature: float, max_tokens: int, seeds: list[int]
+        self,
+        conversations: list[list[Message]],
+        *,
+        temperature: float,
+        max_tokens: int,
+        seeds: list[int],
+        on_answer: OnAnswer | None = None,
     ) -> list[str | BackendError]:
         self.setup()
         bodies = []
@@ -207,7 +213,14 @@ class OpenAIBackend(ChatBackend):
             if self.json_mode:
                 body["response_format"] = {"type": "json_object"}
             bodies.append(body)
+
+        def one(index: int) -> str | BackendError:
+            answer = self._one(bodies[index])
+            if on_answer is not None:
+                on_answer(index, answer)
+            return answer
+
         if len(bodies) == 1 or self.max_concurrency == 1:
-            return [self._one(b) for b in bodies]
+            return [one(i) for i in range(len(bodies))]
         with ThreadPoolExecutor(max_workers=self.max_concurrency) as pool:
-            return list(pool.map(self._one, bodies))
+            return list(pool.map(one, range(len(bodies))))

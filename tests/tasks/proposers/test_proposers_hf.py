@@ -142,3 +142,40 @@ def test_cache_keys_tell_apart_models_in_same_named_folders(tiny_lm, tmp_path) -
     (other / "config.json").write_text(json.dumps(config))
     assert TransformersBackend(other).model_id == TransformersBackend(tiny_lm).model_id
     assert TransformersBackend(other).params() != TransformersBackend(tiny_lm).params()
+
+
+class _CrashOnCall:
+    """An unconstrained ``prefix_allowed_tokens_fn`` that raises during the ``crash_on``-th generate call (a run
+    killed mid-batch); steps of one call are told apart by the growing ``input_ids`` length."""
+
+    def __init__(self, vocab_size: int, crash_on: int | None):
+        self.allowed, self.crash_on, self.calls, self.last = list(range(vocab_size)), crash_on, 0, None
+
+    def __call__(self, batch_id: int, input_ids) -> list[int]:
+        if self.last is None or len(input_ids) <= self.last:
+            self.calls += 1
+        self.last = len(input_ids)
+        if self.calls == self.crash_on:
+            raise KeyboardInterrupt("killed mid-batch")
+        return self.allowed
+
+
+def test_a_run_killed_mid_batch_resumes_without_resending_finished_requests(tiny_lm, tmp_path) -> None:
+    import pytest
+
+    catalog = str(tmp_path / "catalog")
+    from transformers import AutoTokenizer
+
+    vocab = len(AutoTokenizer.from_pretrained(tiny_lm))
+    options = {"max_tokens": 4, "batch_size": 1, "cache_url": catalog}
+    killed = get_proposer(
+        f"transformers:{tiny_lm}", generate_kwargs={"prefix_allowed_tokens_fn": _CrashOnCall(vocab, 3)}, **options
+    )
+    with pytest.raises(KeyboardInterrupt):
+        killed.propose(_requests(3))  # answers 1 and 2 exist when the third generate call dies
+    resumed = get_proposer(
+        f"transformers:{tiny_lm}", generate_kwargs={"prefix_allowed_tokens_fn": _CrashOnCall(vocab, None)}, **options
+    )
+    outcomes = resumed.propose(_requests(3))
+    assert resumed.requests_sent == 1 + 3  # the unfinished first answer, then the three repair turns
+    assert all(o.proposals for o in outcomes)
