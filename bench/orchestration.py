@@ -77,22 +77,20 @@ def plain_loop(manifest: Path, catalog: str, batch_size: int) -> dict[str, int]:
     for start in range(0, len(items), batch_size):
         ing = steps.ingest_stage(items[start : start + batch_size], cat, geometry=geometry, segmenter=segmenter,
                                  run_id=run_id)  # fmt: skip
-        for table in ("sources", "clips", "objects"):
-            steps.record_rows(cat, table, ing.rows.get(table, []))
-        steps.record_failures(cat, ing.failures, run_id)
+        steps.record_tables(cat, {**{t: ing.rows.get(t, []) for t in ("sources", "clips", "objects")},
+                                  "failures": steps.failure_rows(ing.failures, run_id)})  # fmt: skip
         prop = steps.propose_stage(ing.rows.get("objects", []), ing.rows.get("clips", []), proposer,
                                    edit_types=["remove", "add"], run_id=run_id)  # fmt: skip
-        steps.record_rows(cat, "instructions", prop.rows["instructions"])
-        steps.record_failures(cat, prop.failures, run_id)
+        steps.record_tables(cat, {"instructions": prop.rows["instructions"],
+                                  "failures": steps.failure_rows(prop.failures, run_id)})  # fmt: skip
         jobs = steps.plan_stage(prop.rows["instructions"], ing.rows.get("objects", []), ing.rows.get("clips", []))
         engine = get_engine("null")
         todo, _ = steps.pending_jobs(cat, jobs, engine, 0)
         engine.setup()
         rendered, rout = steps.render_stage(todo, cat, engine, seed=0, run_id=run_id)
         sout = steps.score_stage(rendered, cat, previews=True, run_id=run_id)
-        steps.record_rows(cat, "renders", rout.rows["renders"])
-        steps.record_rows(cat, "pairs", sout.rows["pairs"])
-        steps.record_failures(cat, [*rout.failures, *sout.failures], run_id)
+        steps.record_tables(cat, {"renders": rout.rows["renders"], "pairs": sout.rows["pairs"],
+                                  "failures": steps.failure_rows([*rout.failures, *sout.failures], run_id)})  # fmt: skip
         counts["pairs"] += len(sout.rows["pairs"])
     return counts
 

@@ -4,9 +4,10 @@
   batch goes on.
 - Resume is reconciled against the catalog: rows whose ids exist are not written again, and render jobs whose pairs
   exist are skipped (``tasks.steps.pending_jobs``).
-- Rendering runs in-process through the ``render`` flow, or on GPU workers when ``render_deployment`` names a
-  deployment (``"render/gpu"``): batches are handed over with ``run_deployment`` as JSON (ids, uris, the catalog URL)
-  and run concurrently, one flow run per batch.
+- Rendering runs in this flow run through the ``render`` flow's body (``flows.render.render_batch``, one engine set
+  up once for the whole run; a subflow per batch would cost seconds each), or on GPU workers when
+  ``render_deployment`` names a deployment (``"render/render"``): batches are handed over with ``run_deployment`` as
+  JSON (ids, uris, the catalog URL) and run concurrently, one ``render`` flow run per batch.
 - One ``runs`` row per run: ``running`` at the start, then ``completed``, ``completed_with_failures`` or ``failed``
   with counts. A table artifact summarises the run; a markdown artifact links the previews.
 """
@@ -29,7 +30,7 @@ from pydantic import BaseModel, Field
 from catalog import ids
 from catalog.store import Catalog, default_root
 from flows.progress import report
-from flows.render import render
+from flows.render import make_engine, render_batch
 from tasks.steps import (
     RenderJob,
     discover_task,
@@ -254,17 +255,17 @@ def _build(
     logger = get_run_logger()
     record = record_task
 
-    def record_failures(new: list[Failure], stage: str) -> None:
-        if new:
-            failures.extend(new)
-            counts["failures"] = counts.get("failures", 0) + len(new)
-            record.with_options(task_run_name=f"record {stage} failures")(
-                catalog=cat, table="failures", rows=failure_rows(new, run_id)
-            )
+    def note_failures(new: list[Failure]) -> list[dict[str, Any]]:
+        failures.extend(new)
+        counts["failures"] = counts.get("failures", 0) + len(new)
+        return failure_rows(new, run_id)
 
     items, discover_failures = discover_task(source, limit=limit, roots=roots, storage_options=storage_options)
     counts["items"] = len(items)
-    record_failures(discover_failures, "discover")
+    if discover_failures:
+        record.with_options(task_run_name="record discover failures")(
+            cat, {"failures": note_failures(discover_failures)}
+        )
     batches = _batches(items, batch_size)
     logger.info("%d items in %d batches of ≤ %d", len(items), len(batches), batch_size)
 
@@ -283,6 +284,7 @@ def _build(
         "storage_options": storage_options,
     }
     dispatch = ThreadPoolExecutor(max_workers=max(1, len(batches))) if render_deployment else None
+    local_engine = None if render_deployment else make_engine(engine, engine_options)
     pending = []
     rendered_jobs = 0
     for index, batch in enumerate(batches, start=1):
@@ -290,22 +292,23 @@ def _build(
         ing = ingest_task.with_options(task_run_name=f"ingest+segment batch {label} ({len(batch)} items)")(
             batch, cat, geometry=geometry, segmenter=segmenter, run_id=run_id, storage_options=storage_options
         )
-        for table in ("sources", "clips", "objects"):
-            record.with_options(task_run_name=f"record {table} {label}")(
-                catalog=cat, table=table, rows=ing.rows.get(table, [])
-            )
         _merge(counts, {k: v for k, v in ing.counts.items() if k != "items"})
-        record_failures(ing.failures, "ingest")
+        record.with_options(task_run_name=f"record ingest {label}")(
+            cat,
+            {
+                **{t: ing.rows.get(t, []) for t in ("sources", "clips", "objects")},
+                "failures": note_failures(ing.failures),
+            },
+        )
 
         prop = propose_task.with_options(task_run_name=f"propose batch {label}")(
             ing.rows.get("objects", []), ing.rows.get("clips", []), proposer, edit_types=edit_types, run_id=run_id,
             seed=seed,
         )  # fmt: skip
-        record.with_options(task_run_name=f"record instructions {label}")(
-            catalog=cat, table="instructions", rows=prop.rows["instructions"]
-        )
         _merge(counts, prop.counts)
-        record_failures(prop.failures, "propose")
+        record.with_options(task_run_name=f"record instructions {label}")(
+            cat, {"instructions": prop.rows["instructions"], "failures": note_failures(prop.failures)}
+        )
 
         report("ingest", index, len(batches))
         jobs = plan_stage(
@@ -314,7 +317,10 @@ def _build(
         for jindex, chunk in enumerate(_batches(jobs, batch_size), start=1):
             job_label = f"{run_id[-8:]} {label}.{jindex}"
             if dispatch is None:
-                result = render(jobs=chunk, batch_label=job_label, **render_params)
+                result = render_batch(
+                    chunk, cat, local_engine, run_id=run_id, seed=seed, accept_rule=accept_rule, previews=previews,
+                    batch_label=job_label,
+                )  # fmt: skip
                 _collect(result, counts, preview_urls, cat)
                 rendered_jobs += len(chunk)
                 report("render", rendered_jobs, rendered_jobs)

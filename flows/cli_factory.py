@@ -52,7 +52,7 @@ FpsOpt = Annotated[float, typer.Option("--fps", min=0.1, help="frames per second
 
 
 def _summary_table(summary: Any) -> Table:
-    table = Table(title=f"run {summary.run_id}: {summary.status} ({summary.elapsed_s:.1f}s)")
+    table = Table(caption=f"{summary.status} in {summary.elapsed_s:.1f}s", caption_justify="left", min_width=40)
     table.add_column("what")
     table.add_column("count", justify="right")
     for key in ("items", "clips", "objects", "instructions", "renders", "pairs", "accepted", "skipped",
@@ -169,6 +169,7 @@ def run_command(
     if as_json:
         typer.echo(summary.model_dump_json())
     else:
+        console.print(f"run {summary.run_id}")
         console.print(_summary_table(summary))
         console.print(f"catalog: {summary.catalog}   failures: vpf status --catalog {summary.catalog}")
     raise typer.Exit(STATUS_EXIT.get(summary.status, EXIT_ERROR))
@@ -284,16 +285,18 @@ def demo_command(
     )
     console.rule("3. summary")
     stdout = Console()
+    stdout.print(f"run {summary.run_id}")
     stdout.print(_summary_table(summary))
     stdout.print(f"catalog:  {catalog}")
-    stdout.print("previews: " + (summary.previews[0].rsplit("/", 1)[0] + "/…" if summary.previews else "none"))
+    stdout.print("previews (side by side: original | mask | edited), e.g.:")
     for url in summary.previews[:3]:
-        stdout.print(f"  {url}")
+        stdout.print(f"  {url}", soft_wrap=True)
+    stdout.print(f"browse every pair: vpf gallery --catalog {catalog} --out {out / 'gallery'} --serve", soft_wrap=True)
     console.rule("4. query it with SQL")
     from catalog.store import Catalog
 
     query = "SELECT edit_type, decision, count(*) AS pairs, round(avg(psnr_bg), 1) AS psnr_bg FROM pairs GROUP BY ALL ORDER BY ALL"
-    stdout.print(f'$ vpf sql "{query}" --catalog {catalog}')
+    stdout.print(f'$ vpf sql "{query}" --catalog {catalog}', soft_wrap=True)
     result = Catalog(catalog).query(query, read_only=True)
     table = Table()
     for name in result.column_names:

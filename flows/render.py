@@ -77,23 +77,50 @@ def render(
     batch_label: str = "batch",
     storage_options: dict[str, Any] | None = None,
 ) -> Completed:
-    """Render, score and record one batch of jobs; returns ``{"counts": {...}, "previews": [uri, ...]}`` with counts
-    ``jobs``, ``already_done``, ``renders``, ``skipped``, ``pairs``, ``accepted`` and ``failures``.
+    """Render, score and record one batch of jobs on this worker (see :func:`render_batch`).
+
+    The final state carries the summary twice: as the return value, and as JSON in the state message, which
+    ``run_deployment`` callers read from the API without any shared result storage.
 
     ``gpu_slots``: slots of the per-worker limit ``gpu:<worker id>`` when this flow creates it.
     """
-    logger = get_run_logger()
     cat = Catalog(catalog, storage_options=storage_options)
     eng = make_engine(engine, dict(engine_options or {}))
+    summary = render_batch(
+        jobs, cat, eng, run_id=run_id, seed=seed, accept_rule=accept_rule, previews=previews, gpu_slots=gpu_slots,
+        batch_label=batch_label,
+    )  # fmt: skip
+    return Completed(message=json.dumps({"result": summary}), data=summary)
+
+
+def render_batch(
+    jobs: list[RenderJob],
+    cat: Catalog,
+    eng: Any,
+    *,
+    run_id: str | None,
+    seed: int = 0,
+    accept_rule: dict[str, Any] | None = None,
+    previews: bool = True,
+    gpu_slots: int = 1,
+    batch_label: str = "batch",
+) -> dict[str, Any]:
+    """Render → score → record one batch inside the current flow run (the ``render`` flow's body; ``build_pairs``
+    calls it directly when rendering in-process, so the engine's models load once for the whole run).
+
+    Returns ``{"counts": {...}, "previews": [uri, ...]}`` with counts ``jobs``, ``already_done``, ``renders``,
+    ``skipped``, ``pairs``, ``accepted`` and ``failures``.
+    """
+    logger = get_run_logger()
     todo, done = pending_jobs(cat, jobs, eng, seed)
     counts: dict[str, int] = {"jobs": len(jobs), "already_done": done}
     if done:
         logger.info("%d of %d jobs already have their pairs in the catalog: skipped", done, len(jobs))
     if not todo:
-        return _finish(counts, [])
+        return {"counts": counts, "previews": []}
     with gpu_slot(gpu_slots) as limit:
         logger.info("holding %s; rendering %d jobs with %s", limit, len(todo), eng.engine_id)
-        eng.setup()
+        eng.setup()  # idempotent: loads models on the first batch only
         rendered, rout = render_task.with_options(task_run_name=f"render {batch_label} ({len(todo)} jobs)")(
             todo, cat, eng, seed=seed, run_id=run_id
         )
@@ -101,20 +128,14 @@ def render(
         rendered, cat, accept_rule=accept_rule, previews=previews, run_id=run_id
     )
     # Renders before pairs: a resumed run re-scores a render whose pairs are missing, never the other way round.
-    record = record_task.with_options(task_run_name=f"record {batch_label}")
-    record(catalog=cat, table="renders", rows=rout.rows["renders"])
-    record(catalog=cat, table="pairs", rows=sout.rows["pairs"])
     failures = [*rout.failures, *sout.failures]
-    record(catalog=cat, table="failures", rows=failure_rows(failures, run_id))
+    record_task.with_options(task_run_name=f"record {batch_label}")(
+        cat,
+        {"renders": rout.rows["renders"], "pairs": sout.rows["pairs"], "failures": failure_rows(failures, run_id)},
+    )
     for out in (rout, sout):
         for key, n in out.counts.items():
             counts[key] = counts.get(key, 0) + n
     counts["failures"] = len(failures) - counts.get("skipped", 0)
-    return _finish(counts, [p["preview_uri"] for p in sout.rows["pairs"] if p.get("preview_uri")])
-
-
-def _finish(counts: dict[str, int], previews: list[str]) -> Completed:
-    """The final state carries the summary twice: as the return value (in-process callers) and as JSON in the state
-    message, which ``run_deployment`` callers read from the API without any shared result storage."""
-    summary = {"counts": counts, "previews": list(dict.fromkeys(previews))[:12]}
-    return Completed(message=json.dumps({"result": summary}), data=summary)
+    previews_uris = [p["preview_uri"] for p in sout.rows["pairs"] if p.get("preview_uri")]
+    return {"counts": counts, "previews": list(dict.fromkeys(previews_uris))[:12]}

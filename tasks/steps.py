@@ -124,6 +124,12 @@ def record_rows(catalog: Catalog, table: str, rows: Sequence[Mapping[str, Any]])
     return len(fresh)
 
 
+def record_tables(catalog: Catalog, rows: Mapping[str, Sequence[Mapping[str, Any]]]) -> dict[str, int]:
+    """:func:`record_rows` for several tables, in the mapping's order (write referenced rows first); returns the
+    number of rows written per table."""
+    return {table: record_rows(catalog, table, table_rows) for table, table_rows in rows.items()}
+
+
 def record_failures(catalog: Catalog, failures: Iterable[Failure], run_id: str | None) -> int:
     return record_rows(catalog, "failures", failure_rows(failures, run_id))
 
@@ -182,8 +188,8 @@ def ingest_stage(
     )
     out = StageOutput(rows={k: list(v) for k, v in result.rows.items()}, failures=list(result.failures))
     out.add("items", len(items))
-    out.add("clips", len(out.rows.get("clips", [])))
-    out.add("objects", len(out.rows.get("objects", [])))
+    out.add("clips", len({row["clip_id"] for row in out.rows.get("clips", [])}))
+    out.add("objects", len({row["object_id"] for row in out.rows.get("objects", [])}))
     return out
 
 
@@ -440,6 +446,4 @@ ingest_task = task(ingest_stage, name="ingest", retry_condition_fn=_retry_on_io,
 propose_task = task(propose_stage, name="propose", retry_condition_fn=_retry_on_io, **_TASK_OPTIONS)
 render_task = task(render_stage, name="render", retry_condition_fn=_retry_on_io, **_TASK_OPTIONS)
 score_task = task(score_stage, name="score", retry_condition_fn=_retry_on_io, **_TASK_OPTIONS)
-record_task = task(
-    record_rows, name="record", task_run_name="record {table}", retry_condition_fn=_retry_on_io, **_TASK_OPTIONS
-)
+record_task = task(record_tables, name="record", retry_condition_fn=_retry_on_io, **_TASK_OPTIONS)
