@@ -123,3 +123,11 @@ def test_read_only_on_every_root(any_catalog: Catalog) -> None:
     con = any_catalog.connect(read_only_guard=True)
     with pytest.raises(duckdb.PermissionException):
         con.execute("SELECT * FROM read_text('/etc/passwd')")
+
+
+def test_cte_name_shadowing_a_path_cannot_read_the_file(catalog: Catalog) -> None:
+    """A CTE named like a file passes the parser check outside its scope; the sandbox still refuses the file."""
+    sql = 'SELECT * FROM (WITH "/etc/passwd" AS (SELECT 1) SELECT 1), "/etc/passwd"'
+    check_read_only(sql)
+    with pytest.raises(duckdb.CatalogException, match="/etc/passwd"):
+        catalog.query(sql, read_only=True)
