@@ -242,11 +242,12 @@ class LLMProposer(Proposer):
 
     def conversation(self, request: ProposalRequest, clean: CleanInput) -> list[Message]:
         region = describe_region(request)
+        size_known = request.area_ratio is not None or (request.bbox is not None and request.frame_size is not None)
         data = {
             "label": clean.label,
             "caption": clean.caption,
             "position": region.where or "unknown",
-            "size": region.size or "medium",
+            "size": region.size or ("medium" if size_known else "unknown"),
         }
         if request.area_ratio is not None:
             data["area_ratio"] = round(float(request.area_ratio), 4)

@@ -50,9 +50,16 @@ def build_tiny_lm(folder: Path, *, chat_template: bool = True) -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_lm(tmp_path_factory) -> Path:
+    return build_tiny_lm(tmp_path_factory.mktemp("models") / "tiny-llama")
+
+
+@pytest.fixture(autouse=True)
+def _one_torch_thread():
+    """A 32-wide model generates ~10x faster on one thread than on two contending ones; restored after each test
+    so the rest of the suite keeps its settings."""
     import torch
 
     threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # a 32-wide model: one thread is ~10x faster than two contending ones
-    yield build_tiny_lm(tmp_path_factory.mktemp("models") / "tiny-llama")
+    torch.set_num_threads(1)
+    yield
     torch.set_num_threads(threads)
