@@ -107,28 +107,45 @@ def is_unique_fragment(url: str) -> bool:
     return url.endswith(UNIQUE_SUFFIX)
 
 
-def table_view_sql(table: str, urls: list[str], aligned: bool = False) -> str:
+def table_view_sql(table: str, urls: list[str], aligned: bool = False, base: str | None = None) -> str:
     """The body of the latest-row-per-id view of ``table`` over the fragments ``urls`` (oldest first).
 
     ``aligned``: the fragments' columns are exactly the table's schema (names, order and types), so the rows need
     no re-alignment; otherwise they are unioned by name with a typed empty relation, which adds the columns older
     fragments lack (as NULL) and fixes the column order and types.
+
+    ``base``: one of ``urls`` that holds each id once (a ``.u.parquet`` fragment, typically the compacted bulk of
+    the table). Its rows whose id appears in no other fragment are taken as they are (an anti-join against the
+    ids of the small "delta" fragments); only the ids present in the delta go through the window. Same result as
+    the window over everything, at a fraction of the cost when the delta is small.
     """
     schema = TABLES[table]
     empty = empty_select(schema)
     if not urls:
         return empty
-    files = "[" + ", ".join(quote_literal(u) for u in urls) + "]"
     align = "" if aligned else f"{empty} UNION ALL BY NAME "
     if len(urls) == 1 and is_unique_fragment(urls[0]):
         # One fragment that holds each id once: nothing to deduplicate, nothing to union.
-        return f"{align}SELECT * FROM read_parquet({files})"
+        return f"{align}SELECT * FROM read_parquet([{quote_literal(urls[0])}])"
     key = quote_ident(ID_COLUMNS[table])
-    return (
-        f"{align}SELECT * EXCLUDE (filename, file_row_number) "
-        f"FROM read_parquet({files}, union_by_name = true, filename = true, file_row_number = true) "
+    latest = (
         f"QUALIFY row_number() OVER (PARTITION BY {key} ORDER BY created_at DESC, filename DESC, "
         f"file_row_number DESC) = 1"
+    )
+    options = "union_by_name = true, filename = true, file_row_number = true"
+    if base is None or len(urls) < 2:
+        files = "[" + ", ".join(quote_literal(u) for u in urls) + "]"
+        return f"{align}SELECT * EXCLUDE (filename, file_row_number) FROM read_parquet({files}, {options}) {latest}"
+    delta_files = "[" + ", ".join(quote_literal(u) for u in urls if u != base) + "]"
+    return (
+        f"{align}SELECT * FROM ("
+        f"WITH base AS (SELECT * FROM read_parquet([{quote_literal(base)}], {options})), "
+        f"delta AS (SELECT * FROM read_parquet({delta_files}, {options})) "
+        f"SELECT * EXCLUDE (filename, file_row_number) FROM base WHERE {key} NOT IN (SELECT {key} FROM delta) "
+        f"UNION ALL BY NAME "
+        f"SELECT * EXCLUDE (filename, file_row_number) FROM ("
+        f"SELECT * FROM base WHERE {key} IN (SELECT {key} FROM delta) UNION ALL BY NAME SELECT * FROM delta"
+        f") {latest})"
     )
 
 
@@ -139,29 +156,41 @@ def _columns(con: duckdb.DuckDBPyConnection, name: str) -> list[tuple[str, str]]
     return [(n, t) for n, t in rows]
 
 
-def _create_table_view(con: duckdb.DuckDBPyConnection, table: str, urls: list[str]) -> None:
+def _create_table_view(con: duckdb.DuckDBPyConnection, table: str, listing: list[tuple[str, int]]) -> None:
     name = quote_ident(table)
+    urls = [u for u, _ in listing]
+    unique = [(size, u) for u, size in listing if is_unique_fragment(u)]
+    base = max(unique)[1] if len(listing) > 1 and unique else None
     expected = [(f.name, duckdb_type(f.type)) for f in TABLES[table]]
     if urls:
-        con.execute(f"CREATE OR REPLACE VIEW {name} AS {table_view_sql(table, urls, aligned=True)}")
+        con.execute(f"CREATE OR REPLACE VIEW {name} AS {table_view_sql(table, urls, aligned=True, base=base)}")
         if _columns(con, table) == expected:
             return
-    con.execute(f"CREATE OR REPLACE VIEW {name} AS {table_view_sql(table, urls)}")
+    con.execute(f"CREATE OR REPLACE VIEW {name} AS {table_view_sql(table, urls, base=base)}")
 
 
-def fragment_urls(catalog: Catalog, table: str) -> list[str]:
-    """URLs DuckDB can open (absolute local paths, or ``proto://…`` for a registered fsspec filesystem)."""
-    return [catalog.fragment_url(path) for path in catalog.fragments(table)]
+def fragment_listing(catalog: Catalog, table: str) -> list[tuple[str, int]]:
+    """``(url, size in bytes)`` of the table's fragments, oldest first; URLs as DuckDB opens them (absolute local
+    paths, or ``proto://…`` for a registered fsspec filesystem)."""
+    directory = catalog.table_dir(table)
+    catalog.fs.invalidate_cache(directory)  # object-store listings are cached; other writers add fragments
+    if not catalog.fs.exists(directory):
+        return []
+    entries = sorted(
+        (e for e in catalog.fs.ls(directory, detail=True) if e["name"].endswith(".parquet")), key=lambda e: e["name"]
+    )
+    return [(catalog.fragment_url(e["name"]), int(e.get("size") or 0)) for e in entries]
 
 
 def create_views(con: duckdb.DuckDBPyConnection, catalog: Catalog) -> dict[str, list[str]]:
     """Create (or replace) every table view and the convenience views; returns each table's fragment URLs."""
-    listing: dict[str, list[str]] = {}
+    listings: dict[str, list[str]] = {}
     for table in TABLES:
-        urls = fragment_urls(catalog, table)
-        listing[table] = urls
+        listing = fragment_listing(catalog, table)
+        urls = [u for u, _ in listing]
+        listings[table] = urls
         try:
-            _create_table_view(con, table, urls)
+            _create_table_view(con, table, listing)
         except (duckdb.IOException, duckdb.InvalidInputException) as exc:
             if is_missing_file(exc):
                 raise  # compacted away since listing: ``connect`` lists again
@@ -174,7 +203,7 @@ def create_views(con: duckdb.DuckDBPyConnection, catalog: Catalog) -> dict[str, 
             )
     for name, body in CONVENIENCE_VIEWS.items():
         con.execute(f"CREATE OR REPLACE VIEW {quote_ident(name)} AS {body}")
-    return listing
+    return listings
 
 
 def view_names() -> list[str]:

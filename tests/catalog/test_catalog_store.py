@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -137,3 +137,44 @@ def test_media_is_content_addressed(any_catalog: Catalog) -> None:
     assert any_catalog.put_media(b"same bytes", ".MP4") == a
     assert a.startswith("media/") and a.endswith(".mp4")
     assert any_catalog.read_media(a) == b"same bytes"
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_latest_row_per_id_matches_a_reference_with_compacted_base_and_deltas(catalog: Catalog, seed: int) -> None:
+    """Random rewrites (random timestamps, ties included) across a compacted base and later delta fragments: the
+    view equals the rule computed in Python (greatest created_at, then later fragment, then later row)."""
+    import random
+
+    rng = random.Random(seed)
+    written: list[tuple[datetime, int, int, str, str]] = []  # (created_at, fragment, row, id, uri)
+
+    def write(n_rows: int) -> None:
+        fragment = len({w[1] for w in written})
+        rows = [
+            {
+                "source_id": f"s{rng.randrange(30)}",
+                "uri": f"f{fragment}-r{r}",
+                "created_at": T0 + timedelta(rng.randrange(5)),
+            }
+            for r in range(n_rows)
+        ]
+        catalog.append("sources", rows)
+        written.extend((row["created_at"], fragment, r, row["source_id"], row["uri"]) for r, row in enumerate(rows))
+
+    for _ in range(4):
+        write(20)
+    catalog.compact()
+    assert len(catalog.fragments("sources")) == 1
+    for _ in range(3):
+        write(rng.randrange(1, 8))
+    expected: dict[str, tuple] = {}
+    for entry in written:
+        if entry[3] not in expected or entry[:3] > expected[entry[3]][:3]:
+            expected[entry[3]] = entry
+    con = catalog.connect()
+    view = con.execute("SELECT sql FROM duckdb_views() WHERE view_name = 'sources'").fetchall()[0][0]
+    con.close()
+    assert "base AS" in view  # the compacted fragment is read as the base, the rest as the delta
+    got = {r["source_id"]: r["uri"] for r in catalog.query("SELECT source_id, uri FROM sources").to_pylist()}
+    assert got == {k: v[4] for k, v in expected.items()}
+    assert catalog.query("SELECT count(*) AS n FROM sources").to_pylist() == [{"n": len(expected)}]
