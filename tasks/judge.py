@@ -17,9 +17,10 @@ Frames: ``num_frames`` frames sampled evenly from each clip, resized so the long
 base64 PNG data URLs in ``image_url`` content parts (the OpenAI chat format vLLM, Ollama and llama.cpp accept).
 The instruction and captions are fenced as data in the versioned prompt ``proposers/prompts/judge_v1.txt``.
 
-Backends: ``openai:URL#MODEL`` (a vision-language model behind an OpenAI-compatible server). ``transformers:PATH``
-is refused at construction: a text-only causal LM cannot see frames, and local vision-language judging is not
-implemented (serve the model with vLLM and use ``openai:``). ``template`` has no judge. Responses are cached under
+Backends: ``openai:URL#MODEL`` (a vision-language model behind an OpenAI-compatible server) and
+``transformers:PATH`` for a local vision-language model folder (``AutoModelForImageTextToText`` + ``AutoProcessor``
+with a chat template; ``hf.TransformersVisionBackend``). A text-only model folder is refused at construction: it
+cannot see the frames. ``template`` has no judge. Responses are cached under
 ``<catalog>/cache/llm/`` like the proposers' (the key includes the images).
 """
 
@@ -301,8 +302,9 @@ def get_judge(
     storage_options: Mapping[str, Any] | None = None,
     **kwargs: Any,
 ) -> Judge:
-    """A judge for ``openai:URL#MODEL`` (keywords: ``num_frames``, ``image_size``, ``temperature``,
-    ``max_tokens``, ``disallowed`` and the ``OpenAIBackend`` keywords). Other specs raise ``ValueError`` saying why.
+    """A judge for ``openai:URL#MODEL`` or ``transformers:PATH`` (a vision-language model folder). Keywords:
+    ``num_frames``, ``image_size``, ``temperature``, ``max_tokens``, ``disallowed`` and the backend's own
+    (``OpenAIBackend`` / ``TransformersBackend``). Other specs raise ``ValueError`` saying why.
     """
     from tasks.proposers import make_backend, parse_spec
 
@@ -313,24 +315,26 @@ def get_judge(
         )
     if backend == "transformers":
         config = Path(argument) / "config.json"
-        kind = "unknown"
-        if config.is_file():
-            loaded = json.loads(config.read_text())
+        if not config.is_file():
+            raise ValueError(f"judge spec {spec!r}: {argument} has no config.json; expected a saved model folder")
+        loaded = json.loads(config.read_text())
+        if "vision_config" not in loaded:
             kind = ",".join(loaded.get("architectures") or [loaded.get("model_type", "unknown")])
-            if "vision_config" not in loaded:
-                raise ValueError(
-                    f"judge spec {spec!r}: the judge needs a vision-language model to see the frames, and {argument} "
-                    f"is a text-only model ({kind}); serve a vision model behind an OpenAI-compatible server and use "
-                    "'openai:URL#MODEL'"
-                )
-        raise ValueError(
-            f"judge spec {spec!r}: local transformers vision judges ({kind}) are not implemented; serve the model "
-            "with an OpenAI-compatible server (e.g. vLLM) and use 'openai:URL#MODEL'"
-        )
+            raise ValueError(
+                f"judge spec {spec!r}: the judge needs a vision-language model to see the frames, and {argument} is "
+                f"a text-only model ({kind}); use a vision-language model folder (LLaVA, Qwen2-VL, ...) or "
+                "'openai:URL#MODEL'"
+            )
     kwargs = dict(kwargs)
     options = {k: kwargs.pop(k) for k in ("num_frames", "image_size", "temperature", "max_tokens") if k in kwargs}
     safety = SafetyPolicy(disallowed=tuple(kwargs.pop("disallowed", ())))
-    model = make_backend(spec, kwargs)
+    if backend == "transformers":
+        from tasks.proposers.hf import TransformersVisionBackend
+
+        names = ("device", "dtype", "batch_size", "max_input_tokens", "generate_kwargs")
+        model = TransformersVisionBackend(argument, **{k: kwargs.pop(k) for k in names if k in kwargs})
+    else:
+        model = make_backend(spec, kwargs)
     if kwargs:
         raise ValueError(f"judge spec {spec!r}: unknown keyword(s) {sorted(kwargs)}")
     cache = LLMCache(cache_url, storage_options) if cache_url is not None else None

@@ -158,3 +158,111 @@ class TransformersBackend(ChatBackend):
                 if on_answer is not None:
                     on_answer(i, results[i])
         return results
+
+
+def _hf_vision_messages(conversation: list[Message]) -> list[dict[str, Any]]:
+    """OpenAI-style messages → the processor's format: text parts stay, ``image_url`` data URLs become images."""
+    import base64
+    import io
+
+    from PIL import Image
+
+    out = []
+    for message in conversation:
+        content = message["content"]
+        if isinstance(content, str):
+            parts = [{"type": "text", "text": content}]
+        else:
+            parts = []
+            for part in content:
+                if part["type"] == "text":
+                    parts.append({"type": "text", "text": part["text"]})
+                elif part["type"] == "image_url":
+                    url = part["image_url"]["url"]
+                    header, _, data = url.partition(",")
+                    if not header.startswith("data:image/") or ";base64" not in header:
+                        raise ValueError(f"transformers judge: only base64 data URLs are supported, got {url[:40]!r}")
+                    image = Image.open(io.BytesIO(base64.b64decode(data))).convert("RGB")
+                    parts.append({"type": "image", "image": image})
+                else:
+                    raise ValueError(f"transformers judge: unsupported content part type {part['type']!r}")
+        out.append({"role": message["role"], "content": parts})
+    return out
+
+
+class TransformersVisionBackend(TransformersBackend):
+    """A local vision-language model (``AutoModelForImageTextToText`` + ``AutoProcessor``, e.g. LLaVA or Qwen2-VL
+    saved with ``save_pretrained``): the judge's backend for ``transformers:PATH``. Images arrive as ``image_url``
+    data URLs (the OpenAI format the judge builds) and are decoded for the processor; the processor's chat template
+    places them. Same keywords as ``TransformersBackend``."""
+
+    backend = "transformers"
+
+    def setup(self) -> None:
+        if self.model is not None:
+            return
+        import torch
+        from transformers import AutoModelForImageTextToText, AutoProcessor
+
+        device = self.device or ("cuda" if torch.cuda.is_available() else "cpu")
+        processor = AutoProcessor.from_pretrained(self.path, local_files_only=True)
+        if getattr(processor, "chat_template", None) is None:
+            raise ValueError(f"transformers judge: the processor in {self.path} has no chat template")
+        processor.tokenizer.padding_side = "left"
+        model = AutoModelForImageTextToText.from_pretrained(
+            self.path, local_files_only=True, dtype=getattr(torch, self.dtype)
+        ).to(device)
+        model.eval()
+        self.device, self.model, self.tokenizer, self.processor = device, model, processor.tokenizer, processor
+
+    def complete(
+        self,
+        conversations: list[list[Message]],
+        *,
+        temperature: float,
+        max_tokens: int,
+        seeds: list[int],
+        on_answer: OnAnswer | None = None,
+    ) -> list[str | BackendError]:
+        import torch
+
+        self.setup()
+        results: list[str | BackendError] = [BackendError("not_run", "")] * len(conversations)
+        for start in range(0, len(conversations), self.batch_size):
+            index = list(range(start, min(start + self.batch_size, len(conversations))))
+            inputs = self.processor.apply_chat_template(
+                [_hf_vision_messages(conversations[i]) for i in index],
+                add_generation_prompt=True,
+                tokenize=True,
+                return_dict=True,
+                return_tensors="pt",
+                processor_kwargs={"padding": True},
+            ).to(self.device)
+            if inputs["input_ids"].shape[1] > self.max_input_tokens:
+                for i in index:
+                    results[i] = BackendError(
+                        "prompt_too_long",
+                        f"prompt has {inputs['input_ids'].shape[1]} tokens; max_input_tokens is {self.max_input_tokens}",
+                    )
+                    if on_answer is not None:
+                        on_answer(i, results[i])
+                continue
+            sampling: dict[str, Any] = {"do_sample": False}
+            if temperature > 0:
+                torch.manual_seed(sum(seeds[i] for i in index) % (2**31))
+                sampling = {"do_sample": True, "temperature": temperature}
+            with torch.no_grad():
+                output = self.model.generate(
+                    **inputs,
+                    max_new_tokens=max_tokens,
+                    pad_token_id=self.tokenizer.pad_token_id,
+                    **sampling,
+                    **self.generate_kwargs,
+                )
+            # [batch_size, prompt_length + new_tokens]; keep the new tokens only
+            new_tokens = output[:, inputs["input_ids"].shape[1] :]
+            for i, tokens in zip(index, new_tokens):
+                results[i] = self.tokenizer.decode(tokens, skip_special_tokens=True)
+                if on_answer is not None:
+                    on_answer(i, results[i])
+        return results

@@ -12,7 +12,7 @@ from PIL import Image
 
 from catalog.schema import PAIRS
 from tasks.judge import JudgeRequest, get_judge, image_data_url, sample_frames
-from tests.tasks.proposers.llm_server import TinyChatServer
+from tests.tasks.proposers.llm_server import ForceText, TinyChatServer
 
 
 VERDICT = {"compliance": 3, "consistency": 5, "quality": 2, "reason": "The dog is gone; a faint outline remains."}
@@ -78,6 +78,59 @@ def test_unusable_answers_get_one_repair_then_no_scores(server) -> None:
     assert verdict.columns()["judge_compliance"] is None and verdict.reason is None
     (failure,) = verdict.failures
     assert failure.reason == "judge_invalid_output" and "after one repair turn" in failure.message
+
+
+def test_local_vision_model_judges_from_the_frames(tiny_vlm) -> None:
+    import torch
+
+    from tasks.proposers.hf import TransformersVisionBackend, _hf_vision_messages
+
+    backend = TransformersVisionBackend(tiny_vlm)
+    backend.setup()
+    document = json.dumps(VERDICT)
+    judge = get_judge(
+        f"transformers:{tiny_vlm}",
+        num_frames=2,
+        image_size=32,
+        max_tokens=len(document) + 1,
+        batch_size=2,
+        generate_kwargs={"prefix_allowed_tokens_fn": ForceText(backend.tokenizer, document)},
+    )
+    verdicts = judge.judge([_request("pair_a"), _request("pair_b")])
+    for verdict in verdicts:
+        assert (verdict.compliance, verdict.consistency, verdict.quality) == (3, 3, 2)
+        assert verdict.model == "transformers:tiny-llava"
+        assert [f.reason for f in verdict.failures] == ["judge_scores_clamped"]
+
+    # the frames reach the model: decoded from the data URLs at the judge's size, and they change its logits
+    free = get_judge(f"transformers:{tiny_vlm}", num_frames=2, image_size=32, max_tokens=16)
+    changed = _request("pair_c")
+    changed.edited_frames[:] = 255 - changed.edited_frames
+    messages = _hf_vision_messages(free.conversation(changed))
+    images = [p["image"] for m in messages for p in m["content"] if p["type"] == "image"]
+    assert len(images) == 4 and images[0].size == (32, 24)
+    expected = Image.fromarray(changed.edited_frames[-1]).resize((32, 24), Image.BICUBIC)
+    np.testing.assert_array_equal(np.asarray(images[-1]), np.asarray(expected))
+    logits = []
+    for request in (_request("pair_a"), changed):
+        inputs = backend.processor.apply_chat_template(
+            [_hf_vision_messages(free.conversation(request))],
+            add_generation_prompt=True,
+            tokenize=True,
+            return_dict=True,
+            return_tensors="pt",
+        )
+        assert inputs["pixel_values"].shape[0] == 4  # 2 source + 2 edited frames
+        with torch.no_grad():
+            logits.append(backend.model(**inputs).logits[0, -1])
+    assert (logits[0] - logits[1]).abs().max() > 1e-3
+    # batching (left padding) gives the answers of one-by-one generation
+    conversations = [free.conversation(_request("pair_a")), free.conversation(changed)]
+    single = [free.model.complete([c], temperature=0.0, max_tokens=16, seeds=[0])[0] for c in conversations]
+    batched = TransformersVisionBackend(tiny_vlm, batch_size=2).complete(
+        conversations, temperature=0.0, max_tokens=16, seeds=[0, 0]
+    )
+    assert batched == single
 
 
 def test_backends_without_vision_are_refused(tiny_lm) -> None:
