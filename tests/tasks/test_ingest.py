@@ -167,3 +167,30 @@ def test_ingest_from_an_fsspec_url_with_a_seconds_range(good_clips: dict, catalo
     assert (clip["start_frame"], clip["end_frame"]) == (4, 37)  # 0.25 s at 16 fps, 17 frames at stride 2
     (obj,) = result.rows["objects"]
     assert obj["qa_status"] == "ok" and result.rows["sources"][0]["uri"] == "memory://vpf-ingest/clips/v.mp4"
+
+
+def test_ingest_sources_and_catalog_on_s3(good_clips: dict) -> None:
+    """A real S3 server (SeaweedFS): manifest, video and masks read through s3fs, media and rows written back."""
+    from tests.s3server import s3_server
+
+    with s3_server() as s3:
+        fs = s3.filesystem()
+        src = s3.url("src")
+        fs.put_file(good_clips["videos"][1], f"{src}/v.mp4")
+        fs.put_file(good_clips["masks"][1], f"{src}/v_masks.npz")
+        fs.pipe_file(f"{src}/m.csv", b"uri,mask_uri,mask_id,label\nv.mp4,v_masks.npz,3,square\nmissing.mp4,,,\n")
+        items, failures = discover_sources(f"{src}/m.csv", roots=[src], storage_options=s3.storage_options)
+        assert [i.uri for i in items] == [f"{src}/v.mp4"] and [f.reason for f in failures] == ["not_found"]
+        catalog = Catalog(s3.url("catalog"), storage_options=s3.storage_options)
+        result = ingest_batch(
+            items, catalog, geometry=CORPUS_GEOMETRY, segmenter=ProvidedSegmenter(s3.storage_options), run_id="s3",
+            preset="ultrafast", storage_options=s3.storage_options,
+        )  # fmt: skip
+        assert not result.failures and len(result.rows["clips"]) == 1
+        (row,) = result.rows["objects"]
+        assert row["qa_status"] == "ok"
+        video = catalog.full_url(result.rows["clips"][0]["video_uri"])
+        assert video.startswith("s3://")
+        assert probe_video(video, storage_options=s3.storage_options).num_frames == 17
+        for table, rows in result.rows.items():
+            catalog.append(table, rows)
