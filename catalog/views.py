@@ -6,7 +6,8 @@ Latest row per id means: the row with the greatest ``created_at``; ties go to th
 start with their write time), then to the later row in the fragment. Fragments whose name ends in
 ``.u.parquet`` hold each id at most once (``Catalog.append`` marks batches with unique ids, compaction always
 writes them). A table made of one such fragment needs no deduplication, so after ``Catalog.compact`` a view costs
-what a plain ``read_parquet`` costs.
+what a plain ``read_parquet`` costs. With more fragments, the largest ``.u`` fragment is the "base": its rows are
+kept unless their id appears in the other ("delta") fragments, and only those ids go through the window.
 
 With ``guard=True`` the connection is then sandboxed: external access off, file access limited to the catalog
 root, configuration locked (see ``catalog.sql``).
