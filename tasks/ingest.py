@@ -69,6 +69,8 @@ def _hash_source(uri: str, storage_options: Mapping[str, Any] | None) -> str:
             return sha256_stream(f)
     except FileNotFoundError:
         raise InputError(uri, "not_found", "no such file or object") from None
+    except (PermissionError, IsADirectoryError) as exc:
+        raise InputError(uri, "unreadable", f"cannot be read ({exc.strerror or exc})") from None
 
 
 def _group_key(item: SourceItem) -> tuple:

@@ -123,6 +123,8 @@ def _read_bytes(uri: str, storage_options: Mapping[str, Any] | None) -> bytes:
             return f.read()
     except FileNotFoundError:
         raise InputError(uri, "not_found", "mask file not found") from None
+    except (PermissionError, IsADirectoryError) as exc:
+        raise InputError(uri, "unreadable", f"mask file cannot be read ({exc.strerror or exc})") from None
 
 
 def select_label(labels: np.ndarray, mask_id: int | None, uri: str, frames: Sequence[int] | None = None) -> np.ndarray:
@@ -162,6 +164,8 @@ def load_label_map(uri: str, *, storage_options: Mapping[str, Any] | None = None
                 labels = npz[key]
     except FileNotFoundError:
         raise InputError(uri, "not_found", "mask file not found") from None
+    except (PermissionError, IsADirectoryError) as exc:
+        raise InputError(uri, "unreadable", f"mask file cannot be read ({exc.strerror or exc})") from None
     except (ValueError, OSError, EOFError) as exc:
         raise InputError(uri, "bad_mask", f"not a readable npz ({exc})") from None
     if labels.ndim != 3:

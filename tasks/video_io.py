@@ -13,7 +13,7 @@ Conventions:
   also what decord and torchvision do for seeking). Variable-frame-rate sources are indexed at their average rate.
 
 Every problem with a file raises :class:`tasks.errors.InputError` naming the file, with one of these reasons:
-``not_found``, ``empty_file``, ``not_a_video`` (not a media container, or no video stream), ``truncated_video``
+``not_found``, ``unreadable`` (permission denied, a folder), ``empty_file``, ``not_a_video`` (not a media container, or no video stream), ``truncated_video``
 (the container or its frames end early), ``unsupported_codec`` (see :data:`SUPPORTED_CODECS`), ``unknown_fps``,
 ``too_few_frames``, ``corrupt_video`` (a frame fails to decode).
 
@@ -70,6 +70,7 @@ def _open_container(uri: str, storage_options: Mapping[str, Any] | None) -> Iter
         if _is_local(uri):
             path = _local_path(uri)
             size = os.path.getsize(path)
+            open(path, "rb").close()  # readable? (FFmpeg's own error would not say why)
             source: Any = path
             handle = contextlib.nullcontext()
         else:
@@ -79,6 +80,8 @@ def _open_container(uri: str, storage_options: Mapping[str, Any] | None) -> Iter
             source = None
     except FileNotFoundError:
         raise InputError(uri, "not_found", "no such file or object") from None
+    except (PermissionError, IsADirectoryError) as exc:
+        raise InputError(uri, "unreadable", f"cannot be read ({exc.strerror or exc})") from None
     if not size:
         raise InputError(uri, "empty_file", "the file is empty (0 bytes)")
     with handle as fileobj:

@@ -170,11 +170,15 @@ def test_bad_files_raise_named_input_errors(bad_corpus: dict[str, str], name: st
     assert err.value.input == path and path in str(err.value)
 
 
-def test_missing_file_and_url() -> None:
+def test_missing_file_url_and_folder(tmp_path) -> None:
     for uri in ("/nonexistent/vpf/clip.mp4", "memory://vpf-nowhere/clip.mp4"):
         with pytest.raises(InputError) as err:
             probe_video(uri)
         assert err.value.reason == "not_found" and uri in str(err.value)
+    (tmp_path / "folder.mp4").mkdir()
+    with pytest.raises(InputError) as err:
+        probe_video(str(tmp_path / "folder.mp4"))
+    assert err.value.reason == "unreadable" and "folder.mp4" in str(err.value)
 
 
 def test_fit_frame_resize_and_crop_agree_with_fit_box() -> None:
