@@ -119,7 +119,7 @@ def test_local_vision_model_judges_from_the_frames(tiny_vlm) -> None:
             tokenize=True,
             return_dict=True,
             return_tensors="pt",
-        )
+        ).to(backend.device)
         assert inputs["pixel_values"].shape[0] == 4  # 2 source + 2 edited frames
         with torch.no_grad():
             logits.append(backend.model(**inputs).logits[0, -1])
