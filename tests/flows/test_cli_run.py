@@ -1,4 +1,4 @@
-"""``vpf run`` as a user runs it: a subprocess in Prefect ephemeral mode, killed and resumed, fed bad input."""
+"""``vpf run`` as a user runs it: a subprocess, killed and resumed, fed bad input."""
 
 from __future__ import annotations
 
@@ -30,11 +30,20 @@ MEDIA_COLUMNS = {
 
 
 @pytest.fixture(scope="module")
-def vpf_env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
-    """Ephemeral mode with a PREFECT_HOME of this module's own (its database is migrated once, by the first run)."""
+def vpf_env(tmp_path_factory: pytest.TempPathFactory, prefect_harness) -> dict[str, str]:
+    """``vpf`` subprocesses talk to the session harness's API: a running API as a deployment would have, and no
+    ephemeral server to start per process (about 10 s each; ``vpf demo`` covers ephemeral mode)."""
+    from prefect.settings import PREFECT_API_URL
+
     env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
     home = tmp_path_factory.mktemp("prefect-home")
-    return {**env, "PREFECT_HOME": str(home), "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "DO_NOT_TRACK": "1"}
+    return {
+        **env,
+        "PREFECT_HOME": str(home),
+        "PREFECT_API_URL": PREFECT_API_URL.value(),
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        "DO_NOT_TRACK": "1",
+    }
 
 
 def _raw(cat: Catalog, table: str, column: str) -> list:
