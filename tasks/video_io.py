@@ -6,9 +6,9 @@ to FFmpeg by path, anything else as a seekable file object.
 Conventions:
 - frames are ``(num_frames, height, width, 3)`` ``uint8`` RGB;
 - frame indices are native-fps indices counted from the first frame, ``end`` is exclusive;
-- the display rotation stored in the file (display matrix side data, as phones write it) is applied by default, so
-  :class:`VideoInfo` ``width``/``height`` are the *displayed* size and ``rotation`` is the counter-clockwise angle that
-  was applied (0, 90, 180 or 270);
+- the display matrix stored in the file (side data, as phones write it) is applied by default, exactly as FFmpeg
+  displays it (rotations and mirrored orientations), so :class:`VideoInfo` ``width``/``height`` are the *displayed*
+  size and ``rotation`` is the counter-clockwise angle that was applied (0, 90, 180 or 270);
 - a frame's index is derived from its timestamp at the stream's average rate (constant frame rate assumed; this is
   also what decord and torchvision do for seeking). Variable-frame-rate sources are indexed at their average rate.
 
@@ -36,9 +36,13 @@ import av
 import cv2
 import fsspec
 import numpy as np
+from av.sidedata.sidedata import Type as SideDataType
 
 from tasks.errors import InputError
 from tasks.types import VideoInfo
+
+
+DISPLAYMATRIX = SideDataType.DISPLAYMATRIX
 
 
 SUPPORTED_CODECS: frozenset[str] = frozenset(
@@ -154,9 +158,24 @@ def _normalise_rotation(angle: float | None) -> int:
     return int(round((angle or 0) / 90.0)) * 90 % 360
 
 
-def _apply_rotation(image: np.ndarray, rotation: int) -> np.ndarray:
-    """``image`` (H, W, 3) → displayed image (rotated counter-clockwise by ``rotation`` degrees, as FFmpeg does)."""
-    return np.ascontiguousarray(np.rot90(image, k=rotation // 90)) if rotation else image
+def _display_transform(frame: Any) -> tuple[int, bool]:
+    """``(rotation, mirrored)`` from a decoded frame's display matrix: the counter-clockwise angle (0/90/180/270) and
+    whether the matrix also mirrors the picture (negative determinant, as some front cameras write)."""
+    matrix = frame.side_data.get(DISPLAYMATRIX)
+    if matrix is None:
+        return 0, False
+    m = np.frombuffer(bytes(matrix), dtype=np.int32)
+    return _normalise_rotation(frame.rotation), int(m[0]) * int(m[4]) - int(m[1]) * int(m[3]) < 0
+
+
+def _apply_display(image: np.ndarray, rotation: int, mirrored: bool) -> np.ndarray:
+    """``image`` (H, W, 3) as FFmpeg displays it: flipped upside down first when the matrix mirrors, then turned
+    counter-clockwise by ``rotation`` degrees (checked against the ffmpeg binary for all eight orientations)."""
+    if mirrored:
+        image = image[::-1]
+    if rotation:
+        image = np.rot90(image, k=rotation // 90)
+    return np.ascontiguousarray(image) if (mirrored or rotation) else image
 
 
 # --------------------------------------------------------------------------------------------------------- probe
@@ -196,7 +215,7 @@ def probe_video(
             raise _decode_error(uri, stream, size, "the first frame does not decode", exc) from None
         if first is None:
             raise InputError(uri, "truncated_video", f"the index lists {num_frames} frames but none decodes")
-        rotation = _normalise_rotation(first.rotation)
+        rotation, _ = _display_transform(first)
         width, height = int(first.width), int(first.height)
         if rotation in (90, 270):
             width, height = height, width
@@ -259,6 +278,7 @@ def iter_frames_at(
             container.seek(origin + int((start - 0.5) / fps / time_base), stream=stream, backward=True)
         index = -1
         seeking = start > 0
+        display: tuple[int, bool] | None = None
         try:
             for frame in container.decode(stream):
                 if seeking:
@@ -275,7 +295,9 @@ def iter_frames_at(
                     continue
                 image = frame.to_ndarray(format="rgb24")
                 if rotate:
-                    image = _apply_rotation(image, _normalise_rotation(frame.rotation))
+                    if display is None:  # the display matrix is the stream's: read it once
+                        display = _display_transform(frame)
+                    image = _apply_display(image, *display)
                 yield index, image
                 previous, next_wanted = next_wanted, next(wanted, None)
                 if next_wanted is None:

@@ -207,3 +207,22 @@ def test_other_supported_containers(tmp_path, name: str, codec: str, expected: s
     info = probe_video(path)
     assert (info.codec, info.num_frames, info.width, info.height) == (expected, 10, 48, 32)
     assert read_frames(path, 3, 6).shape == (3, 32, 48, 3)
+
+
+@pytest.mark.parametrize("degrees", [0, 90, 180, 270])
+@pytest.mark.parametrize("hflip, vflip", [(False, False), (True, False), (False, True)])
+def test_every_display_orientation_matches_ffmpeg(tmp_path, degrees: int, hflip: bool, vflip: bool) -> None:
+    """The eight EXIF orientations (rotations, and mirrored ones from front cameras) displayed as ffmpeg does."""
+    frames, _ = synth_clip(2, 32, 48, seed=5)
+    path = str(tmp_path / "oriented.mp4")
+    with av.open(path, "w") as container:
+        stream = container.add_stream("libx264", rate=8)
+        stream.height, stream.width, stream.pix_fmt = 32, 48, "yuv444p"
+        stream.set_display_rotation(degrees, hflip=hflip, vflip=vflip)
+        for image in frames:
+            container.mux(stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")))
+        container.mux(stream.encode())
+    info = probe_video(path)
+    height, width = (32, 48) if degrees in (0, 180) else (48, 32)
+    assert (info.height, info.width) == (height, width)
+    np.testing.assert_array_equal(read_frames(path, 1, 2)[0], ffmpeg_frame(path, 1, height, width))
