@@ -1,0 +1,92 @@
+"""Previews of a pair as catalog media: a side-by-side mp4 (original | mask overlay | edited) and a contact sheet.
+
+Both return bytes for ``Catalog.put_media``. Videos go through ``tasks.video_io.encode_mp4`` (H.264, even sizes).
+"""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+
+OVERLAY_COLOUR = np.array([255, 40, 40], np.float32)  # RGB
+OVERLAY_ALPHA = 0.45
+
+
+def mask_overlay(frames: np.ndarray, masks: np.ndarray) -> np.ndarray:
+    """Frames with the mask tinted red and its outline drawn.
+
+    Args:
+        frames (`np.ndarray` of shape `(num_frames, height, width, 3)`, uint8)
+        masks (`np.ndarray` of shape `(num_frames, height, width)`, bool)
+
+    Returns:
+        `(num_frames, height, width, 3)` uint8.
+    """
+    tinted = frames.astype(np.float32)
+    tinted[masks] = tinted[masks] * (1 - OVERLAY_ALPHA) + OVERLAY_COLOUR * OVERLAY_ALPHA
+    out = np.clip(np.rint(tinted), 0, 255).astype(np.uint8)
+    kernel = np.ones((3, 3), np.uint8)
+    for t, m in enumerate(masks):
+        edge = cv2.morphologyEx(m.astype(np.uint8), cv2.MORPH_GRADIENT, kernel) > 0
+        out[t][edge] = OVERLAY_COLOUR.astype(np.uint8)
+    return out
+
+
+def _fit_height(frames: np.ndarray, height: int) -> np.ndarray:
+    """Resize `(num_frames, h, w, 3)` frames to ``height`` (even), keeping the aspect ratio, width even."""
+    h, w = frames.shape[1:3]
+    if h == height:
+        new_h, new_w = h - h % 2, w - w % 2
+        return np.ascontiguousarray(frames[:, :new_h, :new_w])
+    new_h = max(2, height - height % 2)
+    new_w = max(2, int(round(w * new_h / h / 2)) * 2)
+    return np.stack([cv2.resize(f, (new_w, new_h), interpolation=cv2.INTER_AREA) for f in frames])
+
+
+def side_by_side(frames: np.ndarray, masks: np.ndarray, edited: np.ndarray, *, height: int = 240) -> np.ndarray:
+    """`(num_frames, height, 3 * width', 3)` uint8 panels: original | mask overlay | edited."""
+    if not (frames.shape == edited.shape and frames.shape[:3] == masks.shape):
+        raise ValueError(f"shapes differ: frames {frames.shape}, masks {masks.shape}, edited {edited.shape}")
+    panels = [frames, mask_overlay(frames, masks), edited]
+    return np.concatenate([_fit_height(p, height) for p in panels], axis=2)
+
+
+def side_by_side_mp4(
+    frames: np.ndarray, masks: np.ndarray, edited: np.ndarray, fps: float, *, height: int = 240, crf: int = 23
+) -> bytes:
+    """H.264 mp4 bytes of ``side_by_side`` (see there)."""
+    from tasks.video_io import encode_mp4
+
+    return encode_mp4(side_by_side(frames, masks, edited, height=height), fps, crf=crf, preset="veryfast")
+
+
+def contact_sheet(
+    frames: np.ndarray, masks: np.ndarray, edited: np.ndarray, *, columns: int = 5, thumb_height: int = 144
+) -> np.ndarray:
+    """A grid of ``columns`` evenly spaced frames (columns) × original / overlay / edited (rows), 2 px gaps.
+
+    Returns `(3 * thumb_height + 4, columns * thumb_width + 2 * (columns - 1), 3)` uint8.
+    """
+    index = np.linspace(0, len(frames) - 1, min(columns, len(frames))).round().astype(int)
+    panels = (frames[index], mask_overlay(frames[index], masks[index]), edited[index])
+    rows = [_fit_height(panel, thumb_height) for panel in panels]
+    gap = 2
+    th, tw = rows[0].shape[1:3]
+    sheet = np.full((3 * th + 2 * gap, len(index) * tw + (len(index) - 1) * gap, 3), 255, np.uint8)
+    for r, row in enumerate(rows):
+        for c in range(len(index)):
+            y, x = r * (th + gap), c * (tw + gap)
+            sheet[y : y + th, x : x + tw] = row[c]
+    return sheet
+
+
+def contact_sheet_png(
+    frames: np.ndarray, masks: np.ndarray, edited: np.ndarray, *, columns: int = 5, thumb_height: int = 144
+) -> bytes:
+    """PNG bytes of ``contact_sheet`` (see there)."""
+    sheet = contact_sheet(frames, masks, edited, columns=columns, thumb_height=thumb_height)
+    ok, data = cv2.imencode(".png", cv2.cvtColor(sheet, cv2.COLOR_RGB2BGR))
+    if not ok:
+        raise RuntimeError("cv2.imencode failed to write the contact sheet PNG")
+    return data.tobytes()
