@@ -37,7 +37,7 @@ def _request(pair_id: str = "pair_1") -> JudgeRequest:
 def test_scores_are_parsed_clamped_and_cached(server, tmp_path) -> None:
     catalog = str(tmp_path / "catalog")
     spec = f"openai:{server.url}#tiny-vlm"
-    judge = get_judge(spec, cache_url=catalog, num_frames=3, image_size=32, max_tokens=128, backoff_s=0.01)
+    judge = get_judge(spec, cache_url=catalog, num_frames=3, image_size=32, max_tokens=128, timeout_s=300.0)
     judge.setup()
     (verdict,) = judge.judge([_request()])
     assert (verdict.compliance, verdict.consistency, verdict.quality) == (3, 3, 2)
@@ -70,7 +70,7 @@ def test_scores_are_parsed_clamped_and_cached(server, tmp_path) -> None:
 def test_unusable_answers_get_one_repair_then_no_scores(server) -> None:
     server.force_text, server.bodies[:] = None, []  # the random model's own gibberish
     try:
-        judge = get_judge(f"openai:{server.url}#tiny-vlm", num_frames=2, image_size=16, max_tokens=12)
+        judge = get_judge(f"openai:{server.url}#tiny-vlm", num_frames=2, image_size=16, max_tokens=12, timeout_s=300.0)
         (verdict,) = judge.judge([_request("pair_2")])
     finally:
         server.force_text = json.dumps(VERDICT)

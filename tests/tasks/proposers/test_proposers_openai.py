@@ -56,7 +56,7 @@ def fresh(server):
 
 
 def _proposer(server: TinyChatServer, **kwargs):
-    options = {"max_tokens": len(DOCUMENT) + 1, "backoff_s": 0.01, "max_retries": 2, "timeout_s": 30.0}
+    options = {"max_tokens": len(DOCUMENT) + 1, "backoff_s": 0.01, "max_retries": 2, "timeout_s": 300.0}  # loaded CI
     options.update(kwargs)
     return get_proposer(f"openai:{server.url}#tiny-llama", **options)
 
