@@ -9,7 +9,9 @@ import pytest
 from prefect import flow, task
 from prefect.task_runners import ThreadPoolTaskRunner
 
+from catalog.store import Catalog
 from flows.runners import TASK_RUNNERS, make_task_runner
+from tasks.types import Geometry
 
 
 @task
@@ -66,16 +68,47 @@ def test_default_runner_runs_tasks_in_the_flow_process() -> None:
     assert {r["pid"] for r in results} == {os.getpid()}
 
 
-def test_dask_runner_runs_tasks_on_a_local_cluster() -> None:
-    results = _run_with("dask", [1, 2, 3, 4], workers=2)
-    assert [r["square"] for r in results] == [1, 4, 9, 16]
-    assert all(r["dask_worker"] for r in results), results
-    assert os.getpid() not in {r["pid"] for r in results}  # worker processes, not the flow's
-
-
 def test_ray_runner_runs_tasks_on_a_local_cluster() -> None:
     pytest.importorskip("prefect_ray", reason="the optional 'ray' extra is not installed")
     results = _run_with("ray", [1, 2, 3], workers=1)
     assert [r["square"] for r in results] == [1, 4, 9]
     assert all(r["ray_worker"] for r in results), results
     assert os.getpid() not in {r["pid"] for r in results}
+
+
+@flow
+def _ingest_on_runner(batches: list, catalog: Catalog, geometry: Geometry) -> dict[str, list]:
+    """The real ingest stage, one task per batch, next to the probe task (one cluster start for both)."""
+    from tasks.steps import ingest_task, make_segmenter
+
+    segmenter = make_segmenter("provided")
+    futures = [
+        ingest_task.submit(b, catalog, geometry=geometry, segmenter=segmenter, run_id="run-dask") for b in batches
+    ]
+    probes = _where_am_i.map([1, 2, 3, 4])
+    return {"outputs": [f.result() for f in futures], "probes": [p.result() for p in probes]}
+
+
+def test_dask_runs_the_real_ingest_stage_on_a_local_cluster(tiny_samples, tmp_path) -> None:
+    from tasks.steps import discover_stage
+
+    manifest, n_objects = tiny_samples
+    items, failures = discover_stage(str(manifest))
+    assert items and not failures
+    catalog = Catalog(tmp_path / "cat")
+    geometry = Geometry(num_frames=17, fps=8.0, height=64, width=96)
+    runner = make_task_runner("dask", workers=2)
+    result = _ingest_on_runner.with_options(task_runner=runner)([[item] for item in items], catalog, geometry)
+    outputs, probes = result["outputs"], result["probes"]
+
+    # The tasks ran in the cluster's worker processes, not in the flow's.
+    assert [r["square"] for r in probes] == [1, 4, 9, 16]
+    assert all(r["dask_worker"] for r in probes), probes
+    assert os.getpid() not in {r["pid"] for r in probes}
+
+    objects = [row for out in outputs for row in out.rows.get("objects", [])]
+    assert len(objects) == n_objects and not [f for out in outputs for f in out.failures]
+    # The clips the worker processes encoded are in the catalog, readable from here.
+    for out in outputs:
+        for clip in out.rows["clips"]:
+            assert catalog.read_media(clip["video_uri"])[4:8] == b"ftyp"
