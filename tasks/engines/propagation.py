@@ -212,7 +212,11 @@ def _downscale_masks(masks: np.ndarray, size: tuple[int, int], grow: int) -> np.
 
 
 def _fit_affine(flow: np.ndarray, usable: np.ndarray, step: int = 4) -> np.ndarray | None:
-    """Least-squares affine motion ``p -> A @ [x, y, 1]`` of the usable flow vectors, refit once without outliers.
+    """The camera's motion ``p -> A @ [x, y, 1]`` from the usable flow vectors, by robust least squares.
+
+    The simplest model that explains the vectors wins: no motion, a translation, or a full affine map, each kept
+    only if it lowers the median residual by more than 10 % over the simpler one (so flow noise on a static
+    camera never becomes a tiny drift that chained propagation would accumulate).
 
     Args:
         flow (`np.ndarray` of shape `(h, w, 2)`): a flow field.
@@ -226,15 +230,27 @@ def _fit_affine(flow: np.ndarray, usable: np.ndarray, step: int = 4) -> np.ndarr
         return None
     ys, xs = ys * step, xs * step
     design = np.stack([xs, ys, np.ones_like(xs)], axis=1).astype(np.float64)
-    target = design[:, :2] + flow[ys, xs].astype(np.float64)
+    vectors = flow[ys, xs].astype(np.float64)
+    target = design[:, :2] + vectors
+    identity = np.array([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]])
+    best, best_residual = identity, float(np.median(np.linalg.norm(vectors, axis=1)))
+    # translation: the median vector
+    shift = np.median(vectors, axis=0)
+    residual = float(np.median(np.linalg.norm(vectors - shift, axis=1)))
+    if residual < 0.9 * best_residual:
+        best, best_residual = identity + np.array([[0, 0, shift[0]], [0, 0, shift[1]]]), residual
+    # affine: least squares, refit once without outliers
     keep = np.ones(len(ys), bool)
     for _ in range(2):
         coef, *_ = np.linalg.lstsq(design[keep], target[keep], rcond=None)
-        residual = np.linalg.norm(design @ coef - target, axis=1)
-        keep = residual < max(1.0, 2.0 * float(np.median(residual)))
+        errors = np.linalg.norm(design @ coef - target, axis=1)
+        keep = errors < max(1.0, 2.0 * float(np.median(errors)))
         if keep.sum() < 24:
             break
-    return coef.T
+    residual = float(np.median(np.linalg.norm(design @ coef - target, axis=1)))
+    if residual < 0.9 * best_residual:
+        best = coef.T
+    return best
 
 
 def _invert_affine(affine: np.ndarray) -> np.ndarray:
