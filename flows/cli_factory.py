@@ -193,10 +193,15 @@ def status_command(
         return
     out = Console()
     runs = Table(title=f"last runs in {catalog}")
-    for col in ("run_id", "status", "started_at", "source", "clips", "pairs", "failures"):
-        runs.add_column(col)
+    runs.add_column("run_id", overflow="fold")
+    runs.add_column("status", overflow="fold")
+    runs.add_column("started (UTC)")
+    runs.add_column("source", overflow="fold")
+    for col in ("clips", "pairs", "fails"):
+        runs.add_column(col, justify="right", no_wrap=True)
     for r in report["runs"]:
-        runs.add_row(r["run_id"], r["status"], str(r["started_at"]), str(r["source"]), str(r["n_clips"]),
+        started = r["started_at"].strftime("%Y-%m-%d %H:%M") if r["started_at"] else ""
+        runs.add_row(r["run_id"], r["status"], started, str(r["source"]), str(r["n_clips"]),
                      str(r["n_pairs"]), str(r["n_failures"]))  # fmt: skip
     out.print(runs)
     rows = Table(title="rows")
