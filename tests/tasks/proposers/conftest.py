@@ -132,9 +132,12 @@ def tiny_lm(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(autouse=True)
-def _one_torch_thread():
-    """A 32-wide model generates ~10x faster on one thread than on two contending ones; restored after each test
-    so the rest of the suite keeps its settings."""
+def _one_torch_thread(request):
+    """A 32-wide model generates ~10x faster on one thread than on two contending ones; set for the tests that use
+    the tiny models and restored after each, so the rest of the suite keeps its settings."""
+    if not {"tiny_lm", "tiny_vlm"} & set(request.fixturenames):
+        yield
+        return
     import torch
 
     threads = torch.get_num_threads()

@@ -6,6 +6,8 @@ import json
 import unicodedata
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from catalog.schema import EDIT_TYPES
 from tasks.proposers import ProposalRequest, SafetyPolicy, get_proposer
@@ -158,3 +160,16 @@ def test_model_output_that_obeys_an_injection_is_rejected(tiny_lm) -> None:
     assert outcome.proposals[0].proposer == "template"
     (failure,) = outcome.failures
     assert failure.reason == "unsafe_output" and "injection phrase" in failure.message
+
+
+@settings(max_examples=150, deadline=None, derandomize=True)
+@given(
+    label=st.one_of(st.none(), st.text(max_size=60)),
+    caption=st.one_of(st.none(), st.text(max_size=400), st.text(alphabet=st.characters(codec="ascii"), max_size=400)),
+    box=st.tuples(st.integers(-50, 700), st.integers(-50, 400), st.integers(-50, 700), st.integers(-50, 400)),
+)
+def test_any_text_gives_well_formed_proposals(label, caption, box) -> None:
+    (outcome,) = get_proposer("template").propose([_request(label, caption, bbox=box)])
+    _assert_well_formed(outcome)
+    for failure in outcome.failures:
+        assert failure.stage == "propose" and failure.reason and failure.message
