@@ -1,0 +1,108 @@
+"""The engine registry (``auto`` resolution), the per-frame cv2 baseline and the null engine."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from tasks.engines import registry
+from tasks.engines.baseline import Cv2InpaintEngine
+from tasks.engines.null import NullEngine
+from tasks.engines.propagation import PropagationEngine
+from tasks.errors import InputError, UnsupportedEditError
+
+
+@pytest.fixture
+def no_videopainter_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    for var in registry.VIDEOPAINTER_ENV.values():
+        monkeypatch.delenv(var, raising=False)
+
+
+def _clip(seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    frames = rng.integers(0, 256, size=(4, 24, 32, 3), dtype=np.uint8)
+    masks = np.zeros((4, 24, 32), bool)
+    masks[:, 8:16, 10:20] = True
+    return frames, masks
+
+
+@pytest.mark.parametrize(
+    "name, cls", [("propagation", PropagationEngine), ("cv2-inpaint", Cv2InpaintEngine), ("null", NullEngine)]
+)
+def test_get_engine_by_name(name: str, cls: type) -> None:
+    engine = registry.get_engine(name)
+    assert isinstance(engine, cls) and engine.engine_id == name
+    assert engine.selection_reason == "requested"
+    assert engine.version
+
+
+def test_auto_without_weights_is_propagation(no_videopainter_env: None) -> None:
+    choice = registry.resolve_engine("auto")
+    assert choice.engine == "propagation" and "not configured" in choice.reason
+    engine = registry.get_engine("auto", flow_scale=0.25)
+    assert isinstance(engine, PropagationEngine) and engine.flow_scale == 0.25
+
+
+def test_auto_with_weights_but_no_cuda_is_propagation(no_videopainter_env, monkeypatch, tmp_path) -> None:
+    monkeypatch.setenv("VPF_VIDEOPAINTER_BASE", str(tmp_path))
+    monkeypatch.setattr(registry, "cuda_available", lambda: False)
+    choice = registry.resolve_engine("auto")
+    assert choice.engine == "propagation" and "no CUDA" in choice.reason
+    # the VideoPainter paths are accepted (and unused) when auto falls back
+    assert isinstance(registry.get_engine("auto", base=str(tmp_path)), PropagationEngine)
+
+
+def test_auto_with_weights_and_cuda_is_videopainter(no_videopainter_env, monkeypatch, tmp_path) -> None:
+    monkeypatch.setattr(registry, "cuda_available", lambda: True)
+    assert registry.resolve_engine("auto", base=str(tmp_path)).engine == "videopainter"
+    monkeypatch.setenv("VPF_VIDEOPAINTER_BASE", str(tmp_path))
+    choice = registry.resolve_engine("auto")
+    assert choice.engine == "videopainter" and str(tmp_path) in choice.reason
+
+
+def test_videopainter_paths_come_from_the_environment(no_videopainter_env, monkeypatch, tmp_path) -> None:
+    monkeypatch.setenv("VPF_VIDEOPAINTER_BASE", str(tmp_path / "base"))
+    monkeypatch.setenv("VPF_VIDEOPAINTER_BRANCH", str(tmp_path / "branch"))
+    engine = registry.get_engine("videopainter", device="cpu")  # built lazily: nothing is loaded before setup()
+    assert engine.engine_id == "videopainter"
+    assert str(engine.base) == str(tmp_path / "base") and str(engine.branch) == str(tmp_path / "branch")
+
+
+def test_unknown_engine_and_options_are_errors(no_videopainter_env) -> None:
+    with pytest.raises(ValueError, match="unknown engine"):
+        registry.get_engine("magic")
+    with pytest.raises(ValueError, match="unknown option"):
+        registry.get_engine("propagation", strength=3)
+    with pytest.raises(ValueError, match="unknown option"):
+        registry.get_engine("auto", strength=3)
+
+
+@pytest.mark.parametrize("engine", [Cv2InpaintEngine(), NullEngine()])
+def test_baselines_change_only_the_mask(engine) -> None:
+    frames, masks = _clip()
+    out = engine.inpaint(frames, masks)
+    assert out.shape == frames.shape and out.dtype == np.uint8
+    assert np.array_equal(out[~masks], frames[~masks])
+    assert not np.array_equal(out[masks], frames[masks])
+    with pytest.raises(UnsupportedEditError):
+        engine.inpaint(frames, masks, edit_type="add")
+    with pytest.raises(InputError) as info:
+        engine.inpaint(frames, np.zeros_like(masks))
+    assert info.value.reason == "empty_mask"
+
+
+def test_null_engine_fills_with_the_frame_mean_of_the_background() -> None:
+    frames, masks = _clip(1)
+    out = NullEngine().inpaint(frames, masks)
+    for t in range(len(frames)):
+        expected = np.rint(frames[t][~masks[t]].astype(float).mean(0)).astype(np.uint8)
+        assert (out[t][masks[t]] == expected).all()
+    masks[2] = True  # a fully masked frame takes the clip's background mean
+    out = NullEngine().inpaint(frames, masks)
+    assert len(np.unique(out[2].reshape(-1, 3), axis=0)) == 1
+
+
+def test_cv2_baseline_settings() -> None:
+    assert Cv2InpaintEngine(method="ns").params() == {"radius": 5, "method": "ns"}
+    with pytest.raises(ValueError, match="method"):
+        Cv2InpaintEngine(method="magic")
