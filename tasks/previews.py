@@ -14,7 +14,7 @@ OVERLAY_ALPHA = 0.45
 
 
 def mask_overlay(frames: np.ndarray, masks: np.ndarray) -> np.ndarray:
-    """Frames with the mask tinted red and its outline drawn.
+    """Frames with the mask tinted red and its inner outline drawn; pixels outside the mask are unchanged.
 
     Args:
         frames (`np.ndarray` of shape `(num_frames, height, width, 3)`, uint8)
@@ -28,7 +28,7 @@ def mask_overlay(frames: np.ndarray, masks: np.ndarray) -> np.ndarray:
     out = np.clip(np.rint(tinted), 0, 255).astype(np.uint8)
     kernel = np.ones((3, 3), np.uint8)
     for t, m in enumerate(masks):
-        edge = cv2.morphologyEx(m.astype(np.uint8), cv2.MORPH_GRADIENT, kernel) > 0
+        edge = m & ~(cv2.erode(m.astype(np.uint8), kernel, borderType=cv2.BORDER_REPLICATE) > 0)
         out[t][edge] = OVERLAY_COLOUR.astype(np.uint8)
     return out
 
