@@ -154,7 +154,7 @@ def extract_json(text: str) -> dict[str, Any]:
     for match in re.finditer(r"\{", text):
         try:
             value, _ = decoder.raw_decode(text, match.start())
-        except json.JSONDecodeError:
+        except (json.JSONDecodeError, RecursionError):  # RecursionError: pathologically nested output
             continue
         if isinstance(value, dict):
             return value

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import json
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from tasks.proposers import ProposalRequest, get_proposer
 from tasks.proposers.hf import TransformersBackend
 from tasks.proposers.llm import extract_json
@@ -179,3 +182,34 @@ def test_a_run_killed_mid_batch_resumes_without_resending_finished_requests(tiny
     outcomes = resumed.propose(_requests(3))
     assert resumed.requests_sent == 1 + 3  # the unfinished first answer, then the three repair turns
     assert all(o.proposals for o in outcomes)
+
+
+JSON_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=30),
+    lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=12), children, max_size=5),
+    max_leaves=20,
+)
+
+
+@settings(max_examples=150, deadline=None, derandomize=True)
+@given(
+    st.one_of(
+        st.text(max_size=300),
+        JSON_VALUES.map(json.dumps),
+        JSON_VALUES.map(lambda v: json.dumps({"proposals": v})),
+        st.lists(JSON_VALUES, max_size=3).map(
+            lambda v: json.dumps({"proposals": [{"edit_type": "remove", "instruction": x} for x in v]})
+        ),
+        st.integers(1, 5000).map(lambda n: '{"proposals": ' + "[" * n),
+    )
+)
+def test_any_model_answer_parses_or_raises_value_error(tiny_lm, answer: str) -> None:
+    proposer = get_proposer(f"transformers:{tiny_lm}")  # parsing needs no loaded model
+    request = _requests(1)[0]
+    clean = proposer.safety.clean(request.label, request.caption)
+    try:
+        proposals = proposer.parse(answer, request, clean)
+    except ValueError as exc:
+        assert str(exc)
+    else:
+        assert list(proposals) == list(request.edit_types)
