@@ -18,7 +18,6 @@ ids, DESIGN.md §5). Flows name each task run after its batch with ``.with_optio
 
 from __future__ import annotations
 
-import json
 import os
 import socket
 import time
@@ -72,6 +71,7 @@ class Rendered:
     frames: np.ndarray
     edited: np.ndarray
     masks: np.ndarray
+    flags: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -336,6 +336,7 @@ def render_stage(
     recorded as ``failures`` rows). The edited clip and the inpainted mask are stored as media before any row.
     """
     from tasks.masks import decode_masks_npz, dilate_masks, encode_masks_npz
+    from tasks.pairs import render_row
     from tasks.video_io import encode_mp4, read_frames
 
     out = StageOutput(rows={"renders": []})
@@ -363,23 +364,23 @@ def render_stage(
         except InputError as exc:
             out.failures.append(Failure.from_exception("render", "instruction", job.instruction_id, exc))
             continue
-        row = {
-            "render_id": job_render_id(job, engine, seed),
-            "instruction_id": job.instruction_id,
-            "clip_id": job.clip_id,
-            "object_id": job.object_id,
-            "engine": engine.engine_id,
-            "engine_version": engine.version,
-            "params_json": json.dumps(render_params(job, engine), sort_keys=True, default=str),
-            "seed": seed,
-            "video_uri": video_uri,
-            "mask_uri": mask_uri,
-            "device": str(device),
-            "elapsed_s": time.perf_counter() - started,
-            "run_id": run_id,
-        }
+        report = getattr(engine, "last_report", None)  # the CPU engine reports what it could not propagate
+        row = render_row(
+            instruction_id=job.instruction_id,
+            clip_id=job.clip_id,
+            object_id=job.object_id,
+            engine=engine.engine_id,
+            engine_version=engine.version,
+            params=render_params(job, engine),
+            seed=seed,
+            video_uri=video_uri,
+            mask_uri=mask_uri,
+            device=str(device),
+            elapsed_s=time.perf_counter() - started,
+            run_id=run_id,
+        )
         out.rows["renders"].append(row)
-        rendered.append(Rendered(job, row, frames, edited, dilated))
+        rendered.append(Rendered(job, row, frames, edited, dilated, list(getattr(report, "flags", None) or [])))
     out.add("renders", len(rendered))
     return rendered, out
 
@@ -404,7 +405,7 @@ def score_stage(
     out = StageOutput(rows={"pairs": []})
     for r in rendered:
         try:
-            quality = metrics.pair_metrics(r.frames, r.edited, r.masks)
+            quality = metrics.pair_metrics(r.frames, r.edited, r.masks, flags=r.flags)
             decision = metrics.decide(quality, rule)
             preview_uri = sheet_uri = None
             if previews:
