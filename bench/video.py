@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import json
+import os
 import resource
 import subprocess
 import sys
@@ -152,17 +153,19 @@ def ingest_child(video: str, catalog_root: str, preset: str) -> None:
 def bench_memory(workdir: Path, minutes: float, preset: str) -> dict:
     video = long_video(workdir, minutes)
     catalog_root = tempfile.mkdtemp(prefix="vpf-bench-catalog-", dir=workdir)
-    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    child = subprocess.run(
-        [sys.executable, __file__, "--ingest-child", str(video), catalog_root, preset],
-        check=True,
-        capture_output=True,
-        text=True,
-    )
-    peak_kb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    if peak_kb <= before:
-        raise RuntimeError("could not measure the child's peak RSS")
-    report = json.loads(child.stdout.strip().splitlines()[-1])
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+        child = subprocess.Popen(
+            [sys.executable, __file__, "--ingest-child", str(video), catalog_root, preset], stdout=out, stderr=err
+        )
+        _, status, usage = os.wait4(child.pid, 0)  # this child's own rusage (RUSAGE_CHILDREN mixes in ffmpeg's)
+        child.returncode = os.waitstatus_to_exitcode(status)
+        out.seek(0)
+        err.seek(0)
+        stdout, stderr = out.read().decode(), err.read().decode()
+    if child.returncode:
+        raise RuntimeError(f"the ingest child failed ({child.returncode}):\n{stderr[-4000:]}")
+    peak_kb = usage.ru_maxrss  # KiB on Linux
+    report = json.loads(stdout.strip().splitlines()[-1])
     return {
         "peak_mb": peak_kb / 1024,
         "ingest_minutes": minutes,
@@ -202,10 +205,6 @@ def main() -> None:
     if not args.skip_speed:
         figures.update(bench_decode(str(clip), args.repeats))
         figures.update(bench_encode(str(clip), args.encode_frames, workdir, args.repeats, args.preset, args.crf))
-    if not args.skip_memory:
-        figures.update(bench_memory(workdir, args.minutes, args.ingest_preset))
-
-    if not args.skip_speed:
         print(
             f"{'task':<34} {'size':>11} {'ours s':>7} {'ffmpeg s':>8} {'ratio':>6} {'cpu ratio':>9}  (target >= 0.80)"
         )
@@ -215,9 +214,11 @@ def main() -> None:
         ):
             print(
                 f"{name:<34} {figures[f'{key}_frames']:>4} frames {figures[f'{key}_s']:>7.2f} "
-                f"{figures[f'{key}_ffmpeg_s']:>8.2f} {figures[f'{key}_ratio']:>6.2f} {figures[f'{key}_cpu_ratio']:>9.2f}"
+                f"{figures[f'{key}_ffmpeg_s']:>8.2f} {figures[f'{key}_ratio']:>6.2f} {figures[f'{key}_cpu_ratio']:>9.2f}",
+                flush=True,
             )
-    if "peak_mb" in figures:
+    if not args.skip_memory:
+        figures.update(bench_memory(workdir, args.minutes, args.ingest_preset))
         print(
             f"ingest {figures['ingest_minutes']:g} min 720p: {figures['ingest_clips']} clips in {figures['ingest_s']:.0f} s, "
             f"peak RSS {figures['peak_mb']:.0f} MB (target < 1536 MB)"
