@@ -93,7 +93,21 @@ def ingest_batch(
     storage_options: Mapping[str, Any] | None = None,
     keep_arrays: bool = False,
 ) -> IngestResult:
-    """Ingest ``items`` into clips and objects; see the module docstring. ``min_scene_len`` is in native frames."""
+    """Ingest ``items`` into clips and objects (see the module docstring).
+
+    Args:
+        items: work items from :func:`tasks.sources.discover_sources`.
+        catalog: where media is stored (``put_media``) before the rows naming it are returned.
+        geometry: the clip geometry (even height and width).
+        segmenter: masks for items without a ``mask_uri``; set up once per batch.
+        run_id: written into every row.
+        min_scene_len, scene_threshold: PySceneDetect ContentDetector settings (native frames, HSV score).
+        max_clips_per_source: at most this many windows per item (per group of items sharing a video and range).
+        qa: mask QA thresholds.
+        crf, preset: libx264 settings of the normalised clip mp4.
+        storage_options: fsspec options for reading sources and masks.
+        keep_arrays: keep clip frames and object masks in the result (memory grows with the batch).
+    """
     check_geometry(geometry)
     qa = qa or MaskQAOptions()
     result = IngestResult()
