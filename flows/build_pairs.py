@@ -287,12 +287,15 @@ def _build(
     local_engine = None if render_deployment else make_engine(engine, engine_options)
     pending = []
     rendered_jobs = 0
+    seen: dict[str, set[str]] = {"clips": set(), "objects": set()}
     for index, batch in enumerate(batches, start=1):
         label = f"{index}/{len(batches)}"
         ing = ingest_task.with_options(task_run_name=f"ingest+segment batch {label} ({len(batch)} items)")(
             batch, cat, geometry=geometry, segmenter=segmenter, run_id=run_id, storage_options=storage_options
         )
-        _merge(counts, {k: v for k, v in ing.counts.items() if k != "items"})
+        for table in ("clips", "objects"):  # items of one source may fall in several batches: count distinct ids
+            seen[table].update(row[f"{table[:-1]}_id"] for row in ing.rows.get(table, []))
+            counts[table] = len(seen[table])
         record.with_options(task_run_name=f"record ingest {label}")(
             cat,
             {
