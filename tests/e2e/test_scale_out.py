@@ -12,9 +12,12 @@ pools of the session's Prefect server, so workers other tests left on the ``cpu`
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import csv
 import json
 import signal
+import threading
 import time
 import uuid
 from datetime import timedelta
@@ -209,19 +212,45 @@ def _worker_running(workers: dict, infrastructure_pid: str | None) -> tuple[str,
     return None
 
 
-def _heartbeat_seen(server: PrefectServer, flow_run_id) -> bool:
-    import httpx
+class HeartbeatWatch:
+    """Collects, as they happen, the ids of flow runs whose heartbeat events reach the server (a websocket
+    subscription to its event stream, running in a thread)."""
 
-    body = {
-        "filter": {
-            "event": {"name": ["prefect.flow-run.heartbeat"]},
-            "resource": {"id": [f"prefect.flow-run.{flow_run_id}"]},
-        },
-        "limit": 1,
-    }
-    response = httpx.post(f"{server.api_url}/events/filter", json=body, timeout=10)
-    response.raise_for_status()
-    return bool(response.json().get("events"))
+    def __init__(self, server: PrefectServer):
+        self.server = server
+        self.seen: set[str] = set()
+        self.subscribed = threading.Event()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._task: asyncio.Task | None = None
+        self._thread = threading.Thread(target=self._run, name="heartbeat-watch", daemon=True)
+
+    def __enter__(self) -> HeartbeatWatch:
+        self._thread.start()
+        assert self.subscribed.wait(60), "could not subscribe to the server's events"
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._loop and self._task:
+            self._loop.call_soon_threadsafe(self._task.cancel)
+        self._thread.join(timeout=10)
+
+    def _run(self) -> None:
+        self._loop = asyncio.new_event_loop()
+        self._task = self._loop.create_task(self._watch())
+        with contextlib.suppress(asyncio.CancelledError):
+            self._loop.run_until_complete(self._task)
+        self._loop.close()
+
+    async def _watch(self) -> None:
+        from prefect.events.clients import get_events_subscriber
+        from prefect.events.filters import EventFilter, EventNameFilter
+
+        with self.server.settings():
+            only = EventFilter(event=EventNameFilter(name=["prefect.flow-run.heartbeat"]))
+            async with get_events_subscriber(filter=only) as subscriber:
+                self.subscribed.set()
+                async for event in subscriber:
+                    self.seen.add(event.resource.id.removeprefix("prefect.flow-run."))
 
 
 def _kill(pid: int) -> None:
@@ -301,32 +330,29 @@ def test_run_spreads_over_both_gpu_workers_each_pair_once_and_no_secret_leaks(fl
 def test_killed_gpu_worker_leaves_its_run_crashed_and_a_rerun_completes_without_duplicates(fleet, s3) -> None:
     server: PrefectServer = fleet["server"]
     workers = {k: v for k, v in fleet["workers"].items() if "gpu" in k}
-    manifest, n_objects = _samples(fleet["base"] / "samples-b", ("static", "pan"), seed=0)  # 2 objects
+    manifest, n_objects = _samples(fleet["base"] / "samples-b", ("static", "pan"), seed=1)  # 3 objects
     url = s3.url(f"fleet-{uuid.uuid4().hex[:8]}")
     params = _params(manifest, url, batch_size=1)
-    build = _start_build(server, params)
+    with HeartbeatWatch(server) as heartbeats:
+        build = _start_build(server, params)
 
-    # Wait for a render flow run in flight on a gpu worker whose first heartbeat has gone out (it is sent as the run
-    # enters Running; the server persists events every few seconds, so ~1 s in Running is taken as sent); then
-    # SIGKILL the worker and the flow-run process it started.
-    victim = None
-    running_since: dict = {}
-    deadline = time.monotonic() + 240
-    with server.settings(), _client() as client:
-        while victim is None and time.monotonic() < deadline:
-            for run in _render_runs(client, url):
-                if not (run.state and run.state.is_running()):
-                    continue
-                since = running_since.setdefault(run.id, time.monotonic())
-                found = _worker_running(workers, run.infrastructure_pid)
-                if found and (time.monotonic() - since > 1.0 or _heartbeat_seen(server, run.id)):
-                    victim = (run, *found)
-                    break
-            time.sleep(0.2)
-    assert victim is not None, "no render flow run was caught in flight"
-    run, worker_name, flow_pid = victim
-    _kill(workers[worker_name].pid)  # the worker first: nobody is left to report the flow run's end
-    _kill(flow_pid)
+        # Wait for a render flow run in flight on a gpu worker whose first heartbeat has reached the server; then
+        # SIGKILL the worker and the flow-run process it started.
+        victim = None
+        deadline = time.monotonic() + 240
+        with server.settings(), _client() as client:
+            while victim is None and time.monotonic() < deadline:
+                for run in _render_runs(client, url):
+                    if run.state and run.state.is_running() and str(run.id) in heartbeats.seen:
+                        found = _worker_running(workers, run.infrastructure_pid)
+                        if found:
+                            victim = (run, *found)
+                            break
+                time.sleep(0.1)
+        assert victim is not None, "no render flow run was caught in flight"
+        run, worker_name, flow_pid = victim
+        _kill(workers[worker_name].pid)  # the worker first: nobody is left to report the flow run's end
+        _kill(flow_pid)
     assert _gone(workers[worker_name].pid) and _gone(flow_pid)
 
     crashed = _wait_final(server, run.id, timeout=ZOMBIE_AFTER_S + 90)
