@@ -13,7 +13,8 @@ Projected s/clip = 50 steps x s/step + one VAE encode of the masked video and fi
 VAE, also random, is timed once). Target: <= 60 s/clip at 50 steps on an H100 (model card: ~90 s for the plain
 backbone). One run takes a few minutes (< 8 min on an H100). Without CUDA it prints a message and exits 2.
 
-Usage: ``python bench/gpu_videopainter.py [--json] [--steps 3] [--no-vae] [--no-id]``. With ``--json`` the last line
+Usage: ``python bench/gpu_videopainter.py [--json] [--steps 3] [--no-vae] [--no-id] [--tiny]`` (``--tiny``: a
+tiny configuration on the CPU that only checks the script runs). With ``--json`` the last line
 is one JSON object of the figures.
 """
 
@@ -45,6 +46,26 @@ COGVIDEOX_5B_I2V = {
     "use_learned_positional_embeddings": True,
 }
 
+TINY = {
+    **COGVIDEOX_5B_I2V,
+    "num_attention_heads": 2,
+    "attention_head_dim": 16,
+    "time_embed_dim": 16,
+    "text_embed_dim": 32,
+    "num_layers": 4,
+    "sample_width": 8,
+    "sample_height": 8,
+    "sample_frames": 9,
+    "max_text_seq_length": 8,
+}
+TINY_VAE = {
+    "down_block_types": ("CogVideoXDownBlock3D",) * 4,
+    "up_block_types": ("CogVideoXUpBlock3D",) * 4,
+    "block_out_channels": (8, 8, 8, 8),
+    "norm_num_groups": 2,
+    "layers_per_block": 1,
+}
+
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -53,14 +74,24 @@ def main() -> None:
     parser.add_argument("--clip-steps", type=int, default=50, help="steps of a clip for the projection")
     parser.add_argument("--no-vae", action="store_true", help="skip the VAE timing")
     parser.add_argument("--no-id", action="store_true", help="skip the ID-adapter configurations")
+    parser.add_argument("--tiny", action="store_true", help="a tiny configuration on the CPU, to check the script")
     args = parser.parse_args()
 
     import torch
 
+    if args.tiny:
+        run(args, torch.device("cpu"), torch.float32, TINY)
+        return
     if not torch.cuda.is_available():
         print("bench/gpu_videopainter.py needs a CUDA GPU; none is available here. Nothing was measured.")
         sys.exit(2)
 
+    torch.backends.cuda.matmul.allow_tf32 = True
+    run(args, torch.device("cuda"), torch.bfloat16, COGVIDEOX_5B_I2V)
+
+
+def run(args: argparse.Namespace, device, dtype, config: dict) -> None:
+    import torch
     from diffusers.models.embeddings import get_3d_rotary_pos_embed
     from diffusers.pipelines.cogvideo.pipeline_cogvideox import get_resize_crop_region_for_grid
 
@@ -68,13 +99,17 @@ def main() -> None:
     from videopainter.models.context_encoder import VideoPainterContextEncoder
     from videopainter.models.transformer import VideoPainterTransformer3DModel, latent_mask_to_token_mask
 
-    device, dtype = torch.device("cuda"), torch.bfloat16
-    torch.backends.cuda.matmul.allow_tf32 = True
+    cuda = device.type == "cuda"
+
+    def sync() -> None:
+        if cuda:
+            torch.cuda.synchronize()
+
     started = time.perf_counter()
     torch.manual_seed(0)
     torch.set_default_dtype(dtype)
     with device:
-        transformer = VideoPainterTransformer3DModel(**COGVIDEOX_5B_I2V).eval()
+        transformer = VideoPainterTransformer3DModel(**config).eval()
         encoder = VideoPainterContextEncoder.from_transformer(transformer, num_layers=2).eval()
     torch.set_default_dtype(torch.float32)
     transformer.to(dtype)
@@ -83,16 +118,20 @@ def main() -> None:
         torch.nn.init.normal_(linear.weight, std=0.02)
     build_s = time.perf_counter() - started
 
-    batch, frames, height, width = 2, 13, 60, 90
-    latents = torch.randn(batch, frames, 16, height, width, device=device, dtype=dtype)
+    batch, height, width = 2, config["sample_height"], config["sample_width"]
+    frames = (config["sample_frames"] - 1) // 4 + 1
+    channels, heads_dim = config["out_channels"], config["attention_head_dim"]
+    text_length, text_dim = config["max_text_seq_length"], config["text_embed_dim"]
+    latents = torch.randn(batch, frames, channels, height, width, device=device, dtype=dtype)
     image_latents = torch.randn_like(latents)
     mask_latents = torch.zeros(batch, frames, 1, height, width, device=device, dtype=dtype)
-    mask_latents[:, :, :, 15:40, 30:60] = 1
+    mask_latents[:, :, :, height // 4 : 2 * height // 3, width // 3 : 2 * width // 3] = 1
     branch_cond = torch.cat([torch.randn_like(latents), mask_latents], dim=2)
-    text = torch.randn(batch, 226, 4096, device=device, dtype=dtype)
+    text = torch.randn(batch, text_length, text_dim, device=device, dtype=dtype)
     timestep = torch.full((batch,), 500, device=device)
-    crops = get_resize_crop_region_for_grid((30, 45), 45, 30)
-    rope = get_3d_rotary_pos_embed(64, crops, (30, 45), frames, device=device)
+    grid = (height // 2, width // 2)
+    crops = get_resize_crop_region_for_grid(grid, grid[1], grid[0])
+    rope = get_3d_rotary_pos_embed(heads_dim, crops, grid, frames, device=device)
     token_mask = latent_mask_to_token_mask(mask_latents, 2)
     state: dict = {}
 
@@ -117,21 +156,24 @@ def main() -> None:
             state["memory"] = IDMemory(block_hidden_states=blocks, token_mask=token_mask)
 
     def measure(name: str, step, **kwargs) -> dict:
-        torch.cuda.synchronize()
-        torch.cuda.reset_peak_memory_stats()
+        sync()
+        if cuda:
+            torch.cuda.reset_peak_memory_stats()
         with torch.no_grad():
             step(**kwargs)  # warm-up
-            torch.cuda.synchronize()
+            sync()
             start = time.perf_counter()
             for _ in range(args.steps):
                 step(**kwargs)
-            torch.cuda.synchronize()
+            sync()
         seconds = (time.perf_counter() - start) / args.steps
-        row = {"s_per_step": seconds, "peak_gb": torch.cuda.max_memory_allocated() / 2**30}
+        row = {"s_per_step": seconds, "peak_gb": torch.cuda.max_memory_allocated() / 2**30 if cuda else 0.0}
         print(f"  {name:<34}{seconds:>8.3f} s/step{row['peak_gb']:>8.1f} GB peak", flush=True)
         return row
 
-    print(f"{torch.cuda.get_device_name()}: built in {build_s:.0f} s; CFG batch 2, 17,776 tokens per sample")
+    device_name = torch.cuda.get_device_name() if cuda else "cpu (--tiny)"
+    tokens = text_length + frames * grid[0] * grid[1]
+    print(f"{device_name}: built in {build_s:.0f} s; CFG batch 2, {tokens:,} tokens per sample")
     rows = {
         "backbone": measure("backbone alone", backbone_step),
         "videopainter": measure("VideoPainter (encoder + injection)", videopainter_step),
@@ -158,22 +200,24 @@ def main() -> None:
         from diffusers import AutoencoderKLCogVideoX
 
         del transformer, encoder
-        torch.cuda.empty_cache()
+        if cuda:
+            torch.cuda.empty_cache()
         with device:
-            vae = AutoencoderKLCogVideoX().to(dtype).eval()
+            vae = AutoencoderKLCogVideoX(**({} if cuda else TINY_VAE)).to(dtype).eval()
         vae.enable_tiling()
-        video = torch.rand(1, 3, 49, 480, 720, device=device, dtype=dtype) * 2 - 1
+        pixels = (config["sample_frames"], 8 * height, 8 * width)
+        video = torch.rand(1, 3, *pixels, device=device, dtype=dtype) * 2 - 1
         with torch.no_grad():
-            torch.cuda.synchronize()
+            sync()
             start = time.perf_counter()
             encoded = vae.encode(video).latent_dist.sample()  # masked video
             vae.encode(video[:, :, :1])  # first frame
             vae.decode(encoded)
-            torch.cuda.synchronize()
+            sync()
         vae_s = time.perf_counter() - start
         print(f"  {'VAE encode + first frame + decode':<34}{vae_s:>8.2f} s per clip")
 
-    figures: dict[str, float] = {"device": torch.cuda.get_device_name(), "steps": args.steps, "vae_s": vae_s}
+    figures: dict[str, float] = {"device": device_name, "steps": args.steps, "vae_s": vae_s}
     backbone = rows["backbone"]["s_per_step"]
     print(f"\n{'configuration':<24}{'s/step':>8}{'s/clip':>9}{'peak GB':>9}{'vs backbone':>13}")
     for name, row in rows.items():
