@@ -25,7 +25,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from tasks.engines.propagation import NO_OBSERVED_BACKGROUND, check_inputs
+from tasks.engines.propagation import NO_OBSERVED_BACKGROUND, check_inputs, flow_size
 
 
 PSNR_CAP_DB = 100.0
@@ -113,7 +113,7 @@ def temporal_warp_error(edited: np.ndarray, masks: np.ndarray, *, flow_scale: fl
     num_frames, height, width = masks.shape
     if num_frames < 2:
         return None
-    h, w = max(int(round(height * flow_scale)), 8), max(int(round(width * flow_scale)), 8)
+    h, w = flow_size(height, width, flow_scale)
     small = np.stack([cv2.resize(f, (w, h), interpolation=cv2.INTER_AREA) for f in edited]).astype(np.float32)
     grey = np.stack([cv2.cvtColor(f, cv2.COLOR_RGB2GRAY) for f in small.astype(np.uint8)])
     small_masks = np.stack(

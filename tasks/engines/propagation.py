@@ -50,6 +50,7 @@ _PRESETS = {
 }
 
 _HOLE_GROW = 4  # flow-resolution pixels added around holes: DIS vectors there are disturbed by the object
+_MIN_FLOW_SIDE = 32
 _COLS = 4096  # point lists are remapped as (rows, _COLS) images: OpenCV maps must stay under 32767 per side
 
 # quality flags
@@ -197,6 +198,16 @@ def _fill_pyramid(values: np.ndarray, unknown: np.ndarray, iterations: int) -> n
         smooth = cv2.filter2D(values, -1, _LAPLACE, borderType=cv2.BORDER_REPLICATE).reshape(h, w, channels)
         np.copyto(values, smooth, where=where)
     return values
+
+
+def flow_size(height: int, width: int, scale: float) -> tuple[int, int]:
+    """``(h, w)`` for flow estimation: the frame scaled by ``scale``, enlarged so the short side is >= 32 px.
+
+    OpenCV's DIS crashes (segfault) on small images with a long side, e.g. 16x100; 32 px short sides are safe.
+    """
+    h, w = height * scale, width * scale
+    grow = max(1.0, _MIN_FLOW_SIDE / min(h, w))
+    return max(int(round(h * grow)), _MIN_FLOW_SIDE), max(int(round(w * grow)), _MIN_FLOW_SIDE)
 
 
 def _downscale_masks(masks: np.ndarray, size: tuple[int, int], grow: int) -> np.ndarray:
@@ -485,7 +496,7 @@ def propagate_inpaint(
     filled_at = [np.zeros(len(ys), bool) for ys, _ in holes_at]
     if num_frames > 1:
         # 1-2. flows on downscaled grey frames, completed inside the holes
-        h, w = max(int(round(height * flow_scale)), 8), max(int(round(width * flow_scale)), 8)
+        h, w = flow_size(height, width, flow_scale)
         grey = np.stack([cv2.resize(cv2.cvtColor(f, cv2.COLOR_RGB2GRAY), (w, h), cv2.INTER_AREA) for f in frames])
         holes = _downscale_masks(masks, (w, h), grow=_HOLE_GROW)
         forward, backward = _completed_flows(grey, holes, flow_preset)

@@ -150,3 +150,15 @@ def test_version_and_params() -> None:
     assert engine.version.startswith("prop-")
     assert engine.params()["flow_scale"] == 0.25
     assert PropagationEngine().params() != engine.params()
+
+
+@pytest.mark.parametrize("shape", [(1, 32, 32), (2, 8, 8), (4, 12, 200), (3, 200, 12), (3, 9, 13)])
+def test_small_and_thin_clips(shape: tuple[int, int, int]) -> None:
+    # OpenCV's DIS segfaults on e.g. 16x100 images; flow is computed at a safe size instead
+    rng = np.random.default_rng(0)
+    frames = rng.integers(0, 256, size=(*shape, 3), dtype=np.uint8)
+    masks = np.zeros(shape, bool)
+    masks[:, 2:5, 2:6] = True
+    result = propagate_inpaint(frames, masks)
+    assert np.array_equal(result.frames[~masks], frames[~masks])
+    assert result.report.propagated_pixels + result.report.spatial_pixels == int(masks.sum())
