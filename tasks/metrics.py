@@ -181,12 +181,9 @@ def clip_similarity(
     def score(images: list[np.ndarray], text: str) -> float:
         with torch.no_grad():
             inputs = processor(text=[text], images=images, return_tensors="pt", padding=True)
-            image_embeds = model.get_image_features(pixel_values=inputs["pixel_values"])
-            text_embeds = model.get_text_features(
-                input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"]
-            )
-            image_embeds = torch.nn.functional.normalize(image_embeds, dim=-1)
-            text_embeds = torch.nn.functional.normalize(text_embeds, dim=-1)
+            outputs = model(**inputs)
+            image_embeds = torch.nn.functional.normalize(outputs.image_embeds, dim=-1)
+            text_embeds = torch.nn.functional.normalize(outputs.text_embeds, dim=-1)
             return float((image_embeds @ text_embeds.T).clamp(min=0).mean() * 100)
 
     clip_sim = score([edited[i] for i in index], caption)

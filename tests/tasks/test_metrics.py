@@ -131,3 +131,41 @@ def test_accept_rule_records_its_reasons() -> None:
     assert metrics.AcceptRule(min_judge_quality=3, reject_missing=True).decide(good)[0] == "rejected"
     assert metrics.AcceptRule(min_judge_quality=3).decide(good | {"judge_quality": 2})[0] == "rejected"
     assert metrics.AcceptRule(**{"max_warp_error": 0.005}).decide(good)[0] == "rejected"
+
+
+def _tiny_clip(folder) -> str:
+    """A randomly initialised 1-layer CLIP with a character tokenizer, saved as a transformers folder."""
+    import torch
+    from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel, CLIPProcessor, CLIPTokenizer
+
+    vocab = {"<|startoftext|>": 0, "<|endoftext|>": 1}
+    for c in "abcdefghijklmnopqrstuvwxyz":
+        vocab[c] = len(vocab)
+        vocab[c + "</w>"] = len(vocab)
+    (folder / "vocab.json").write_text(json.dumps(vocab))
+    (folder / "merges.txt").write_text("#version: 0.2\n")
+    tokenizer = CLIPTokenizer(str(folder / "vocab.json"), str(folder / "merges.txt"))
+    images = CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32})
+    torch.manual_seed(0)
+    small = {"hidden_size": 16, "intermediate_size": 32, "num_hidden_layers": 1, "num_attention_heads": 2}
+    config = CLIPConfig(
+        text_config={**small, "vocab_size": len(vocab), "max_position_embeddings": 32},
+        vision_config={**small, "image_size": 32, "patch_size": 8},
+        projection_dim=8,
+    )
+    out = folder / "clip"
+    CLIPModel(config).save_pretrained(out)
+    CLIPProcessor(image_processor=images, tokenizer=tokenizer).save_pretrained(out)
+    return str(out)
+
+
+def test_clip_similarity_with_local_weights(tmp_path) -> None:
+    frames, masks = _clip()
+    path = _tiny_clip(tmp_path)
+    q = metrics.pair_metrics(frames, frames, masks, clip_path=path, caption="a cat", region_caption="grass")
+    assert q["clip_sim"] is not None and 0 <= q["clip_sim"] <= 100
+    assert q["clip_sim_masked"] is not None
+    again = metrics.clip_similarity(frames, masks, model_path=path, caption="a cat", region_caption="grass")
+    assert again["clip_sim"] == pytest.approx(q["clip_sim"])
+    absent = json.loads(q["metrics_json"])["absent"]
+    assert "clip_sim" not in absent and "lpips" in absent
