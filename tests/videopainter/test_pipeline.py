@@ -256,14 +256,43 @@ def test_check_inputs_fail_loudly(folders) -> None:
         VideoPainterPipeline.from_pretrained(folders["base"])
 
 
-def test_branch_from_an_fsspec_url(folders, tmp_path: Path) -> None:
+def test_base_and_branch_from_fsspec_urls(folders, tmp_path: Path) -> None:
     fs = fsspec.filesystem("memory")
-    for path in folders["branch"].iterdir():
-        fs.pipe(f"/vp-test/branch/{path.name}", path.read_bytes())
+    for name in ("base", "branch"):
+        for path in folders[name].rglob("*"):
+            if path.is_file():
+                fs.pipe(f"/vp-test/{name}/{path.relative_to(folders[name]).as_posix()}", path.read_bytes())
     pipe = VideoPainterPipeline.from_pretrained(
-        folders["base"], branch="memory://vp-test/branch", cache_dir=tmp_path / "cache"
+        "memory://vp-test/base", branch="memory://vp-test/branch", cache_dir=tmp_path / "cache"
     )
     local = VideoPainterContextEncoder.from_pretrained(folders["branch"]).state_dict()
     remote = pipe.context_encoder.state_dict()
     assert all(torch.equal(local[k], remote[k]) for k in local)
-    assert len(list((tmp_path / "cache").glob("*/.complete"))) == 1
+    assert len(list((tmp_path / "cache").glob("*/.complete"))) == 2
+    base_vae = VideoPainterPipeline.from_pretrained(folders["base"], branch=folders["branch"]).vae.state_dict()
+    assert all(torch.equal(base_vae[k], pipe.vae.state_dict()[k]) for k in base_vae)
+
+
+def test_without_guidance_runs_a_single_batch(folders) -> None:
+    pipe = VideoPainterPipeline.from_pretrained(folders["base"], branch=folders["branch"])
+    batches = []
+    forward = pipe.transformer.forward
+
+    def record(*args, **kwargs):
+        batches.append(kwargs["hidden_states"].shape[0])
+        return forward(*args, **kwargs)
+
+    pipe.transformer.forward = record
+    frames, masks = _video(9)
+    embeds = _embeds()["prompt_embeds"]
+    out = pipe(
+        frames,
+        masks,
+        prompt_embeds=embeds,
+        first_frame=frames[0],
+        num_frames_per_window=9,
+        num_inference_steps=2,
+        guidance_scale=1.0,
+        output_type="pt",
+    ).frames
+    assert batches == [1, 1] and out.shape == (9, 3, HEIGHT, WIDTH)
