@@ -436,16 +436,23 @@ def _sample_sources(frames: np.ndarray, masks: np.ndarray, src: np.ndarray) -> n
         sel = order[bounds[f] : bounds[f + 1]]
         if not len(sel):
             continue
-        observed = (~masks[f]).astype(np.float32)
-        premultiplied = np.dstack([frames[f].astype(np.float32) * observed[..., None], observed])
+        # only the bounding box of the requested points (plus the bilinear neighbours) is premultiplied
+        height, width = masks.shape[1:]
+        x0 = int(np.clip(np.floor(src[sel, 1].min()) - 1, 0, width - 1))
+        x1 = int(np.clip(np.ceil(src[sel, 1].max()) + 2, x0 + 1, width))
+        y0 = int(np.clip(np.floor(src[sel, 2].min()) - 1, 0, height - 1))
+        y1 = int(np.clip(np.ceil(src[sel, 2].max()) + 2, y0 + 1, height))
+        observed = (~masks[f, y0:y1, x0:x1]).astype(np.float32)
+        crop = frames[f, y0:y1, x0:x1]
+        premultiplied = np.dstack([crop.astype(np.float32) * observed[..., None], observed])
         rows = -(-len(sel) // cols)
         map_x = np.zeros(rows * cols, np.float32)
         map_y = np.zeros(rows * cols, np.float32)
-        map_x[: len(sel)], map_y[: len(sel)] = src[sel, 1], src[sel, 2]
+        map_x[: len(sel)], map_y[: len(sel)] = src[sel, 1] - x0, src[sel, 2] - y0
         map_x, map_y = map_x.reshape(rows, cols), map_y.reshape(rows, cols)
         lin = cv2.remap(premultiplied, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
         lin = lin.reshape(-1, 4)[: len(sel)]
-        near = cv2.remap(frames[f], map_x, map_y, cv2.INTER_NEAREST, borderMode=cv2.BORDER_REPLICATE)
+        near = cv2.remap(np.ascontiguousarray(crop), map_x, map_y, cv2.INTER_NEAREST, borderMode=cv2.BORDER_REPLICATE)
         near = near.reshape(-1, 3)[: len(sel)].astype(np.float32)
         weight = lin[:, 3:]
         out[sel] = np.where(weight > 1e-3, lin[:, :3] / np.maximum(weight, 1e-3), near)
