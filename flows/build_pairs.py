@@ -30,7 +30,7 @@ from pydantic import BaseModel, Field
 from catalog import ids
 from catalog.store import Catalog, default_root
 from flows.progress import report
-from flows.render import make_engine, render_batch
+from flows.render import make_engine, make_judge, render_batch
 from tasks.steps import (
     RenderJob,
     discover_task,
@@ -130,6 +130,7 @@ def build_pairs(
     dilation_px: Annotated[int | None, Field(ge=0)] = None,
     previews: bool = True,
     accept_rule: dict[str, Any] | None = None,
+    judge: str | None = None,
     render_deployment: str | None = None,
     roots: list[str] | None = None,
     storage_options: dict[str, Any] | None = None,
@@ -149,7 +150,9 @@ def build_pairs(
         batch_size: items per ingest/propose task and jobs per render flow run.
         dilation_px: mask dilation before inpainting (default: 32 px at 720 px wide, in proportion).
         previews: store a side-by-side preview mp4 and a contact sheet per pair.
-        accept_rule: keyword arguments of ``tasks.metrics.AcceptRule``.
+        accept_rule: keyword arguments of ``tasks.metrics.AcceptRule`` (``min_judge_*`` thresholds use the judge).
+        judge: optional pair judge (``openai:URL#MODEL`` or ``transformers:PATH`` of a vision-language model): three
+            1–5 scores and reasons per pair, stored with it and used by the accept rule.
         render_deployment: hand render batches to this deployment (``"render/gpu"``) instead of rendering here.
         roots: allowed roots for source paths (anything outside is a failure).
     """
@@ -170,6 +173,7 @@ def build_pairs(
         "batch_size": batch_size,
         "seed": seed,
         "dilation_px": dilation_px,
+        "judge": judge,
         "render_deployment": render_deployment,
     }
     cat.append("runs", [_runs_row(run_id, flow_run_id, source, "running", params, {}, started, None)])
@@ -196,6 +200,7 @@ def build_pairs(
             dilation_px=dilation_px,
             previews=previews,
             accept_rule=accept_rule,
+            judge=judge,
             render_deployment=render_deployment,
             roots=roots,
             storage_options=storage_options,
@@ -241,6 +246,7 @@ def _build(
     dilation_px: int | None,
     previews: bool,
     accept_rule: dict[str, Any] | None,
+    judge: str | None,
     render_deployment: str | None,
     roots: list[str] | None,
     storage_options: dict[str, Any] | None,
@@ -270,7 +276,7 @@ def _build(
     logger.info("%d items in %d batches of ≤ %d", len(items), len(batches), batch_size)
 
     segmenter = make_segmenter(segmenter_spec)
-    proposer = get_proposer(proposer_spec, cache_url=cat.full_url("cache/proposals"))
+    proposer = get_proposer(proposer_spec, cache_url=cat.url, storage_options=cat.storage_options)
     proposer.setup()
 
     render_params = {
@@ -281,10 +287,12 @@ def _build(
         "seed": seed,
         "accept_rule": accept_rule,
         "previews": previews,
+        "judge": judge,
         "storage_options": storage_options,
     }
     dispatch = ThreadPoolExecutor(max_workers=max(1, len(batches))) if render_deployment else None
     local_engine = None if render_deployment else make_engine(engine, engine_options)
+    local_judge = None if render_deployment else make_judge(judge, cat)
     pending = []
     rendered_jobs = 0
     seen: dict[str, set[str]] = {"clips": set(), "objects": set()}
@@ -322,7 +330,7 @@ def _build(
             if dispatch is None:
                 result = render_batch(
                     chunk, cat, local_engine, run_id=run_id, seed=seed, accept_rule=accept_rule, previews=previews,
-                    batch_label=job_label,
+                    judge=local_judge, batch_label=job_label,
                 )  # fmt: skip
                 _collect(result, counts, preview_urls, cat)
                 rendered_jobs += len(chunk)

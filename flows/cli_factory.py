@@ -45,7 +45,13 @@ EngineOpt = Annotated[
     typer.Option("--engine", help="auto: VideoPainter with weights and CUDA, else the CPU propagation engine."),
 ]
 ProposerOpt = Annotated[str, typer.Option("--proposer", help="template | transformers:PATH | openai:URL")]
-SegmenterOpt = Annotated[str, typer.Option("--segmenter", help="provided | sam:CHECKPOINT")]
+SegmenterOpt = Annotated[
+    str,
+    typer.Option(
+        "--segmenter",
+        help="provided | sam:CHECKPOINT[#model_type=vit_h&auto=1&labels=car,dog] (segment-anything, path or URL)",
+    ),
+]
 FramesOpt = Annotated[int, typer.Option("--frames", min=2, help="frames per clip")]
 HeightOpt = Annotated[int, typer.Option("--height", min=16, help="clip height in pixels (even)")]
 WidthOpt = Annotated[int, typer.Option("--width", min=16, help="clip width in pixels (even)")]
@@ -80,6 +86,9 @@ def run_factory(
     roots: list[str] | None = None,
     seed: int = 0,
     previews: bool = True,
+    engine_options: dict[str, Any] | None = None,
+    accept_rule: dict[str, Any] | None = None,
+    judge: str | None = None,
 ) -> Any:
     """Run ``build_pairs`` in this process (Prefect ephemeral mode unless ``PREFECT_API_URL`` is set) with a progress
     display; returns its ``RunSummary``."""
@@ -100,11 +109,29 @@ def run_factory(
         "previews": previews,
         "render_deployment": render_deployment,
         "roots": roots,
+        "engine_options": engine_options,
+        "accept_rule": accept_rule,
+        "judge": judge,
     }
     if edit_types:
         params["edit_types"] = edit_types
     with observe(console):
         return build_pairs(**params)
+
+
+def parse_key_values(pairs: list[str] | None, option: str) -> dict[str, Any]:
+    """``["base=/models/cog", "steps=30"]`` → ``{"base": "/models/cog", "steps": 30}`` (values parsed as JSON when
+    they are JSON, else kept as strings)."""
+    parsed: dict[str, Any] = {}
+    for pair in pairs or []:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise typer.BadParameter(f"{pair!r}: expected KEY=VALUE", param_hint=option)
+        try:
+            parsed[key.strip()] = json.loads(value)
+        except json.JSONDecodeError:
+            parsed[key.strip()] = value
+    return parsed
 
 
 def run_command(
@@ -133,6 +160,26 @@ def run_command(
     ] = None,
     seed: Annotated[int, typer.Option("--seed")] = 0,
     previews: Annotated[bool, typer.Option("--previews/--no-previews", help="Write preview videos.")] = True,
+    engine_option: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--engine-option",
+            help="KEY=VALUE for the engine (repeat), e.g. base=/models/CogVideoX-5b-I2V branch=… id_lora=… "
+            "(VideoPainter; also $VPF_VIDEOPAINTER_BASE/_BRANCH/_ID_LORA/_FLUX_FILL).",
+        ),
+    ] = None,
+    accept: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--accept", help="KEY=VALUE of the accept rule (repeat), e.g. min_psnr_bg=28 min_judge_quality=3."
+        ),
+    ] = None,
+    judge: Annotated[
+        str | None,
+        typer.Option(
+            "--judge", help="Score pairs with a vision-language model: openai:URL#MODEL or transformers:PATH."
+        ),
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the run summary as one JSON line on stdout.")] = False,
 ) -> None:
     """Make editing pairs from SOURCE into the catalog. Exit 0: completed; 3: completed with failures; 1: failed."""
@@ -143,8 +190,24 @@ def run_command(
         raise typer.BadParameter(
             f"{proposer!r}: expected template, transformers:PATH or openai:URL", param_hint="--proposer"
         )
-    if not (segmenter == "provided" or (segmenter.startswith("sam:") and len(segmenter) > 4)):
-        raise typer.BadParameter(f"{segmenter!r}: expected provided or sam:CHECKPOINT", param_hint="--segmenter")
+    if segmenter != "provided":
+        from tasks.steps import parse_sam_spec
+
+        try:
+            parse_sam_spec(segmenter)
+        except ValueError as exc:
+            raise typer.BadParameter(str(exc), param_hint="--segmenter") from None
+    if judge is not None and not judge.startswith(("transformers:", "openai:")):
+        raise typer.BadParameter(f"{judge!r}: expected openai:URL#MODEL or transformers:PATH", param_hint="--judge")
+    engine_options = parse_key_values(engine_option, "--engine-option")
+    accept_rule = parse_key_values(accept, "--accept")
+    if accept_rule:
+        from tasks.metrics import AcceptRule
+
+        try:
+            AcceptRule(**accept_rule)
+        except TypeError as exc:
+            raise typer.BadParameter(str(exc), param_hint="--accept") from None
     if height % 2 or width % 2:
         raise typer.BadParameter(
             f"{width}x{height}: width and height must be even (H.264)", param_hint="--width/--height"
@@ -164,6 +227,9 @@ def run_command(
             roots=list(root) if root else None,
             seed=seed,
             previews=previews,
+            engine_options=engine_options,
+            accept_rule=accept_rule or None,
+            judge=judge,
         )
     except Exception as exc:  # the runs row says "failed"; the user gets one line, not a traceback
         console.print(f"[red]vpf run failed:[/red] {type(exc).__name__}: {exc}")

@@ -63,6 +63,20 @@ def make_engine(name: str, options: dict[str, Any]) -> Any:
     return get_engine(name, **options)
 
 
+def make_judge(spec: str | None, cat: Catalog) -> Any:
+    """The pair judge for ``spec`` (``openai:URL#MODEL`` or ``transformers:PATH``), set up once; None for no judge.
+
+    Its answers are cached under the catalog root, so a resumed run never asks twice.
+    """
+    if not spec:
+        return None
+    from tasks.judge import get_judge
+
+    judge = get_judge(spec, cache_url=cat.url, storage_options=cat.storage_options)
+    judge.setup()
+    return judge
+
+
 @flow(name="render", flow_run_name="render {batch_label}", log_prints=False, persist_result=False)
 def render(
     jobs: list[RenderJob],
@@ -73,6 +87,7 @@ def render(
     seed: int = 0,
     accept_rule: dict[str, Any] | None = None,
     previews: bool = True,
+    judge: str | None = None,
     gpu_slots: int = 1,
     batch_label: str = "batch",
     storage_options: dict[str, Any] | None = None,
@@ -82,13 +97,14 @@ def render(
     The final state carries the summary twice: as the return value, and as JSON in the state message, which
     ``run_deployment`` callers read from the API without any shared result storage.
 
+    ``judge``: an optional pair judge spec (see :func:`make_judge`).
     ``gpu_slots``: slots of the per-worker limit ``gpu:<worker id>`` when this flow creates it.
     """
     cat = Catalog(catalog, storage_options=storage_options)
     eng = make_engine(engine, dict(engine_options or {}))
     summary = render_batch(
-        jobs, cat, eng, run_id=run_id, seed=seed, accept_rule=accept_rule, previews=previews, gpu_slots=gpu_slots,
-        batch_label=batch_label,
+        jobs, cat, eng, run_id=run_id, seed=seed, accept_rule=accept_rule, previews=previews,
+        judge=make_judge(judge, cat), gpu_slots=gpu_slots, batch_label=batch_label,
     )  # fmt: skip
     return Completed(message=json.dumps({"result": summary}), data=summary)
 
@@ -102,6 +118,7 @@ def render_batch(
     seed: int = 0,
     accept_rule: dict[str, Any] | None = None,
     previews: bool = True,
+    judge: Any = None,
     gpu_slots: int = 1,
     batch_label: str = "batch",
 ) -> dict[str, Any]:
@@ -125,7 +142,7 @@ def render_batch(
             todo, cat, eng, seed=seed, run_id=run_id
         )
     sout = score_task.with_options(task_run_name=f"score {batch_label} ({len(rendered)} renders)")(
-        rendered, cat, accept_rule=accept_rule, previews=previews, run_id=run_id
+        rendered, cat, accept_rule=accept_rule, previews=previews, judge=judge, run_id=run_id
     )
     # Renders before pairs: a resumed run re-scores a render whose pairs are missing, never the other way round.
     failures = [*rout.failures, *sout.failures]

@@ -155,15 +155,55 @@ def discover_stage(
 
 
 # --------------------------------------------------------------------------------------------------------- ingest
+SAM_SPEC_OPTIONS = {"model_type": str, "auto": bool, "max_auto_objects": int, "min_iou": float, "labels": list}
+
+
+def parse_sam_spec(spec: str) -> dict[str, Any]:
+    """``sam:CHECKPOINT[#key=value&…]`` → ``SamSegmenter`` keyword arguments.
+
+    Options: ``model_type`` (vit_b | vit_l | vit_h; default: read from the released file names
+    ``sam_vit_h_4b8939.pth`` etc., else vit_b), ``auto`` (1/0: automatic masks for clips without a box),
+    ``max_auto_objects``, ``min_iou`` (continuity check), ``labels`` (comma-separated names for automatic objects).
+    Example: ``sam:s3://models/sam_vit_h_4b8939.pth#auto=1&labels=car,person``.
+    """
+    if not (spec.startswith("sam:") and len(spec) > 4):
+        raise ValueError(f"segmenter {spec!r}: expected 'provided' or 'sam:CHECKPOINT[#model_type=…&auto=1]'")
+    checkpoint, _, fragment = spec[4:].partition("#")
+    if not checkpoint:
+        raise ValueError(f"segmenter {spec!r}: the checkpoint path or URL is empty")
+    options: dict[str, Any] = {"checkpoint": checkpoint}
+    name = checkpoint.rsplit("/", 1)[-1].lower()
+    for model_type in ("vit_h", "vit_l", "vit_b"):
+        if model_type in name:
+            options["model_type"] = model_type
+            break
+    for part in filter(None, fragment.split("&")):
+        key, sep, value = part.partition("=")
+        if not sep or key not in SAM_SPEC_OPTIONS:
+            raise ValueError(f"segmenter {spec!r}: unknown option {part!r}; options are {sorted(SAM_SPEC_OPTIONS)}")
+        kind = SAM_SPEC_OPTIONS[key]
+        try:
+            if kind is bool:
+                if value.lower() not in ("1", "0", "true", "false", "yes", "no"):
+                    raise ValueError(value)
+                options[key] = value.lower() in ("1", "true", "yes")
+            elif kind is list:
+                options[key] = [v.strip() for v in value.split(",") if v.strip()]
+            else:
+                options[key] = kind(value)
+        except ValueError:
+            raise ValueError(f"segmenter {spec!r}: option {key}={value!r} is not a valid {kind.__name__}") from None
+    return options
+
+
 def make_segmenter(spec: str) -> Any:
-    """``provided`` (masks from the manifest) or ``sam:CHECKPOINT`` (segment-anything from a path or URL)."""
+    """``provided`` (masks from the manifest) or ``sam:CHECKPOINT[#options]`` (segment-anything from a path or URL;
+    see :func:`parse_sam_spec`)."""
     from tasks.segment import ProvidedSegmenter, SamSegmenter
 
     if spec == "provided":
         return ProvidedSegmenter()
-    if spec.startswith("sam:") and len(spec) > 4:
-        return SamSegmenter(checkpoint=spec[4:])
-    raise ValueError(f"segmenter {spec!r}: expected 'provided' or 'sam:CHECKPOINT'")
+    return SamSegmenter(**parse_sam_spec(spec))
 
 
 def ingest_stage(
@@ -392,17 +432,22 @@ def score_stage(
     *,
     accept_rule: Mapping[str, Any] | None = None,
     previews: bool = True,
+    judge: Any = None,
     run_id: str | None,
 ) -> StageOutput:
     """Quality metrics, accept/reject decision and previews for each render; returns ``pairs`` rows.
 
     A removal render yields two pairs: ``remove`` (original → inpainted) and ``add`` (inpainted → original).
+    With a ``judge`` (``tasks.judge.Judge``, set up by the caller) every pair is also scored by the judge from its
+    own source and target frames, in one batch; its scores are stored with the pair and the accept rule is applied
+    to metrics and scores together, so each direction gets its own decision.
     """
     from tasks import metrics, pairs
     from tasks import previews as previews_mod
 
     rule = metrics.AcceptRule(**dict(accept_rule or {}))
     out = StageOutput(rows={"pairs": []})
+    judged: list[tuple[dict[str, Any], dict[str, Any], np.ndarray, np.ndarray]] = []
     for r in rendered:
         try:
             quality = metrics.pair_metrics(r.frames, r.edited, r.masks, flags=r.flags)
@@ -426,9 +471,45 @@ def score_stage(
             out.failures.append(Failure.from_exception("score", "render", r.render_row["render_id"], exc))
             continue
         out.rows["pairs"].extend(rows)
+        if judge is not None:
+            for row in rows:
+                # an ``add`` pair of a removal runs backwards: inpainted → original
+                source, target = (r.edited, r.frames) if row["src_video_uri"] == r.render_row["video_uri"] else (
+                    r.frames, r.edited)  # fmt: skip
+                judged.append((row, quality, source, target))
+    if judged:
+        _judge_pairs(judge, judged, rule, out)
     out.add("pairs", len(out.rows["pairs"]))
     out.add("accepted", sum(1 for p in out.rows["pairs"] if p.get("decision") == "accepted"))
     return out
+
+
+def _judge_pairs(
+    judge: Any,
+    judged: Sequence[tuple[dict[str, Any], Mapping[str, Any], np.ndarray, np.ndarray]],
+    rule: Any,
+    out: StageOutput,
+) -> None:
+    """Score pairs with the judge in one batch; update their ``judge_*`` columns and decisions in place."""
+    from tasks import metrics
+    from tasks.judge import JudgeRequest
+
+    requests = [
+        JudgeRequest(
+            pair_id=row["pair_id"],
+            instruction=row.get("instruction_long") or row["instruction"],
+            edit_type=row["edit_type"],
+            source_frames=source,
+            edited_frames=target,
+        )
+        for row, _, source, target in judged
+    ]
+    for (row, quality, _, _), verdict in zip(judged, judge.judge(requests), strict=True):
+        columns = verdict.columns()
+        row.update(columns)
+        row["decision"], row["decision_reason"] = metrics.decide({**quality, **columns}, rule)
+        out.failures.extend(verdict.failures)
+    out.add("judged", len(judged))
 
 
 # --------------------------------------------------------------------------------------------------------- tasks
