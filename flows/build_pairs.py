@@ -19,6 +19,7 @@ import platform
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timezone
+from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from prefect import flow, get_run_logger
@@ -70,6 +71,7 @@ class RunSummary(BaseModel):
     counts: dict[str, int]
     failures_by_reason: dict[str, int]
     previews: list[str] = Field(default_factory=list, description="full URLs of a few preview mp4s")
+    gallery: str | None = Field(None, description="file:// URL of this run's gallery (local catalogs)")
     elapsed_s: float
 
 
@@ -134,6 +136,7 @@ def build_pairs(
     render_deployment: str | None = None,
     roots: list[str] | None = None,
     storage_options: dict[str, Any] | None = None,
+    gallery: bool = True,
 ) -> RunSummary:
     """Make editing pairs from ``source`` into ``catalog``.
 
@@ -155,6 +158,8 @@ def build_pairs(
             1–5 scores and reasons per pair, stored with it and used by the accept rule.
         render_deployment: hand render batches to this deployment (``"render/gpu"``) instead of rendering here.
         roots: allowed roots for source paths (anything outside is a failure).
+        gallery: build a static gallery of this run's pairs at ``<catalog>/galleries/<run_id>/index.html`` (local
+            catalogs; media linked, not copied) and link it from the run's artifact.
     """
     logger = get_run_logger()
     started = datetime.now(timezone.utc)
@@ -222,6 +227,7 @@ def build_pairs(
         counts=counts,
         failures_by_reason=by_reason,
         previews=preview_urls,
+        gallery=_gallery(cat, run_id, logger) if gallery and counts.get("pairs") else None,
         elapsed_s=(finished - started).total_seconds(),
     )
     _artifacts(summary)
@@ -336,7 +342,7 @@ def _build(
                 rendered_jobs += len(chunk)
                 report("render", rendered_jobs, rendered_jobs)
             else:
-                pending.append(dispatch.submit(_dispatch, render_deployment, chunk, job_label, render_params))
+                pending.append(dispatch.submit(_dispatch, render_deployment, chunk, job_label, render_params, logger))
 
     if dispatch is not None:
         for done, future in enumerate(pending, start=1):
@@ -353,8 +359,13 @@ def _build(
     return "completed_with_failures" if counts.get("failures", 0) else "completed"
 
 
-def _dispatch(deployment: str, jobs: list[RenderJob], label: str, params: dict[str, Any]) -> dict[str, Any] | None:
-    """Run one render batch on the deployment's pool and wait; returns its summary (None when it did not complete)."""
+def _dispatch(
+    deployment: str, jobs: list[RenderJob], label: str, params: dict[str, Any], logger: Any
+) -> dict[str, Any] | None:
+    """Run one render batch on the deployment's pool and wait; returns its summary (None when it did not complete).
+
+    Runs in a worker thread, which has no Prefect run context: ``logger`` is the flow run's logger, taken by the caller.
+    """
     flow_run = run_deployment(
         deployment,
         parameters={**params, "jobs": [job.model_dump() for job in jobs], "batch_label": label},
@@ -363,7 +374,7 @@ def _dispatch(deployment: str, jobs: list[RenderJob], label: str, params: dict[s
         poll_interval=2,
     )
     if not flow_run.state or not flow_run.state.is_completed():
-        get_run_logger().error("render batch %s ended %s", label, flow_run.state)
+        logger.error("render batch %s ended %s", label, flow_run.state)
         return None
     return json.loads(flow_run.state.message or "{}").get("result")
 
@@ -372,6 +383,21 @@ def _collect(result: dict[str, Any], counts: dict[str, int], preview_urls: list[
     _merge(counts, result["counts"])
     for uri in result.get("previews", [])[: max(0, 12 - len(preview_urls))]:
         preview_urls.append(cat.full_url(uri))
+
+
+def _gallery(cat: Catalog, run_id: str, logger: Any) -> str | None:
+    """Build the run's gallery next to the catalog's tables (local catalogs); returns its file:// URL."""
+    from catalog.gallery import GalleryError, build_gallery
+
+    if not cat.is_local:
+        logger.info("gallery: not built for a remote catalog; run vpf gallery --where \"run_id = '%s'\"", run_id)
+        return None
+    try:
+        index = build_gallery(cat, f"run_id = '{run_id}'", cat.path(f"galleries/{run_id}"), media="link")
+    except GalleryError as exc:  # a gallery is a view of the run, never a reason to fail it
+        logger.warning("gallery: not built: %s", exc)
+        return None
+    return Path(index).resolve().as_uri()
 
 
 def _artifacts(summary: RunSummary) -> None:
@@ -390,7 +416,9 @@ def _artifacts(summary: RunSummary) -> None:
         markdown=(
             f"# Run `{summary.run_id}`: {summary.status}\n\n"
             f"{summary.counts.get('pairs', 0)} pairs, {summary.counts.get('failures', 0)} failures, "
-            f"catalog `{summary.catalog}`.\n\n## Previews (side by side: original | mask | edited)\n\n"
+            f"catalog `{summary.catalog}`.\n\n"
+            + (f"[Gallery of this run's pairs]({summary.gallery})\n\n" if summary.gallery else "")
+            + "## Previews (side by side: original | mask | edited)\n\n"
             + (links or "_no previews in this run_")
             + '\n\nQuery the pairs: `vpf sql "SELECT edit_type, decision, count(*) FROM pairs GROUP BY ALL"'
             + f" --catalog {summary.catalog}`\n"

@@ -86,6 +86,7 @@ def run_factory(
     roots: list[str] | None = None,
     seed: int = 0,
     previews: bool = True,
+    gallery: bool = True,
     engine_options: dict[str, Any] | None = None,
     accept_rule: dict[str, Any] | None = None,
     judge: str | None = None,
@@ -107,6 +108,7 @@ def run_factory(
         "geometry": GeometryParams(**(geometry or {})),
         "seed": seed,
         "previews": previews,
+        "gallery": gallery,
         "render_deployment": render_deployment,
         "roots": roots,
         "engine_options": engine_options,
@@ -160,6 +162,9 @@ def run_command(
     ] = None,
     seed: Annotated[int, typer.Option("--seed")] = 0,
     previews: Annotated[bool, typer.Option("--previews/--no-previews", help="Write preview videos.")] = True,
+    gallery: Annotated[
+        bool, typer.Option("--gallery/--no-gallery", help="Build a gallery of the run's pairs (local catalogs).")
+    ] = True,
     engine_option: Annotated[
         list[str] | None,
         typer.Option(
@@ -227,6 +232,7 @@ def run_command(
             roots=list(root) if root else None,
             seed=seed,
             previews=previews,
+            gallery=gallery,
             engine_options=engine_options,
             accept_rule=accept_rule or None,
             judge=judge,
@@ -240,6 +246,8 @@ def run_command(
         console.print(f"run {summary.run_id}")
         console.print(_summary_table(summary))
         console.print(f"catalog: {summary.catalog}   failures: vpf status --catalog {summary.catalog}")
+        if summary.gallery:
+            console.print(f"gallery: {summary.gallery}")
     raise typer.Exit(STATUS_EXIT.get(summary.status, EXIT_ERROR))
 
 
@@ -364,6 +372,8 @@ def demo_command(
     stdout.print("previews (side by side: original | mask | edited), e.g.:")
     for url in summary.previews[:3]:
         stdout.print(f"  {url}", soft_wrap=True)
+    if summary.gallery:
+        stdout.print(f"gallery of this run: {summary.gallery}", soft_wrap=True)
     stdout.print(f"browse every pair: vpf gallery --catalog {catalog} --out {out / 'gallery'} --serve", soft_wrap=True)
     console.rule("4. query it with SQL")
     from catalog.store import Catalog

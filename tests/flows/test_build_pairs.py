@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -90,3 +91,16 @@ def test_edit_types_the_engine_cannot_render_are_skipped_with_a_reason(tiny_samp
         ("render", "unsupported_edit_type", "instruction")
     }
     assert all("replace" in f["message"] for f in skipped)
+
+
+def test_each_run_links_a_gallery_of_its_pairs(first_run) -> None:
+    summary, cat, _, n_objects = first_run
+    assert summary.gallery and summary.gallery.startswith("file://")
+    index = Path(summary.gallery.removeprefix("file://"))
+    assert index.name == "index.html" and index.parent == Path(cat.path(f"galleries/{summary.run_id}"))
+    data = (index.parent / "data" / "index.js").read_text()
+    gallery_index = json.loads(data.removeprefix("window.VPF_GALLERY_INDEX=").rstrip().removesuffix(";"))
+    assert gallery_index["total"] == 2 * n_objects  # exactly this run's pairs
+    # media are linked from the catalog, so every pair's videos resolve from the site
+    linked = list((index.parent / "media").rglob("*.mp4"))
+    assert linked and all(p.resolve().exists() for p in linked)
