@@ -137,6 +137,7 @@ def build_pairs(
     roots: list[str] | None = None,
     storage_options: dict[str, Any] | None = None,
     gallery: bool = True,
+    ingest_in_flight: Annotated[int, Field(ge=1)] = 1,
 ) -> RunSummary:
     """Make editing pairs from ``source`` into ``catalog``.
 
@@ -158,6 +159,9 @@ def build_pairs(
             1–5 scores and reasons per pair, stored with it and used by the accept rule.
         render_deployment: hand render batches to this deployment (``"render/gpu"``) instead of rendering here.
         roots: allowed roots for source paths (anything outside is a failure).
+        ingest_in_flight: batches ingested ahead on the flow's task runner while earlier batches are proposed and
+            rendered (1 with the default thread pool, where segmenters are shared; the worker count with a Dask or
+            Ray task runner, see ``flows.runners.make_task_runner``).
         gallery: build a static gallery of this run's pairs at ``<catalog>/galleries/<run_id>/index.html`` (local
             catalogs; media linked, not copied) and link it from the run's artifact.
     """
@@ -206,6 +210,7 @@ def build_pairs(
             previews=previews,
             accept_rule=accept_rule,
             judge=judge,
+            ingest_in_flight=ingest_in_flight,
             render_deployment=render_deployment,
             roots=roots,
             storage_options=storage_options,
@@ -253,6 +258,7 @@ def _build(
     previews: bool,
     accept_rule: dict[str, Any] | None,
     judge: str | None,
+    ingest_in_flight: int,
     render_deployment: str | None,
     roots: list[str] | None,
     storage_options: dict[str, Any] | None,
@@ -302,11 +308,21 @@ def _build(
     pending = []
     rendered_jobs = 0
     seen: dict[str, set[str]] = {"clips": set(), "objects": set()}
-    for index, batch in enumerate(batches, start=1):
+
+    def submit_ingest(index: int) -> Any:
+        batch = batches[index - 1]
+        return ingest_task.with_options(
+            task_run_name=f"ingest+segment batch {index}/{len(batches)} ({len(batch)} items)"
+        ).submit(batch, cat, geometry=geometry, segmenter=segmenter, run_id=run_id, storage_options=storage_options)
+
+    # Ingest runs ahead on the flow's task runner (threads, or Dask/Ray workers with their own segmenter copy) while
+    # this thread proposes and renders the batch before: at most ``ingest_in_flight`` batches are being ingested.
+    in_flight = {i: submit_ingest(i) for i in range(1, min(ingest_in_flight, len(batches)) + 1)}
+    for index in range(1, len(batches) + 1):
         label = f"{index}/{len(batches)}"
-        ing = ingest_task.with_options(task_run_name=f"ingest+segment batch {label} ({len(batch)} items)")(
-            batch, cat, geometry=geometry, segmenter=segmenter, run_id=run_id, storage_options=storage_options
-        )
+        ing = in_flight.pop(index).result()
+        if index + ingest_in_flight <= len(batches):
+            in_flight[index + ingest_in_flight] = submit_ingest(index + ingest_in_flight)
         for table in ("clips", "objects"):  # items of one source may fall in several batches: count distinct ids
             seen[table].update(row[f"{table[:-1]}_id"] for row in ing.rows.get(table, []))
             counts[table] = len(seen[table])

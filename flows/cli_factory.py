@@ -40,6 +40,12 @@ class EngineChoice(str, Enum):
     cv2_inpaint = "cv2-inpaint"
 
 
+class TaskRunnerChoice(str, Enum):
+    default = "default"
+    dask = "dask"
+    ray = "ray"
+
+
 EngineOpt = Annotated[
     EngineChoice,
     typer.Option("--engine", help="auto: VideoPainter with weights and CUDA, else the CPU propagation engine."),
@@ -87,6 +93,8 @@ def run_factory(
     seed: int = 0,
     previews: bool = True,
     gallery: bool = True,
+    task_runner: str = "default",
+    workers: int | None = None,
     engine_options: dict[str, Any] | None = None,
     accept_rule: dict[str, Any] | None = None,
     judge: str | None = None,
@@ -117,8 +125,14 @@ def run_factory(
     }
     if edit_types:
         params["edit_types"] = edit_types
+    flow = build_pairs
+    if task_runner != "default":
+        from flows.runners import local_workers, make_task_runner
+
+        flow = build_pairs.with_options(task_runner=make_task_runner(task_runner, workers=workers))
+        params["ingest_in_flight"] = local_workers(workers)  # one batch per worker process
     with observe(console):
-        return build_pairs(**params)
+        return flow(**params)
 
 
 def parse_key_values(pairs: list[str] | None, option: str) -> dict[str, Any]:
@@ -165,6 +179,17 @@ def run_command(
     gallery: Annotated[
         bool, typer.Option("--gallery/--no-gallery", help="Build a gallery of the run's pairs (local catalogs).")
     ] = True,
+    task_runner: Annotated[
+        TaskRunnerChoice,
+        typer.Option(
+            "--task-runner",
+            help="Where ingest (decode, scene split, masks) runs: threads here, or a local "
+            "Dask or Ray cluster (one batch per worker process).",
+        ),
+    ] = TaskRunnerChoice.default,
+    workers: Annotated[
+        int | None, typer.Option("--workers", min=1, help="Worker processes of --task-runner dask|ray.")
+    ] = None,
     engine_option: Annotated[
         list[str] | None,
         typer.Option(
@@ -204,6 +229,10 @@ def run_command(
             raise typer.BadParameter(str(exc), param_hint="--segmenter") from None
     if judge is not None and not judge.startswith(("transformers:", "openai:")):
         raise typer.BadParameter(f"{judge!r}: expected openai:URL#MODEL or transformers:PATH", param_hint="--judge")
+    if workers is not None and task_runner is TaskRunnerChoice.default:
+        raise typer.BadParameter(
+            "--workers sizes a dask or ray cluster; add --task-runner dask|ray", param_hint="--workers"
+        )
     engine_options = parse_key_values(engine_option, "--engine-option")
     accept_rule = parse_key_values(accept, "--accept")
     if accept_rule:
@@ -233,6 +262,8 @@ def run_command(
             seed=seed,
             previews=previews,
             gallery=gallery,
+            task_runner=task_runner.value,
+            workers=workers,
             engine_options=engine_options,
             accept_rule=accept_rule or None,
             judge=judge,

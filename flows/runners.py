@@ -26,7 +26,8 @@ TaskRunnerName = Literal["default", "dask", "ray"]
 TASK_RUNNERS: tuple[str, ...] = get_args(TaskRunnerName)
 
 
-def _local_workers(workers: int | None) -> int:
+def local_workers(workers: int | None) -> int:
+    """``workers``, checked, or the default size of a local cluster: the number of cores, at most 4."""
     if workers is None:
         return max(1, min(4, os.cpu_count() or 1))
     if workers < 1:
@@ -71,7 +72,7 @@ def make_task_runner(
             cluster_class="distributed.LocalCluster",
             # Single-threaded worker processes: the CPU stages release the GIL only in part (OpenCV, PyAV).
             cluster_kwargs={
-                "n_workers": _local_workers(workers),
+                "n_workers": local_workers(workers),
                 "threads_per_worker": 1,
                 "processes": True,
                 "dashboard_address": None,
@@ -85,7 +86,7 @@ def make_task_runner(
         return RayTaskRunner(address=address)
     return RayTaskRunner(
         init_kwargs={
-            "num_cpus": _local_workers(workers),
+            "num_cpus": local_workers(workers),
             "include_dashboard": False,
             "log_to_driver": True,
         }

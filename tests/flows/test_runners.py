@@ -112,3 +112,19 @@ def test_dask_runs_the_real_ingest_stage_on_a_local_cluster(tiny_samples, tmp_pa
     for out in outputs:
         for clip in out.rows["clips"]:
             assert catalog.read_media(clip["video_uri"])[4:8] == b"ftyp"
+
+
+def test_build_pairs_ingests_on_a_dask_cluster_and_makes_the_same_pairs(tiny_samples, tmp_path) -> None:
+    from flows.build_pairs import GeometryParams, build_pairs
+    from tests.flows.conftest import TINY
+
+    manifest, n_objects = tiny_samples
+    common = {"source": str(manifest), "engine": "null", "geometry": GeometryParams(**TINY), "batch_size": 1}
+    threads = build_pairs(catalog=str(tmp_path / "threads"), gallery=False, **common)
+    dask = build_pairs.with_options(task_runner=make_task_runner("dask", workers=2))(
+        catalog=str(tmp_path / "dask"), gallery=False, ingest_in_flight=2, **common
+    )
+    assert dask.status == threads.status == "completed"
+    assert dask.counts["pairs"] == threads.counts["pairs"] == 2 * n_objects
+    ids = "SELECT pair_id FROM pairs ORDER BY pair_id"
+    assert Catalog(tmp_path / "dask").query(ids) == Catalog(tmp_path / "threads").query(ids)  # same ids, same work
