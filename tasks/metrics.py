@@ -25,7 +25,8 @@ from typing import Any
 import cv2
 import numpy as np
 
-from tasks.engines.propagation import NO_OBSERVED_BACKGROUND, check_inputs, flow_size
+from tasks.engines.base import check_inputs
+from tasks.engines.propagation import NO_OBSERVED_BACKGROUND, flow_size
 
 
 PSNR_CAP_DB = 100.0

@@ -12,7 +12,7 @@ from typing import ClassVar
 
 import numpy as np
 
-from tasks.errors import UnsupportedEditError
+from tasks.errors import InputError, UnsupportedEditError
 
 
 class InpaintEngine(ABC):
@@ -64,3 +64,52 @@ class InpaintEngine(ABC):
         Returns:
             `np.ndarray` of shape `(num_frames, height, width, 3)`, uint8; pixels outside ``masks`` equal ``frames``.
         """
+
+
+def check_inputs(frames: np.ndarray, masks: np.ndarray, *, name: str = "clip") -> tuple[np.ndarray, np.ndarray]:
+    """Validate and normalise an engine's inputs.
+
+    Args:
+        frames (`np.ndarray` of shape `(num_frames, height, width, 3)`): uint8, or float in [0, 1].
+        masks (`np.ndarray` of shape `(num_frames, height, width)`): bool, or numbers where > 0.5 means "fill".
+        name: names the input in error messages.
+
+    Returns:
+        ``(frames, masks)`` as uint8 and bool arrays.
+
+    Raises:
+        InputError: reasons ``bad_shape``, ``shape_mismatch``, ``frame_count_mismatch``, ``non_finite``,
+            ``out_of_range``, ``bad_dtype``, ``empty_mask``.
+    """
+    frames = np.asarray(frames)
+    masks = np.asarray(masks)
+    if frames.ndim != 4 or frames.shape[-1] != 3 or min(frames.shape[:3]) < 1:
+        raise InputError(name, "bad_shape", f"frames must be (frames, height, width, 3), got shape {frames.shape}")
+    if masks.ndim != 3:
+        raise InputError(name, "bad_shape", f"masks must be (frames, height, width), got shape {masks.shape}")
+    if masks.shape[0] != frames.shape[0]:
+        raise InputError(
+            name, "frame_count_mismatch", f"{frames.shape[0]} frames but {masks.shape[0]} masks: counts must match"
+        )
+    if masks.shape[1:] != frames.shape[1:3]:
+        raise InputError(
+            name, "shape_mismatch", f"mask size {masks.shape[1:]} differs from frame size {frames.shape[1:3]}"
+        )
+    if np.issubdtype(frames.dtype, np.floating):
+        if not np.isfinite(frames).all():
+            raise InputError(name, "non_finite", "frames contain NaN or inf")
+        lo, hi = float(frames.min()), float(frames.max())
+        if lo < 0.0 or hi > 1.0:
+            raise InputError(name, "out_of_range", f"float frames must lie in [0, 1], got [{lo:.4g}, {hi:.4g}]")
+        frames = np.round(frames * 255.0).astype(np.uint8)
+    elif frames.dtype != np.uint8:
+        raise InputError(name, "bad_dtype", f"frames must be uint8 or float in [0, 1], got {frames.dtype}")
+    if masks.dtype != bool:
+        if not (np.issubdtype(masks.dtype, np.number)):
+            raise InputError(name, "bad_dtype", f"masks must be bool or numeric, got {masks.dtype}")
+        if np.issubdtype(masks.dtype, np.floating) and not np.isfinite(masks).all():
+            raise InputError(name, "non_finite", "masks contain NaN or inf")
+        masks = masks > 0.5
+    if not masks.any():
+        raise InputError(name, "empty_mask", "the masks are empty in every frame: nothing to inpaint")
+    return np.ascontiguousarray(frames), np.ascontiguousarray(masks)

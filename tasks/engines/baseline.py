@@ -11,8 +11,7 @@ from typing import Literal
 import cv2
 import numpy as np
 
-from tasks.engines.base import InpaintEngine
-from tasks.engines.propagation import check_inputs
+from tasks.engines.base import InpaintEngine, check_inputs
 
 
 Method = Literal["telea", "ns"]

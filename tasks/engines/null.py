@@ -8,8 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from tasks.engines.base import InpaintEngine
-from tasks.engines.propagation import check_inputs
+from tasks.engines.base import InpaintEngine, check_inputs
 
 
 class NullEngine(InpaintEngine):

@@ -26,7 +26,7 @@ from typing import Any, Literal
 import cv2
 import numpy as np
 
-from tasks.engines.base import InpaintEngine
+from tasks.engines.base import InpaintEngine, check_inputs
 from tasks.errors import InputError
 
 
@@ -241,15 +241,7 @@ class VideoPainterEngine(InpaintEngine):
     ) -> np.ndarray:
         """See ``InpaintEngine.inpaint``; pixels outside ``masks`` are returned unchanged."""
         self.check_edit_type(edit_type)
-        if not isinstance(frames, np.ndarray) or frames.dtype != np.uint8 or frames.ndim != 4 or frames.shape[-1] != 3:
-            raise InputError("frames", "bad_frames", "frames must be a uint8 array (num_frames, height, width, 3)")
-        if not isinstance(masks, np.ndarray) or masks.shape != frames.shape[:3]:
-            raise InputError(
-                "masks", "mask_shape_mismatch", f"masks {getattr(masks, 'shape', None)} must be {frames.shape[:3]}"
-            )
-        masks = masks.astype(bool)
-        if not masks.any():
-            raise InputError("masks", "empty_mask", "the mask selects no pixel")
+        frames, masks = check_inputs(frames, masks)
         if first_frame is not None and (first_frame.dtype != np.uint8 or first_frame.shape != frames.shape[1:]):
             raise InputError("first_frame", "bad_first_frame", f"first_frame must be uint8 {frames.shape[1:]}")
         if first_frame is None and edit_type != "remove" and not self.flux_fill:
