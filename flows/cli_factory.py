@@ -7,7 +7,6 @@ the catalog's ``failures`` table: ``vpf status`` lists them).
 from __future__ import annotations
 
 import json
-import logging
 import shutil
 import sys
 import time
@@ -104,7 +103,6 @@ def run_factory(
     from flows.build_pairs import GeometryParams, build_pairs
     from flows.progress import observe
 
-    logging.getLogger("pyscenedetect").setLevel(logging.WARNING)  # one INFO line per clip drowns the progress bars
     params: dict[str, Any] = {
         "source": source,
         "catalog": catalog,

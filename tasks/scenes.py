@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 from collections.abc import Mapping
 from typing import Any
 
@@ -10,6 +11,10 @@ import av
 import fsspec
 
 from tasks.errors import InputError
+
+
+# PySceneDetect logs one INFO line per video ("Detecting scenes..."): thousands per run, drowning progress output.
+_SCENEDETECT_LOG = logging.getLogger("pyscenedetect")
 
 
 def detect_scenes(
@@ -32,6 +37,8 @@ def detect_scenes(
     from scenedetect import ContentDetector, SceneManager
     from scenedetect.backends.pyav import VideoStreamAv
 
+    if _SCENEDETECT_LOG.getEffectiveLevel() < logging.WARNING:  # set per call: logging set-ups (Prefect's) reset it
+        _SCENEDETECT_LOG.setLevel(logging.WARNING)
     uri = str(uri)
     local = "://" not in uri or uri.startswith("file://")
     with contextlib.ExitStack() as stack:
