@@ -6,7 +6,7 @@ Compaction is safe with concurrent readers and writers:
   exactly the fragments it merged; fragments written meanwhile by other writers are never touched;
 - a reader that lists fragments while both the merged fragment and the old ones exist sees every row twice, and
   the views' latest-row-per-id deduplication returns each row once; a reader whose listed fragment is deleted
-  before it reads it gets "file not found", and ``Catalog.query`` re-lists once and retries;
+  before it reads it gets "file not found", and ``Catalog.query`` lists again and retries (with back-off);
 - two compactions racing merge the same rows into two fragments; views deduplicate them and the next compaction
   merges them.
 """

@@ -12,6 +12,7 @@ reader never sees a partial file. Media is written (and made durable) before any
 from __future__ import annotations
 
 import os
+import time
 import uuid
 from collections.abc import Iterable, Mapping
 from datetime import datetime, timezone
@@ -29,6 +30,9 @@ from catalog.schema import ID_COLUMNS, SCHEMA_VERSION, TABLES
 
 
 DEFAULT_ROOT = "./vpf-data"
+# A reader that lists fragments just before a compaction deletes them lists again; compactions are rare, so a few
+# attempts with a short back-off outlast any realistic run of them.
+MISSING_FRAGMENT_ATTEMPTS = 8
 
 
 class CatalogError(ValueError):
@@ -198,19 +202,21 @@ class Catalog:
 
         ``read_only``: first check the statement with ``catalog.sql.check_read_only`` (raises ``SqlRejected``) and
         run it on a sandboxed connection. A fragment deleted by a concurrent compaction between listing and
-        reading is retried once with a fresh listing; an unreadable fragment is named in the raised error.
+        reading is retried with a fresh listing (``MISSING_FRAGMENT_ATTEMPTS``); an unreadable fragment is named
+        in the raised error.
         """
         if read_only:
             from catalog.sql import check_read_only
 
             check_read_only(sql)
-        for attempt in (0, 1):
+        for attempt in range(MISSING_FRAGMENT_ATTEMPTS):
             con = None
             try:
                 con = self.connect(read_only_guard=read_only)
                 return con.sql(sql, params=params).to_arrow_table()
             except duckdb.Error as exc:
-                if attempt == 0 and is_missing_file(exc):
+                if attempt + 1 < MISSING_FRAGMENT_ATTEMPTS and is_missing_file(exc):
+                    time.sleep(0.01 * 2**attempt)  # a compaction is swapping fragments: list again
                     continue
                 if isinstance(exc, (duckdb.IOException, duckdb.InvalidInputException)):
                     bad = self.unreadable_fragments()
@@ -232,7 +238,7 @@ class Catalog:
         if not ids:
             return set()
         key = ID_COLUMNS[table]
-        for attempt in (0, 1):
+        for attempt in range(MISSING_FRAGMENT_ATTEMPTS):
             urls = [self.fragment_url(p) for p in self.fragments(table)]
             if not urls:
                 return set()
@@ -248,7 +254,8 @@ class Catalog:
                 ).fetchall()
                 return {r[0] for r in rows}
             except duckdb.Error as exc:
-                if attempt == 0 and is_missing_file(exc):
+                if attempt + 1 < MISSING_FRAGMENT_ATTEMPTS and is_missing_file(exc):
+                    time.sleep(0.01 * 2**attempt)  # a compaction is swapping fragments: list again
                     continue
                 bad = self.unreadable_fragments(table)
                 if bad:

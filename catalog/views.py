@@ -21,7 +21,7 @@ import duckdb
 import pyarrow as pa
 
 from catalog.schema import ID_COLUMNS, TABLES
-from catalog.store import is_missing_file
+from catalog.store import MISSING_FRAGMENT_ATTEMPTS, is_missing_file
 
 
 if TYPE_CHECKING:
@@ -218,7 +218,9 @@ def sandbox(con: duckdb.DuckDBPyConnection, catalog: Catalog) -> None:
     con.execute("SET lock_configuration = true")
 
 
-def connect(catalog: Catalog, read_only_guard: bool = False, attempts: int = 3) -> duckdb.DuckDBPyConnection:
+def connect(
+    catalog: Catalog, read_only_guard: bool = False, attempts: int = MISSING_FRAGMENT_ATTEMPTS
+) -> duckdb.DuckDBPyConnection:
     """An in-memory DuckDB connection with the catalog's views (see module docstring).
 
     A fragment deleted by a concurrent compaction between listing and binding makes it list again (the merged
