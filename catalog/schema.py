@@ -14,7 +14,7 @@ from __future__ import annotations
 import pyarrow as pa
 
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: sources.license, sources.attribution
 
 EDIT_TYPES = ("remove", "add", "replace", "attribute")
 DECISIONS = ("accepted", "rejected")
@@ -40,6 +40,8 @@ SOURCES = pa.schema(
         _f("rotation", pa.int32()),
         _f("manifest_uri", pa.string()),
         _f("caption", pa.string()),
+        _f("license", pa.string()),  # from the manifest, e.g. "CC-BY-4.0"; null = unknown
+        _f("attribution", pa.string()),  # from the manifest: who to credit, as the licence asks
         _f("created_at", _TS, True),
         _f("run_id", pa.string()),
     ]

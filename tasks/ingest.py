@@ -222,6 +222,8 @@ def _source_row(info: VideoInfo, source_id: str, item: SourceItem, run_id: str) 
         "rotation": info.rotation,
         "manifest_uri": item.manifest_uri,
         "caption": item.caption,
+        "license": item.license,
+        "attribution": item.attribution,
         "run_id": run_id,
     }
 

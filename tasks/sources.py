@@ -42,6 +42,8 @@ MANIFEST_COLUMNS = (
     "mask_id",
     "label",
     "box",
+    "license",
+    "attribution",
 )
 VPDATA_COLUMNS = (
     "path",
@@ -311,6 +313,8 @@ def _manifest_item(row: dict[str, Any], base_dir: str, source: str, index: int) 
         box=_as_box(row.get("box"), uri),
         manifest_uri=source,
         row_index=index,
+        license=None if _blank(row.get("license")) else str(row["license"]).strip(),
+        attribution=None if _blank(row.get("attribution")) else str(row["attribution"]).strip(),
     )
     _check_range(item, uri)
     return item

@@ -66,6 +66,8 @@ class SourceItem:
     box: tuple[int, int, int, int] | None = None
     manifest_uri: str | None = None
     row_index: int | None = None
+    license: str | None = None
+    attribution: str | None = None
 
 
 @dataclass
