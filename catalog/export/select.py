@@ -1,0 +1,223 @@
+"""Which pairs an export takes, and in which split: filters, leak-free splits, quality-first balancing, ``--since``.
+
+Order of operations: the SQL predicate ``where`` and the licence filter → ``since`` (drop what an earlier export
+already saw) → split assignment → ``balance``/``cap`` (per group, best first) → order by split, then pair id.
+
+Splits are assigned per *group key*, the pair's ``source_id`` (default) or ``clip_id``: the key and the seed are
+hashed (sha256) to a number in [0, 1) that falls into one split's share. Every pair of a source (of a clip) lands
+in the same split, whatever else is selected, so both directions of a render (``remove``/``add``, the same two
+videos reversed) and sibling objects of a clip never straddle two splits, and a source keeps its split when the
+catalog grows (incremental exports stay leak-free). The shares are met on average over many sources, not exactly.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import TYPE_CHECKING, Literal
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+
+if TYPE_CHECKING:
+    from catalog.store import Catalog
+
+SplitBy = Literal["source", "clip"]
+SPLIT_BY_COLUMN: dict[str, str] = {"source": "source_id", "clip": "clip_id"}
+DEFAULT_SPLIT = "train"
+UNKNOWN_LICENSE = "unknown"
+# Short names accepted by ``balance`` for columns of ``pairs_full``.
+BALANCE_ALIASES: dict[str, str] = {"label": "object_label"}
+
+# The rows an export reads: pairs_full plus each source's licence and attribution.
+EXPORT_SQL = (
+    "SELECT pf.*, s.license AS license, s.attribution AS attribution "
+    "FROM pairs_full pf LEFT JOIN sources s ON s.source_id = pf.source_id"
+)
+
+_SPLIT_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
+
+
+def parse_split(spec: str | Mapping[str, float] | None) -> dict[str, float]:
+    """``"train=0.9,val=0.05,test=0.05"`` → ``{"train": 0.9, "val": 0.05, "test": 0.05}``; None → ``{"train": 1}``.
+
+    Shares must be positive and add up to 1 (within 1e-6); names are identifiers (they name files).
+    """
+    if spec is None or (isinstance(spec, str) and not spec.strip()):
+        return {DEFAULT_SPLIT: 1.0}
+    if isinstance(spec, str):
+        shares: dict[str, float] = {}
+        for part in spec.split(","):
+            name, sep, value = part.partition("=")
+            name = name.strip()
+            if not sep:
+                raise ValueError(f"split: {part.strip()!r} is not NAME=SHARE (e.g. train=0.9,val=0.05,test=0.05)")
+            try:
+                shares[name] = float(value)
+            except ValueError:
+                raise ValueError(f"split: share of {name!r} is not a number: {value.strip()!r}") from None
+    else:
+        shares = {str(k): float(v) for k, v in spec.items()}
+    for name, share in shares.items():
+        if not _SPLIT_NAME.match(name):
+            raise ValueError(f"split: name {name!r} must start with a letter and hold only letters, digits and _")
+        if not (share > 0 and math.isfinite(share)):
+            raise ValueError(f"split: share of {name!r} must be > 0, got {share}")
+    total = sum(shares.values())
+    if abs(total - 1.0) > 1e-6:
+        raise ValueError(f"split: shares must add up to 1, got {total:g} ({spec})")
+    return shares
+
+
+def split_of(key: str, shares: Mapping[str, float], seed: int = 0) -> str:
+    """The split of a group key: sha256 of ``"<seed>:<key>"`` read as a number in [0, 1), placed on the
+    cumulative shares (in the order given)."""
+    digest = hashlib.sha256(f"{seed}:{key}".encode()).digest()
+    u = int.from_bytes(digest[:8], "big") / 2**64
+    edge = 0.0
+    names = list(shares)
+    for name in names:
+        edge += shares[name]
+        if u < edge:
+            return name
+    return names[-1]
+
+
+def quality_sort_keys() -> list[tuple[str, str]]:
+    """How ``cap``/``balance`` rank the pairs of a group, best first: accepted before rejected, then the judge's
+    quality score, background PSNR and SSIM (higher first), the temporal warp error (lower first), and the pair id
+    to break ties. Missing figures sort last. Change this one function when the quality gate changes."""
+    return [
+        ("_accepted", "descending"),
+        ("judge_quality", "descending"),
+        ("psnr_bg", "descending"),
+        ("ssim_bg", "descending"),
+        ("temporal_warp_error", "ascending"),
+        ("pair_id", "ascending"),
+    ]
+
+
+@dataclass(frozen=True)
+class Since:
+    """What an earlier export saw: its id, the newest ``created_at`` among the pairs then, and the ids it wrote."""
+
+    export_id: str
+    as_of: datetime | None
+    pair_ids: frozenset[str]
+
+
+def apply_license_filter(rows: pa.Table, licenses: Sequence[str] | None) -> pa.Table:
+    """Keep the pairs whose source licence is one of ``licenses`` (``"unknown"`` matches a source without one)."""
+    if not licenses:
+        return rows
+    wanted = [lic for lic in licenses if lic != UNKNOWN_LICENSE]
+    column = rows.column("license")
+    keep = pc.is_in(column, value_set=pa.array(wanted, pa.string()))
+    keep = pc.fill_null(keep, False)
+    if UNKNOWN_LICENSE in licenses:
+        keep = pc.or_(keep, pc.is_null(column))
+    return rows.filter(keep)
+
+
+def apply_since(rows: pa.Table, since: Since | None) -> pa.Table:
+    """Drop the pairs the earlier export wrote and those already in the catalog when it ran."""
+    if since is None:
+        return rows
+    keep = pc.invert(pc.is_in(rows.column("pair_id"), value_set=pa.array(sorted(since.pair_ids), pa.string())))
+    if since.as_of is not None:
+        newer = pc.greater(rows.column("created_at"), pa.scalar(since.as_of, rows.schema.field("created_at").type))
+        keep = pc.and_(keep, pc.fill_null(newer, False))
+    return rows.filter(keep)
+
+
+def assign_splits(rows: pa.Table, shares: Mapping[str, float], split_by: SplitBy, seed: int) -> pa.Table:
+    """``rows`` with a ``split`` column (see module docstring)."""
+    if split_by not in SPLIT_BY_COLUMN:
+        raise ValueError(f"split_by must be one of {sorted(SPLIT_BY_COLUMN)}, got {split_by!r}")
+    keys = rows.column(SPLIT_BY_COLUMN[split_by]).to_pylist()
+    cache: dict[str, str] = {}
+    splits = []
+    for i, key in enumerate(keys):
+        if key is None:  # a pair whose clip/source row is missing: group it by itself, alone in its split
+            key = f"pair:{rows.column('pair_id')[i].as_py()}"
+        if key not in cache:
+            cache[key] = split_of(key, shares, seed)
+        splits.append(cache[key])
+    return rows.append_column("split", pa.array(splits, pa.string()))
+
+
+def balance_columns(balance: Sequence[str] | None, available: Sequence[str]) -> list[str]:
+    """``balance`` names (``label`` is an alias of ``object_label``) checked against the export's columns."""
+    columns = []
+    for name in balance or []:
+        column = BALANCE_ALIASES.get(name.strip(), name.strip())
+        if column not in available:
+            raise ValueError(f"balance: {name!r} is not a column of pairs_full (e.g. edit_type, label, engine)")
+        columns.append(column)
+    return columns
+
+
+def apply_cap(rows: pa.Table, group_columns: Sequence[str], cap: int | None) -> pa.Table:
+    """At most ``cap`` pairs per group of ``group_columns`` (no columns: one group), the best first by
+    :func:`quality_sort_keys`. Groups given and no cap: every group is cut to the size of the smallest one."""
+    if cap is None and not group_columns:
+        return rows
+    if cap is not None and cap < 1:
+        raise ValueError(f"cap must be >= 1, got {cap}")
+    if rows.num_rows == 0:
+        return rows
+    ranked = rows.append_column("_row", pa.array(range(rows.num_rows), pa.int64()))
+    accepted = pc.fill_null(pc.equal(rows.column("decision"), "accepted"), False)
+    ranked = ranked.append_column("_accepted", accepted)
+    order = [(c, "ascending") for c in group_columns] + quality_sort_keys()
+    ranked = ranked.take(pc.sort_indices(ranked, sort_keys=order))  # nulls sort last by default
+    groups = list(zip(*(ranked.column(c).to_pylist() for c in group_columns))) if group_columns else None
+    sizes: dict[tuple, int] = {}
+    for g in groups or [()] * ranked.num_rows:
+        sizes[g] = sizes.get(g, 0) + 1
+    limit = cap if cap is not None else min(sizes.values())
+    seen: dict[tuple, int] = {}
+    keep = []
+    for i, g in enumerate(groups or [()] * ranked.num_rows):
+        seen[g] = seen.get(g, 0) + 1
+        if seen[g] <= limit:
+            keep.append(i)
+    chosen = sorted(ranked.column("_row").take(pa.array(keep, pa.int64())).to_pylist())
+    return rows.take(pa.array(chosen, pa.int64()))
+
+
+def select_for_export(
+    catalog: Catalog,
+    *,
+    where: str | None = None,
+    licenses: Sequence[str] | None = None,
+    since: Since | None = None,
+    split: str | Mapping[str, float] | None = None,
+    split_by: SplitBy = "source",
+    seed: int = 0,
+    balance: Sequence[str] | None = None,
+    cap: int | None = None,
+) -> tuple[pa.Table, datetime | None]:
+    """The rows to export (``pairs_full`` + ``license``, ``attribution``, ``split``), ordered by split (in the order
+    of the shares) then pair id; and the newest ``created_at`` among all pairs (what a later ``since`` starts
+    from). ``where`` goes through the read-only SQL guard (raises ``SqlRejected``)."""
+    shares = parse_split(split)
+    sql = f"SELECT * FROM ({EXPORT_SQL}) AS pairs_export"
+    if where and where.strip():
+        sql += f" WHERE {where}"
+    rows = catalog.query(f"{sql} ORDER BY pair_id", read_only=True)
+    newest = catalog.query("SELECT max(created_at) AS t FROM pairs").column("t")[0].as_py()
+    rows = apply_license_filter(rows, licenses)
+    rows = apply_since(rows, since)
+    rows = assign_splits(rows, shares, split_by, seed)
+    rows = apply_cap(rows, balance_columns(balance, rows.column_names), cap)
+    rank = {name: i for i, name in enumerate(shares)}
+    order = pa.array([rank[s] for s in rows.column("split").to_pylist()], pa.int32())
+    keys = pa.table({"r": order, "p": rows.column("pair_id")})
+    rows = rows.take(pc.sort_indices(keys, sort_keys=[("r", "ascending"), ("p", "ascending")]))
+    return rows, newest
