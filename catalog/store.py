@@ -39,6 +39,10 @@ class CatalogError(ValueError):
     """Bad input for the catalog: names the table and the field (or the media) at fault."""
 
 
+class NoCatalogError(CatalogError):
+    """A root that holds no catalog (no ``tables/`` and no ``media/`` folder): a wrong path, not an empty catalog."""
+
+
 def default_root() -> str:
     """``$VPF_CATALOG`` if set, else ``./vpf-data``."""
     return os.environ.get("VPF_CATALOG") or DEFAULT_ROOT
@@ -58,6 +62,15 @@ class Catalog:
         self.root = path.rstrip("/") if path != "/" else path
         self.url = root
         self.storage_options = dict(storage_options or {})
+
+    def exists(self) -> bool:
+        """Whether the root holds a catalog: a ``tables/`` or ``media/`` folder (``vpf run`` creates both)."""
+        for folder in ("tables", "media"):
+            path = self.path(folder)
+            self.fs.invalidate_cache(path)
+            if self.fs.isdir(path):
+                return True
+        return False
 
     # ---------------------------------------------------------------- paths
     def path(self, relative: str) -> str:
@@ -323,6 +336,16 @@ class Catalog:
         else:
             # Object stores: a single PUT is atomic; readers never see a partial object.
             self.fs.pipe_file(target, data)
+
+
+def require_catalog(root: str | os.PathLike | None, storage_options: Mapping[str, Any] | None = None) -> Catalog:
+    """The catalog at ``root``; raises ``NoCatalogError`` ("no catalog at …") when the root holds none, so a wrong
+    path is never read as an empty catalog. Every reader should open catalogs this way; only writers that create
+    one (``vpf run``) use ``Catalog`` directly."""
+    catalog = Catalog(root, storage_options=storage_options)
+    if not catalog.exists():
+        raise NoCatalogError(f"no catalog at {catalog.url} (no tables/ or media/ folder there)")
+    return catalog
 
 
 def is_missing_file(exc: Exception) -> bool:

@@ -22,7 +22,29 @@ app = typer.Typer(
     help="VideoPainter Factory: manufacture instruction-based video editing pairs into a DuckDB/Parquet catalog.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
 )
+
+
+def _version(value: bool) -> None:
+    if value:
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            typer.echo(f"vpf {version('videopainter-factory')}")
+        except PackageNotFoundError:
+            typer.echo("vpf (version unknown: the package is not installed)")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(
+    version: bool = typer.Option(
+        False, "--version", help="Print the version and exit.", callback=_version, is_eager=True
+    ),
+) -> None:
+    """VideoPainter Factory: manufacture instruction-based video editing pairs into a DuckDB/Parquet catalog."""
+
 
 EXIT_OK = 0
 EXIT_ERROR = 1

@@ -19,7 +19,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from flows.options import CatalogOption
+from flows.options import CatalogOption, open_catalog
 
 
 EXIT_OK = 0
@@ -288,6 +288,7 @@ def status_command(
     """The last runs, row counts per table, and failures by stage and reason."""
     from flows.status import catalog_status
 
+    open_catalog(catalog)  # exit 2 when the path holds no catalog
     try:
         report = catalog_status(catalog, last=last)
     except Exception as exc:

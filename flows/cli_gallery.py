@@ -11,10 +11,11 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.console import Console
 
 from catalog.gallery import GalleryError, build_site, make_server, select_rows
-from catalog.store import Catalog, CatalogError
-from flows.options import CatalogOption
+from catalog.store import CatalogError
+from flows.options import CatalogOption, open_catalog
 
 
 EXIT_ERROR = 1
@@ -50,10 +51,11 @@ def gallery(
     port: Annotated[int, typer.Option("--port", help="Port for --serve (0: any free port).")] = 8000,
 ) -> None:
     """Build a static gallery of pairs (works from file:// and any static host); --serve to browse it here."""
+    cat = open_catalog(catalog)
     try:
-        cat = Catalog(catalog)
-        rows = select_rows(cat, where)
-        built = build_site(rows, out, catalog=cat, media=media.value, where=where, title=title)
+        with Console(stderr=True).status(f"building the gallery of {catalog} into {out}…"):
+            rows = select_rows(cat, where)
+            built = build_site(rows, out, catalog=cat, media=media.value, where=where, title=title)
     except GalleryError as exc:
         typer.echo(f"vpf gallery: {exc}", err=True)
         raise typer.Exit(EXIT_USAGE) from None

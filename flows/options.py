@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from catalog.store import default_root
+from catalog.store import Catalog, NoCatalogError, default_root, require_catalog
 
 
 def _catalog_default() -> str:
@@ -23,3 +23,13 @@ CatalogOption = Annotated[
         show_default=False,
     ),
 ]
+
+
+def open_catalog(url: str) -> Catalog:
+    """The catalog at ``url`` for a command that reads it; a root holding no catalog ends the command with exit
+    code 2 and "no catalog at …" (a wrong path is never taken for an empty catalog)."""
+    try:
+        return require_catalog(url)
+    except NoCatalogError as exc:
+        typer.echo(f"vpf: {exc}", err=True)
+        raise typer.Exit(2) from None
