@@ -96,6 +96,14 @@ def table_width(result: pa.Table, sample: int = 200) -> int:
     return sum(widths) + 3 * len(widths) + 1
 
 
+def auto_format(result: pa.Table, terminal_width: int | None) -> SqlFormat:
+    """``--format auto``: CSV when the output is not a terminal (``terminal_width`` None), a table when it fits the
+    terminal, else one block per row."""
+    if terminal_width is None:
+        return SqlFormat.csv
+    return SqlFormat.table if table_width(result) <= terminal_width else SqlFormat.vertical
+
+
 def _print_table(result: pa.Table, console: Console) -> None:
     table = Table(show_lines=False)
     for name in result.column_names:
@@ -150,9 +158,7 @@ def sql_command(
         _err(str(exc))
         raise typer.Exit(EXIT_ERROR) from None
     if format is SqlFormat.auto:
-        format = SqlFormat.csv if (out is not None or not sys.stdout.isatty()) else SqlFormat.table
-        if format is SqlFormat.table and table_width(result) > Console().width:
-            format = SqlFormat.vertical
+        format = auto_format(result, terminal_width=Console().width if out is None and sys.stdout.isatty() else None)
     if format in (SqlFormat.table, SqlFormat.vertical) and out is None:
         console = Console()
         (_print_table if format is SqlFormat.table else _print_vertical)(result, console)

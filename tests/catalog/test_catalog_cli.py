@@ -101,8 +101,81 @@ def test_export_command(root: str, tmp_path: Path) -> None:
     )
     assert result.exit_code == 0, result.output
     summary = json.loads(result.stdout)
-    assert summary["rows"] == 2 and Path(summary["files"][0]).exists()
+    assert summary["rows"] == 2 and Path(summary["files"][0]).exists() and Path(summary["card"]).exists()
     rejected = run(
         "export", "--catalog", root, "--format", "csv", "--out", str(tmp_path / "c"), "--where", "getenv('X')=''"
     )
     assert rejected.exit_code == 2 and "getenv" in rejected.stderr
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["sql", "SELECT 1"],
+        ["export", "--format", "csv", "--out", "OUT"],
+        ["status"],
+        ["gallery", "--out", "OUT"],
+        ["catalog", "stats"],
+        ["catalog", "check"],
+        ["catalog", "compact"],
+        ["reproduce", "pair_x"],
+    ],
+)
+def test_commands_refuse_a_path_without_a_catalog(tmp_path: Path, args: list[str]) -> None:
+    missing = tmp_path / "not-a-catalog"
+    args = [str(tmp_path / "out") if a == "OUT" else a for a in args]
+    result = run(*args, "--catalog", str(missing))
+    assert result.exit_code == 2, result.output
+    assert f"no catalog at {missing}" in result.stderr
+    assert not missing.exists() and not (tmp_path / "out").exists()
+
+
+def test_an_empty_folder_is_not_a_catalog_either(tmp_path: Path) -> None:
+    (tmp_path / "empty").mkdir()
+    result = run("catalog", "check", "--catalog", str(tmp_path / "empty"))
+    assert result.exit_code == 2 and "catalog ok" not in result.stdout
+
+
+def test_version_and_short_help() -> None:
+    version = run("--version")
+    assert version.exit_code == 0 and version.stdout.startswith("vpf ")
+    for args in (["-h"], ["export", "-h"], ["sql", "-h"]):
+        result = run(*args)
+        assert result.exit_code == 0 and "Usage" in result.stdout, args
+
+
+def test_sql_output_when_not_a_terminal_is_csv_and_vertical_on_request(root: str) -> None:
+    query = "SELECT pair_id, edit_type, instruction, src_video_uri, tgt_video_uri FROM pairs ORDER BY pair_id"
+    auto = run("sql", query, "--catalog", root)  # CliRunner's stdout is not a terminal
+    rows = list(csv.reader(io.StringIO(auto.stdout)))
+    assert rows[0] == ["pair_id", "edit_type", "instruction", "src_video_uri", "tgt_video_uri"] and len(rows) == 5
+    vertical = run("sql", query, "--catalog", root, "--format", "vertical")
+    assert vertical.exit_code == 0 and vertical.stdout.count("-[ row ") == 4
+    first = Catalog(root).query(query).to_pylist()[0]
+    assert f"tgt_video_uri | {first['tgt_video_uri']}" in vertical.stdout  # never folded, however narrow
+
+
+def test_sql_auto_format_picks_table_vertical_or_csv(root: str) -> None:
+    from flows.cli_catalog import SqlFormat, auto_format
+
+    wide = Catalog(root).query("SELECT * FROM pairs_full")
+    narrow = Catalog(root).query("SELECT edit_type, count(*) n FROM pairs GROUP BY 1")
+    assert auto_format(wide, terminal_width=120) is SqlFormat.vertical
+    assert auto_format(narrow, terminal_width=120) is SqlFormat.table
+    assert auto_format(narrow, terminal_width=None) is SqlFormat.csv  # piped: machine-readable
+
+
+def test_export_command_with_split_preset_and_options(root: str, tmp_path: Path) -> None:
+    out = tmp_path / "vace"
+    result = run(
+        "export", "--catalog", root, "--preset", "diffsynth-vace", "--out", str(out), "--split", "train=0.5,val=0.5",
+        "--balance", "edit_type", "--cap", "1", "--prompt-from", "target_caption",
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout)
+    assert summary["rows"] == 2 and summary["preset"] == "diffsynth-vace"
+    assert (out / "README.md").exists() and (out / "manifest.json").exists()
+    bad = run("export", "--catalog", root, "--format", "csv", "--out", str(tmp_path / "b"), "--split", "train=2")
+    assert bad.exit_code == 2 and "split" in bad.stderr
+    neither = run("export", "--catalog", root, "--out", str(tmp_path / "n"))
+    assert neither.exit_code == 2
