@@ -12,6 +12,7 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from catalog.gallery import GalleryError, build_site, make_server, select_rows
 from catalog.store import CatalogError
@@ -53,9 +54,16 @@ def gallery(
     """Build a static gallery of pairs (works from file:// and any static host); --serve to browse it here."""
     cat = open_catalog(catalog)
     try:
-        with Console(stderr=True).status(f"building the gallery of {catalog} into {out}…"):
+        with Progress(
+            TextColumn("gallery media"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+            console=Console(stderr=True), transient=True,
+        ) as bar:  # fmt: skip
+            task = bar.add_task("media", total=None)
             rows = select_rows(cat, where)
-            built = build_site(rows, out, catalog=cat, media=media.value, where=where, title=title)
+            built = build_site(
+                rows, out, catalog=cat, media=media.value, where=where, title=title,
+                progress=lambda done, total: bar.update(task, completed=done, total=total),
+            )  # fmt: skip
     except GalleryError as exc:
         typer.echo(f"vpf gallery: {exc}", err=True)
         raise typer.Exit(EXIT_USAGE) from None

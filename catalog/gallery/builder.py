@@ -18,7 +18,7 @@ import json
 import logging
 import math
 import shutil
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from importlib import resources
@@ -140,6 +140,7 @@ def build_site(
     chunk_size: int = DEFAULT_CHUNK_SIZE,
     where: str | None = None,
     title: str | None = None,
+    progress: Callable[[int, int], None] | None = None,
 ) -> GalleryBuild:
     """Write the site for ``rows`` (columns of ``pairs_full``; at least the pairs table's) into ``out``.
 
@@ -160,7 +161,7 @@ def build_site(
     records = rows.select([c for c in rows.column_names if c in _USED_COLUMNS]).to_pylist()
     plan = MediaPlan(catalog, out, media)
     details = [_detail(r, plan) for r in records]
-    n_media = plan.materialise()
+    n_media = plan.materialise(progress)
     missing = sorted(plan.missing)
     if missing:
         log.warning(

@@ -126,10 +126,11 @@ class MediaPlan:
         self.masks[site] = (uri, float(fps) if fps else MASK_FPS_DEFAULT)
         return uri, site
 
-    def materialise(self) -> int:
+    def materialise(self, progress: Callable[[int, int], None] | None = None) -> int:
         """Copy/link/encode everything planned that the site lacks; returns how many files the site's media holds.
 
-        Files a pair names but the catalog lacks are added to ``missing`` (the pair is still shown).
+        Files a pair names but the catalog lacks are added to ``missing`` (the pair is still shown). ``progress``
+        is called with ``(files done, files to do)`` as they finish.
         """
         if self.mode == "none":
             return 0
@@ -145,7 +146,9 @@ class MediaPlan:
                 continue
             jobs.append(lambda uri=uri, target=target, fps=fps: self._encode_mask(uri, target, fps))
         with ThreadPoolExecutor(max_workers=COPY_THREADS) as pool:
-            list(pool.map(lambda job: job(), jobs))
+            for done, _ in enumerate(pool.map(lambda job: job(), jobs), start=1):
+                if progress:
+                    progress(done, len(jobs))
         return sum(1 for site in [*self.copies, *self.masks] if (self.out / site).exists())
 
     def _copy(self, uri: str, target: Path) -> None:
