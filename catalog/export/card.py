@@ -49,6 +49,7 @@ def _counts(rows: pa.Table, column: str, splits: Sequence[str]) -> str:
 
 
 def _front_matter(fmt: str, splits: Sequence[str], licenses: Sequence[str | None]) -> str:
+    """YAML for the Hub and ``datasets.load_dataset(folder)``; ``splits``: those that have files."""
     meta: dict[str, Any] = {"tags": ["video", "video-editing", "videopainter-factory"]}
     known = sorted({lic for lic in licenses if lic})
     meta["license"] = known[0].lower() if len(known) == 1 and None not in licenses else "other"
@@ -133,13 +134,16 @@ def dataset_card(
     manifest: Mapping[str, Any],
     columns: Sequence[tuple[str, str]],
     splits: Sequence[str],
+    splits_with_files: Sequence[str] | None = None,
 ) -> str:
-    """The card's markdown. ``columns``: ``(name, type)`` of what a sample holds in this format."""
+    """The card's markdown. ``columns``: ``(name, type)`` of what a sample holds in this format; ``splits``: every
+    split asked for; ``splits_with_files``: those that got files (an empty split has none to load)."""
     fmt, preset = manifest["format"], manifest.get("preset")
     options = manifest["options"]
     title = f"Video editing pairs ({preset or fmt}), export {manifest['export_id']}"
     licenses = rows.column("license").to_pylist() if rows.num_rows else []
-    parts = [_front_matter(fmt, splits, licenses), f"# {title}\n"]
+    loadable = list(splits if splits_with_files is None else splits_with_files)
+    parts = [_front_matter(fmt, loadable, licenses), f"# {title}\n"]
     parts.append(
         f"{rows.num_rows} (source, target, mask, instruction) video editing pairs exported from the VideoPainter "
         f"Factory catalog `{manifest['catalog']}` on {manifest['created_at']}. Each pair edits one object of one "
@@ -164,7 +168,7 @@ def dataset_card(
     parts.append("\n## Schema\n")
     parts.append(_table(["column", "type", "meaning"], [[n, f"`{t}`", COLUMN_NOTES.get(n, "")] for n, t in columns]))
     parts.append("\n## Loading\n")
-    parts.append(_loading(fmt, preset, splits, options.get("mask_format", "mp4")))
+    parts.append(_loading(fmt, preset, loadable or list(splits), options.get("mask_format", "mp4")))
     parts.append("## Licences and attributions\n")
     if rows.num_rows:
         sources: dict[tuple, int] = Counter(

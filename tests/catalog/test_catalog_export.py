@@ -328,3 +328,13 @@ def test_where_goes_through_the_read_only_guard(catalog: Catalog, graph: dict, t
     with pytest.raises(SqlRejected):
         catalog.export("csv", str(tmp_path / "x"), where=where)
     assert not (tmp_path / "x").exists()
+
+
+def test_parquet_with_an_empty_split_still_loads(catalog: Catalog, graph: dict, tmp_path: Path) -> None:
+    import datasets
+
+    out = tmp_path / "pq"
+    summary = catalog.export("parquet", str(out), split="train=0.5,val=0.5")  # one source: one split gets it all
+    assert sorted(summary["splits"].values()) == [0, 6]
+    loaded = datasets.load_dataset(str(out), cache_dir=str(tmp_path / "hf"))
+    assert [(s, loaded[s].num_rows) for s in loaded] == [(s, n) for s, n in summary["splits"].items() if n]
