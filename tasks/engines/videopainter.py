@@ -26,7 +26,7 @@ from typing import Any, Literal
 import cv2
 import numpy as np
 
-from tasks.engines.base import InpaintEngine, check_inputs
+from tasks.engines.base import Inpainted, InpaintEngine
 from tasks.errors import InputError
 
 
@@ -229,19 +229,17 @@ class VideoPainterEngine(InpaintEngine):
             self._fallback = PropagationEngine()
         return self._fallback.inpaint(frames, masks, edit_type="remove")[0]
 
-    def inpaint(
+    def fill(
         self,
         frames: np.ndarray,
         masks: np.ndarray,
         *,
-        prompt: str = "",
-        edit_type: str = "remove",
-        seed: int = 0,
-        first_frame: np.ndarray | None = None,
-    ) -> np.ndarray:
-        """See ``InpaintEngine.inpaint``; pixels outside ``masks`` are returned unchanged."""
-        self.check_edit_type(edit_type)
-        frames, masks = check_inputs(frames, masks)
+        prompt: str,
+        edit_type: str,
+        seed: int,
+        first_frame: np.ndarray | None,
+    ) -> Inpainted:
+        """See ``InpaintEngine.fill`` (inputs already checked; the base class pastes the source outside ``masks``)."""
         if first_frame is not None and (first_frame.dtype != np.uint8 or first_frame.shape != frames.shape[1:]):
             raise InputError("first_frame", "bad_first_frame", f"first_frame must be uint8 {frames.shape[1:]}")
         if first_frame is None and edit_type != "remove" and not self.flux_fill:
@@ -297,7 +295,7 @@ class VideoPainterEngine(InpaintEngine):
         ).frames
         generated = (np.clip(generated[:num_frames], 0, 1) * 255).round().astype(np.uint8)
 
-        # 4. Back to the clip's geometry; paste inside the mask only
+        # 4. Back to the clip's geometry (InpaintEngine.run keeps the source outside the mask)
         if (height, width) != (model_height, model_width):
             generated = np.stack([cv2.resize(g, (width, height), interpolation=cv2.INTER_CUBIC) for g in generated])
-        return np.where(masks[..., None], generated, frames)
+        return Inpainted(generated)
