@@ -2,8 +2,8 @@
 
 The pair's catalog rows name everything a render depends on: the clip and the object mask (content-addressed media),
 the instruction, the engine, its version and parameters (``renders.params_json``, which includes the mask
-dilation), and the seed. ``reproduce_pair`` rebuilds the render job with ``tasks.steps.plan_stage``, the engine with
-``tasks.engines.registry.get_engine`` and renders it with ``tasks.steps.render_stage``, the functions ``vpf run``
+dilation), and the seed. ``reproduce_pair`` rebuilds the render job with ``tasks.stages.plan_stage``, the engine with
+``tasks.engines.registry.get_engine`` and renders it with ``tasks.stages.inpaint_stage``, the functions ``vpf run``
 uses, into a scratch catalog holding copies of the inputs; then it compares the result with the stored media.
 
 Match: CPU engines (``propagation``, ``cv2-inpaint``, ``null``) are deterministic, so the encoded mp4 must be
@@ -75,12 +75,12 @@ class Reproduction(BaseModel):
 
 
 def _engine_options(engine: str, params: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
-    """The recorded parameters the engine's constructor takes (``dilation_px`` is the job's, not the engine's),
+    """The recorded parameters the engine's constructor takes (``dilation_radius`` is the job's, not the engine's),
     plus ``extra`` (e.g. checkpoint paths, which the catalog records as the engine version, not as paths)."""
     from tasks.engines.registry import _engine_class
 
     accepted = set(inspect.signature(_engine_class(engine).__init__).parameters) - {"self"}
-    options = {k: v for k, v in params.items() if k in accepted and k != "dilation_px" and v is not None}
+    options = {k: v for k, v in params.items() if k in accepted and k != "dilation_radius" and v is not None}
     return {**options, **extra}
 
 
@@ -113,7 +113,7 @@ def reproduce_pair(
     with the stored media (see module docstring). Raises ``ReproduceError`` when it cannot be re-rendered."""
     from catalog.ids import sha256_bytes
     from tasks.engines.registry import get_engine
-    from tasks.steps import job_render_id, plan_stage, render_stage
+    from tasks.stages import inpaint_stage, job_render_id, plan_stage
 
     found = catalog.query(PAIR_SQL, [pair_id]).to_pylist()
     if not found:
@@ -138,7 +138,7 @@ def reproduce_pair(
         engine = get_engine(pair["engine"], **_engine_options(pair["engine"], params, dict(engine_options or {})))
     except (TypeError, ValueError) as exc:
         raise ReproduceError(f"pair {pair_id}: cannot rebuild engine {pair['engine']!r}: {exc}") from None
-    jobs = plan_stage([instruction], [obj], [clip], dilation_px=params.get("dilation_px"))
+    jobs = plan_stage([instruction], [obj], [clip], dilation_radius=params.get("dilation_radius"))
     job = jobs[0]
     seed = int(pair["seed"] or 0)
     scratch_dir = Path(scratch) if scratch else Path(tempfile.mkdtemp(prefix=f"vpf-reproduce-{pair_id[:16]}-"))
@@ -151,7 +151,7 @@ def reproduce_pair(
         if work.put_media(data, uri.rsplit(".", 1)[-1]) != uri:
             raise ReproduceError(f"pair {pair_id}: input media {uri} no longer matches its content hash")
     engine.setup()
-    rendered, out = render_stage([job], work, engine, seed=seed, run_id=None)
+    rendered, out = inpaint_stage([job], work, engine, seed=seed, run_id=None)
     if not rendered:
         reasons = "; ".join(f"{f.reason}: {f.message}" for f in out.failures) or "no output"
         raise ReproduceError(f"pair {pair_id}: the render failed again: {reasons}")

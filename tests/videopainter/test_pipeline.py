@@ -1,4 +1,4 @@
-"""VideoPainterPipeline end to end on tiny components (PAPER.md §2.2, §3), offline, seeded."""
+"""VideoPainterPipeline end to end on tiny components (docs/method.md), offline, seeded."""
 
 from __future__ import annotations
 

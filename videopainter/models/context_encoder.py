@@ -1,12 +1,12 @@
 """The VideoPainter context encoder: two CogVideoX blocks that read the masked video and feed the backbone.
 
-PAPER.md §1.2. The encoder is a shallow copy of the backbone's first ``num_layers`` DiT blocks. It reads the
+See docs/method.md. The encoder is a shallow copy of the backbone's first ``num_layers`` DiT blocks. It reads the
 noisy video latent together with the masked-video latent and the latent-resolution mask (``2 * out_channels + 1``
 = 33 channels for CogVideoX-5B-I2V) and returns one feature map per block, each passed through a zero-initialised
 linear layer so that, before training, the backbone output is unchanged.
 
 The module and parameter names follow the released ``branch/`` checkpoint exactly (see
-``../shared/reference/branch_state_dict_keys.txt``), so ``from_pretrained`` loads it with no missing or
+``tests/videopainter/data/branch_state_dict_keys.txt``), so ``from_pretrained`` loads it with no missing or
 unexpected keys.
 """
 
@@ -180,7 +180,7 @@ class VideoPainterContextEncoder(ModelMixin, ConfigMixin, PeftAdapterMixin):
           ``[:, 2C]`` is zero. The bias is copied.
         - ``time_embedding`` and the first ``num_layers`` backbone blocks are copied.
         - ``patch_embed.text_proj`` is copied too. The reference leaves it at random initialisation; copying it
-          (PAPER.md §9 recommendation 4) makes the copied blocks see the backbone's own text tokens at step 0.
+          (docs/method.md) makes the copied blocks see the backbone's own text tokens at step 0.
         - ``patch_embed.pos_embedding`` is not copied: the encoder's buffer is the sin-cos table computed from its
           own config, as in the release. ``branch_blocks`` and ``branch_x_embedder`` stay zero; ``norm_final``,
           ``norm_out`` and ``proj_out`` keep their default initialisation (unused).

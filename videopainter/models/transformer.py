@@ -1,6 +1,6 @@
 """The CogVideoX backbone with VideoPainter's context injection and ID memory.
 
-PAPER.md §1.3 and §2. ``VideoPainterTransformer3DModel`` is diffusers' ``CogVideoXTransformer3DModel`` (same
+See docs/method.md. ``VideoPainterTransformer3DModel`` is diffusers' ``CogVideoXTransformer3DModel`` (same
 configuration, same weights and state-dict keys; the stock CogVideoX-5B-I2V ``transformer/`` folder loads
 unchanged) whose ``forward`` additionally takes
 
@@ -28,7 +28,7 @@ from videopainter.models.attention import IDMemory, VideoPainterIDResampleAttnPr
 def latent_mask_to_token_mask(mask_latents: torch.Tensor, patch_size: int) -> torch.Tensor:
     """Mark the video tokens whose ``patch_size x patch_size`` latent patch contains any masked latent pixel.
 
-    A token is masked when the average-pooled mask is ``> 0`` (PAPER.md §1.3: a ``> 0.5`` threshold shrinks the
+    A token is masked when the average-pooled mask is ``> 0`` (docs/method.md: a ``> 0.5`` threshold shrinks the
     mask and leaves artefacts). The flattening order is frame-major ``(t, h, w)``, as in ``CogVideoXPatchEmbed``.
 
     Args:
@@ -113,7 +113,7 @@ class VideoPainterTransformer3DModel(CogVideoXTransformer3DModel):
                 to every video token (the reference's `mask_add=False`). Also the ID processor's resample mask.
             id_memory (`IDMemory`, *optional*): the previous window's block outputs and token mask; used by the
                 ID-resample processor when `prev_clip_weight > 0`.
-            prev_clip_weight: weight of the previous window's masked tokens (PAPER.md §2.1); 0 = self-resample.
+            prev_clip_weight: weight of the previous window's masked tokens (docs/method.md); 0 = self-resample.
             return_block_hidden_states: also return every block's output (the next window's ID memory).
             attention_kwargs: passed to the processors; `scale` sets the LoRA scale.
             return_dict: return a `VideoPainterTransformerOutput` instead of `(sample, block_hidden_states)`.

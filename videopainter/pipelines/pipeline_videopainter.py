@@ -1,6 +1,6 @@
 """``VideoPainterPipeline``: CogVideoX-I2V + context encoder + optional ID adapter, over any-length videos.
 
-PAPER.md §2.2 and §3. One call inpaints one video:
+See docs/method.md. One call inpaints one video:
 
 - the first frame is given (an inpainted or edited frame) or made by ``first_frame_inpainter`` (e.g.
   ``FluxFillFirstFrame``, or any callable such as the CPU engine's frame);
@@ -57,7 +57,7 @@ from videopainter.models.context_encoder import VideoPainterContextEncoder
 from videopainter.models.transformer import VideoPainterTransformer3DModel, latent_mask_to_token_mask
 
 
-MASKED_PIXEL_VALUE = -1.0  # in [-1, 1]: black, the training convention (PAPER.md §3 "masked-pixel value")
+MASKED_PIXEL_VALUE = -1.0  # in [-1, 1]: black, the training convention (docs/method.md)
 ID_LORA_FOLDER = "id_lora"  # where save_pretrained puts the ID LoRA
 ID_LORA_CONFIG = "id_lora_config.json"
 
@@ -215,7 +215,7 @@ class VideoPainterPipeline(DiffusionPipeline, CogVideoXLoraLoaderMixin):
         for name in ("tokenizer", "text_encoder", "vae", "transformer", "context_encoder", "scheduler"):
             if name in kwargs:
                 components[name] = kwargs.pop(name)
-            elif name == "scheduler" and stock:  # the recipe's sampler (PAPER.md §3 step 5)
+            elif name == "scheduler" and stock:  # the recipe's sampler (docs/method.md)
                 components[name] = CogVideoXDPMScheduler.from_pretrained(base / name, timestep_spacing="trailing")
             elif name == "context_encoder" and branch is not None:
                 components[name] = VideoPainterContextEncoder.from_pretrained(
@@ -622,7 +622,7 @@ class VideoPainterPipeline(DiffusionPipeline, CogVideoXLoraLoaderMixin):
             window_overlap: frames shared by consecutive windows; stride = window - overlap must be a multiple of 4.
             num_inference_steps, guidance_scale, use_dynamic_cfg: sampler settings (recipe: 50, 6.0, True).
             mask_dilation: side of the square dilation kernel in pixels (recipe: 32 inpainting, 48 editing;
-                0 when the masks are already dilated). Always dilate with `replace_gt` (PAPER.md #11).
+                0 when the masks are already dilated). Always dilate with `replace_gt` (docs/method.md).
             replace_gt: latent hard blend of the known background after every step.
             conditioning_scale: multiplies the context encoder's outputs.
             prev_clip_weight: with the ID adapter, weight of the previous window's masked tokens (0 = each window
