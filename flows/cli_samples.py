@@ -22,10 +22,13 @@ import numpy as np
 import typer
 from rich.console import Console
 
-from flows.cli_factory import FpsOpt, FramesOpt, HeightOpt, WidthOpt
-
 
 console = Console(stderr=True)
+
+FramesOpt = Annotated[int, typer.Option("--frames", min=2, help="frames per clip the samples must be long enough for")]
+HeightOpt = Annotated[int, typer.Option("--height", min=16, help="height of the synthetic scenes in pixels (even)")]
+WidthOpt = Annotated[int, typer.Option("--width", min=16, help="width of the synthetic scenes in pixels (even)")]
+FpsOpt = Annotated[float, typer.Option("--fps", min=0.1, help="frames per second of the normalised clips")]
 
 
 @dataclass(frozen=True)
