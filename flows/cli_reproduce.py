@@ -101,6 +101,17 @@ def _psnr(a: np.ndarray, b: np.ndarray) -> tuple[float | None, int | None]:
     return (math.inf if mse == 0 else 10 * math.log10(255.0**2 / mse)), int(diff.max())
 
 
+def verdict(
+    engine: str, bytes_identical: bool, mask_identical: bool, psnr: float | None, min_psnr: float
+) -> tuple[str, bool]:
+    """``(criterion, match)``: CPU engines must give the same mp4 bytes; GPU engines decoded frames within
+    ``min_psnr`` dB. Either way the inpainted mask must be the same bytes (it is computed on the CPU)."""
+    if engine in CPU_ENGINES:
+        return "bit-identical mp4 (CPU engine)", bytes_identical and mask_identical
+    criterion = f"decoded frames within PSNR >= {min_psnr:g} dB (GPU engine)"
+    return criterion, psnr is not None and psnr >= min_psnr and mask_identical
+
+
 def reproduce_pair(
     catalog: Catalog,
     pair_id: str,
@@ -165,12 +176,7 @@ def reproduce_pair(
     psnr, max_diff = _psnr(_decode(new_bytes), _decode(stored))
     identical = hashlib.sha256(new_bytes).digest() == hashlib.sha256(stored).digest()
     mask_identical = work.read_media(new["mask_uri"]) == stored_mask
-    if pair["engine"] in CPU_ENGINES:
-        criterion = "bit-identical mp4 (CPU engine)"
-        match = identical and mask_identical
-    else:
-        criterion = f"decoded frames within PSNR >= {min_psnr:g} dB (GPU engine)"
-        match = psnr is not None and psnr >= min_psnr and mask_identical
+    criterion, match = verdict(pair["engine"], identical, mask_identical, psnr, min_psnr)
     return Reproduction(
         pair_id=pair_id,
         render_id=pair["render_id"],

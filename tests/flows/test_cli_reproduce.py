@@ -14,6 +14,7 @@ from typer.testing import CliRunner
 
 from catalog.store import Catalog
 from flows.cli import app
+from flows.cli_reproduce import verdict
 from flows.cli_samples import bounce, write_real
 
 
@@ -107,3 +108,17 @@ def test_reproduce_unknown_pair_exits_2(real_catalog) -> None:
     root, _, _ = real_catalog
     result = CliRunner().invoke(app, ["reproduce", "pair_does_not_exist", "--catalog", root])
     assert result.exit_code == 2 and "no pair" in result.stderr
+
+
+def test_verdict_bit_identical_for_cpu_engines_tolerance_for_gpu() -> None:
+    inf = float("inf")
+    assert verdict("propagation", True, True, inf, 30.0)[1]
+    assert not verdict("propagation", False, True, 55.0, 30.0)[1]  # a close but different mp4 is a mismatch
+    assert not verdict("null", True, False, inf, 30.0)[1]
+    assert verdict("videopainter", False, True, 38.5, 30.0) == (
+        "decoded frames within PSNR >= 30 dB (GPU engine)",
+        True,
+    )
+    assert not verdict("videopainter", False, True, 24.0, 30.0)[1]
+    assert not verdict("videopainter", False, True, None, 30.0)[1]  # frame counts or sizes differ
+    assert not verdict("videopainter", True, False, inf, 30.0)[1]
