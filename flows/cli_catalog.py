@@ -202,7 +202,9 @@ def export_command(
             "diffsynth-control (video, control_video, prompt).",
         ),
     ] = None,
-    where: Annotated[str | None, typer.Option("--where", help="SQL predicate over pairs_full (+ license).")] = None,
+    where: Annotated[
+        str | None, typer.Option("--where", help="SQL predicate over pairs_full plus license and attribution.")
+    ] = None,
     split: Annotated[
         str | None,
         typer.Option("--split", help="Shares of each split, e.g. train=0.9,val=0.05,test=0.05 (default: all train)."),
