@@ -67,8 +67,7 @@ def _summary_table(summary: Any) -> Table:
     table = Table(caption=f"{summary.status} in {summary.elapsed_s:.1f}s", caption_justify="left", min_width=40)
     table.add_column("what")
     table.add_column("count", justify="right")
-    for key in ("items", "clips", "objects", "instructions", "renders", "pairs", "accepted", "skipped",
-                "already_done", "failures"):  # fmt: skip
+    for key in "items clips objects instructions renders pairs accepted skipped already_done failures".split():
         if key in summary.counts:
             table.add_row(key, str(summary.counts[key]))
     for reason, n in sorted(summary.failures_by_reason.items()):
@@ -295,8 +294,8 @@ def status_command(
         runs.add_column(col, justify="right", no_wrap=True)
     for r in report["runs"]:
         started = r["started_at"].strftime("%Y-%m-%d %H:%M") if r["started_at"] else ""
-        runs.add_row(r["run_id"], r["status"], started, str(r["source"]), str(r["n_clips"]),
-                     str(r["n_pairs"]), str(r["n_failures"]))  # fmt: skip
+        cells = (r["run_id"], r["status"], started, r["source"], r["n_clips"], r["n_pairs"], r["n_failures"])
+        runs.add_row(*(str(cell) for cell in cells))
     out.print(runs)
     rows = Table(title="rows")
     rows.add_column("table")
