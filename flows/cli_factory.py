@@ -11,13 +11,18 @@ import sys
 import time
 from enum import Enum
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
 from flows.options import CatalogOption, open_catalog
+
+
+if TYPE_CHECKING:
+    from flows.build_pairs import RunSummary
+    from tasks.config import RunConfig
 
 
 EXIT_OK = 0
@@ -61,7 +66,7 @@ WidthOpt = Annotated[int, typer.Option("--width", min=16, help="clip width in pi
 FpsOpt = Annotated[float, typer.Option("--fps", min=0.1, help="frames per second of the normalised clips")]
 
 
-def _summary_table(summary: Any) -> Table:
+def _summary_table(summary: RunSummary) -> Table:
     table = Table(caption=f"{summary.status} in {summary.elapsed_s:.1f}s", caption_justify="left", min_width=40)
     table.add_column("what")
     table.add_column("count", justify="right")
@@ -73,8 +78,8 @@ def _summary_table(summary: Any) -> Table:
     return table
 
 
-def run_factory(config: Any, *, task_runner: str = "default", workers: int | None = None) -> Any:
-    """Run ``build_pairs`` with ``config`` (a ``tasks.config.RunConfig``) in this process (Prefect ephemeral mode
+def run_factory(config: RunConfig, *, task_runner: str = "default", workers: int | None = None) -> RunSummary:
+    """Run ``build_pairs`` with ``config`` in this process (Prefect ephemeral mode
     unless ``PREFECT_API_URL`` is set) with a progress display; returns its ``RunSummary``.
 
     ``task_runner``/``workers``: where ingest runs (threads here, or a local Dask or Ray cluster, one batch in flight
@@ -114,7 +119,7 @@ OPTION_OF_FIELD = {
 }
 
 
-def build_config(*overrides: tuple[str, Any], **settings: Any) -> Any:
+def build_config(*overrides: tuple[str, Any], **settings: Any) -> RunConfig:
     """``tasks.config.RunConfig(**settings)`` with ``overrides`` (dotted keys, e.g. ``("render.seed", 3)``) set on
     top; a validation error becomes a usage error naming the option."""
     from pydantic import ValidationError

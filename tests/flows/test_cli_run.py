@@ -76,8 +76,11 @@ def test_bad_inputs_become_failure_rows_and_exit_3(vpf_env, tmp_path) -> None:
     catalog = tmp_path / "catalog"
     result = subprocess.run(
         [VPF, "run", corpus["manifest"], "--catalog", str(catalog), "--root", corpus["root"], *TINY_ARGS, "--json"],
-        env=vpf_env, capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
+        env=vpf_env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert result.returncode == 3, result.stdout + result.stderr
     summary = json.loads(result.stdout.strip().splitlines()[-1])
     assert summary["status"] == "completed_with_failures"
@@ -98,8 +101,9 @@ def test_bad_inputs_become_failure_rows_and_exit_3(vpf_env, tmp_path) -> None:
         assert f["message"] and len(f["message"]) > 10, f
     assert summary["counts"]["failures"] == len(failures)
 
-    status = subprocess.run([VPF, "status", "--catalog", str(catalog), "--json"], env=vpf_env, capture_output=True,
-                            text=True, timeout=120)  # fmt: skip
+    status = subprocess.run(
+        [VPF, "status", "--catalog", str(catalog), "--json"], env=vpf_env, capture_output=True, text=True, timeout=120
+    )
     assert status.returncode == 0, status.stderr
     report = json.loads(status.stdout)
     assert report["runs"][0]["status"] == "completed_with_failures"
