@@ -1,6 +1,6 @@
 """Context-encoder overhead: one denoising step with and without VideoPainter's encoder (CPU, reduced width).
 
-The depth ratio is the paper's: 2 encoder blocks next to a 42-block backbone (PAPER.md §1.2). Width, tokens and
+The depth ratio is the paper's: 2 encoder blocks next to a 42-block backbone. Width, tokens and
 text length are reduced so the step runs on a CPU in well under a second; a step is one CFG batch of 2, exactly as
 in the pipeline. "without" = the backbone alone (no branch arguments); "with" = the encoder forward plus the
 backbone with the group-wise, token-selective add. Target: ratio <= 1.06. Steps are interleaved, timed in process

@@ -1,4 +1,4 @@
-"""The VideoPainter engine: the factory's generative (GPU) inpainting engine (DESIGN.md §4, PAPER.md §3).
+"""The VideoPainter engine: the factory's generative (GPU) inpainting engine.
 
 ``VideoPainterEngine`` adapts ``videopainter.VideoPainterPipeline`` to the ``InpaintEngine`` interface. The
 pipeline is loaded once in ``setup()`` and kept for the whole batch. Per clip it
@@ -73,7 +73,7 @@ class VideoPainterEngine(InpaintEngine):
         id_lora_scale: 1.0 reproduces the release, 0.5 is the training scale.
         flux_fill: a local FLUX.1-Fill-dev folder for first frames (optional).
         device, dtype: where and in which precision to run.
-        offload: ``"model"`` / ``"sequential"`` CPU offload for small GPUs (PAPER.md §3: ~23-25 GB sequential).
+        offload: ``"model"`` / ``"sequential"`` CPU offload for small GPUs (about 23-25 GB with sequential offload).
         vae_tiling: tile the VAE (long clips).
         num_inference_steps, guidance_scale, use_dynamic_cfg, replace_gt, conditioning_scale, prev_clip_weight,
             num_frames_per_window, window_overlap: pipeline settings (the recipe's defaults).

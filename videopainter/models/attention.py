@@ -1,4 +1,4 @@
-"""Inpainting-region ID resampling (PAPER.md §2.1): extra keys/values from the masked region.
+"""Inpainting-region ID resampling : extra keys/values from the masked region.
 
 ``VideoPainterIDResampleAttnProcessor`` replaces ``CogVideoXAttnProcessor2_0`` on every backbone block. It has no
 weights; the trainable part is the LoRA (r=256, alpha=128 on ``to_q``, ``to_k``, ``to_v``, ``to_out.0``) loaded by
@@ -27,7 +27,7 @@ from diffusers.models.attention_processor import Attention
 from diffusers.models.embeddings import apply_rotary_emb
 
 
-# The ID LoRA as trained (PAPER.md §7). The released file stores no alpha, so diffusers' loader rebuilds it with
+# The ID LoRA as trained. The released file stores no alpha, so diffusers' loader rebuilds it with
 # alpha = r, i.e. scale 1.0; the published results were produced that way (reference §4).
 ID_LORA_RANK = 256
 ID_LORA_ALPHA = 128
@@ -38,7 +38,7 @@ ID_LORA_TRAINING_SCALE = ID_LORA_ALPHA / ID_LORA_RANK  # 0.5, the scale the adap
 
 @dataclass
 class IDMemory:
-    """The previous window's state read by the ID-resample processor (PAPER.md §2.2).
+    """The previous window's state read by the ID-resample processor .
 
     Args:
         block_hidden_states (`tuple` of `torch.Tensor`, each `(batch_size, text_seq_length + num_video_tokens,

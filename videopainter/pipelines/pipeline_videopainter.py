@@ -49,7 +49,11 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase, T5EncoderMode
 from videopainter.loaders import ID_LORA_ADAPTER_NAME, ID_LORA_WEIGHT_NAME, load_id_lora, resolve_local
 from videopainter.models.attention import ID_LORA_RELEASE_SCALE, IDMemory
 from videopainter.models.context_encoder import VideoPainterContextEncoder
-from videopainter.models.transformer import VideoPainterTransformer3DModel, latent_mask_to_token_mask
+from videopainter.models.transformer import (
+    VideoPainterTransformer3DModel,
+    hold_pos_embedding_in_model_dtype,
+    latent_mask_to_token_mask,
+)
 
 
 # Masked-pixel values, in [-1, 1]. The released pipeline multiplies the window by "not masked", so the context
@@ -183,6 +187,8 @@ class VideoPainterPipeline(DiffusionPipeline, CogVideoXLoraLoaderMixin):
             )
         if not isinstance(scheduler, CogVideoXDPMScheduler):
             raise ValueError(f"`scheduler` must be a CogVideoXDPMScheduler, got {type(scheduler).__name__}.")
+        for model in (transformer, context_encoder):  # models built in code keep diffusers' float64 table
+            hold_pos_embedding_in_model_dtype(model)
         self.register_modules(
             tokenizer=tokenizer,
             text_encoder=text_encoder,
