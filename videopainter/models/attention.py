@@ -111,9 +111,13 @@ class VideoPainterIDResampleAttnProcessor:
             video = apply_rotary_emb(tensor[:, :, text_seq_length:], image_rotary_emb)
             return torch.cat([tensor[:, :, :text_seq_length], video], dim=2)
 
-        query = attn.to_q(hidden_states)
-        key = attn.to_k(hidden_states)
-        value = attn.to_v(hidden_states)
+        fused = getattr(attn, "fused_projections", False)
+        if fused:  # one [q; k; v] product (see videopainter.pipelines.acceleration)
+            query, key, value = attn.to_qkv(hidden_states).chunk(3, dim=-1)
+        else:
+            query = attn.to_q(hidden_states)
+            key = attn.to_k(hidden_states)
+            value = attn.to_v(hidden_states)
 
         if prev_hidden_states is None:
             # self-resample: the current window's masked tokens, zero rows elsewhere
@@ -128,8 +132,14 @@ class VideoPainterIDResampleAttnProcessor:
                     f"{tuple(hidden_states.shape)}."
                 )
             resample_mask = _sequence_mask(prev_token_mask, text_seq_length, key.dtype) * prev_clip_weight
-            extra_key = attn.to_k(prev_hidden_states) * resample_mask
-            extra_value = attn.to_v(prev_hidden_states) * resample_mask
+            if fused:  # the key and value rows of the fused matrix only
+                inner = key.shape[-1]
+                bias = None if attn.to_qkv.bias is None else attn.to_qkv.bias[inner:]
+                extra_key, extra_value = F.linear(prev_hidden_states, attn.to_qkv.weight[inner:], bias).chunk(2, -1)
+            else:
+                extra_key, extra_value = attn.to_k(prev_hidden_states), attn.to_v(prev_hidden_states)
+            extra_key = extra_key * resample_mask
+            extra_value = extra_value * resample_mask
 
         query, key, value = split_heads(query), split_heads(key), split_heads(value)
         extra_key, extra_value = split_heads(extra_key), split_heads(extra_value)

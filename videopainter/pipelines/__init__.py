@@ -1,5 +1,6 @@
 """The VideoPainter diffusers pipeline and its first-frame inpainter."""
 
+from videopainter.pipelines.acceleration import Acceleration
 from videopainter.pipelines.first_frame import FluxFillFirstFrame
 from videopainter.pipelines.pipeline_videopainter import (
     MASKED_PIXEL_VALUE,
@@ -10,6 +11,7 @@ from videopainter.pipelines.pipeline_videopainter import (
 
 
 __all__ = [
+    "Acceleration",
     "MASKED_PIXEL_VALUE",
     "FluxFillFirstFrame",
     "VideoPainterPipeline",

@@ -21,6 +21,7 @@ only the chained image latent set. ``TRAINING_STYLE`` holds the alternatives tha
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import json
 import math
@@ -54,6 +55,7 @@ from videopainter.models.transformer import (
     hold_pos_embedding_in_model_dtype,
     latent_mask_to_token_mask,
 )
+from videopainter.pipelines.acceleration import Acceleration, apply_acceleration
 
 
 # Masked-pixel values, in [-1, 1]. The released pipeline multiplies the window by "not masked", so the context
@@ -203,6 +205,8 @@ class VideoPainterPipeline(DiffusionPipeline, CogVideoXLoraLoaderMixin):
         self.video_processor = VideoProcessor(vae_scale_factor=self.vae_scale_factor_spatial)
         self.first_frame_inpainter: FirstFrameInpainter | None = None
         self.id_lora_scale: float | None = None
+        self.acceleration: Acceleration | None = None
+        self._current_timestep: torch.Tensor | None = None
 
     # ------------------------------------------------------------------ loading and saving
 
@@ -285,6 +289,8 @@ class VideoPainterPipeline(DiffusionPipeline, CogVideoXLoraLoaderMixin):
     def save_pretrained(self, save_directory: str | os.PathLike, **kwargs: Any) -> None:
         """Save every component; an ID LoRA goes to `id_lora/` in the released key layout (no alpha), with its
         scale in `id_lora/id_lora_config.json`. The transformer is saved without the adapter."""
+        if self.acceleration is not None and self.acceleration.fuse_qkv:
+            raise ValueError("a pipeline with fused QKV projections cannot be saved; save it before accelerating.")
         if self.id_lora_scale is None:
             super().save_pretrained(save_directory, **kwargs)
             return
@@ -301,6 +307,11 @@ class VideoPainterPipeline(DiffusionPipeline, CogVideoXLoraLoaderMixin):
         folder = Path(save_directory) / ID_LORA_FOLDER
         self.save_lora_weights(folder, transformer_lora_layers=lora_layers)
         (folder / ID_LORA_CONFIG).write_text(json.dumps({"scale": scale}))
+
+    def enable_acceleration(self, acceleration: Acceleration) -> None:
+        """Apply speed options (caching hooks, fused QKV, regional compile); see `videopainter.pipelines.acceleration`.
+        Call once, after loading and moving the pipeline to its device."""
+        apply_acceleration(self, acceleration)
 
     def set_first_frame_inpainter(self, inpainter: FirstFrameInpainter | None) -> None:
         """`inpainter(image, mask, prompt) -> image` makes the first frame when `__call__` gets none."""
@@ -614,19 +625,20 @@ class VideoPainterPipeline(DiffusionPipeline, CogVideoXLoraLoaderMixin):
                 # the released pipeline reads the previous clip through the *current* window's token mask from the
                 # second step on (it reassigns its `prev_resample_mask` after every transformer call)
                 id_memory = IDMemory(block_hidden_states=id_memory.block_hidden_states, token_mask=token_mask)
-            noise_pred, block_hidden_states = self.transformer(
-                hidden_states=torch.cat([latent_model_input, image_latents], dim=2),
-                encoder_hidden_states=prompt_embeds,
-                timestep=timestep,
-                image_rotary_emb=image_rotary_emb,
-                branch_block_samples=branch_block_samples,
-                branch_token_mask=token_mask,
-                id_memory=id_memory,
-                prev_clip_weight=prev_clip_weight,
-                return_block_hidden_states=keep_memory and last_step,
-                attention_kwargs=attention_kwargs,
-                return_dict=False,
-            )
+            with self._cache_context():
+                noise_pred, block_hidden_states = self.transformer(
+                    hidden_states=torch.cat([latent_model_input, image_latents], dim=2),
+                    encoder_hidden_states=prompt_embeds,
+                    timestep=timestep,
+                    image_rotary_emb=image_rotary_emb,
+                    branch_block_samples=branch_block_samples,
+                    branch_token_mask=token_mask,
+                    id_memory=id_memory,
+                    prev_clip_weight=prev_clip_weight,
+                    return_block_hidden_states=keep_memory and last_step,
+                    attention_kwargs=attention_kwargs,
+                    return_dict=False,
+                )
             if block_hidden_states is not None:
                 new_memory = IDMemory(block_hidden_states=block_hidden_states, token_mask=token_mask)
             noise_pred = noise_pred.float()
@@ -666,6 +678,12 @@ class VideoPainterPipeline(DiffusionPipeline, CogVideoXLoraLoaderMixin):
             progress_bar.update()
         self._current_timestep = None
         return latents, new_memory
+
+    def _cache_context(self) -> contextlib.AbstractContextManager:
+        """The cache context stateful diffusers hooks require around a denoiser call (CFG is one batch here)."""
+        if getattr(self.transformer, "is_cache_enabled", False):
+            return self.transformer.cache_context("cfg_batch")
+        return contextlib.nullcontext()
 
     def _reset_caches(self) -> None:
         """Clear the state of diffusers caching hooks (see `videopainter.pipelines.acceleration`), if any."""
