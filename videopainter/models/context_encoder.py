@@ -305,8 +305,8 @@ class VideoPainterContextEncoder(ModelMixin, ConfigMixin, PeftAdapterMixin):
         # [batch_size, latent_frames, 2 * out_channels + 1, latent_height, latent_width]
         tokens = self.embedding_dropout(self.patch_embed(encoder_hidden_states, branch_input))
         text_seq_length = encoder_hidden_states.shape[1]
-        encoder_hidden_states = tokens[:, :text_seq_length]  # [batch_size, text_seq_length, inner_dim]
-        hidden_states = tokens[:, text_seq_length:]  # [batch_size, num_video_tokens, inner_dim]
+        encoder_hidden_states = tokens[:, :text_seq_length].contiguous()  # [batch_size, text_seq_length, inner_dim]
+        hidden_states = tokens[:, text_seq_length:].contiguous()  # [batch_size, num_video_tokens, inner_dim]
 
         # 3. Blocks; each video-token output goes through its zero-initialised bridge
         branch_block_samples = []

@@ -179,8 +179,10 @@ class VideoPainterTransformer3DModel(CogVideoXTransformer3DModel):
         # 2. Patch embedding
         tokens = self.embedding_dropout(self.patch_embed(encoder_hidden_states, hidden_states))
         text_seq_length = encoder_hidden_states.shape[1]
-        encoder_hidden_states = tokens[:, :text_seq_length]  # [batch_size, text_seq_length, inner_dim]
-        hidden_states = tokens[:, text_seq_length:]  # [batch_size, num_video_tokens, inner_dim]
+        # contiguous, like every later block's input: one memory layout for all blocks (regional compile reuses
+        # one graph for all of them only when their inputs agree in strides)
+        encoder_hidden_states = tokens[:, :text_seq_length].contiguous()  # [batch_size, text_seq_length, inner_dim]
+        hidden_states = tokens[:, text_seq_length:].contiguous()  # [batch_size, num_video_tokens, inner_dim]
         if branch_block_samples is not None and branch_token_mask is not None:
             # zero the encoder outputs on masked tokens once per group instead of selecting after every block
             background = (~branch_token_mask)[:, :, None].to(hidden_states.dtype)  # [batch_size, num_video_tokens, 1]
