@@ -23,8 +23,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from tasks.engines.baseline import Cv2InpaintEngine  # noqa: E402
-from tasks.engines.propagation import PropagationEngine, dilate_masks  # noqa: E402
-from tasks.quality_bench import default_dilation  # noqa: E402
+from tasks.engines.propagation import PropagationEngine  # noqa: E402
+from tasks.masks import default_dilation_radius, dilate_masks  # noqa: E402
 from tasks.synthetic import CAMERAS, make_scene  # noqa: E402
 
 
@@ -42,7 +42,7 @@ def main() -> None:
     rows = []
     for camera in CAMERAS:
         scene = make_scene(camera, num_frames=args.frames, height=args.height, width=args.width, seed=args.seed)
-        masks = dilate_masks(scene.masks, default_dilation(args.width))
+        masks = dilate_masks(scene.masks, default_dilation_radius(args.width))
         best = {name: (float("inf"), float("inf")) for name in engines}
         for _ in range(args.repeat):
             for name, engine in engines.items():

@@ -1,5 +1,5 @@
 """Orchestration overhead: ``build_pairs`` (Prefect, ephemeral API) against a plain Python loop over the same stage
-functions (``tasks.steps``), with the null engine on N small synthetic clips. Target: ratio ≤ 1.3.
+functions (``tasks.stages``), with the null engine on N small synthetic clips. Target: ratio ≤ 1.3.
 
     .venv/bin/python bench/orchestration.py [--clips 200] [--batch-size 50] [--json]
 
@@ -42,13 +42,24 @@ def write_clips(out: Path, n: int) -> Path:
     rows = []
     for i in range(n):
         scene = make_scene(
-            CAMERAS[i % len(CAMERAS)], num_frames=TINY["num_frames"], height=TINY["height"], width=TINY["width"],
-            num_objects=1, seed=i,
-        )  # fmt: skip
+            CAMERAS[i % len(CAMERAS)],
+            num_frames=TINY["num_frames"],
+            height=TINY["height"],
+            width=TINY["width"],
+            num_objects=1,
+            seed=i,
+        )
         (out / f"clip{i:04d}.mp4").write_bytes(encode_mp4(scene.frames, fps=TINY["fps"]))
         np.savez_compressed(out / f"clip{i:04d}_masks.npz", scene.label_map)
-        rows.append({"uri": f"clip{i:04d}.mp4", "caption": scene.caption, "mask_uri": f"clip{i:04d}_masks.npz",
-                     "mask_id": 1, "label": scene.labels[0]})  # fmt: skip
+        rows.append(
+            {
+                "uri": f"clip{i:04d}.mp4",
+                "caption": scene.caption,
+                "mask_uri": f"clip{i:04d}_masks.npz",
+                "mask_id": 1,
+                "label": scene.labels[0],
+            }
+        )
     manifest = out / "manifest.csv"
     with manifest.open("w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=list(rows[0]))
@@ -61,7 +72,8 @@ def plain_loop(manifest: Path, catalog: str, batch_size: int) -> dict[str, int]:
     """The same stages as ``build_pairs``, called directly."""
     from catalog.ids import make_id
     from catalog.store import Catalog
-    from tasks import steps
+    from tasks import stages
+    from tasks.config import RenderConfig
     from tasks.engines.registry import get_engine
     from tasks.proposers import get_proposer
     from tasks.types import Geometry
@@ -69,30 +81,34 @@ def plain_loop(manifest: Path, catalog: str, batch_size: int) -> dict[str, int]:
     cat = Catalog(catalog)
     run_id = make_id("run", "plain", time.time())
     geometry = Geometry(TINY["num_frames"], TINY["fps"], TINY["height"], TINY["width"])
-    items, failures = steps.discover_stage(str(manifest))
-    steps.record_failures(cat, failures, run_id)
-    segmenter = steps.make_segmenter("provided")
+    items, failures = stages.discover_stage(str(manifest))
+    stages.record_failures(cat, failures, run_id)
+    segmenter = stages.make_segmenter("provided")
     proposer = get_proposer("template", cache_url=cat.full_url("cache/proposals"))
     proposer.setup()
     counts = {"pairs": 0}
     for start in range(0, len(items), batch_size):
-        ing = steps.ingest_stage(items[start : start + batch_size], cat, geometry=geometry, segmenter=segmenter,
-                                 run_id=run_id)  # fmt: skip
-        steps.record_tables(cat, {**{t: ing.rows.get(t, []) for t in ("sources", "clips", "objects")},
-                                  "failures": steps.failure_rows(ing.failures, run_id)})  # fmt: skip
-        prop = steps.propose_stage(ing.rows.get("objects", []), ing.rows.get("clips", []), proposer,
-                                   edit_types=["remove", "add"], run_id=run_id)  # fmt: skip
-        steps.record_tables(cat, {"instructions": prop.rows["instructions"],
-                                  "failures": steps.failure_rows(prop.failures, run_id)})  # fmt: skip
-        jobs = steps.plan_stage(prop.rows["instructions"], ing.rows.get("objects", []), ing.rows.get("clips", []))
+        batch = items[start : start + batch_size]
+        ingested = stages.ingest_stage(batch, cat, geometry=geometry, segmenter=segmenter, run_id=run_id)
+        objects, clips = ingested.rows.get("objects", []), ingested.rows.get("clips", [])
+        media_rows = {t: ingested.rows.get(t, []) for t in ("sources", "clips", "objects")}
+        stages.record_tables(cat, {**media_rows, "failures": stages.failure_rows(ingested.failures, run_id)})
+        proposed = stages.propose_stage(objects, clips, proposer, edit_types=["remove", "add"], run_id=run_id)
+        instructions = proposed.rows["instructions"]
+        stages.record_tables(
+            cat, {"instructions": instructions, "failures": stages.failure_rows(proposed.failures, run_id)}
+        )
+        jobs = stages.plan_stage(instructions, objects, clips)
         engine = get_engine("null")
-        todo, _ = steps.pending_jobs(cat, jobs, engine, 0)
+        todo, _ = stages.pending_jobs(cat, jobs, engine, 0)
         engine.setup()
-        rendered, rout = steps.render_stage(todo, cat, engine, seed=0, run_id=run_id)
-        sout = steps.score_stage(rendered, cat, previews=True, run_id=run_id)
-        steps.record_tables(cat, {"renders": rout.rows["renders"], "pairs": sout.rows["pairs"],
-                                  "failures": steps.failure_rows([*rout.failures, *sout.failures], run_id)})  # fmt: skip
-        counts["pairs"] += len(sout.rows["pairs"])
+        rendered, inpainted = stages.inpaint_stage(todo, cat, engine, seed=0, run_id=run_id)
+        scored = stages.score_stage(rendered, cat, config=RenderConfig(), run_id=run_id)
+        failures = stages.failure_rows([*inpainted.failures, *scored.failures], run_id)
+        stages.record_tables(
+            cat, {"renders": inpainted.rows["renders"], "pairs": scored.rows["pairs"], "failures": failures}
+        )
+        counts["pairs"] += len(scored.rows["pairs"])
     return counts
 
 
@@ -103,7 +119,17 @@ def main() -> None:
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
 
-    from flows.build_pairs import GeometryParams, build_pairs
+    from flows.build_pairs import build_pairs
+    from tasks.config import RunConfig
+
+    def config(source: Path, catalog: Path) -> RunConfig:
+        return RunConfig(
+            source=str(source),
+            catalog=str(catalog),
+            render={"engine": "null"},
+            geometry=TINY,
+            batch_size=args.batch_size,
+        )
 
     with tempfile.TemporaryDirectory(prefix="vpf-bench-orch-") as tmp:
         tmp_path = Path(tmp)
@@ -112,8 +138,7 @@ def main() -> None:
         # Warm-up, not timed: start the Prefect API and import/initialise every stage on both paths.
         warm = write_clips(tmp_path / "warm", 2)
         t = time.perf_counter()
-        build_pairs(source=str(warm), catalog=str(tmp_path / "warm-flow"), engine="null",
-                    geometry=GeometryParams(**TINY), batch_size=args.batch_size)  # fmt: skip
+        build_pairs(config(warm, tmp_path / "warm-flow"))
         api_start_s = time.perf_counter() - t
         plain_loop(warm, str(tmp_path / "warm-plain"), args.batch_size)
 
@@ -122,10 +147,7 @@ def main() -> None:
         plain_s = time.perf_counter() - t
 
         t = time.perf_counter()
-        summary = build_pairs(
-            source=str(manifest), catalog=str(tmp_path / "flow"), engine="null", geometry=GeometryParams(**TINY),
-            batch_size=args.batch_size,
-        )  # fmt: skip
+        summary = build_pairs(config(manifest, tmp_path / "flow"))
         flow_s = time.perf_counter() - t
 
     if summary.counts.get("pairs") != plain["pairs"]:
@@ -135,11 +157,14 @@ def main() -> None:
     print(f"{'plain Python loop':<28}{plain_s:>10.2f}")
     print(f"{'build_pairs (Prefect)':<28}{flow_s:>10.2f}")
     print(f"{'ratio (target <= 1.3)':<28}{ratio:>10.3f}")
-    print(f"clips {args.clips}, batch size {args.batch_size}, pairs {plain['pairs']}, "
-          f"warm-up incl. Prefect API start (not timed) {api_start_s:.1f}s, cores {os.cpu_count()}")  # fmt: skip
+    print(
+        f"clips {args.clips}, batch size {args.batch_size}, pairs {plain['pairs']}, "
+        f"warm-up incl. Prefect API start (not timed) {api_start_s:.1f}s, cores {os.cpu_count()}"
+    )
     if args.json:
-        print(json.dumps({"clips": args.clips, "batch_size": args.batch_size, "pairs": plain["pairs"],
-                          "plain_s": round(plain_s, 3), "flow_s": round(flow_s, 3), "ratio": round(ratio, 3)}))  # fmt: skip
+        figures = {"clips": args.clips, "batch_size": args.batch_size, "pairs": plain["pairs"]}
+        figures.update(plain_s=round(plain_s, 3), flow_s=round(flow_s, 3), ratio=round(ratio, 3))
+        print(json.dumps(figures))
 
 
 if __name__ == "__main__":

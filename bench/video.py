@@ -146,8 +146,8 @@ def ingest_child(video: str, catalog_root: str, preset: str) -> None:
         preset=preset,
     )
     failures = [f for f in result.failures if f.reason != "no_mask"]
-    print(json.dumps({"clips": len(result.rows["clips"]), "ingest_s": time.perf_counter() - start,
-                      "failures": [f.message for f in failures]}))  # fmt: skip
+    figures = {"clips": len(result.rows["clips"]), "ingest_s": time.perf_counter() - start}
+    print(json.dumps({**figures, "failures": [f.message for f in failures]}))
 
 
 def bench_memory(workdir: Path, minutes: float, preset: str) -> dict:

@@ -1,4 +1,4 @@
-"""Deterministic ids: hashes of their inputs, so re-running work produces the same ids (DESIGN.md §3).
+"""Deterministic ids: hashes of their inputs, so re-running work produces the same ids (docs/architecture.md, "Ids").
 
 - source      = sha256 of the source bytes
 - clip        = source + frame range + geometry

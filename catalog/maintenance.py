@@ -22,12 +22,12 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from catalog.schema import ID_COLUMNS, TABLES
-from catalog.store import CatalogError, is_missing_file
-from catalog.views import UNIQUE_SUFFIX, quote_ident, quote_literal
+from catalog.storage import CatalogError, is_missing_file
+from catalog.views import UNIQUE_SUFFIX, connect, quote_ident, quote_literal
 
 
 if TYPE_CHECKING:
-    from catalog.store import Catalog
+    from catalog.storage import CatalogStorage
 
 
 # Foreign keys checked by ``check``: table -> {column: referenced table}.
@@ -48,7 +48,7 @@ def media_columns(table: str) -> list[str]:
 
 
 # ---------------------------------------------------------------------------------------------------- stats
-def stats(catalog: Catalog) -> dict[str, Any]:
+def stats(catalog: CatalogStorage) -> dict[str, Any]:
     """Rows (latest per id), raw rows, fragments and bytes per table; pairs by edit type, decision and engine;
     failures by stage, reason and error type."""
     tables: dict[str, Any] = {}
@@ -58,7 +58,7 @@ def stats(catalog: Catalog) -> dict[str, Any]:
         listing = catalog.fs.ls(directory, detail=True) if catalog.fs.exists(directory) else []
         infos = [i for i in listing if i["name"].endswith(".parquet")]
         tables[table] = {"fragments": len(infos), "bytes": int(sum(i.get("size", 0) or 0 for i in infos))}
-    con = catalog.connect()
+    con = connect(catalog)
     try:
         for table in TABLES:
             tables[table]["rows"] = con.execute(f'SELECT count(*) FROM "{table}"').fetchall()[0][0]
@@ -74,7 +74,7 @@ def stats(catalog: Catalog) -> dict[str, Any]:
 
 
 # ---------------------------------------------------------------------------------------------------- compact
-def _small_fragments(catalog: Catalog, table: str, small_bytes: int) -> list[str]:
+def _small_fragments(catalog: CatalogStorage, table: str, small_bytes: int) -> list[str]:
     directory = catalog.table_dir(table)
     catalog.fs.invalidate_cache(directory)  # object-store listings are cached; writers add fragments
     listing = catalog.fs.ls(directory, detail=True) if catalog.fs.exists(directory) else []
@@ -85,7 +85,7 @@ def _stamp_of(path: str) -> str:
     return path.rsplit("/", 1)[-1].split("-", 1)[0]
 
 
-def merge_fragments(catalog: Catalog, table: str, paths: list[str]) -> tuple[pa.Table, int]:
+def merge_fragments(catalog: CatalogStorage, table: str, paths: list[str]) -> tuple[pa.Table, int]:
     """The latest row per id over the fragments ``paths`` (same rule as the views), aligned to the current
     schema, and the number of rows read. Raises ``CatalogError`` naming any unreadable fragment."""
     urls = [catalog.fragment_url(p) for p in paths]
@@ -128,7 +128,7 @@ class Compaction:
     fragment: str | None  # the new fragment
 
 
-def compact(catalog: Catalog, table: str | None = None, small_bytes: int = 64 << 20) -> dict[str, Any]:
+def compact(catalog: CatalogStorage, table: str | None = None, small_bytes: int = 64 << 20) -> dict[str, Any]:
     """Merge every table's fragments smaller than ``small_bytes`` into one deduplicated fragment per table.
 
     Returns ``{table: Compaction as dict}`` for the tables that were compacted. See the module docstring for why
@@ -170,7 +170,7 @@ class Problem:
         return f"[{self.kind}] {self.table}: {self.message}"
 
 
-def check(catalog: Catalog, verify_hashes: bool = True) -> list[Problem]:
+def check(catalog: CatalogStorage, verify_hashes: bool = True) -> list[Problem]:
     """Every fragment readable; every media uri named by a row exists (and its sha256 matches its name); every
     reference (pairs → renders → instructions → objects → clips → sources) points at an existing row."""
     problems: list[Problem] = []

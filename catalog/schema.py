@@ -14,7 +14,7 @@ from __future__ import annotations
 import pyarrow as pa
 
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: objects.dilation_px (a kernel side) became dilation_radius
 
 EDIT_TYPES = ("remove", "add", "replace", "attribute")
 DECISIONS = ("accepted", "rejected")
@@ -73,7 +73,7 @@ OBJECTS = pa.schema(
         _f("mask_source", pa.string(), True),  # "provided" | "sam" | "sam-auto"
         _f("mask_id", pa.int64()),  # label of a VPData label map, when provided that way
         _f("mask_uri", pa.string(), True),  # (frames, height, width) bool masks, npz
-        _f("dilation_px", pa.int32()),
+        _f("dilation_radius", pa.int32()),  # pixels; 0: the run's default
         _f("area_ratio_mean", pa.float64()),
         _f("area_ratio_min", pa.float64()),
         _f("area_ratio_max", pa.float64()),

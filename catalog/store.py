@@ -1,190 +1,46 @@
-"""The catalog store over any fsspec root: content-addressed media and immutable Parquet fragments.
+"""``Catalog``: a catalog's storage (``catalog.storage``) with its SQL views, queries, maintenance and export.
 
-Layout under the root::
-
-    media/<aa>/<sha256>.<ext>            content-addressed files (videos, masks, previews)
-    tables/<table>/<fragment>.parquet    immutable fragments; a fragment is never rewritten
-
-A fragment is written under a temporary name and renamed (local roots) or put in one request (object stores), so a
-reader never sees a partial file. Media is written (and made durable) before any row that names it.
+The package is layered without circles: ``ids``/``schema`` → ``storage`` → ``views`` → ``sql`` →
+``maintenance``/``export`` → ``store`` (this module). Callers use ``Catalog`` from here; the modules below take a
+``CatalogStorage``.
 """
 
 from __future__ import annotations
 
-import os
 import time
-import uuid
-from collections.abc import Iterable, Mapping
-from datetime import datetime, timezone
-from pathlib import Path
 from typing import Any
 
 import duckdb
-import fsspec
 import pyarrow as pa
-import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
-from catalog.ids import sha256_bytes
-from catalog.schema import ID_COLUMNS, SCHEMA_VERSION, TABLES
-
-
-DEFAULT_ROOT = "./vpf-data"
-# A reader that lists fragments just before a compaction deletes them lists again; compactions are rare, so a few
-# attempts with a short back-off outlast any realistic run of them.
-MISSING_FRAGMENT_ATTEMPTS = 8
-
-
-class CatalogError(ValueError):
-    """Bad input for the catalog: names the table and the field (or the media) at fault."""
+from catalog import export as export_module
+from catalog import maintenance, views
+from catalog.sql import check_read_only
+from catalog.storage import (
+    DEFAULT_ROOT,
+    MISSING_FRAGMENT_ATTEMPTS,
+    CatalogError,
+    CatalogStorage,
+    default_root,
+    is_missing_file,
+    now_utc,
+)
 
 
-def default_root() -> str:
-    """``$VPF_CATALOG`` if set, else ``./vpf-data``."""
-    return os.environ.get("VPF_CATALOG") or DEFAULT_ROOT
+__all__ = [
+    "DEFAULT_ROOT",
+    "MISSING_FRAGMENT_ATTEMPTS",
+    "Catalog",
+    "CatalogError",
+    "CatalogStorage",
+    "default_root",
+    "is_missing_file",
+    "now_utc",
+]
 
 
-def now_utc() -> datetime:
-    return datetime.now(timezone.utc)
-
-
-class Catalog:
+class Catalog(CatalogStorage):
     """A catalog rooted at an fsspec URL (``./vpf-data``, ``file:///…``, ``s3://bucket/prefix``, ``memory://…``)."""
-
-    def __init__(self, root: str | os.PathLike | None = None, storage_options: Mapping[str, Any] | None = None):
-        root = str(root) if root is not None else default_root()
-        self.fs, path = fsspec.core.url_to_fs(root, **dict(storage_options or {}))
-        self.is_local = "file" in (self.fs.protocol if isinstance(self.fs.protocol, tuple) else (self.fs.protocol,))
-        self.root = path.rstrip("/") if path != "/" else path
-        self.url = root
-        self.storage_options = dict(storage_options or {})
-
-    # ---------------------------------------------------------------- paths
-    def path(self, relative: str) -> str:
-        """The filesystem path (no protocol) of a catalog-relative path."""
-        return f"{self.root}/{relative.lstrip('/')}"
-
-    def full_url(self, relative: str) -> str:
-        """A URL another fsspec client can open: ``s3://bucket/prefix/media/…`` or an absolute local path."""
-        return self.fs.unstrip_protocol(self.path(relative)) if not self.is_local else self.path(relative)
-
-    def table_dir(self, table: str) -> str:
-        self._check_table(table)
-        return self.path(f"tables/{table}")
-
-    # ---------------------------------------------------------------- media
-    def put_media(self, data: bytes | os.PathLike | str, ext: str) -> str:
-        """Store bytes (or a local file's bytes) content-addressed; returns the catalog-relative uri.
-
-        Deduplicated by sha256: storing the same content twice writes once. Durable when this returns.
-        """
-        if isinstance(data, (str, os.PathLike)):
-            data = Path(data).read_bytes()
-        ext = ext.lstrip(".").lower()
-        if not ext or "/" in ext:
-            raise CatalogError(f"media: extension {ext!r} is not a plain file extension")
-        digest = sha256_bytes(data)
-        relative = f"media/{digest[:2]}/{digest}.{ext}"
-        target = self.path(relative)
-        if not self.fs.exists(target):
-            self._atomic_write(target, data)
-        return relative
-
-    def read_media(self, relative: str) -> bytes:
-        with self.fs.open(self.path(relative), "rb") as f:
-            return f.read()
-
-    def open_media(self, relative: str, mode: str = "rb"):
-        return self.fs.open(self.path(relative), mode)
-
-    # ---------------------------------------------------------------- rows
-    def to_table(self, table: str, rows: Iterable[Mapping[str, Any]] | pa.Table) -> pa.Table:
-        """Validate rows against the table's schema; raises ``CatalogError`` naming the table and field."""
-        schema = self._check_table(table)
-        if isinstance(rows, pa.Table):
-            unknown = set(rows.column_names) - set(schema.names)
-            if unknown:
-                raise CatalogError(f"{table}: unknown field(s) {sorted(unknown)}")
-            columns = {}
-            for field in schema:
-                if field.name in rows.column_names:
-                    try:
-                        columns[field.name] = rows.column(field.name).cast(field.type)
-                    except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError) as exc:
-                        raise CatalogError(f"{table}.{field.name}: wrong type ({exc})") from None
-                else:
-                    columns[field.name] = pa.nulls(rows.num_rows, field.type)
-            arrow = pa.table(columns, schema=schema)
-        else:
-            rows = list(rows)
-            now = now_utc()
-            data: dict[str, list[Any]] = {name: [] for name in schema.names}
-            for i, row in enumerate(rows):
-                unknown = set(row) - set(schema.names)
-                if unknown:
-                    raise CatalogError(f"{table}: row {i} has unknown field(s) {sorted(unknown)}")
-                for name in schema.names:
-                    value = row.get(name)
-                    if value is None and name == "created_at":
-                        value = now
-                    data[name].append(value)
-            columns = {}
-            for field in schema:
-                try:
-                    columns[field.name] = pa.array(data[field.name], type=field.type)
-                except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError, OverflowError) as exc:
-                    raise CatalogError(f"{table}.{field.name}: wrong type ({exc})") from None
-            arrow = pa.table(columns, schema=schema)
-        for field in schema:
-            if not field.nullable and arrow.column(field.name).null_count:
-                raise CatalogError(f"{table}.{field.name}: required field is missing in some rows")
-        return arrow
-
-    def append(self, table: str, rows: Iterable[Mapping[str, Any]] | pa.Table) -> str | None:
-        """Validate and write rows as one new immutable fragment; returns its path (None for no rows).
-
-        Nothing is written when any row is invalid. A batch whose ids are unique is written as a ``.u.parquet``
-        fragment, which lets a one-fragment table skip deduplication in the views.
-        """
-        arrow = self.to_table(table, rows)
-        if arrow.num_rows == 0:
-            return None
-        key = arrow.column(ID_COLUMNS[table]).combine_chunks()
-        unique = len(pc.dictionary_encode(key).dictionary) == arrow.num_rows
-        return self._write_fragment(table, arrow, unique=unique)
-
-    def fragments(self, table: str) -> list[str]:
-        """Paths of the table's visible fragments (temporary files excluded), sorted by name (= write time)."""
-        directory = self.table_dir(table)
-        self.fs.invalidate_cache(directory)  # object-store listings are cached; other writers add fragments
-        if not self.fs.exists(directory):
-            return []
-        return sorted(p for p in self.fs.ls(directory, detail=False) if p.endswith(".parquet"))
-
-    def fragment_url(self, path: str) -> str:
-        """A fragment path as DuckDB opens it: absolute local path, or ``proto://…`` for non-local roots."""
-        return path if self.is_local else self.fs.unstrip_protocol(path)
-
-    def root_url(self) -> str:
-        """The root as DuckDB sees it (see ``fragment_url``)."""
-        return self.fragment_url(self.root)
-
-    def unreadable_fragments(self, table: str | None = None, full: bool = False) -> list[str]:
-        """Fragments whose Parquet footer (``full``: every page) cannot be read, e.g. truncated files."""
-        bad = []
-        for name in [table] if table else list(TABLES):
-            for path in self.fragments(name):
-                try:
-                    with self.fs.open(path, "rb") as f:
-                        if full:
-                            pq.read_table(f)
-                        else:
-                            pq.read_metadata(f)
-                except FileNotFoundError:
-                    continue  # compacted away since listing
-                except (OSError, pa.ArrowException) as exc:
-                    bad.append(f"{self.fragment_url(path)} ({exc})" if full else self.fragment_url(path))
-        return bad
 
     # ---------------------------------------------------------------- SQL
     def connect(self, read_only_guard: bool = False) -> duckdb.DuckDBPyConnection:
@@ -193,9 +49,7 @@ class Catalog:
         The views are a snapshot of the fragments present now. ``read_only_guard`` sandboxes the connection
         (no external access, files only under the catalog root, configuration locked); see ``catalog.views``.
         """
-        from catalog.views import connect
-
-        return connect(self, read_only_guard=read_only_guard)
+        return views.connect(self, read_only_guard=read_only_guard)
 
     def query(self, sql: str, params: list[Any] | None = None, *, read_only: bool = False) -> pa.Table:
         """Run one SQL query over the views; returns an Arrow table.
@@ -206,8 +60,6 @@ class Catalog:
         in the raised error.
         """
         if read_only:
-            from catalog.sql import check_read_only
-
             check_read_only(sql)
         for attempt in range(MISSING_FRAGMENT_ATTEMPTS):
             con = None
@@ -228,104 +80,19 @@ class Catalog:
                     con.close()
         raise AssertionError("unreachable")
 
-    def existing_ids(self, table: str, ids: Iterable[str]) -> set[str]:
-        """The subset of ``ids`` that some row of ``table`` already has (any version of the row).
-
-        Reads only the id column of that table's fragments (no views), so flows can call it per batch cheaply.
-        """
-        self._check_table(table)
-        ids = list(dict.fromkeys(ids))
-        if not ids:
-            return set()
-        key = ID_COLUMNS[table]
-        for attempt in range(MISSING_FRAGMENT_ATTEMPTS):
-            urls = [self.fragment_url(p) for p in self.fragments(table)]
-            if not urls:
-                return set()
-            files = "[" + ", ".join("'" + u.replace("'", "''") + "'" for u in urls) + "]"
-            con = duckdb.connect(":memory:")
-            try:
-                if not self.is_local:
-                    con.register_filesystem(self.fs)
-                rows = con.execute(
-                    f'SELECT DISTINCT "{key}" FROM read_parquet({files}, union_by_name = true) '
-                    f'WHERE "{key}" IN (SELECT unnest(?))',
-                    [ids],
-                ).fetchall()
-                return {r[0] for r in rows}
-            except duckdb.Error as exc:
-                if attempt + 1 < MISSING_FRAGMENT_ATTEMPTS and is_missing_file(exc):
-                    time.sleep(0.01 * 2**attempt)  # a compaction is swapping fragments: list again
-                    continue
-                bad = self.unreadable_fragments(table)
-                if bad:
-                    raise CatalogError(f"{table}: unreadable fragment(s) {bad}: {exc}") from exc
-                raise
-            finally:
-                con.close()
-        raise AssertionError("unreachable")
-
     # ---------------------------------------------------------------- maintenance
     def stats(self) -> dict[str, Any]:
         """Rows and fragments per table; pairs by edit type/decision/engine; failures by stage/reason/error type."""
-        from catalog.maintenance import stats
-
-        return stats(self)
+        return maintenance.stats(self)
 
     def compact(self, table: str | None = None, small_bytes: int = 64 << 20) -> dict[str, Any]:
         """Merge each table's small fragments into one deduplicated fragment; see ``catalog.maintenance``."""
-        from catalog.maintenance import compact
-
-        return compact(self, table=table, small_bytes=small_bytes)
+        return maintenance.compact(self, table=table, small_bytes=small_bytes)
 
     def check(self, verify_hashes: bool = True) -> list[Any]:
         """Problems found (empty list when healthy); see ``catalog.maintenance.check``."""
-        from catalog.maintenance import check
-
-        return check(self, verify_hashes=verify_hashes)
+        return maintenance.check(self, verify_hashes=verify_hashes)
 
     def export(self, fmt: str, out_url: str, where: str | None = None, **options: Any) -> dict[str, Any]:
         """Export pairs (``pairs_full`` rows matching ``where``) as webdataset, parquet or csv; see ``catalog.export``."""
-        from catalog.export import export
-
-        return export(self, fmt, out_url, where=where, **options)
-
-    # ---------------------------------------------------------------- internals
-    def _check_table(self, table: str) -> pa.Schema:
-        try:
-            return TABLES[table]
-        except KeyError:
-            raise CatalogError(f"unknown table {table!r}; tables are {sorted(TABLES)}") from None
-
-    def _write_fragment(self, table: str, arrow: pa.Table, *, unique: bool, stamp: str | None = None) -> str:
-        """Write ``arrow`` (already validated) as a new fragment; ``unique``: each id appears once in it."""
-        arrow = arrow.replace_schema_metadata(
-            {**(arrow.schema.metadata or {}), b"vpf.schema_version": str(SCHEMA_VERSION).encode(), b"vpf.table": table}
-        )
-        sink = pa.BufferOutputStream()
-        pq.write_table(arrow, sink, compression="zstd")
-        stamp = stamp or now_utc().strftime("%Y%m%dT%H%M%S%f")
-        name = f"{stamp}-{uuid.uuid4().hex[:12]}{'.u' if unique else ''}.parquet"
-        target = f"{self.table_dir(table)}/{name}"
-        self._atomic_write(target, sink.getvalue().to_pybytes())
-        return target
-
-    def _atomic_write(self, target: str, data: bytes) -> None:
-        parent = target.rsplit("/", 1)[0]
-        if self.is_local:
-            self.fs.makedirs(parent, exist_ok=True)
-            tmp = f"{parent}/.tmp-{uuid.uuid4().hex}"
-            with open(tmp, "wb") as f:
-                f.write(data)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, target)
-        else:
-            # Object stores: a single PUT is atomic; readers never see a partial object.
-            self.fs.pipe_file(target, data)
-
-
-def is_missing_file(exc: Exception) -> bool:
-    """Whether a DuckDB/fsspec error says a file vanished (a fragment compacted away after listing)."""
-    text = str(exc)
-    return any(m in text for m in ("No such file", "No files found", "FileNotFoundError", "does not exist"))
+        return export_module.export(self, fmt, out_url, where=where, **options)

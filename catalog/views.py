@@ -21,11 +21,11 @@ import duckdb
 import pyarrow as pa
 
 from catalog.schema import ID_COLUMNS, TABLES
-from catalog.store import MISSING_FRAGMENT_ATTEMPTS, is_missing_file
+from catalog.storage import MISSING_FRAGMENT_ATTEMPTS, is_missing_file
 
 
 if TYPE_CHECKING:
-    from catalog.store import Catalog
+    from catalog.storage import CatalogStorage
 
 
 UNIQUE_SUFFIX = ".u.parquet"
@@ -170,7 +170,7 @@ def _create_table_view(con: duckdb.DuckDBPyConnection, table: str, listing: list
     con.execute(f"CREATE OR REPLACE VIEW {name} AS {table_view_sql(table, urls, base=base)}")
 
 
-def fragment_listing(catalog: Catalog, table: str) -> list[tuple[str, int]]:
+def fragment_listing(catalog: CatalogStorage, table: str) -> list[tuple[str, int]]:
     """``(url, size in bytes)`` of the table's fragments, oldest first; URLs as DuckDB opens them (absolute local
     paths, or ``proto://…`` for a registered fsspec filesystem)."""
     directory = catalog.table_dir(table)
@@ -183,7 +183,7 @@ def fragment_listing(catalog: Catalog, table: str) -> list[tuple[str, int]]:
     return [(catalog.fragment_url(e["name"]), int(e.get("size") or 0)) for e in entries]
 
 
-def create_views(con: duckdb.DuckDBPyConnection, catalog: Catalog) -> dict[str, list[str]]:
+def create_views(con: duckdb.DuckDBPyConnection, catalog: CatalogStorage) -> dict[str, list[str]]:
     """Create (or replace) every table view and the convenience views; returns each table's fragment URLs."""
     listings: dict[str, list[str]] = {}
     for table in TABLES:
@@ -211,7 +211,7 @@ def view_names() -> list[str]:
     return [*TABLES, *CONVENIENCE_VIEWS]
 
 
-def sandbox(con: duckdb.DuckDBPyConnection, catalog: Catalog) -> None:
+def sandbox(con: duckdb.DuckDBPyConnection, catalog: CatalogStorage) -> None:
     """Limit file access to the catalog root, turn external access off and lock the configuration."""
     con.execute(f"SET allowed_directories = [{quote_literal(catalog.root_url().rstrip('/') + '/')}]")
     con.execute("SET enable_external_access = false")
@@ -219,7 +219,7 @@ def sandbox(con: duckdb.DuckDBPyConnection, catalog: Catalog) -> None:
 
 
 def connect(
-    catalog: Catalog, read_only_guard: bool = False, attempts: int = MISSING_FRAGMENT_ATTEMPTS
+    catalog: CatalogStorage, read_only_guard: bool = False, attempts: int = MISSING_FRAGMENT_ATTEMPTS
 ) -> duckdb.DuckDBPyConnection:
     """An in-memory DuckDB connection with the catalog's views (see module docstring).
 

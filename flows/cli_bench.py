@@ -21,7 +21,10 @@ def register(app: typer.Typer) -> None:
         width: Annotated[int, typer.Option(min=16)] = 720,
         scenes: Annotated[str, typer.Option(help="Comma-separated cameras: static, pan, zoom.")] = "static,pan,zoom",
         seed: Annotated[int, typer.Option()] = 0,
-        dilation: Annotated[int | None, typer.Option(min=0, help="Mask dilation in px (default 8 at 720 px).")] = None,
+        dilation_radius: Annotated[
+            int | None,
+            typer.Option("--dilation-radius", min=0, help="Mask dilation radius in px (default 16 at 720 px wide)."),
+        ] = None,
     ) -> None:
         """Inpaint synthetic scenes with a known clean background; report PSNR/SSIM inside the hole, beside the
         per-frame cv2.inpaint baseline."""
@@ -38,7 +41,13 @@ def register(app: typer.Typer) -> None:
             typer.echo(f"error: --scenes must name some of {', '.join(CAMERAS)}, got {scenes!r}", err=True)
             raise typer.Exit(2)
         results = run_quality_benchmark(
-            [engine], scenes=chosen, frames=frames, height=height, width=width, seed=seed, dilation_px=dilation
+            [engine],
+            scenes=chosen,
+            frames=frames,
+            height=height,
+            width=width,
+            seed=seed,
+            dilation_radius=dilation_radius,
         )
         typer.echo(f"ground-truth inpainting benchmark: {frames} frames at {height}x{width}, seed {seed}")
         typer.echo(format_table(results))

@@ -13,13 +13,18 @@ import time
 from enum import Enum
 from importlib.util import find_spec
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
 from flows.options import CatalogOption
+
+
+if TYPE_CHECKING:
+    from flows.build_pairs import RunSummary
+    from tasks.config import RunConfig
 
 
 EXIT_OK = 0
@@ -63,12 +68,11 @@ WidthOpt = Annotated[int, typer.Option("--width", min=16, help="clip width in pi
 FpsOpt = Annotated[float, typer.Option("--fps", min=0.1, help="frames per second of the normalised clips")]
 
 
-def _summary_table(summary: Any) -> Table:
+def _summary_table(summary: RunSummary) -> Table:
     table = Table(caption=f"{summary.status} in {summary.elapsed_s:.1f}s", caption_justify="left", min_width=40)
     table.add_column("what")
     table.add_column("count", justify="right")
-    for key in ("items", "clips", "objects", "instructions", "renders", "pairs", "accepted", "skipped",
-                "already_done", "failures"):  # fmt: skip
+    for key in "items clips objects instructions renders pairs accepted skipped already_done failures".split():
         if key in summary.counts:
             table.add_row(key, str(summary.counts[key]))
     for reason, n in sorted(summary.failures_by_reason.items()):
@@ -76,61 +80,69 @@ def _summary_table(summary: Any) -> Table:
     return table
 
 
-def run_factory(
-    source: str,
-    catalog: str,
-    *,
-    engine: str = "auto",
-    proposer: str = "template",
-    segmenter: str = "provided",
-    limit: int | None = None,
-    batch_size: int = 16,
-    geometry: dict[str, Any] | None = None,
-    edit_types: list[str] | None = None,
-    render_deployment: str | None = None,
-    roots: list[str] | None = None,
-    seed: int = 0,
-    previews: bool = True,
-    gallery: bool = True,
-    task_runner: str = "default",
-    workers: int | None = None,
-    engine_options: dict[str, Any] | None = None,
-    accept_rule: dict[str, Any] | None = None,
-    judge: str | None = None,
-) -> Any:
-    """Run ``build_pairs`` in this process (Prefect ephemeral mode unless ``PREFECT_API_URL`` is set) with a progress
-    display; returns its ``RunSummary``."""
-    from flows.build_pairs import GeometryParams, build_pairs
+def run_factory(config: RunConfig, *, task_runner: str = "default", workers: int | None = None) -> RunSummary:
+    """Run ``build_pairs`` with ``config`` in this process (Prefect ephemeral mode
+    unless ``PREFECT_API_URL`` is set) with a progress display; returns its ``RunSummary``.
+
+    ``task_runner``/``workers``: where ingest runs (threads here, or a local Dask or Ray cluster, one batch in flight
+    per worker process).
+    """
+    from flows.build_pairs import build_pairs
     from flows.progress import observe
 
-    params: dict[str, Any] = {
-        "source": source,
-        "catalog": catalog,
-        "engine": engine,
-        "proposer": proposer,
-        "segmenter": segmenter,
-        "limit": limit,
-        "batch_size": batch_size,
-        "geometry": GeometryParams(**(geometry or {})),
-        "seed": seed,
-        "previews": previews,
-        "gallery": gallery,
-        "render_deployment": render_deployment,
-        "roots": roots,
-        "engine_options": engine_options,
-        "accept_rule": accept_rule,
-        "judge": judge,
-    }
-    if edit_types:
-        params["edit_types"] = edit_types
     flow = build_pairs
     if task_runner != "default":
         from flows.runners import local_workers, make_task_runner
 
         flow = build_pairs.with_options(task_runner=make_task_runner(task_runner, workers=workers))
-        params["ingest_in_flight"] = local_workers(workers)  # one batch per worker process
+        config = config.model_copy(update={"ingest_in_flight": local_workers(workers)})
     with observe(console):
-        return flow(**params)
+        return flow(config=config)
+
+
+OPTION_OF_FIELD = {
+    "source": "SOURCE",
+    "catalog": "--catalog",
+    "limit": "--limit",
+    "roots": "--root",
+    "geometry": "--frames/--height/--width/--fps",
+    "segmenter": "--segmenter",
+    "proposer": "--proposer",
+    "edit_types": "--edit-type",
+    "engine": "--engine",
+    "engine_options": "--engine-option",
+    "seed": "--seed",
+    "accept_rule": "--accept",
+    "judge": "--judge",
+    "previews": "--previews",
+    "batch_size": "--batch-size",
+    "render_deployment": "--render-deployment",
+    "gallery": "--gallery",
+}
+
+
+def build_config(*overrides: tuple[str, Any], **settings: Any) -> RunConfig:
+    """``tasks.config.RunConfig(**settings)`` with ``overrides`` (dotted keys, e.g. ``("render.seed", 3)``) set on
+    top; a validation error becomes a usage error naming the option."""
+    from pydantic import ValidationError
+
+    from tasks.config import RunConfig
+
+    for dotted, value in overrides:
+        *parents, key = dotted.split(".")
+        target = settings
+        for part in parents:
+            target = target.setdefault(part, {})
+            if not isinstance(target, dict):
+                raise typer.BadParameter(f"{dotted}: {part} is not a group of settings", param_hint="--set")
+        target[key] = value
+    try:
+        return RunConfig(**settings)
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        names = [str(part) for part in error["loc"] if str(part) in OPTION_OF_FIELD]
+        hint = OPTION_OF_FIELD[names[-1]] if names else "--set"
+        raise typer.BadParameter(error["msg"].removeprefix("Value error, "), param_hint=hint) from None
 
 
 def parse_key_values(pairs: list[str] | None, option: str) -> dict[str, Any]:
@@ -208,64 +220,45 @@ def run_command(
             "--judge", help="Score pairs with a vision-language model: openai:URL#MODEL or transformers:PATH."
         ),
     ] = None,
+    settings: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--set",
+            help="KEY=VALUE of any run setting (repeat; dotted keys reach parts, e.g. max_failure_ratio=0.1 "
+            "render.gpu_slots=2 dilation_radius=12); see tasks/config.py.",
+        ),
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the run summary as one JSON line on stdout.")] = False,
 ) -> None:
     """Make editing pairs from SOURCE into the catalog. Exit 0: completed; 3: completed with failures; 1: failed."""
-    for e in edit_type or []:
-        if e not in ("remove", "add", "replace", "attribute"):
-            raise typer.BadParameter(f"{e!r}: expected remove, add, replace or attribute", param_hint="--edit-type")
-    if not (proposer == "template" or proposer.startswith(("transformers:", "openai:"))):
-        raise typer.BadParameter(
-            f"{proposer!r}: expected template, transformers:PATH or openai:URL", param_hint="--proposer"
-        )
-    if segmenter != "provided":
-        from tasks.steps import parse_sam_spec
-
-        try:
-            parse_sam_spec(segmenter)
-        except ValueError as exc:
-            raise typer.BadParameter(str(exc), param_hint="--segmenter") from None
-    if judge is not None and not judge.startswith(("transformers:", "openai:")):
-        raise typer.BadParameter(f"{judge!r}: expected openai:URL#MODEL or transformers:PATH", param_hint="--judge")
     if workers is not None and task_runner is TaskRunnerChoice.default:
         raise typer.BadParameter(
             "--workers sizes a dask or ray cluster; add --task-runner dask|ray", param_hint="--workers"
         )
-    engine_options = parse_key_values(engine_option, "--engine-option")
-    accept_rule = parse_key_values(accept, "--accept")
-    if accept_rule:
-        from tasks.metrics import AcceptRule
-
-        try:
-            AcceptRule(**accept_rule)
-        except TypeError as exc:
-            raise typer.BadParameter(str(exc), param_hint="--accept") from None
-    if height % 2 or width % 2:
-        raise typer.BadParameter(
-            f"{width}x{height}: width and height must be even (H.264)", param_hint="--width/--height"
-        )
+    config = build_config(
+        *parse_key_values(settings, "--set").items(),
+        source=source,
+        catalog=catalog,
+        limit=limit,
+        roots=list(root) if root else None,
+        geometry={"num_frames": frames, "height": height, "width": width, "fps": fps},
+        segmenter=segmenter,
+        proposer=proposer,
+        **({"edit_types": list(edit_type)} if edit_type else {}),
+        render={
+            "engine": engine.value,
+            "engine_options": parse_key_values(engine_option, "--engine-option"),
+            "seed": seed,
+            "accept_rule": parse_key_values(accept, "--accept"),
+            "judge": judge,
+            "previews": previews,
+        },
+        batch_size=batch_size,
+        render_deployment=render_deployment,
+        gallery=gallery,
+    )
     try:
-        summary = run_factory(
-            source,
-            catalog,
-            engine=engine.value,
-            proposer=proposer,
-            segmenter=segmenter,
-            limit=limit,
-            batch_size=batch_size,
-            geometry={"num_frames": frames, "height": height, "width": width, "fps": fps},
-            edit_types=list(edit_type) if edit_type else None,
-            render_deployment=render_deployment,
-            roots=list(root) if root else None,
-            seed=seed,
-            previews=previews,
-            gallery=gallery,
-            task_runner=task_runner.value,
-            workers=workers,
-            engine_options=engine_options,
-            accept_rule=accept_rule or None,
-            judge=judge,
-        )
+        summary = run_factory(config, task_runner=task_runner.value, workers=workers)
     except Exception as exc:  # the runs row says "failed"; the user gets one line, not a traceback
         console.print(f"[red]vpf run failed:[/red] {type(exc).__name__}: {exc}")
         raise typer.Exit(EXIT_ERROR) from exc
@@ -306,8 +299,8 @@ def status_command(
         runs.add_column(col, justify="right", no_wrap=True)
     for r in report["runs"]:
         started = r["started_at"].strftime("%Y-%m-%d %H:%M") if r["started_at"] else ""
-        runs.add_row(r["run_id"], r["status"], started, str(r["source"]), str(r["n_clips"]),
-                     str(r["n_pairs"]), str(r["n_failures"]))  # fmt: skip
+        cells = (r["run_id"], r["status"], started, r["source"], r["n_clips"], r["n_pairs"], r["n_failures"])
+        runs.add_row(*(str(cell) for cell in cells))
     out.print(runs)
     rows = Table(title="rows")
     rows.add_column("table")
@@ -386,13 +379,14 @@ def demo_command(
         console.print(f"{name}: {path}")
     console.rule("2. build pairs (Prefect ephemeral mode)")
     catalog = str(out / "catalog")
-    summary = run_factory(
-        str(paths["synthetic"]),
-        catalog,
-        engine=engine.value,
+    config = build_config(
+        source=str(paths["synthetic"]),
+        catalog=catalog,
+        render={"engine": engine.value},
         batch_size=4,
         geometry={"num_frames": frames, "height": height, "width": width},
     )
+    summary = run_factory(config)
     console.rule("3. summary")
     stdout = Console()
     stdout.print(f"run {summary.run_id}")

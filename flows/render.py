@@ -1,8 +1,9 @@
 """The render stage as its own flow: render → score → record for one batch of jobs, deployable on a ``gpu`` pool.
 
-``build_pairs`` calls it in-process, or hands it batches with ``run_deployment("render/gpu", ...)`` when a GPU
-deployment is configured. Its parameters are JSON (ids, uris, the catalog URL), never arrays: it reloads clips and
-masks from the catalog's media, so it can run on any machine that reaches the catalog.
+``build_pairs`` calls its body (:func:`render_and_record`) in-process, or hands it batches with
+``run_deployment("render/render", ...)`` when ``RunConfig.render_deployment`` is set. Its parameters are JSON (the
+jobs' ids and uris, the catalog URL, the run's ``RenderConfig``), never arrays: it reloads clips and masks from the
+catalog's media, so it can run on any machine that reaches the catalog.
 
 On each worker, renders hold a slot of the global concurrency limit ``gpu:<worker id>`` (``$VPF_WORKER_ID``, else the
 host name; created with ``gpu_slots`` slots when missing), so two flow runs on one GPU never load models at once.
@@ -21,17 +22,28 @@ from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
 from prefect.concurrency.sync import concurrency
 from prefect.exceptions import ObjectNotFound
 from prefect.states import Completed
+from pydantic import BaseModel, Field
 
 from catalog.store import Catalog
-from tasks.steps import (
+from tasks.config import RenderConfig
+from tasks.contracts import InpaintEngine, Judge
+from tasks.stages import (
     RenderJob,
     failure_rows,
+    inpaint_task,
     pending_jobs,
     record_task,
-    render_task,
     score_task,
     worker_id,
 )
+
+
+class BatchSummary(BaseModel):
+    """What one render batch did: counts ``jobs``, ``already_done``, ``renders``, ``skipped``, ``pairs``,
+    ``accepted``, ``judged``, ``failures``; ``previews``: catalog-relative uris of up to 12 preview mp4s."""
+
+    counts: dict[str, int] = Field(default_factory=dict)
+    previews: list[str] = Field(default_factory=list)
 
 
 def gpu_limit_name() -> str:
@@ -57,102 +69,88 @@ def gpu_slot(slots: int) -> Iterator[str]:
         yield name
 
 
-def make_engine(name: str, options: dict[str, Any]) -> Any:
+def make_engine(config: RenderConfig) -> InpaintEngine:
+    """The configured engine, not yet set up."""
     from tasks.engines.registry import get_engine
 
-    return get_engine(name, **options)
+    return get_engine(config.engine, **config.engine_options)
 
 
-def make_judge(spec: str | None, cat: Catalog) -> Any:
-    """The pair judge for ``spec`` (``openai:URL#MODEL`` or ``transformers:PATH``), set up once; None for no judge.
+def make_judge(config: RenderConfig, cat: Catalog) -> Judge | None:
+    """The configured pair judge, set up once; None for no judge.
 
     Its answers are cached under the catalog root, so a resumed run never asks twice.
     """
-    if not spec:
+    if not config.judge:
         return None
     from tasks.judge import get_judge
 
-    judge = get_judge(spec, cache_url=cat.url, storage_options=cat.storage_options)
+    judge = get_judge(config.judge, cache_url=cat.url, storage_options=cat.storage_options)
     judge.setup()
     return judge
 
 
 @flow(name="render", flow_run_name="render {batch_label}", log_prints=False, persist_result=False)
-def render(
+def render_flow(
     jobs: list[RenderJob],
     catalog: str,
+    config: RenderConfig = RenderConfig(),  # noqa: B008 (pydantic model: validated copy per call)
     run_id: str | None = None,
-    engine: str = "auto",
-    engine_options: dict[str, Any] | None = None,
-    seed: int = 0,
-    accept_rule: dict[str, Any] | None = None,
-    previews: bool = True,
-    judge: str | None = None,
-    gpu_slots: int = 1,
     batch_label: str = "batch",
     storage_options: dict[str, Any] | None = None,
 ) -> Completed:
-    """Render, score and record one batch of jobs on this worker (see :func:`render_batch`).
+    """Render, score and record one batch of jobs on this worker (see :func:`render_and_record`).
 
-    The final state carries the summary twice: as the return value, and as JSON in the state message, which
+    The final state carries the ``BatchSummary`` twice: as the return value, and as JSON in the state message, which
     ``run_deployment`` callers read from the API without any shared result storage.
-
-    ``judge``: an optional pair judge spec (see :func:`make_judge`).
-    ``gpu_slots``: slots of the per-worker limit ``gpu:<worker id>`` when this flow creates it.
     """
     cat = Catalog(catalog, storage_options=storage_options)
-    eng = make_engine(engine, dict(engine_options or {}))
-    summary = render_batch(
-        jobs, cat, eng, run_id=run_id, seed=seed, accept_rule=accept_rule, previews=previews,
-        judge=make_judge(judge, cat), gpu_slots=gpu_slots, batch_label=batch_label,
-    )  # fmt: skip
-    return Completed(message=json.dumps({"result": summary}), data=summary)
+    engine, judge = make_engine(config), make_judge(config, cat)
+    summary = render_and_record(jobs, cat, engine, config=config, judge=judge, run_id=run_id, batch_label=batch_label)
+    return Completed(message=json.dumps({"result": summary.model_dump()}), data=summary)
 
 
-def render_batch(
+def render_and_record(
     jobs: list[RenderJob],
     cat: Catalog,
-    eng: Any,
+    engine: InpaintEngine,
     *,
+    config: RenderConfig,
+    judge: Judge | None,
     run_id: str | None,
-    seed: int = 0,
-    accept_rule: dict[str, Any] | None = None,
-    previews: bool = True,
-    judge: Any = None,
-    gpu_slots: int = 1,
     batch_label: str = "batch",
-) -> dict[str, Any]:
-    """Render → score → record one batch inside the current flow run (the ``render`` flow's body; ``build_pairs``
-    calls it directly when rendering in-process, so the engine's models load once for the whole run).
-
-    Returns ``{"counts": {...}, "previews": [uri, ...]}`` with counts ``jobs``, ``already_done``, ``renders``,
-    ``skipped``, ``pairs``, ``accepted`` and ``failures``.
-    """
+) -> BatchSummary:
+    """Inpaint → score → record one batch inside the current flow run (the ``render`` flow's body; ``build_pairs``
+    calls it directly when rendering in-process, so the engine's models load once for the whole run)."""
     logger = get_run_logger()
-    todo, done = pending_jobs(cat, jobs, eng, seed)
+    todo, done = pending_jobs(cat, jobs, engine, config.seed)
     counts: dict[str, int] = {"jobs": len(jobs), "already_done": done}
     if done:
         logger.info("%d of %d jobs already have their pairs in the catalog: skipped", done, len(jobs))
     if not todo:
-        return {"counts": counts, "previews": []}
-    with gpu_slot(gpu_slots) as limit:
-        logger.info("holding %s; rendering %d jobs with %s", limit, len(todo), eng.engine_id)
-        eng.setup()  # idempotent: loads models on the first batch only
-        rendered, rout = render_task.with_options(task_run_name=f"render {batch_label} ({len(todo)} jobs)")(
-            todo, cat, eng, seed=seed, run_id=run_id
+        return BatchSummary(counts=counts)
+    with gpu_slot(config.gpu_slots) as limit:
+        logger.info("holding %s; rendering %d jobs with %s", limit, len(todo), engine.engine_id)
+        engine.setup()  # idempotent: loads models on the first batch only
+        rendered, inpainted = inpaint_task.with_options(task_run_name=f"inpaint {batch_label} ({len(todo)} jobs)")(
+            todo, cat, engine, seed=config.seed, run_id=run_id
         )
-    sout = score_task.with_options(task_run_name=f"score {batch_label} ({len(rendered)} renders)")(
-        rendered, cat, accept_rule=accept_rule, previews=previews, judge=judge, run_id=run_id
+    scored = score_task.with_options(task_run_name=f"score {batch_label} ({len(rendered)} renders)")(
+        rendered, cat, config=config, judge=judge, run_id=run_id
     )
     # Renders before pairs: a resumed run re-scores a render whose pairs are missing, never the other way round.
-    failures = [*rout.failures, *sout.failures]
+    failures = [*inpainted.failures, *scored.failures]
     record_task.with_options(task_run_name=f"record {batch_label}")(
         cat,
-        {"renders": rout.rows["renders"], "pairs": sout.rows["pairs"], "failures": failure_rows(failures, run_id)},
+        {
+            "renders": inpainted.rows["renders"],
+            "pairs": scored.rows["pairs"],
+            "failures": failure_rows(failures, run_id),
+        },
     )
-    for out in (rout, sout):
+    for out in (inpainted, scored):
         for key, n in out.counts.items():
             counts[key] = counts.get(key, 0) + n
     counts["failures"] = len(failures) - counts.get("skipped", 0)
-    previews_uris = [p["preview_uri"] for p in sout.rows["pairs"] if p.get("preview_uri")]
-    return {"counts": counts, "previews": list(dict.fromkeys(previews_uris))[:12]}
+    preview_uris = [p["preview_uri"] for p in scored.rows["pairs"] if p.get("preview_uri")]
+    return BatchSummary(counts=counts, previews=list(dict.fromkeys(preview_uris))[:12])

@@ -254,7 +254,7 @@ def _object_row(obj: ObjectMask, mask_uri: str, run_id: str) -> dict[str, Any]:
         "mask_source": obj.mask_source,
         "mask_id": obj.mask_id,
         "mask_uri": mask_uri,
-        "dilation_px": 0,
+        "dilation_radius": 0,
         "area_ratio_mean": stats.get("area_ratio_mean"),
         "area_ratio_min": stats.get("area_ratio_min"),
         "area_ratio_max": stats.get("area_ratio_max"),

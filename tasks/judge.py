@@ -90,8 +90,10 @@ class JudgeRequest:
                 or frames.shape[-1] != 3
                 or frames.dtype != np.uint8
             ):
-                raise ValueError(f"JudgeRequest.{name}: expected uint8 (num_frames, height, width, 3), got "
-                                 f"{getattr(frames, 'dtype', type(frames))} {getattr(frames, 'shape', '')}")  # fmt: skip
+                raise ValueError(
+                    f"JudgeRequest.{name}: expected uint8 (num_frames, height, width, 3), got "
+                    f"{getattr(frames, 'dtype', type(frames))} {getattr(frames, 'shape', '')}"
+                )
             if len(frames) == 0:
                 raise ValueError(f"JudgeRequest.{name}: no frames")
         if len(self.source_frames) != len(self.edited_frames):
@@ -277,9 +279,13 @@ class Judge:
                     [*conversations[i], {"role": "assistant", "content": previous}, {"role": "user", "content": ask}]
                 )
             repaired, sent = cached_complete(
-                self.model, self.cache, turns, [seeds[i] for i in repair], temperature=self.temperature,
+                self.model,
+                self.cache,
+                turns,
+                [seeds[i] for i in repair],
+                temperature=self.temperature,
                 max_tokens=self.max_tokens,
-            )  # fmt: skip
+            )
             self.requests_sent += sent
             for i, answer in zip(repair, repaired):
                 if isinstance(answer, BackendError):

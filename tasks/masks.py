@@ -103,16 +103,19 @@ def decode_masks_rle(rles: Sequence[Mapping[str, Any] | None], uri: str = "<rle>
     return out
 
 
-def dilate_masks(masks: np.ndarray, px: int) -> np.ndarray:
-    """Dilate each frame of ``masks`` ``(T, H, W)`` bool with a ``px`` × ``px`` all-ones square kernel (cv2.dilate).
+def default_dilation_radius(width: int) -> int:
+    """The inpainting masks' dilation radius: 16 px at 720 px wide (a 33 px kernel, VideoPainter's inpainting
+    dilation), in proportion at other widths, at least 1 (docs/method.md)."""
+    return max(1, round(width * 16 / 720))
 
-    As in VideoPainter, ``px`` is the kernel side (32 for inpainting, 48 for editing), so the region grows by about
-    ``px // 2`` pixels on each side. ``px <= 1`` returns a copy.
-    """
+
+def dilate_masks(masks: np.ndarray, radius: int) -> np.ndarray:
+    """Grow each frame of ``masks`` ``(T, H, W)`` bool by ``radius`` pixels on every side: cv2.dilate with an all-ones
+    square kernel of side ``2 * radius + 1``. ``radius <= 0`` returns a copy."""
     masks = np.asarray(masks, dtype=bool)
-    if px <= 1:
+    if radius <= 0:
         return masks.copy()
-    kernel = np.ones((int(px), int(px)), np.uint8)
+    kernel = np.ones((2 * int(radius) + 1, 2 * int(radius) + 1), np.uint8)
     return np.stack([cv2.dilate(m.astype(np.uint8), kernel).astype(bool) for m in masks]) if len(masks) else masks
 
 

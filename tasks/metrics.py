@@ -1,4 +1,4 @@
-"""Quality metrics of an editing pair and the accept/reject rule (PAPER.md §6).
+"""Quality metrics of an editing pair and the accept/reject rule (docs/method.md).
 
 - Background preservation (outside the inpainted mask, both frames masked, averaged over background pixels only):
   PSNR (dB), SSIM, MSE and MAE on the [0, 1] scale. PSNR of identical backgrounds is capped at ``PSNR_CAP_DB``

@@ -40,7 +40,7 @@ _QUALITY_COLUMNS = (
 )
 
 
-def render_row(
+def renders_table_row(
     *,
     instruction_id: str,
     clip_id: str,

@@ -13,17 +13,12 @@ from typing import Any
 
 import numpy as np
 
-from tasks.engines.propagation import dilate_masks
+from tasks.masks import default_dilation_radius, dilate_masks
 from tasks.metrics import region_metrics
 from tasks.synthetic import CAMERAS, make_scene
 
 
 BASELINE = "cv2-inpaint"
-
-
-def default_dilation(width: int) -> int:
-    """Mask dilation for the benchmark: 8 px at 720 px width, scaled with the width (at least 1)."""
-    return max(1, int(round(8 * width / 720)))
 
 
 def run_quality_benchmark(
@@ -34,7 +29,7 @@ def run_quality_benchmark(
     height: int = 480,
     width: int = 720,
     seed: int = 0,
-    dilation_px: int | None = None,
+    dilation_radius: int | None = None,
     engine_options: dict[str, dict[str, Any]] | None = None,
 ) -> list[dict[str, Any]]:
     """Run each engine (and the baseline) on each scene.
@@ -52,7 +47,7 @@ def run_quality_benchmark(
     engines = {name: get_engine(name, **(engine_options or {}).get(name, {})) for name in names}
     for engine in engines.values():
         engine.setup()
-    dilation = default_dilation(width) if dilation_px is None else dilation_px
+    dilation = default_dilation_radius(width) if dilation_radius is None else dilation_radius
     results = []
     for camera in scenes:
         scene = make_scene(camera, num_frames=frames, height=height, width=width, seed=seed)

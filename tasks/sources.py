@@ -319,7 +319,7 @@ def _manifest_item(row: dict[str, Any], base_dir: str, source: str, index: int) 
 def _vpdata_item(row: dict[str, Any], base_dir: str, source: str, index: int, options: dict[str, Any]) -> SourceItem:
     """One VPData/VPBench row → a :class:`SourceItem` with its ``all_masks.npz`` label map.
 
-    The released code is inconsistent about where files live (PAPER.md §5): training looks for masks under
+    The released code is inconsistent about where files live: training looks for masks under
     ``<csv dir>/{videovo|pexels}/<base>/``, inference and evaluation under ``<csv dir>/video_inpainting/{…}/<base>/``,
     and videos sit in per-id folders. We are lenient: ``path`` may be absolute, a URL or relative to the CSV, and the
     first existing candidate below wins (``<base>`` = the file name up to its first dot, ``<kind>`` = ``pexels`` when

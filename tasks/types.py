@@ -19,7 +19,7 @@ ResizeMode = Literal["resize", "crop"]
 
 @dataclass(frozen=True)
 class Geometry:
-    """The model's clip geometry (PAPER.md §1.1): 49 frames at 8 fps, 480×720."""
+    """The model's clip geometry (docs/method.md): 49 frames at 8 fps, 480×720."""
 
     num_frames: int = 49
     fps: float = 8.0

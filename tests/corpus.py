@@ -253,5 +253,5 @@ if __name__ == "__main__":  # python tests/corpus.py DIR: write both corpora for
     import sys
 
     target = sys.argv[1] if len(sys.argv) > 1 else "vpf-corpus"
-    print(json.dumps({"bad": write_bad_corpus(target), "good": write_good_clips(os.path.join(target, "good"), 2)},
-                     indent=2))  # fmt: skip
+    corpora = {"bad": write_bad_corpus(target), "good": write_good_clips(os.path.join(target, "good"), 2)}
+    print(json.dumps(corpora, indent=2))

@@ -1,23 +1,47 @@
 """The inpainting engine interface shared by the CPU engine, VideoPainter and the null engine.
 
 An engine is constructed with typed keyword arguments, loads its models once in ``setup()`` (once per batch, never
-per clip) and then renders clips with ``inpaint``. The catalog records ``engine_id`` and ``version`` with every
-render; ``version`` must change whenever the output could change (code version, checkpoint hashes).
+per clip) and then renders clips with ``run`` (``inpaint``: the frames only). The catalog records ``engine_id`` and ``version`` with every
+render; ``version`` must change whenever the output could change (code version, checkpoint hashes). Engines implement
+``fill``; the base class validates inputs and keeps the pixels outside the mask (``InpaintEngine.run``).
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import ClassVar
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
 
 import numpy as np
 
 from tasks.errors import InputError, UnsupportedEditError
 
 
+@dataclass
+class Inpainted:
+    """What an engine returns for one clip.
+
+    ``frames``: `(num_frames, height, width, 3)` uint8, the edited clip; ``flags``: quality flags for
+    ``pairs.quality_flags`` (e.g. ``mostly_spatial_fill``); ``report``: engine-specific figures (JSON values);
+    ``filled``: `(num_frames, height, width)` bool, the region the engine filled when it grew the given mask itself
+    (None: the given mask).
+    """
+
+    frames: np.ndarray
+    flags: list[str] = field(default_factory=list)
+    report: dict[str, Any] = field(default_factory=dict)
+    filled: np.ndarray | None = None
+
+
 class InpaintEngine(ABC):
+    """The engine contract. ``inpaint``/``run`` validate the inputs (:func:`check_inputs`), call the engine's own
+    :meth:`fill` with uint8 frames and bool masks, then paste the source back outside the filled region, so for every
+    engine the pixels outside the mask are the input's, bit for bit. Engines implement only :meth:`fill`."""
+
     engine_id: ClassVar[str]
     edit_types: ClassVar[frozenset[str]]
+    device: str = "cpu"
+    selection_reason: str = "requested"  # why the registry chose this engine (``auto``)
 
     @property
     @abstractmethod
@@ -27,7 +51,7 @@ class InpaintEngine(ABC):
     def setup(self) -> None:
         """Load models. Called once before a batch; must be idempotent."""
 
-    def params(self) -> dict:
+    def params(self) -> dict[str, Any]:
         """The parameters that change the output (recorded as ``renders.params_json`` and hashed into the id)."""
         return {}
 
@@ -39,7 +63,48 @@ class InpaintEngine(ABC):
                 f"engine {self.engine_id!r} cannot render {edit_type!r} edits; it renders {sorted(self.edit_types)}",
             )
 
-    @abstractmethod
+    def run(
+        self,
+        frames: np.ndarray,
+        masks: np.ndarray,
+        *,
+        prompt: str = "",
+        edit_type: str = "remove",
+        seed: int = 0,
+        first_frame: np.ndarray | None = None,
+        name: str = "clip",
+    ) -> Inpainted:
+        """Fill the masked region and say how.
+
+        Args:
+            frames (`np.ndarray` of shape `(num_frames, height, width, 3)`): uint8, or float in [0, 1].
+            masks (`np.ndarray` of shape `(num_frames, height, width)`): bool, True = region to fill, already dilated.
+            prompt: the target caption (what the clip shows after the edit).
+            edit_type: one of ``self.edit_types``; others raise ``UnsupportedEditError``.
+            seed: for stochastic engines.
+            first_frame (`np.ndarray` of shape `(height, width, 3)`, optional): an edited first frame (insertion,
+                replacement) that generative engines propagate.
+            name: names the input in error messages.
+
+        Returns:
+            ``Inpainted`` whose ``frames`` (uint8) equal the input outside the filled region.
+
+        Raises:
+            UnsupportedEditError: ``edit_type`` is not one of ``self.edit_types``.
+            InputError: bad arrays (see :func:`check_inputs`).
+        """
+        self.check_edit_type(edit_type)
+        frames, masks = check_inputs(frames, masks, name=name)
+        result = self.fill(frames, masks, prompt=prompt, edit_type=edit_type, seed=seed, first_frame=first_frame)
+        if result.frames.shape != frames.shape or result.frames.dtype != np.uint8:
+            raise RuntimeError(
+                f"engine {self.engine_id!r} filled {result.frames.dtype} {result.frames.shape}, "
+                f"expected uint8 {frames.shape}"
+            )
+        region = masks if result.filled is None else result.filled | masks
+        result.frames = np.where(region[..., None], result.frames, frames)
+        return result
+
     def inpaint(
         self,
         frames: np.ndarray,
@@ -50,19 +115,29 @@ class InpaintEngine(ABC):
         seed: int = 0,
         first_frame: np.ndarray | None = None,
     ) -> np.ndarray:
-        """Fill the masked region.
+        """:meth:`run` without the report: `(num_frames, height, width, 3)` uint8."""
+        return self.run(frames, masks, prompt=prompt, edit_type=edit_type, seed=seed, first_frame=first_frame).frames
+
+    @abstractmethod
+    def fill(
+        self,
+        frames: np.ndarray,
+        masks: np.ndarray,
+        *,
+        prompt: str,
+        edit_type: str,
+        seed: int,
+        first_frame: np.ndarray | None,
+    ) -> Inpainted:
+        """The engine's own filling of ``masks`` in ``frames``, on validated inputs.
 
         Args:
             frames (`np.ndarray` of shape `(num_frames, height, width, 3)`, uint8): the clip.
-            masks (`np.ndarray` of shape `(num_frames, height, width)`, bool): True = region to fill, already dilated.
-            prompt: the target caption (what the clip shows after the edit).
-            edit_type: one of ``self.edit_types``; others raise ``UnsupportedEditError``.
-            seed: for stochastic engines.
-            first_frame (`np.ndarray` of shape `(height, width, 3)`, optional): an edited first frame (insertion,
-                replacement) that generative engines propagate.
+            masks (`np.ndarray` of shape `(num_frames, height, width)`, bool): True = fill; never empty.
+            prompt, edit_type, seed, first_frame: as in :meth:`run`; ``edit_type`` is one of ``self.edit_types``.
 
         Returns:
-            `np.ndarray` of shape `(num_frames, height, width, 3)`, uint8; pixels outside ``masks`` equal ``frames``.
+            ``Inpainted``; its frames outside the mask (or ``filled``) are replaced by the input by :meth:`run`.
         """
 
 

@@ -11,7 +11,7 @@ from typing import Literal
 import cv2
 import numpy as np
 
-from tasks.engines.base import InpaintEngine, check_inputs
+from tasks.engines.base import Inpainted, InpaintEngine
 
 
 Method = Literal["telea", "ns"]
@@ -68,17 +68,15 @@ class Cv2InpaintEngine(InpaintEngine):
     def params(self) -> dict:
         return {"radius": self.radius, "method": self.method}
 
-    def inpaint(
+    def fill(
         self,
         frames: np.ndarray,
         masks: np.ndarray,
         *,
-        prompt: str = "",
-        edit_type: str = "remove",
-        seed: int = 0,
-        first_frame: np.ndarray | None = None,
-    ) -> np.ndarray:
+        prompt: str,
+        edit_type: str,
+        seed: int,
+        first_frame: np.ndarray | None,
+    ) -> Inpainted:
         """Fill the masked region frame by frame; deterministic (``prompt``, ``seed``, ``first_frame`` do not apply)."""
-        self.check_edit_type(edit_type)
-        frames, masks = check_inputs(frames, masks)
-        return inpaint_frames(frames, masks, radius=self.radius, method=self.method)
+        return Inpainted(inpaint_frames(frames, masks, radius=self.radius, method=self.method))

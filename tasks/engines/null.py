@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from tasks.engines.base import InpaintEngine, check_inputs
+from tasks.engines.base import Inpainted, InpaintEngine
 
 
 class NullEngine(InpaintEngine):
@@ -22,23 +22,21 @@ class NullEngine(InpaintEngine):
     def version(self) -> str:
         return "null-1"
 
-    def inpaint(
+    def fill(
         self,
         frames: np.ndarray,
         masks: np.ndarray,
         *,
-        prompt: str = "",
-        edit_type: str = "remove",
-        seed: int = 0,
-        first_frame: np.ndarray | None = None,
-    ) -> np.ndarray:
-        """`(num_frames, height, width, 3)` uint8 with the masked pixels set to a flat colour per frame."""
-        self.check_edit_type(edit_type)
-        frames, masks = check_inputs(frames, masks)
+        prompt: str,
+        edit_type: str,
+        seed: int,
+        first_frame: np.ndarray | None,
+    ) -> Inpainted:
+        """The masked pixels set to a flat colour per frame."""
         keep = (~masks)[..., None].astype(np.float64)
         sums = (frames * keep).sum(axis=(1, 2))  # [num_frames, 3]
         counts = keep.sum(axis=(1, 2))  # [num_frames, 1]
         clip_mean = sums.sum(0) / counts.sum() if counts.sum() else np.full(3, 128.0)
         means = np.where(counts > 0, sums / np.maximum(counts, 1), clip_mean)
         fill = np.rint(means).astype(np.uint8)[:, None, None, :]
-        return np.where(masks[..., None], fill, frames)
+        return Inpainted(np.broadcast_to(fill, frames.shape))

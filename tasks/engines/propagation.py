@@ -35,7 +35,8 @@ from typing import Literal
 import cv2
 import numpy as np
 
-from tasks.engines.base import InpaintEngine, check_inputs
+from tasks.engines.base import Inpainted, InpaintEngine, check_inputs
+from tasks.masks import dilate_masks
 
 
 # Bump whenever the output of the same inputs can change.
@@ -522,24 +523,17 @@ def _spatial_fill(frame: np.ndarray, hole: np.ndarray, radius: int) -> np.ndarra
     return out
 
 
-def dilate_masks(masks: np.ndarray, pixels: int) -> np.ndarray:
-    """Grow `(num_frames, height, width)` bool masks by a square kernel of ``2 * pixels + 1``."""
-    if pixels <= 0:
-        return masks
-    kernel = np.ones((2 * pixels + 1, 2 * pixels + 1), np.uint8)
-    return np.stack([cv2.dilate(m.astype(np.uint8), kernel) > 0 for m in masks])
-
-
 class PropagationEngine(InpaintEngine):
     """Bidirectional optical-flow propagation + spatial inpainting; removal only. See the module docstring.
 
     Args:
         flow_scale: flow is estimated at this fraction of the clip's resolution.
         flow_preset: DIS optical-flow preset (``ultrafast`` | ``fast`` | ``medium``).
-        dilation_px: extra mask dilation before filling (the masks given to ``inpaint`` are usually dilated already).
+        dilation_radius: extra mask dilation before filling, a radius in pixels (the masks given to ``run`` are
+            usually dilated already).
         spatial_radius: ``cv2.inpaint`` radius for never-observed pixels.
 
-    After each ``inpaint`` call, ``last_report`` holds the clip's ``PropagationReport``.
+    ``run`` returns the clip's ``PropagationReport`` (``as_dict``) as ``report`` and its flags as ``flags``.
     """
 
     engine_id = "propagation"
@@ -550,23 +544,22 @@ class PropagationEngine(InpaintEngine):
         *,
         flow_scale: float = 0.5,
         flow_preset: FlowPreset = "ultrafast",
-        dilation_px: int = 0,
+        dilation_radius: int = 0,
         spatial_radius: int = 5,
     ):
         if not 0 < flow_scale <= 1:
             raise ValueError(f"PropagationEngine: flow_scale must be in (0, 1], got {flow_scale}")
         if flow_preset not in _PRESETS:
             raise ValueError(f"PropagationEngine: flow_preset must be one of {sorted(_PRESETS)}, got {flow_preset!r}")
-        if dilation_px < 0 or spatial_radius < 1:
+        if dilation_radius < 0 or spatial_radius < 1:
             raise ValueError(
-                f"PropagationEngine: dilation_px must be >= 0 and spatial_radius >= 1, got {dilation_px}, "
+                f"PropagationEngine: dilation_radius must be >= 0 and spatial_radius >= 1, got {dilation_radius}, "
                 f"{spatial_radius}"
             )
         self.flow_scale = float(flow_scale)
         self.flow_preset = flow_preset
-        self.dilation_px = int(dilation_px)
+        self.dilation_radius = int(dilation_radius)
         self.spatial_radius = int(spatial_radius)
-        self.last_report: PropagationReport | None = None
 
     @property
     def version(self) -> str:
@@ -576,35 +569,28 @@ class PropagationEngine(InpaintEngine):
         return {
             "flow_scale": self.flow_scale,
             "flow_preset": self.flow_preset,
-            "dilation_px": self.dilation_px,
+            "dilation_radius": self.dilation_radius,
             "spatial_radius": self.spatial_radius,
         }
 
-    def run(self, frames: np.ndarray, masks: np.ndarray, *, name: str = "clip") -> PropagationResult:
-        """Like ``inpaint`` but returns the report with the frames."""
-        frames, masks = check_inputs(frames, masks, name=name)
-        masks = dilate_masks(masks, self.dilation_px)
-        result = propagate_inpaint(
-            frames,
-            masks,
-            flow_scale=self.flow_scale,
-            flow_preset=self.flow_preset,
-            spatial_radius=self.spatial_radius,
-            name=name,
-        )
-        self.last_report = result.report
-        return result
-
-    def inpaint(
+    def fill(
         self,
         frames: np.ndarray,
         masks: np.ndarray,
         *,
-        prompt: str = "",
-        edit_type: str = "remove",
-        seed: int = 0,
-        first_frame: np.ndarray | None = None,
-    ) -> np.ndarray:
-        """Fill the masked region; deterministic (``prompt``, ``seed`` and ``first_frame`` do not apply)."""
-        self.check_edit_type(edit_type)
-        return self.run(frames, masks).frames
+        prompt: str,
+        edit_type: str,
+        seed: int,
+        first_frame: np.ndarray | None,
+    ) -> Inpainted:
+        """Fill the (further dilated) mask; deterministic (``prompt``, ``seed`` and ``first_frame`` do not apply)."""
+        filled = dilate_masks(masks, self.dilation_radius)
+        result = propagate_inpaint(
+            frames,
+            filled,
+            flow_scale=self.flow_scale,
+            flow_preset=self.flow_preset,
+            spatial_radius=self.spatial_radius,
+        )
+        report = result.report
+        return Inpainted(result.frames, list(report.flags), report.as_dict(), filled=filled)

@@ -1,16 +1,16 @@
-"""The VideoPainter engine: the factory's generative (GPU) inpainting engine.
+"""The VideoPainter engine: the factory's generative (GPU) inpainting engine (docs/architecture.md, docs/method.md).
 
 ``VideoPainterEngine`` adapts ``videopainter.VideoPainterPipeline`` to the ``InpaintEngine`` interface. The
-pipeline is loaded once in ``setup()`` and kept for the whole batch. Per clip it
+pipeline is loaded once in ``setup()`` and kept for the whole batch. Per clip (``InpaintEngine.run`` checks the
+arrays before and keeps the source outside the mask after) it
 
-1. validates the arrays (``InputError`` for a bad clip, so the batch goes on);
+1. checks the first frame (``InputError`` for a bad clip, so the batch goes on);
 2. resizes the clip to the model's geometry (480x720 for CogVideoX-5B-I2V, whose learned positional embeddings
    accept no other size) and pads it, by repeating the last frame, to a length the windows cover exactly
    (``num_frames_per_window + n * stride``);
 3. takes the first frame from ``first_frame`` (an edited frame for ``add``/``replace``/``attribute``), else from
    FLUX Fill when ``flux_fill`` is configured, else (removal only) from the CPU propagation engine's frame 0;
-4. runs the pipeline with a seeded generator, undoes the padding and resizing, and pastes the result into the
-   mask only, so pixels outside the mask are exactly the input's.
+4. runs the pipeline with a seeded generator and undoes the padding and resizing.
 
 The pipeline settings default to the released inference (windows of 49 frames side by side, no dilation unless FLUX
 Fill makes the first frame; ``docs/method.md``). Speed options (``cache``, ``fuse_qkv``, ``compile_blocks``) are off
@@ -30,7 +30,7 @@ from typing import Any, Literal
 import cv2
 import numpy as np
 
-from tasks.engines.base import InpaintEngine, check_inputs
+from tasks.engines.base import Inpainted, InpaintEngine
 from tasks.errors import InputError
 
 
@@ -279,19 +279,17 @@ class VideoPainterEngine(InpaintEngine):
             self._fallback = PropagationEngine()
         return self._fallback.inpaint(frames, masks, edit_type="remove")[0]
 
-    def inpaint(
+    def fill(
         self,
         frames: np.ndarray,
         masks: np.ndarray,
         *,
-        prompt: str = "",
-        edit_type: str = "remove",
-        seed: int = 0,
-        first_frame: np.ndarray | None = None,
-    ) -> np.ndarray:
-        """See ``InpaintEngine.inpaint``; pixels outside ``masks`` are returned unchanged."""
-        self.check_edit_type(edit_type)
-        frames, masks = check_inputs(frames, masks)
+        prompt: str,
+        edit_type: str,
+        seed: int,
+        first_frame: np.ndarray | None,
+    ) -> Inpainted:
+        """See ``InpaintEngine.fill`` (inputs already checked; the base class pastes the source outside ``masks``)."""
         if first_frame is not None and (first_frame.dtype != np.uint8 or first_frame.shape != frames.shape[1:]):
             raise InputError("first_frame", "bad_first_frame", f"first_frame must be uint8 {frames.shape[1:]}")
         if first_frame is None and edit_type != "remove" and not self.flux_fill:
@@ -348,7 +346,7 @@ class VideoPainterEngine(InpaintEngine):
         ).frames
         generated = (np.clip(generated[:num_frames], 0, 1) * 255).round().astype(np.uint8)
 
-        # 4. Back to the clip's geometry; paste inside the mask only
+        # 4. Back to the clip's geometry (InpaintEngine.run keeps the source outside the mask)
         if (height, width) != (model_height, model_width):
             generated = np.stack([cv2.resize(g, (width, height), interpolation=cv2.INTER_CUBIC) for g in generated])
-        return np.where(masks[..., None], generated, frames)
+        return Inpainted(generated)

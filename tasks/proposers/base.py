@@ -38,10 +38,10 @@ from tasks.types import Failure
 
 EditType = Literal["remove", "add", "replace", "attribute"]
 
-MIN_LONG_WORDS = 25  # the long instruction's target length (PAPER.md: ~40-word instructions train better models)
+MIN_LONG_WORDS = 25  # the long instruction's target length (~40-word instructions train better editing models)
 MAX_LONG_WORDS = 120
 MAX_SHORT_WORDS = 25
-MAX_REGION_WORDS = 20  # VideoPainter's edited-region caption is <= 20 words (PAPER.md §3.1)
+MAX_REGION_WORDS = 20  # VideoPainter's edited-region caption is <= 20 words
 MAX_CAPTION_CHARS = 1000
 
 STAGE = "propose"

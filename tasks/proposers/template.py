@@ -341,8 +341,10 @@ class TemplateProposer(Proposer):
         without = removed_caption(caption, label, region)
         with_object = caption or _sentence(_join("A video showing", _article(noun or label), noun, region.where))
         if caption and mention is None:
-            with_object = _join(caption if caption[-1] in ".!?" else caption + ".", _sentence(_join(
-                _article(a_noun).capitalize(), a_noun, "is visible", region.where or "in the scene")))  # fmt: skip
+            with_object = _join(
+                caption if caption[-1] in ".!?" else caption + ".",
+                _sentence(_join(_article(a_noun).capitalize(), a_noun, "is visible", region.where or "in the scene")),
+            )
         out: dict[str, Proposal] = {}
         for edit_type in request.edit_types:
             rng = random.Random(f"{request.seed}:{request.object_id}:{edit_type}")

@@ -40,13 +40,14 @@ def test_deploy_all_and_route_rendering_to_the_gpu_pool(prefect_server, tmp_path
     prefect_server.start_worker("cpu", name="cpu-e2e")
     prefect_server.start_worker("gpu", name="gpu-e2e")
     params = {
-        "source": str(manifest),
-        "catalog": str(catalog),
-        "engine": "null",
-        "geometry": TINY,
-        "batch_size": 2,
-        "previews": False,
-        "render_deployment": "render/render",
+        "config": {
+            "source": str(manifest),
+            "catalog": str(catalog),
+            "render": {"engine": "null", "previews": False},
+            "geometry": TINY,
+            "batch_size": 2,
+            "render_deployment": "render/render",
+        }
     }
     run = prefect_server.run(
         ["prefect", "deployment", "run", "build-pairs/build-pairs", "--params", json.dumps(params), "--watch",

@@ -128,13 +128,14 @@ def _samples(out: Path, cameras: tuple[str, ...], seed: int) -> tuple[Path, int]
 def _params(manifest: Path, catalog_url: str, batch_size: int) -> dict:
     # No storage_options: the catalog's credentials come from the workers' environment, never from parameters.
     return {
-        "source": str(manifest),
-        "catalog": catalog_url,
-        "engine": "null",
-        "geometry": TINY,
-        "batch_size": batch_size,
-        "previews": False,
-        "render_deployment": RENDER,
+        "config": {
+            "source": str(manifest),
+            "catalog": catalog_url,
+            "render": {"engine": "null", "previews": False},
+            "geometry": TINY,
+            "batch_size": batch_size,
+            "render_deployment": RENDER,
+        }
     }
 
 

@@ -9,7 +9,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from catalog.store import Catalog
-from flows.build_pairs import GeometryParams, build_pairs
+from flows.build_pairs import build_pairs
+from tasks.config import RunConfig
 from tests.flows.conftest import TINY
 
 
@@ -24,7 +25,7 @@ def first_run(tiny_samples, tmp_path_factory):
     manifest, n_objects = tiny_samples
     catalog = str(tmp_path_factory.mktemp("catalog"))
     summary = build_pairs(
-        source=str(manifest), catalog=catalog, engine="null", geometry=GeometryParams(**TINY), batch_size=2
+        RunConfig(source=str(manifest), catalog=catalog, render={"engine": "null"}, geometry=TINY, batch_size=2)
     )
     return summary, Catalog(catalog), manifest, n_objects
 
@@ -60,10 +61,10 @@ def test_runs_row_records_counts(first_run) -> None:
 
 def test_rerun_skips_recorded_work_and_duplicates_nothing(first_run) -> None:
     summary, cat, manifest, n_objects = first_run
-    before = {t: sorted(_raw_ids(cat, t, f"{t[:-1]}_id")) for t in ("sources", "clips", "objects", "instructions",
-                                                                     "renders", "pairs")}  # fmt: skip
+    tables = ("sources", "clips", "objects", "instructions", "renders", "pairs")
+    before = {t: sorted(_raw_ids(cat, t, f"{t[:-1]}_id")) for t in tables}
     again = build_pairs(
-        source=str(manifest), catalog=cat.url, engine="null", geometry=GeometryParams(**TINY), batch_size=2
+        RunConfig(source=str(manifest), catalog=cat.url, render={"engine": "null"}, geometry=TINY, batch_size=2)
     )
     assert again.status == "completed" and again.run_id != summary.run_id
     assert again.counts["already_done"] == n_objects and again.counts.get("pairs", 0) == 0
@@ -74,13 +75,14 @@ def test_rerun_skips_recorded_work_and_duplicates_nothing(first_run) -> None:
 def test_edit_types_the_engine_cannot_render_are_skipped_with_a_reason(tiny_samples, tmp_path) -> None:
     manifest, n_objects = tiny_samples
     summary = build_pairs(
-        source=str(manifest),
-        catalog=str(tmp_path / "cat"),
-        engine="propagation",
-        edit_types=["remove", "add", "replace"],
-        geometry=GeometryParams(**TINY),
-        batch_size=4,
-        previews=False,
+        RunConfig(
+            source=str(manifest),
+            catalog=str(tmp_path / "cat"),
+            render={"engine": "propagation", "previews": False},
+            edit_types=["remove", "add", "replace"],
+            geometry=TINY,
+            batch_size=4,
+        )
     )
     assert summary.status == "completed", summary  # a skip is a recorded decision, not a failure
     assert summary.counts["skipped"] == n_objects and summary.counts["pairs"] == 2 * n_objects

@@ -76,8 +76,11 @@ def test_bad_inputs_become_failure_rows_and_exit_3(vpf_env, tmp_path) -> None:
     catalog = tmp_path / "catalog"
     result = subprocess.run(
         [VPF, "run", corpus["manifest"], "--catalog", str(catalog), "--root", corpus["root"], *TINY_ARGS, "--json"],
-        env=vpf_env, capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
+        env=vpf_env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert result.returncode == 3, result.stdout + result.stderr
     summary = json.loads(result.stdout.strip().splitlines()[-1])
     assert summary["status"] == "completed_with_failures"
@@ -98,8 +101,9 @@ def test_bad_inputs_become_failure_rows_and_exit_3(vpf_env, tmp_path) -> None:
         assert f["message"] and len(f["message"]) > 10, f
     assert summary["counts"]["failures"] == len(failures)
 
-    status = subprocess.run([VPF, "status", "--catalog", str(catalog), "--json"], env=vpf_env, capture_output=True,
-                            text=True, timeout=120)  # fmt: skip
+    status = subprocess.run(
+        [VPF, "status", "--catalog", str(catalog), "--json"], env=vpf_env, capture_output=True, text=True, timeout=120
+    )
     assert status.returncode == 0, status.stderr
     report = json.loads(status.stdout)
     assert report["runs"][0]["status"] == "completed_with_failures"
@@ -145,3 +149,24 @@ def test_sigkill_then_rerun_records_every_pair_exactly_once(vpf_env, tmp_path) -
                 assert uri is None or cat.fs.exists(cat.path(uri)), f"{table}.{column} names missing media {uri}"
     statuses = sorted(cat.query("SELECT status FROM runs").column(0).to_pylist())
     assert statuses == ["completed_with_failures", "running"]  # the killed run stays as it was left
+
+
+def test_set_reaches_any_run_setting_and_bad_ones_are_usage_errors() -> None:
+    import typer
+
+    from flows.cli_factory import build_config
+
+    config = build_config(
+        ("max_failure_ratio", 0.1),
+        ("render.gpu_slots", 2),
+        ("render.accept_rule.min_psnr_bg", 25),
+        source="clips/",
+        catalog="memory://x",
+        render={"engine": "null", "seed": 1},
+    )
+    assert (config.max_failure_ratio, config.render.gpu_slots, config.render.seed) == (0.1, 2, 1)
+    assert config.render.engine == "null" and config.render.accept_rule.min_psnr_bg == 25
+    for bad, hint in ((("colour", "red"),), "--set"), ((("render.seed", "x"),), "--seed"):
+        with pytest.raises(typer.BadParameter) as info:
+            build_config(*bad, source="clips/", catalog="memory://x")
+        assert info.value.param_hint == hint

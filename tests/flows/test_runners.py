@@ -79,7 +79,7 @@ def test_ray_runner_runs_tasks_on_a_local_cluster() -> None:
 @flow
 def _ingest_on_runner(batches: list, catalog: Catalog, geometry: Geometry) -> dict[str, list]:
     """The real ingest stage, one task per batch, next to the probe task (one cluster start for both)."""
-    from tasks.steps import ingest_task, make_segmenter
+    from tasks.stages import ingest_task, make_segmenter
 
     segmenter = make_segmenter("provided")
     futures = [
@@ -90,7 +90,7 @@ def _ingest_on_runner(batches: list, catalog: Catalog, geometry: Geometry) -> di
 
 
 def test_dask_runs_the_real_ingest_stage_on_a_local_cluster(tiny_samples, tmp_path) -> None:
-    from tasks.steps import discover_stage
+    from tasks.stages import discover_stage
 
     manifest, n_objects = tiny_samples
     items, failures = discover_stage(str(manifest))
@@ -115,14 +115,15 @@ def test_dask_runs_the_real_ingest_stage_on_a_local_cluster(tiny_samples, tmp_pa
 
 
 def test_build_pairs_ingests_on_a_dask_cluster_and_makes_the_same_pairs(tiny_samples, tmp_path) -> None:
-    from flows.build_pairs import GeometryParams, build_pairs
+    from flows.build_pairs import build_pairs
+    from tasks.config import RunConfig
     from tests.flows.conftest import TINY
 
     manifest, n_objects = tiny_samples
-    common = {"source": str(manifest), "engine": "null", "geometry": GeometryParams(**TINY), "batch_size": 1}
-    threads = build_pairs(catalog=str(tmp_path / "threads"), gallery=False, **common)
+    common = {"source": str(manifest), "render": {"engine": "null"}, "geometry": TINY, "batch_size": 1}
+    threads = build_pairs(RunConfig(catalog=str(tmp_path / "threads"), gallery=False, **common))
     dask = build_pairs.with_options(task_runner=make_task_runner("dask", workers=2))(
-        catalog=str(tmp_path / "dask"), gallery=False, ingest_in_flight=2, **common
+        RunConfig(catalog=str(tmp_path / "dask"), gallery=False, ingest_in_flight=2, **common)
     )
     assert dask.status == threads.status == "completed"
     assert dask.counts["pairs"] == threads.counts["pairs"] == 2 * n_objects

@@ -12,8 +12,9 @@ import torch
 from PIL import Image
 
 from catalog.store import Catalog
+from tasks.config import RenderConfig
 from tasks.judge import get_judge
-from tasks.steps import Rendered, RenderJob, score_stage
+from tasks.stages import Rendered, RenderJob, score_stage
 from tests.tasks.proposers.conftest import build_tiny_lm
 from tests.tasks.proposers.llm_server import TinyChatServer
 
@@ -78,8 +79,9 @@ def test_every_pair_is_judged_in_its_own_direction(server, tmp_path, min_quality
     out = score_stage(
         [rendered],
         cat,
-        accept_rule={"min_psnr_bg": None, "max_warp_error": None, "min_judge_quality": min_quality},
-        previews=False,
+        config=RenderConfig(
+            accept_rule={"min_psnr_bg": None, "max_warp_error": None, "min_judge_quality": min_quality}, previews=False
+        ),
         judge=judge,
         run_id="run_1",
     )

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from tasks.steps import make_segmenter, parse_sam_spec
+from tasks.config import parse_sam_spec
+from tasks.stages import make_segmenter
 
 
 def test_model_type_comes_from_released_file_names_and_options_parse() -> None:

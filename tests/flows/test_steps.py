@@ -1,4 +1,4 @@
-"""The plain stage helpers of ``tasks.steps`` that the flows rely on for idempotent, resumable writes."""
+"""The plain stage helpers of ``tasks.stages`` that the flows rely on for idempotent, resumable writes."""
 
 from __future__ import annotations
 
@@ -6,7 +6,8 @@ import pyarrow.parquet as pq
 
 from catalog import ids
 from catalog.store import Catalog
-from tasks.steps import RenderJob, default_dilation, failure_rows, pair_directions, plan_stage, record_tables
+from tasks.masks import default_dilation_radius
+from tasks.stages import RenderJob, failure_rows, pair_directions, plan_stage, record_tables
 from tasks.types import Failure
 
 
@@ -24,8 +25,8 @@ def _instruction(object_id: str, edit_type: str, text: str) -> dict:
 
 CLIPS = [{"clip_id": "clip_1", "video_uri": "media/aa/clip.mp4", "fps": 8.0, "width": 96, "height": 64}]
 OBJECTS = [
-    {"object_id": "object_1", "clip_id": "clip_1", "mask_uri": "media/bb/m1.npz", "dilation_px": 0},
-    {"object_id": "object_2", "clip_id": "clip_1", "mask_uri": "media/bb/m2.npz", "dilation_px": 0},
+    {"object_id": "object_1", "clip_id": "clip_1", "mask_uri": "media/bb/m1.npz", "dilation_radius": 0},
+    {"object_id": "object_2", "clip_id": "clip_1", "mask_uri": "media/bb/m2.npz", "dilation_radius": 0},
 ]
 
 
@@ -46,8 +47,8 @@ def test_add_instructions_ride_on_their_objects_removal_render() -> None:
     assert dog.add_instruction == "add a dog" and dog.add_instruction_id == instructions[1]["instruction_id"]
     assert pair_directions(dog) == ["remove", "add"]
     assert pair_directions(jobs[1]) == ["remove"] and pair_directions(jobs[2]) == ["replace"]
-    assert {j.dilation_px for j in jobs} == {default_dilation(96)} == {4}  # 32 px at 720 wide, in proportion
-    assert {j.dilation_px for j in plan_stage(instructions, OBJECTS, CLIPS, dilation_px=9)} == {9}
+    assert {j.dilation_radius for j in jobs} == {default_dilation_radius(96)} == {2}  # 16 px at 720 wide, in proportion
+    assert {j.dilation_radius for j in plan_stage(instructions, OBJECTS, CLIPS, dilation_radius=9)} == {9}
     # A job is JSON all the way: what run_deployment sends to a gpu worker.
     assert RenderJob.model_validate_json(dog.model_dump_json()) == dog
 

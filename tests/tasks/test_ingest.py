@@ -88,10 +88,16 @@ def test_media_is_stored_before_rows_are_returned(corpus_run) -> None:
 def test_rerun_gives_the_same_ids(bad_corpus: dict, tmp_path) -> None:
     item = SourceItem(uri=bad_corpus["good"], mask_uri=bad_corpus["mask_id_absent"], mask_id=OBJECT_ID)
     runs = [
-        ingest_batch([item], Catalog(tmp_path / name), geometry=CORPUS_GEOMETRY, segmenter=ProvidedSegmenter(),
-                     run_id=name, preset="ultrafast")
+        ingest_batch(
+            [item],
+            Catalog(tmp_path / name),
+            geometry=CORPUS_GEOMETRY,
+            segmenter=ProvidedSegmenter(),
+            run_id=name,
+            preset="ultrafast",
+        )
         for name in ("a", "b")
-    ]  # fmt: skip
+    ]
     for table, key in (
         ("sources", "source_id"),
         ("clips", "clip_id"),
@@ -183,9 +189,14 @@ def test_ingest_sources_and_catalog_on_s3(good_clips: dict) -> None:
         assert [i.uri for i in items] == [f"{src}/v.mp4"] and [f.reason for f in failures] == ["not_found"]
         catalog = Catalog(s3.url("catalog"), storage_options=s3.storage_options)
         result = ingest_batch(
-            items, catalog, geometry=CORPUS_GEOMETRY, segmenter=ProvidedSegmenter(s3.storage_options), run_id="s3",
-            preset="ultrafast", storage_options=s3.storage_options,
-        )  # fmt: skip
+            items,
+            catalog,
+            geometry=CORPUS_GEOMETRY,
+            segmenter=ProvidedSegmenter(s3.storage_options),
+            run_id="s3",
+            preset="ultrafast",
+            storage_options=s3.storage_options,
+        )
         assert not result.failures and len(result.rows["clips"]) == 1
         (row,) = result.rows["objects"]
         assert row["qa_status"] == "ok"

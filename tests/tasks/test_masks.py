@@ -66,7 +66,7 @@ def test_rle_round_trip_through_pycocotools() -> None:
 def test_dilate_square_kernel() -> None:
     masks = np.zeros((2, 21, 21), bool)
     masks[0, 10, 10] = True
-    dilated = dilate_masks(masks, 5)
+    dilated = dilate_masks(masks, 2)  # a radius: kernel side 5
     ys, xs = np.nonzero(dilated[0])
     assert (ys.min(), ys.max(), xs.min(), xs.max()) == (8, 12, 8, 12) and dilated[0].sum() == 25
     assert not dilated[1].any()

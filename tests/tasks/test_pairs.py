@@ -20,13 +20,13 @@ def quality() -> dict:
 
 
 def _render() -> dict:
-    return pairs.render_row(
+    return pairs.renders_table_row(
         instruction_id="instruction_a",
         clip_id="clip_a",
         object_id="object_a",
         engine="propagation",
         engine_version="prop-1",
-        params={"flow_scale": 0.5, "dilation_px": 8},
+        params={"flow_scale": 0.5, "dilation_radius": 8},
         seed=0,
         video_uri="media/ab/edited.mp4",
         mask_uri="media/cd/mask.npz",
@@ -52,7 +52,7 @@ JOB = {
 
 def test_render_row_id_is_deterministic() -> None:
     row = _render()
-    assert row["render_id"] == ids.render_id("instruction_a", "propagation", {"flow_scale": 0.5, "dilation_px": 8}, 0)
+    assert row["render_id"] == ids.render_id("instruction_a", "propagation", {"flow_scale": 0.5, "dilation_radius": 8}, 0)
     assert _render() == row
 
 

@@ -47,17 +47,17 @@ def test_static_camera_background_is_recovered_exactly_where_it_was_seen() -> No
     assert np.percentile(diff, 99) <= 2
 
 
-@pytest.mark.parametrize("dilation_px", [0, 3])
-def test_pixels_outside_the_dilated_mask_are_bit_identical(dilation_px: int) -> None:
+@pytest.mark.parametrize("dilation_radius", [0, 3])
+def test_pixels_outside_the_dilated_mask_are_bit_identical(dilation_radius: int) -> None:
     rng = np.random.default_rng(0)
     frames = rng.integers(0, 256, size=(9, 48, 64, 3), dtype=np.uint8)
     masks = np.zeros((9, 48, 64), bool)
     for t in range(9):
         y, x = rng.integers(5, 30), rng.integers(5, 40)
         masks[t, y : y + 12, x : x + 16] = True
-    engine = PropagationEngine(dilation_px=dilation_px)
+    engine = PropagationEngine(dilation_radius=dilation_radius)
     out = engine.inpaint(frames, masks)
-    outside = ~dilate_masks(masks, dilation_px)
+    outside = ~dilate_masks(masks, dilation_radius)
     assert out.dtype == np.uint8 and out.shape == frames.shape
     assert np.array_equal(out[outside], frames[outside])
     assert not np.array_equal(out[masks], frames[masks])  # the hole did change
@@ -66,13 +66,14 @@ def test_pixels_outside_the_dilated_mask_are_bit_identical(dilation_px: int) -> 
 def test_deterministic_and_reports() -> None:
     scene, masks = _scene("pan")
     engine = PropagationEngine()
-    a = engine.inpaint(scene.frames, masks)
-    report = engine.last_report
-    b = engine.inpaint(scene.frames, masks)
-    assert np.array_equal(a, b)
-    assert report.hole_pixels == int(masks.sum())
-    assert report.propagated_pixels + report.spatial_pixels == report.hole_pixels
-    assert 0 < report.observed_fraction < 1
+    a = engine.run(scene.frames, masks)
+    b = engine.run(scene.frames, masks)
+    assert np.array_equal(a.frames, b.frames)
+    report = a.report
+    assert report["hole_pixels"] == int(masks.sum())
+    assert report["propagated_pixels"] + report["spatial_pixels"] == report["hole_pixels"]
+    assert 0 < report["observed_fraction"] < 1
+    assert a.flags == report["flags"]
 
 
 def test_full_frame_masks_everywhere_are_filled_and_flagged() -> None:

@@ -133,7 +133,7 @@ def test_roots_resolve_dot_dot_and_symlinks(tmp_path: Path) -> None:
 
 
 def test_vpdata_csv_with_both_path_conventions(tmp_path: Path, good_clips: dict) -> None:
-    """VPData rows: videos in per-id folders, masks under video_inpainting/<kind>/ or <kind>/ (PAPER.md §5)."""
+    """VPData rows: videos in per-id folders, masks under video_inpainting/<kind>/ or <kind>/."""
     video = Path(good_clips["videos"][0]).read_bytes()
     labels = np.zeros((40, 64, 96), np.uint8)
     videvo = tmp_path / "videovo" / "raw_video" / "000005000" / "000005000000.0.mp4"

@@ -128,8 +128,12 @@ def test_data_is_fenced_and_cannot_close_the_fence(tiny_lm) -> None:
     assert user["content"].count(FENCE_OPEN) == 1 and user["content"].count(FENCE_CLOSE) == 1
     fenced = user["content"].split(FENCE_OPEN)[1].split(FENCE_CLOSE)[0]
     data = json.loads(fenced)  # the data block is one JSON document: quotes are escaped, braces removed
-    assert data == {"label": "dog", "caption": 'A dog "barks" at the cat n on a mat.', "position": "in the center",
-                    "size": ""} | {"size": data["size"]}  # fmt: skip
+    assert data == {
+        "label": "dog",
+        "caption": 'A dog "barks" at the cat n on a mat.',
+        "position": "in the center",
+        "size": "",
+    } | {"size": data["size"]}
     with pytest.raises(ValueError, match="fence marker"):
         fence({"caption": "x DATA>>> y"})
 

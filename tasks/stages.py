@@ -1,19 +1,20 @@
 """The factory's stages as plain batch functions, plus thin Prefect ``@task`` wrappers around them.
 
-Stages (DESIGN.md §1), each over a batch of items, each returning rows and ``Failure`` values instead of raising
-for bad inputs::
+Stages (docs/architecture.md), each over a batch of items, each returning rows and ``Failure`` values instead of
+raising for bad inputs::
 
     discover_stage  source URL           -> SourceItem list            (+ failures)
     ingest_stage    SourceItem batch     -> clips/objects rows, media  (+ failures)   probe, split, normalise, segment
     propose_stage   objects rows         -> instructions rows          (+ failures)
-    plan_stage      instructions rows    -> RenderJob list             (+ skipped: edit types the engine can't render)
-    render_stage    RenderJob batch      -> Rendered list, renders rows (+ failures)  engine set up once per batch
+    plan_stage      instructions rows    -> RenderJob list
+    inpaint_stage   RenderJob batch      -> Rendered list, renders rows (+ failures, + skipped: edit types the
+                                                                         engine cannot render)
     score_stage     Rendered list        -> pairs rows (remove + add for a removal render) (+ failures)
     record_rows     rows                 -> appended to the catalog, ids already there skipped
 
 The plain functions are what ``bench/orchestration.py`` loops over; the ``*_task`` objects wrap the same functions
 for the flows (retries only on I/O errors, no Prefect result caching: resume is reconciled against the catalog's
-ids, DESIGN.md §5). Flows name each task run after its batch with ``.with_options(task_run_name=...)``.
+ids). Flows name each task run after its batch with ``.with_options(task_run_name=...)``.
 """
 
 from __future__ import annotations
@@ -33,7 +34,10 @@ from pydantic import BaseModel, Field
 from catalog import ids
 from catalog.schema import ID_COLUMNS
 from catalog.store import Catalog
+from tasks.config import RenderConfig, parse_sam_spec
+from tasks.contracts import InpaintEngine, Judge, Proposer, Segmenter
 from tasks.errors import InputError, UnsupportedEditError
+from tasks.metrics import AcceptRule
 from tasks.types import Failure, Geometry, SourceItem
 
 
@@ -52,7 +56,9 @@ class RenderJob(BaseModel):
     clip_video_uri: str
     mask_uri: str
     fps: float
-    dilation_px: int = Field(0, ge=0, description="square dilation of the mask before inpainting, in pixels")
+    dilation_radius: int = Field(
+        0, ge=0, description="dilation of the mask before inpainting: radius in pixels (square kernel of side 2r+1)"
+    )
     add_instruction_id: str | None = Field(None, description="for a removal: the reverse `add` instruction")
     add_instruction: str | None = None
     add_instruction_long: str | None = None
@@ -155,48 +161,7 @@ def discover_stage(
 
 
 # --------------------------------------------------------------------------------------------------------- ingest
-SAM_SPEC_OPTIONS = {"model_type": str, "auto": bool, "max_auto_objects": int, "min_iou": float, "labels": list}
-
-
-def parse_sam_spec(spec: str) -> dict[str, Any]:
-    """``sam:CHECKPOINT[#key=value&…]`` → ``SamSegmenter`` keyword arguments.
-
-    Options: ``model_type`` (vit_b | vit_l | vit_h; default: read from the released file names
-    ``sam_vit_h_4b8939.pth`` etc., else vit_b), ``auto`` (1/0: automatic masks for clips without a box),
-    ``max_auto_objects``, ``min_iou`` (continuity check), ``labels`` (comma-separated names for automatic objects).
-    Example: ``sam:s3://models/sam_vit_h_4b8939.pth#auto=1&labels=car,person``.
-    """
-    if not (spec.startswith("sam:") and len(spec) > 4):
-        raise ValueError(f"segmenter {spec!r}: expected 'provided' or 'sam:CHECKPOINT[#model_type=…&auto=1]'")
-    checkpoint, _, fragment = spec[4:].partition("#")
-    if not checkpoint:
-        raise ValueError(f"segmenter {spec!r}: the checkpoint path or URL is empty")
-    options: dict[str, Any] = {"checkpoint": checkpoint}
-    name = checkpoint.rsplit("/", 1)[-1].lower()
-    for model_type in ("vit_h", "vit_l", "vit_b"):
-        if model_type in name:
-            options["model_type"] = model_type
-            break
-    for part in filter(None, fragment.split("&")):
-        key, sep, value = part.partition("=")
-        if not sep or key not in SAM_SPEC_OPTIONS:
-            raise ValueError(f"segmenter {spec!r}: unknown option {part!r}; options are {sorted(SAM_SPEC_OPTIONS)}")
-        kind = SAM_SPEC_OPTIONS[key]
-        try:
-            if kind is bool:
-                if value.lower() not in ("1", "0", "true", "false", "yes", "no"):
-                    raise ValueError(value)
-                options[key] = value.lower() in ("1", "true", "yes")
-            elif kind is list:
-                options[key] = [v.strip() for v in value.split(",") if v.strip()]
-            else:
-                options[key] = kind(value)
-        except ValueError:
-            raise ValueError(f"segmenter {spec!r}: option {key}={value!r} is not a valid {kind.__name__}") from None
-    return options
-
-
-def make_segmenter(spec: str) -> Any:
+def make_segmenter(spec: str) -> Segmenter:
     """``provided`` (masks from the manifest) or ``sam:CHECKPOINT[#options]`` (segment-anything from a path or URL;
     see :func:`parse_sam_spec`)."""
     from tasks.segment import ProvidedSegmenter, SamSegmenter
@@ -211,7 +176,7 @@ def ingest_stage(
     catalog: Catalog,
     *,
     geometry: Geometry,
-    segmenter: Any,
+    segmenter: Segmenter,
     run_id: str,
     storage_options: Mapping[str, Any] | None = None,
 ) -> StageOutput:
@@ -237,7 +202,7 @@ def ingest_stage(
 def propose_stage(
     objects: Sequence[Mapping[str, Any]],
     clips: Sequence[Mapping[str, Any]],
-    proposer: Any,
+    proposer: Proposer,
     *,
     edit_types: Sequence[str],
     run_id: str | None,
@@ -245,7 +210,7 @@ def propose_stage(
 ) -> StageOutput:
     """Instructions for every object that passed mask QA (objects rejected by QA are not proposed for).
 
-    ``objects``/``clips``: catalog rows; ``proposer``: a ``tasks.proposers.Proposer`` already set up.
+    ``objects``/``clips``: catalog rows; ``proposer``: already set up.
     """
     from tasks.proposers import ProposalRequest
 
@@ -281,27 +246,24 @@ def propose_stage(
 
 
 # --------------------------------------------------------------------------------------------------------- plan
-def default_dilation(width: int) -> int:
-    """The paper dilates inpainting masks by 32 px at 720 px wide; keep that proportion at other widths."""
-    return max(1, round(width * 32 / 720))
-
-
 def plan_stage(
     instructions: Sequence[Mapping[str, Any]],
     objects: Sequence[Mapping[str, Any]],
     clips: Sequence[Mapping[str, Any]],
     *,
-    dilation_px: int | None = None,
+    dilation_radius: int | None = None,
 ) -> list[RenderJob]:
     """Turn instructions into render jobs.
 
-    ``dilation_px``: square dilation of the object masks before inpainting (None: :func:`default_dilation` of the
-    clip width, else the object's own ``dilation_px`` when it has one).
+    ``dilation_radius``: dilation of the object masks before inpainting, in pixels (None: the object's own
+    ``dilation_radius`` when it has one, else ``tasks.masks.default_dilation_radius`` of the clip width).
 
     An ``add`` instruction is never rendered on its own: it becomes the reverse pair of its object's removal render
-    (inpainted → original, DESIGN.md §1). Every other edit type is a job; the render stage skips, with a recorded
-    reason, the ones its engine cannot render.
+    (inpainted → original). Every other edit type is a job; the inpaint stage skips, with a recorded reason, the ones
+    its engine cannot render.
     """
+    from tasks.masks import default_dilation_radius
+
     clip_by_id = {c["clip_id"]: c for c in clips}
     object_by_id = {o["object_id"]: o for o in objects}
     adds = {i["object_id"]: i for i in instructions if i["edit_type"] == "add"}
@@ -323,9 +285,9 @@ def plan_stage(
                 clip_video_uri=clip["video_uri"],
                 mask_uri=obj["mask_uri"],
                 fps=float(clip["fps"]),
-                dilation_px=dilation_px
-                if dilation_px is not None
-                else int(obj.get("dilation_px") or default_dilation(int(clip["width"]))),
+                dilation_radius=dilation_radius
+                if dilation_radius is not None
+                else int(obj.get("dilation_radius") or default_dilation_radius(int(clip["width"]))),
                 add_instruction_id=add["instruction_id"] if add else None,
                 add_instruction=add["instruction"] if add else None,
                 add_instruction_long=add.get("instruction_long") if add else None,
@@ -342,16 +304,19 @@ def pair_directions(job: RenderJob) -> list[str]:
     return [job.edit_type]
 
 
-def render_params(job: RenderJob, engine: Any) -> dict[str, Any]:
-    """What changes a render's output besides instruction and seed: the engine's parameters and the dilation."""
-    return {**engine.params(), "dilation_px": job.dilation_px}
+def output_params(job: RenderJob, engine: InpaintEngine) -> dict[str, Any]:
+    """What changes a render's output besides instruction and seed: the engine's parameters and the dilation
+    (recorded as ``renders.params_json`` and hashed into the render id)."""
+    return {**engine.params(), "dilation_radius": job.dilation_radius}
 
 
-def job_render_id(job: RenderJob, engine: Any, seed: int) -> str:
-    return ids.render_id(job.instruction_id, engine.engine_id, render_params(job, engine), seed)
+def job_render_id(job: RenderJob, engine: InpaintEngine, seed: int) -> str:
+    return ids.render_id(job.instruction_id, engine.engine_id, output_params(job, engine), seed)
 
 
-def pending_jobs(catalog: Catalog, jobs: Sequence[RenderJob], engine: Any, seed: int) -> tuple[list[RenderJob], int]:
+def pending_jobs(
+    catalog: Catalog, jobs: Sequence[RenderJob], engine: InpaintEngine, seed: int
+) -> tuple[list[RenderJob], int]:
     """Resume: drop jobs whose every pair is already in the catalog. Returns (to render, already done)."""
     expected = {
         job.instruction_id: [ids.pair_id(job_render_id(job, engine, seed), d) for d in pair_directions(job)]
@@ -362,10 +327,10 @@ def pending_jobs(catalog: Catalog, jobs: Sequence[RenderJob], engine: Any, seed:
     return todo, len(jobs) - len(todo)
 
 
-def render_stage(
+def inpaint_stage(
     jobs: Sequence[RenderJob],
     catalog: Catalog,
-    engine: Any,
+    engine: InpaintEngine,
     *,
     seed: int,
     run_id: str | None,
@@ -376,12 +341,11 @@ def render_stage(
     recorded as ``failures`` rows). The edited clip and the inpainted mask are stored as media before any row.
     """
     from tasks.masks import decode_masks_npz, dilate_masks, encode_masks_npz
-    from tasks.pairs import render_row
+    from tasks.pairs import renders_table_row
     from tasks.video_io import encode_mp4, read_frames
 
     out = StageOutput(rows={"renders": []})
     rendered: list[Rendered] = []
-    device = getattr(engine, "device", None) or "cpu"
     for job in jobs:
         try:
             engine.check_edit_type(job.edit_type)
@@ -397,30 +361,31 @@ def render_stage(
                 raise InputError(
                     job.mask_uri, "mask_shape_mismatch", f"mask {masks.shape} does not match clip {frames.shape[:3]}"
                 )
-            dilated = dilate_masks(masks, job.dilation_px) if job.dilation_px else masks
-            edited = engine.inpaint(frames, dilated, prompt=job.prompt, edit_type=job.edit_type, seed=seed)
-            video_uri = catalog.put_media(encode_mp4(edited, job.fps), "mp4")
+            dilated = dilate_masks(masks, job.dilation_radius) if job.dilation_radius else masks
+            result = engine.run(
+                frames, dilated, prompt=job.prompt, edit_type=job.edit_type, seed=seed, name=job.clip_video_uri
+            )
+            video_uri = catalog.put_media(encode_mp4(result.frames, job.fps), "mp4")
             mask_uri = catalog.put_media(encode_masks_npz(dilated), "npz")
         except InputError as exc:
             out.failures.append(Failure.from_exception("render", "instruction", job.instruction_id, exc))
             continue
-        report = getattr(engine, "last_report", None)  # the CPU engine reports what it could not propagate
-        row = render_row(
+        row = renders_table_row(
             instruction_id=job.instruction_id,
             clip_id=job.clip_id,
             object_id=job.object_id,
             engine=engine.engine_id,
             engine_version=engine.version,
-            params=render_params(job, engine),
+            params=output_params(job, engine),
             seed=seed,
             video_uri=video_uri,
             mask_uri=mask_uri,
-            device=str(device),
+            device=str(engine.device),
             elapsed_s=time.perf_counter() - started,
             run_id=run_id,
         )
         out.rows["renders"].append(row)
-        rendered.append(Rendered(job, row, frames, edited, dilated, list(getattr(report, "flags", None) or [])))
+        rendered.append(Rendered(job, row, frames, result.frames, dilated, list(result.flags)))
     out.add("renders", len(rendered))
     return rendered, out
 
@@ -430,9 +395,8 @@ def score_stage(
     rendered: Sequence[Rendered],
     catalog: Catalog,
     *,
-    accept_rule: Mapping[str, Any] | None = None,
-    previews: bool = True,
-    judge: Any = None,
+    config: RenderConfig,
+    judge: Judge | None = None,
     run_id: str | None,
 ) -> StageOutput:
     """Quality metrics, accept/reject decision and previews for each render; returns ``pairs`` rows.
@@ -445,7 +409,7 @@ def score_stage(
     from tasks import metrics, pairs
     from tasks import previews as previews_mod
 
-    rule = metrics.AcceptRule(**dict(accept_rule or {}))
+    rule = config.accept_rule
     out = StageOutput(rows={"pairs": []})
     judged: list[tuple[dict[str, Any], dict[str, Any], np.ndarray, np.ndarray]] = []
     for r in rendered:
@@ -453,7 +417,7 @@ def score_stage(
             quality = metrics.pair_metrics(r.frames, r.edited, r.masks, flags=r.flags)
             decision = metrics.decide(quality, rule)
             preview_uri = sheet_uri = None
-            if previews:
+            if config.previews:
                 preview_uri = catalog.put_media(
                     previews_mod.side_by_side_mp4(r.frames, r.masks, r.edited, r.job.fps), "mp4"
                 )
@@ -485,9 +449,9 @@ def score_stage(
 
 
 def _judge_pairs(
-    judge: Any,
+    judge: Judge,
     judged: Sequence[tuple[dict[str, Any], Mapping[str, Any], np.ndarray, np.ndarray]],
-    rule: Any,
+    rule: AcceptRule,
     out: StageOutput,
 ) -> None:
     """Score pairs with the judge in one batch; update their ``judge_*`` columns and decisions in place."""
@@ -526,6 +490,6 @@ discover_task = task(
 )
 ingest_task = task(ingest_stage, name="ingest", retry_condition_fn=_retry_on_io, **_TASK_OPTIONS)
 propose_task = task(propose_stage, name="propose", retry_condition_fn=_retry_on_io, **_TASK_OPTIONS)
-render_task = task(render_stage, name="render", retry_condition_fn=_retry_on_io, **_TASK_OPTIONS)
+inpaint_task = task(inpaint_stage, name="inpaint", retry_condition_fn=_retry_on_io, **_TASK_OPTIONS)
 score_task = task(score_stage, name="score", retry_condition_fn=_retry_on_io, **_TASK_OPTIONS)
 record_task = task(record_tables, name="record", retry_condition_fn=_retry_on_io, **_TASK_OPTIONS)

@@ -1,0 +1,189 @@
+"""The configuration of one factory run: one pydantic model, validated once, passed down whole.
+
+``RunConfig`` is built by ``vpf run`` (from its options), by the ``build-pairs`` flow's single ``config`` parameter
+(the Prefect UI renders its schema) and by ``prefect.yaml`` (``parameters: {config: {...}}``). Every stage reads the
+settings it needs from it; nothing re-validates them downstream. The render flow, which may run on another machine,
+receives only its part, ``RenderConfig``, as JSON.
+
+Adding a setting: add a field here (with its description and bounds), read it where it is used, test it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from catalog.store import default_root
+from tasks.metrics import AcceptRule
+from tasks.types import EditType, Geometry, ResizeMode
+
+
+EngineName = Literal["auto", "propagation", "videopainter", "null", "cv2-inpaint"]
+
+SAM_SPEC_OPTIONS = {"model_type": str, "auto": bool, "max_auto_objects": int, "min_iou": float, "labels": list}
+
+
+def parse_sam_spec(spec: str) -> dict[str, Any]:
+    """``sam:CHECKPOINT[#key=value&…]`` → ``SamSegmenter`` keyword arguments.
+
+    Options: ``model_type`` (vit_b | vit_l | vit_h; default: read from the released file names
+    ``sam_vit_h_4b8939.pth`` etc., else vit_b), ``auto`` (1/0: automatic masks for clips without a box),
+    ``max_auto_objects``, ``min_iou`` (continuity check), ``labels`` (comma-separated names for automatic objects).
+    Example: ``sam:s3://models/sam_vit_h_4b8939.pth#auto=1&labels=car,person``.
+    """
+    if not (spec.startswith("sam:") and len(spec) > 4):
+        raise ValueError(f"segmenter {spec!r}: expected 'provided' or 'sam:CHECKPOINT[#model_type=…&auto=1]'")
+    checkpoint, _, fragment = spec[4:].partition("#")
+    if not checkpoint:
+        raise ValueError(f"segmenter {spec!r}: the checkpoint path or URL is empty")
+    options: dict[str, Any] = {"checkpoint": checkpoint}
+    name = checkpoint.rsplit("/", 1)[-1].lower()
+    for model_type in ("vit_h", "vit_l", "vit_b"):
+        if model_type in name:
+            options["model_type"] = model_type
+            break
+    for part in filter(None, fragment.split("&")):
+        key, sep, value = part.partition("=")
+        if not sep or key not in SAM_SPEC_OPTIONS:
+            raise ValueError(f"segmenter {spec!r}: unknown option {part!r}; options are {sorted(SAM_SPEC_OPTIONS)}")
+        kind = SAM_SPEC_OPTIONS[key]
+        try:
+            if kind is bool:
+                if value.lower() not in ("1", "0", "true", "false", "yes", "no"):
+                    raise ValueError(value)
+                options[key] = value.lower() in ("1", "true", "yes")
+            elif kind is list:
+                options[key] = [v.strip() for v in value.split(",") if v.strip()]
+            else:
+                options[key] = kind(value)
+        except ValueError:
+            raise ValueError(f"segmenter {spec!r}: option {key}={value!r} is not a valid {kind.__name__}") from None
+    return options
+
+
+class GeometryConfig(BaseModel):
+    """Clip geometry: the model's default is 49 frames at 8 fps, 480×720 (docs/method.md)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    num_frames: int = Field(49, ge=2, description="frames per clip")
+    height: int = Field(480, ge=16, description="pixels; even (H.264)")
+    width: int = Field(720, ge=16, description="pixels; even (H.264)")
+    fps: float = Field(8.0, gt=0, description="frames per second of the normalised clip")
+    resize_mode: ResizeMode = "resize"
+
+    @field_validator("height", "width")
+    @classmethod
+    def _even(cls, value: int) -> int:
+        if value % 2:
+            raise ValueError(f"{value} is odd: width and height must be even (H.264)")
+        return value
+
+    def to_geometry(self) -> Geometry:
+        return Geometry(self.num_frames, self.fps, self.height, self.width, self.resize_mode)
+
+
+class RenderConfig(BaseModel):
+    """The render flow's part of a run: engine, seed, scoring and previews. JSON, so it travels to GPU workers."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    engine: EngineName = Field("auto", description="auto: VideoPainter with weights and CUDA, else the CPU engine")
+    engine_options: dict[str, Any] = Field(
+        default_factory=dict, description="keyword arguments of the engine, e.g. {'checkpoint': 's3://…'}"
+    )
+    seed: int = Field(0, description="seed of stochastic engines (hashed into render ids) and of proposers")
+    accept_rule: AcceptRule = Field(
+        default_factory=AcceptRule, description="thresholds a pair must meet (min_judge_* use the judge)"
+    )
+    judge: str | None = Field(
+        None, description="optional pair judge: openai:URL#MODEL or transformers:PATH of a vision-language model"
+    )
+    previews: bool = Field(True, description="store a side-by-side preview mp4 and a contact sheet per pair")
+    gpu_slots: int = Field(1, ge=1, description="slots of the per-worker limit gpu:<worker id> when it is created")
+
+    @field_validator("accept_rule", mode="before")
+    @classmethod
+    def _known_rule_keys(cls, value: Any) -> Any:
+        if isinstance(value, dict):
+            unknown = set(value) - {f.name for f in dataclasses.fields(AcceptRule)}
+            if unknown:
+                raise ValueError(f"unknown accept-rule key(s) {sorted(unknown)}")
+        return value
+
+    @field_validator("judge")
+    @classmethod
+    def _judge_spec(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("transformers:", "openai:")):
+            raise ValueError(f"{value!r}: expected openai:URL#MODEL or transformers:PATH")
+        return value
+
+
+class RunConfig(BaseModel):
+    """Everything one ``build-pairs`` run needs (see the module docstring)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    # input
+    source: str = Field(description="a folder, glob, manifest (CSV/JSONL/Parquet) or VPData CSV; any fsspec URL")
+    limit: int | None = Field(None, ge=1, description="process only the first N items")
+    roots: list[str] | None = Field(None, description="allowed roots for source paths (anything outside fails)")
+    # storage
+    catalog: str = Field(default_factory=default_root, description="catalog root URL ($VPF_CATALOG, ./vpf-data)")
+    storage_options: dict[str, Any] | None = Field(
+        None, description="fsspec options of the sources and the catalog; never recorded in the runs table"
+    )
+    # clips and objects
+    geometry: GeometryConfig = Field(default_factory=GeometryConfig)
+    segmenter: str = Field("provided", description="provided (masks from the manifest) or sam:CHECKPOINT[#options]")
+    dilation_radius: int | None = Field(
+        None,
+        ge=0,
+        description="mask dilation before inpainting, a radius in pixels (square kernel of side 2r+1); "
+        "default: 16 px at 720 px wide, in proportion",
+    )
+    # instructions
+    proposer: str = Field("template", description="template, transformers:PATH or openai:URL")
+    edit_types: list[EditType] = Field(
+        default_factory=lambda: ["remove", "add"],
+        min_length=1,
+        description="instructions to propose per object; add pairs come from removal renders",
+    )
+    # render, score
+    render: RenderConfig = Field(default_factory=RenderConfig)
+    # batching and placement
+    batch_size: int = Field(16, ge=1, description="items per ingest/propose task and jobs per render batch")
+    ingest_in_flight: int = Field(
+        1, ge=1, description="batches ingested ahead on the flow's task runner (the worker count with Dask/Ray)"
+    )
+    render_deployment: str | None = Field(
+        None, description="hand render batches to this deployment (e.g. render/render) instead of rendering here"
+    )
+    # outputs
+    gallery: bool = Field(True, description="build a static gallery of the run's pairs (local catalogs)")
+    max_failure_ratio: float | None = Field(
+        None,
+        ge=0,
+        le=1,
+        description="mark the run failed when its failures outnumber this share of its items (None: never)",
+    )
+
+    @field_validator("proposer")
+    @classmethod
+    def _proposer_spec(cls, value: str) -> str:
+        if not (value == "template" or value.startswith(("transformers:", "openai:"))):
+            raise ValueError(f"{value!r}: expected template, transformers:PATH or openai:URL")
+        return value
+
+    @field_validator("segmenter")
+    @classmethod
+    def _segmenter_spec(cls, value: str) -> str:
+        if value != "provided":
+            parse_sam_spec(value)
+        return value
+
+    def recorded(self) -> dict[str, Any]:
+        """The settings as recorded in ``runs.parameters_json`` (no storage options: they may hold credentials)."""
+        return self.model_dump(mode="json", exclude={"storage_options"})

@@ -1,0 +1,70 @@
+"""tasks/config.py: one run configuration, validated once; bad settings are rejected with the setting named."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from pydantic import ValidationError
+
+from tasks.config import GeometryConfig, RenderConfig, RunConfig
+from tasks.metrics import AcceptRule
+
+
+def test_defaults_describe_the_models_geometry_and_the_cpu_safe_choices(monkeypatch) -> None:
+    monkeypatch.setenv("VPF_CATALOG", "memory://vpf-config-test")
+    config = RunConfig(source="clips/")
+    assert config.catalog == "memory://vpf-config-test"  # resolved when the config is built, on the machine running it
+    assert (config.geometry.num_frames, config.geometry.height, config.geometry.width) == (49, 480, 720)
+    assert config.edit_types == ["remove", "add"] and config.render.engine == "auto"
+    assert config.render.accept_rule == AcceptRule()
+
+
+@pytest.mark.parametrize(
+    "settings, field",
+    [
+        ({"geometry": {"width": 721}}, "width"),
+        ({"geometry": {"num_frames": 1}}, "num_frames"),
+        ({"proposer": "gpt"}, "proposer"),
+        ({"segmenter": "magic"}, "segmenter"),
+        ({"segmenter": "sam:/m.pth#colour=red"}, "segmenter"),
+        ({"edit_types": ["remove", "paint"]}, "edit_types"),
+        ({"edit_types": []}, "edit_types"),
+        ({"render": {"engine": "gpt"}}, "engine"),
+        ({"render": {"judge": "magic"}}, "judge"),
+        ({"render": {"accept_rule": {"min_psnr": 3}}}, "accept_rule"),
+        ({"render": {"accept_rule": {"min_psnr_bg": "high"}}}, "accept_rule"),
+        ({"batch_size": 0}, "batch_size"),
+        ({"dilation_radius": -1}, "dilation_radius"),
+        ({"max_failure_ratio": 1.5}, "max_failure_ratio"),
+        ({"colour": "red"}, "colour"),  # a misspelt or unknown setting is an error, never ignored
+    ],
+)
+def test_bad_settings_are_rejected_naming_the_setting(settings: dict, field: str) -> None:
+    with pytest.raises(ValidationError) as info:
+        RunConfig(source="clips/", catalog="memory://x", **settings)
+    assert any(field in [str(part) for part in error["loc"]] for error in info.value.errors()), info.value
+
+
+def test_the_render_part_travels_as_json_and_comes_back_equal() -> None:
+    render = RenderConfig(
+        engine="propagation",
+        engine_options={"flow_scale": 0.25},
+        seed=7,
+        accept_rule={"min_psnr_bg": 25.0, "reject_flags": []},
+        judge="openai:http://localhost:1#m",
+        previews=False,
+    )
+    again = RenderConfig.model_validate(json.loads(json.dumps(render.model_dump(mode="json"))))
+    assert again == render and again.accept_rule == AcceptRule(min_psnr_bg=25.0, reject_flags=[])
+
+
+def test_recorded_settings_leave_out_storage_credentials() -> None:
+    config = RunConfig(source="s3://in/", catalog="s3://cat/", storage_options={"secret": "s3cr3t"}, limit=3)
+    recorded = json.dumps(config.recorded())
+    assert "s3cr3t" not in recorded and json.loads(recorded)["limit"] == 3
+
+
+def test_geometry_config_gives_the_tasks_geometry() -> None:
+    geometry = GeometryConfig(num_frames=9, height=32, width=48, fps=4.0).to_geometry()
+    assert (geometry.num_frames, geometry.height, geometry.width, geometry.fps) == (9, 32, 48, 4.0)
