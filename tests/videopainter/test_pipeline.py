@@ -201,6 +201,25 @@ def test_overlap_zero_windows_side_by_side(folders) -> None:
         pipe(**{**kwargs, "video": frames[:25], "mask": masks[:25]})
 
 
+def test_overlap_of_five_frames_shares_two_latents(folders) -> None:
+    """Windows of 9 overlapping by 5 (stride 4): window k starts at latent slot k, shares 2 slots with window k - 1
+    (averaged) and is chained on window k - 1's latent before the overlap (index -2)."""
+    pipe = VideoPainterPipeline.from_pretrained(folders["base"], branch=folders["branch"])
+    assert pipe.latent_layout(17, 9, 5) == ([0, 1, 2], 5)
+    assert pipe.latent_layout(18, 9, 0) == ([0, 3], 6)
+    assert pipe.latent_layout(17, 9, 1) == ([0, 2], 5)
+    windows, results = _recording(pipe)
+    frames, masks = _video(13)
+    kwargs = {"video": frames, "mask": masks, "first_frame": frames[0], "num_frames_per_window": 9, **_embeds()}
+    latents = pipe(**kwargs, window_overlap=5, num_inference_steps=1, output_type="latent").frames
+    w = [r["latents"] for r in results]
+    assert latents.shape == (1, 4, 4, 8, 8) and len(w) == 2
+    torch.testing.assert_close(latents[:, 1], (w[0][:, 1] + w[1][:, 0]) / 2)
+    torch.testing.assert_close(latents[:, 2], (w[0][:, 2] + w[1][:, 1]) / 2)
+    torch.testing.assert_close(latents[:, 3], w[1][:, 2])
+    assert torch.equal(windows[1].image_latents[:, 0], w[0][:, -2])
+
+
 def test_strength_starts_from_the_noised_source(folders) -> None:
     """strength 0.5 of 4 steps runs the last 2 steps, starting from the source latent noised to the first of them."""
     pipe = VideoPainterPipeline.from_pretrained(folders["base"], branch=folders["branch"])

@@ -64,7 +64,6 @@ from videopainter.pipelines.acceleration import Acceleration, apply_acceleration
 OFFICIAL_CONTEXT_FILL = 0.0
 RELEASE_SOURCE_FILL = -1.0
 TRAINING_FILL = -1.0
-MASKED_PIXEL_VALUE = TRAINING_FILL  # kept for callers of the training convention
 # The released script dilates the masks (kernel side 32) only when a first-frame inpainting model makes frame 0;
 # radius 16 (side 33) is the nearest symmetric kernel.
 FIRST_FRAME_MODEL_DILATION_RADIUS = 16
