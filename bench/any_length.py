@@ -1,7 +1,8 @@
 """Any-length chaining cost: per-frame time and peak memory of 4 windows against 1 (CPU, small random model).
 
-``VideoPainterPipeline`` with windows of ``--window`` frames and a one-frame overlap (stride window - 1): one
-window covers ``window`` frames, four cover ``window + 3 * (window - 1)``. Each configuration runs in its own child
+``VideoPainterPipeline`` with windows of ``--window`` frames overlapping by ``--overlap`` frames (0, the released
+setting, by default: stride = window): one window covers ``window`` frames, four cover
+``window + 3 * (window - overlap)``. Each configuration runs in its own child
 process; it reports process CPU time per output frame (one intra-op thread, so other processes on a shared
 machine do not distort it) and the peak resident memory reached during the call above the resident memory just
 before it (sampled every 2 ms; glibc returns freed tensors at once via ``MALLOC_MMAP_THRESHOLD_``), after a
@@ -11,7 +12,7 @@ decoded video grow with length; "denoise MB" is the peak before decoding, "total
 video once). The same is measured with the ID adapter (a random LoRA, ``prev_clip_weight``
 0.5, so every window keeps the previous window's per-block memory).
 
-Usage: ``python bench/any_length.py [--json] [--window 17] [--size 128] [--steps 3]``. With ``--json`` the last
+Usage: ``python bench/any_length.py [--json] [--window 17] [--overlap 0] [--size 128] [--steps 3]``. With ``--json`` the last
 line is ``{"time_ratio": ..., "mem_ratio": ..., ...}``.
 """
 
@@ -82,7 +83,7 @@ def child(args: argparse.Namespace) -> None:
         pipe.load_id_lora(lora)
         prev_clip_weight = 0.5
 
-    num_frames = args.window + (args.windows - 1) * (args.window - 1)
+    num_frames = args.window + (args.windows - 1) * (args.window - args.overlap)
     rng = np.random.default_rng(0)
     video = rng.integers(0, 256, size=(num_frames, args.size, args.size, 3), dtype=np.uint8)
     mask = np.zeros(video.shape[:3], dtype=bool)
@@ -96,7 +97,8 @@ def child(args: argparse.Namespace) -> None:
         "negative_prompt_embeds": torch.zeros_like(embeds),
         "num_frames_per_window": args.window,
         "num_inference_steps": args.steps,
-        "mask_dilation": 8,
+        "window_overlap": args.overlap,
+        "dilation_radius": 4,
         "prev_clip_weight": prev_clip_weight,
         "generator": torch.Generator().manual_seed(0),
     }
@@ -118,7 +120,13 @@ def child(args: argparse.Namespace) -> None:
     with torch.no_grad():
         latents = pipe(**kwargs, output_type="latent").frames  # windows, accumulator, ID memory
         denoise_peak = (peaks["now"] - rss_before) / 2**20
-        frames = pipe.video_processor.postprocess_video(pipe.decode_latents(latents), output_type="np")[0]
+        offsets, _ = pipe.latent_layout(num_frames, args.window, args.overlap)
+        if args.overlap == 0:  # windows side by side: each decoded on its own, as the pipeline does
+            size = (args.window - 1) // 4 + 1
+            decoded = torch.cat([pipe.decode_latents(latents[:, o : o + size]) for o in offsets], dim=2)
+        else:
+            decoded = pipe.decode_latents(latents)
+        frames = pipe.video_processor.postprocess_video(decoded, output_type="np")[0]
     cpu = time.process_time() - start
     done.set()
     sampler.join()
@@ -129,7 +137,8 @@ def child(args: argparse.Namespace) -> None:
 
 def run_child(args: argparse.Namespace, windows: int, id_adapter: bool) -> dict:
     command = [sys.executable, __file__, "--child", "--windows", str(windows), "--window", str(args.window)]
-    command += ["--size", str(args.size), "--steps", str(args.steps)] + (["--id"] if id_adapter else [])
+    command += ["--size", str(args.size), "--steps", str(args.steps), "--overlap", str(args.overlap)]
+    command += ["--id"] if id_adapter else []
     # glibc: serve tensors >= 64 KiB with mmap so freed memory leaves the resident set at once
     env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "65536"}
     result = subprocess.run(command, check=True, capture_output=True, text=True, cwd=ROOT, env=env)
@@ -140,6 +149,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--json", action="store_true")
     parser.add_argument("--window", type=int, default=17, help="frames per window, 4k + 1")
+    parser.add_argument("--overlap", type=int, default=0, help="frames shared by windows: 0 or 4m + 1")
     parser.add_argument("--size", type=int, default=128, help="frame height = width, multiple of 16")
     parser.add_argument("--steps", type=int, default=3)
     parser.add_argument("--no-id", action="store_true", help="skip the ID-adapter rows")

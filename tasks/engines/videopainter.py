@@ -1,16 +1,20 @@
 """The VideoPainter engine: the factory's generative (GPU) inpainting engine (docs/architecture.md, docs/method.md).
 
 ``VideoPainterEngine`` adapts ``videopainter.VideoPainterPipeline`` to the ``InpaintEngine`` interface. The
-pipeline is loaded once in ``setup()`` and kept for the whole batch. Per clip it
+pipeline is loaded once in ``setup()`` and kept for the whole batch. Per clip (``InpaintEngine.run`` checks the
+arrays before and keeps the source outside the mask after) it
 
-1. validates the arrays (``InputError`` for a bad clip, so the batch goes on);
+1. checks the first frame (``InputError`` for a bad clip, so the batch goes on);
 2. resizes the clip to the model's geometry (480x720 for CogVideoX-5B-I2V, whose learned positional embeddings
    accept no other size) and pads it, by repeating the last frame, to a length the windows cover exactly
    (``num_frames_per_window + n * stride``);
 3. takes the first frame from ``first_frame`` (an edited frame for ``add``/``replace``/``attribute``), else from
    FLUX Fill when ``flux_fill`` is configured, else (removal only) from the CPU propagation engine's frame 0;
-4. runs the pipeline with a seeded generator, undoes the padding and resizing, and pastes the result into the
-   mask only, so pixels outside the mask are exactly the input's.
+4. runs the pipeline with a seeded generator and undoes the padding and resizing.
+
+The pipeline settings default to the released inference (windows of 49 frames side by side, no dilation unless FLUX
+Fill makes the first frame; ``docs/method.md``). Speed options (``cache``, ``fuse_qkv``, ``compile_blocks``) are off
+by default; ``bench/gpu_videopainter.py`` measures their speed, memory and error.
 
 ``version`` names the code and the checkpoints by content: the SHA-256 of every file of the base folder, the
 branch and the ID LoRA (hashed once per process and file; a changed size or mtime re-hashes).
@@ -30,9 +34,10 @@ from tasks.engines.base import Inpainted, InpaintEngine
 from tasks.errors import InputError
 
 
-ENGINE_CODE_VERSION = "1"
+ENGINE_CODE_VERSION = "2"  # 2: parity with the released inference by default, overlap 0, dilation radius
 Dtype = Literal["bfloat16", "float16", "float32"]
 Offload = Literal["none", "model", "sequential"]
+Cache = Literal["none", "pyramid_attention_broadcast", "taylorseer"]
 
 _HASH_CACHE: dict[tuple[str, int, int], str] = {}
 
@@ -73,11 +78,19 @@ class VideoPainterEngine(InpaintEngine):
         id_lora_scale: 1.0 reproduces the release, 0.5 is the training scale.
         flux_fill: a local FLUX.1-Fill-dev folder for first frames (optional).
         device, dtype: where and in which precision to run.
-        offload: ``"model"`` / ``"sequential"`` CPU offload for small GPUs (docs/method.md: ~23-25 GB sequential).
+        offload: ``"model"`` / ``"sequential"`` CPU offload for small GPUs (about 23-25 GB with sequential offload).
         vae_tiling: tile the VAE (long clips).
         num_inference_steps, guidance_scale, use_dynamic_cfg, replace_gt, conditioning_scale, prev_clip_weight,
-            num_frames_per_window, window_overlap: pipeline settings (the recipe's defaults).
-        mask_dilation_px: extra dilation kernel inside the pipeline; the factory passes masks already dilated.
+            num_frames_per_window, window_overlap: pipeline settings (the release's defaults: 50, 6.0, True, True,
+            1.0, 0.0, 49, 0).
+        strength: in (0, 1]; below 1 each window starts from its input noised part-way (partial denoising).
+        dilation_radius: grow the masks inside the pipeline by this many pixels (square kernel of side
+            2 * radius + 1). None = the release's rule: 16 when FLUX Fill makes the first frame, else 0 (the
+            factory's masks arrive already dilated).
+        cache: a diffusers caching hook on the backbone's attention (``"pyramid_attention_broadcast"`` or
+            ``"taylorseer"``), off by default; ``cache_interval``: attention computed every N steps where it acts.
+        fuse_qkv: fused query/key/value projections (merges the ID LoRA first).
+        compile_blocks: regional ``torch.compile`` of the transformer blocks.
         cache_dir: where fsspec URLs are downloaded.
     """
 
@@ -103,16 +116,37 @@ class VideoPainterEngine(InpaintEngine):
         conditioning_scale: float = 1.0,
         prev_clip_weight: float = 0.0,
         num_frames_per_window: int = 49,
-        window_overlap: int = 1,
-        mask_dilation_px: int = 0,
+        window_overlap: int = 0,
+        strength: float = 1.0,
+        dilation_radius: int | None = None,
+        cache: Cache = "none",
+        cache_interval: int = 2,
+        fuse_qkv: bool = False,
+        compile_blocks: bool = False,
         cache_dir: str | os.PathLike | None = None,
     ):
         if dtype not in ("bfloat16", "float16", "float32"):
             raise ValueError(f"VideoPainterEngine: dtype must be bfloat16, float16 or float32, got {dtype!r}")
         if offload not in ("none", "model", "sequential"):
             raise ValueError(f"VideoPainterEngine: offload must be none, model or sequential, got {offload!r}")
-        if num_inference_steps < 1 or mask_dilation_px < 0:
-            raise ValueError("VideoPainterEngine: num_inference_steps must be >= 1 and mask_dilation_px >= 0")
+        if num_inference_steps < 1:
+            raise ValueError(f"VideoPainterEngine: num_inference_steps must be >= 1, got {num_inference_steps}")
+        if dilation_radius is not None and dilation_radius < 0:
+            raise ValueError(f"VideoPainterEngine: dilation_radius must be None or >= 0, got {dilation_radius}")
+        if not 0 < strength <= 1:
+            raise ValueError(f"VideoPainterEngine: strength must be in (0, 1], got {strength}")
+        if window_overlap < 0 or window_overlap >= num_frames_per_window:
+            raise ValueError(
+                f"VideoPainterEngine: window_overlap must be in [0, {num_frames_per_window}), got {window_overlap}"
+            )
+        if cache not in ("none", "pyramid_attention_broadcast", "taylorseer"):
+            raise ValueError(
+                f"VideoPainterEngine: cache must be none, pyramid_attention_broadcast or taylorseer, got {cache!r}"
+            )
+        if cache_interval < 2:
+            raise ValueError(f"VideoPainterEngine: cache_interval must be >= 2, got {cache_interval}")
+        self.cache, self.cache_interval = cache, int(cache_interval)
+        self.fuse_qkv, self.compile_blocks = bool(fuse_qkv), bool(compile_blocks)
         self.base, self.branch, self.id_lora, self.flux_fill = base, branch, id_lora, flux_fill
         self.id_lora_scale = float(id_lora_scale)
         self.device, self.dtype, self.offload, self.vae_tiling = device, dtype, offload, vae_tiling
@@ -124,7 +158,8 @@ class VideoPainterEngine(InpaintEngine):
         self.prev_clip_weight = float(prev_clip_weight)
         self.num_frames_per_window = int(num_frames_per_window)
         self.window_overlap = int(window_overlap)
-        self.mask_dilation_px = int(mask_dilation_px)
+        self.strength = float(strength)
+        self.dilation_radius = None if dilation_radius is None else int(dilation_radius)
         self.cache_dir = cache_dir
         self.pipe: Any = None
         self._version: str | None = None
@@ -163,7 +198,12 @@ class VideoPainterEngine(InpaintEngine):
             "id_lora_scale": self.id_lora_scale if self.id_lora else None,
             "num_frames_per_window": self.num_frames_per_window,
             "window_overlap": self.window_overlap,
-            "mask_dilation_px": self.mask_dilation_px,
+            "strength": self.strength,
+            "dilation_radius": self.dilation_radius,
+            "cache": self.cache,
+            "cache_interval": self.cache_interval if self.cache != "none" else None,
+            "fuse_qkv": self.fuse_qkv,
+            "compile_blocks": self.compile_blocks,
             "dtype": self.dtype,
             "first_frame_source": "flux_fill" if self.flux_fill else "propagation",
         }
@@ -195,6 +235,16 @@ class VideoPainterEngine(InpaintEngine):
             pipe.to(self.device)
         if self.vae_tiling:
             pipe.enable_vae_tiling()
+        from videopainter.pipelines.acceleration import Acceleration
+
+        acceleration = Acceleration(
+            cache=self.cache,
+            cache_interval=self.cache_interval,
+            fuse_qkv=self.fuse_qkv,
+            compile_blocks=self.compile_blocks,
+        )
+        if acceleration.enabled:
+            pipe.enable_acceleration(acceleration)
         pipe.set_progress_bar_config(disable=True)
         if self.flux_fill:
             from videopainter.pipelines.first_frame import FluxFillFirstFrame
@@ -285,7 +335,8 @@ class VideoPainterEngine(InpaintEngine):
             num_inference_steps=self.num_inference_steps,
             guidance_scale=self.guidance_scale,
             use_dynamic_cfg=self.use_dynamic_cfg,
-            mask_dilation=self.mask_dilation_px,
+            strength=self.strength,
+            dilation_radius=self.dilation_radius,
             replace_gt=self.replace_gt,
             conditioning_scale=self.conditioning_scale,
             prev_clip_weight=self.prev_clip_weight,

@@ -50,7 +50,8 @@ def _clip(num_frames: int, height: int, width: int) -> tuple[np.ndarray, np.ndar
 
 
 def test_removal_keeps_background_and_geometry(checkpoints) -> None:
-    """11 frames of 48x80: resized to the model's 64x64, padded to 17 frames (9 + 8), then restored."""
+    """11 frames of 48x80: resized to the model's 64x64, padded to 18 frames (2 windows of 9 side by side), then
+    restored."""
     engine = _engine(checkpoints)
     frames, masks = _clip(11, 48, 80)
     out = engine.inpaint(frames, masks, prompt="an empty road", edit_type="remove", seed=3)
@@ -108,3 +109,62 @@ def test_version_names_the_checkpoints_by_content(checkpoints, tmp_path: Path) -
     assert VideoPainterEngine(base=checkpoints["base"], branch=copy).version != first.version
     assert first.params()["first_frame_source"] == "propagation"
     assert "videopainter" == first.engine_id and first.edit_types == {"remove", "add", "replace", "attribute"}
+
+
+def test_release_settings_reach_the_pipeline(checkpoints) -> None:
+    """Defaults: overlap 0, strength 1, dilation by the release's rule (None); explicit values are passed through."""
+    engine = _engine(checkpoints)
+    assert engine.params()["window_overlap"] == 0 and engine.params()["dilation_radius"] is None
+    engine.setup()
+    calls: list[dict] = []
+    engine.pipe = _Forward(engine.pipe, calls)
+    frames, masks = _clip(9, 64, 64)
+    engine.inpaint(frames, masks, prompt="a road")
+    assert (calls[-1]["window_overlap"], calls[-1]["strength"], calls[-1]["dilation_radius"]) == (0, 1.0, None)
+
+    custom = _engine(checkpoints, strength=0.5, dilation_radius=2, window_overlap=1)
+    custom.setup()
+    custom.pipe = _Forward(custom.pipe, calls)
+    out = custom.inpaint(frames, masks, prompt="a road", seed=1)
+    assert (calls[-1]["window_overlap"], calls[-1]["strength"], calls[-1]["dilation_radius"]) == (1, 0.5, 2)
+    assert np.array_equal(out[~masks], frames[~masks])
+    for bad in ({"strength": 0.0}, {"dilation_radius": -1}, {"window_overlap": 9}, {"cache": "first_block"}):
+        with pytest.raises(ValueError, match=next(iter(bad))):
+            _engine(checkpoints, **bad)
+
+
+class _Forward:
+    """Stands in for the pipeline: records the keyword arguments of each call and forwards everything else."""
+
+    def __init__(self, pipe, calls: list):
+        self._pipe, self._calls = pipe, calls
+
+    def __call__(self, **kwargs):
+        self._calls.append(kwargs)
+        return self._pipe(**kwargs)
+
+    def __getattr__(self, name: str):
+        return getattr(self._pipe, name)
+
+
+def test_speed_options_are_applied_in_setup(checkpoints) -> None:
+    """Off by default; when set, the loaded pipeline carries them and a clip still keeps its background and seed."""
+    plain = _engine(checkpoints)
+    plain.setup()
+    assert plain.pipe.acceleration is None
+    engine = _engine(checkpoints, cache="pyramid_attention_broadcast", cache_interval=3, fuse_qkv=True)
+    params = engine.params()
+    assert (params["cache"], params["cache_interval"], params["fuse_qkv"], params["compile_blocks"]) == (
+        "pyramid_attention_broadcast",
+        3,
+        True,
+        False,
+    )
+    engine.setup()
+    assert engine.pipe.acceleration.describe() == "pab/3+fused_qkv"
+    assert engine.pipe.transformer.is_cache_enabled
+    assert all(block.attn1.fused_projections for block in engine.pipe.transformer.transformer_blocks)
+    frames, masks = _clip(9, 64, 64)
+    out = engine.inpaint(frames, masks, prompt="a road", seed=2)
+    assert np.array_equal(out[~masks], frames[~masks])
+    assert np.array_equal(out, engine.inpaint(frames, masks, prompt="a road", seed=2))

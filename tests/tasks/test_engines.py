@@ -76,7 +76,7 @@ def test_unknown_engine_and_options_are_errors(no_videopainter_env) -> None:
     with pytest.raises(ValueError, match="unknown option"):
         registry.get_engine("propagation", strength=3)
     with pytest.raises(ValueError, match="unknown option"):
-        registry.get_engine("auto", strength=3)
+        registry.get_engine("auto", sharpness=3)  # neither candidate takes it (videopainter has `strength`)
 
 
 @pytest.mark.parametrize("engine", [Cv2InpaintEngine(), NullEngine()])

@@ -1,4 +1,4 @@
-"""ID-resample attention (docs/method.md) against an explicit reference computation, and the ID LoRA layout."""
+"""ID-resample attention against an explicit reference computation, and the ID LoRA layout."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Context encoder, injected backbone and checkpoint layout (docs/method.md)."""
+"""Context encoder, injected backbone and checkpoint layout."""
 
 from __future__ import annotations
 
@@ -236,3 +236,29 @@ def test_backbone_loads_stock_transformer_folder(tmp_path: Path) -> None:
     ours, info = VideoPainterTransformer3DModel.from_pretrained(tmp_path / "transformer", output_loading_info=True)
     assert info["missing_keys"] == [] and info["unexpected_keys"] == []
     assert ours.state_dict().keys() == stock.state_dict().keys()
+
+
+@pytest.mark.parametrize("torch_dtype", [None, torch.bfloat16])
+def test_pos_embedding_is_held_in_the_model_dtype(tmp_path, torch_dtype) -> None:
+    """diffusers builds the sin-cos table in float64; loaded or built, both models hold it in their own dtype (at
+    full size a float64 table is 437 MB per model), with the loaded values unchanged."""
+    from videopainter.models.transformer import VideoPainterTransformer3DModel
+
+    torch.manual_seed(0)
+    transformer = VideoPainterTransformer3DModel(**TINY_TRANSFORMER)
+    encoder = VideoPainterContextEncoder.from_transformer(transformer, num_layers=2)
+    assert encoder.patch_embed.pos_embedding.dtype == torch.float32
+    transformer.save_pretrained(tmp_path / "transformer")
+    encoder.save_pretrained(tmp_path / "branch")
+    want = torch.float32 if torch_dtype is None else torch_dtype
+    loaded = {
+        "transformer": VideoPainterTransformer3DModel.from_pretrained(
+            tmp_path / "transformer", torch_dtype=torch_dtype
+        ),
+        "branch": VideoPainterContextEncoder.from_pretrained(tmp_path / "branch", torch_dtype=torch_dtype),
+    }
+    for name, model in loaded.items():
+        table = model.patch_embed.pos_embedding
+        assert model.dtype == want and table.dtype == want, name
+        source = (transformer if name == "transformer" else encoder).patch_embed.pos_embedding
+        torch.testing.assert_close(table.float(), source.float(), atol=0, rtol=1e-2 if torch_dtype else 1e-6)

@@ -1,4 +1,4 @@
-"""VideoPainterPipeline end to end on tiny components (docs/method.md), offline, seeded."""
+"""VideoPainterPipeline end to end on tiny components, offline, seeded (parity with the release: test_parity.py)."""
 
 from __future__ import annotations
 
@@ -17,7 +17,12 @@ from safetensors.torch import save_file
 from tests.videopainter.conftest import HEIGHT, TINY_TRANSFORMER, WIDTH, tiny_components
 from videopainter.models.attention import IDMemory
 from videopainter.models.context_encoder import VideoPainterContextEncoder
-from videopainter.pipelines.pipeline_videopainter import MASKED_PIXEL_VALUE, VideoPainterPipeline, dilate_masks
+from videopainter.pipelines.pipeline_videopainter import (
+    FIRST_FRAME_MODEL_DILATION_RADIUS,
+    TRAINING_STYLE,
+    VideoPainterPipeline,
+    dilate_masks,
+)
 
 
 TEXT_LENGTH = TINY_TRANSFORMER["max_text_seq_length"]
@@ -76,7 +81,7 @@ def test_end_to_end_from_released_layout_folders_offline(folders, tmp_path: Path
         "first_frame": frames[0],
         "num_frames_per_window": 9,
         "num_inference_steps": 2,
-        "mask_dilation": 8,
+        "dilation_radius": 4,
         "max_sequence_length": TEXT_LENGTH,
     }
     out = pipe(**kwargs, generator=torch.Generator().manual_seed(0)).frames
@@ -102,10 +107,8 @@ def test_end_to_end_from_released_layout_folders_offline(folders, tmp_path: Path
     assert not np.allclose(half(**kwargs, generator=torch.Generator().manual_seed(0)).frames, out, atol=1e-4)
 
 
-def test_any_length_three_windows(folders) -> None:
-    """25 frames = windows of 9 with a 1-frame overlap (stride 8, 2 latents): output length, overlap averaging,
-    image-condition chaining and the per-window ID memory."""
-    pipe = VideoPainterPipeline.from_pretrained(folders["base"], branch=folders["branch"], id_lora=folders["id_lora"])
+def _recording(pipe: VideoPainterPipeline) -> tuple[list, list]:
+    """Record every window's conditioning and its denoised latents / ID memory."""
     windows, results = [], []
     prepare, denoise = pipe.prepare_window, pipe._denoise_window
 
@@ -113,12 +116,21 @@ def test_any_length_three_windows(folders) -> None:
         windows.append(prepare(*args, **kwargs))
         return windows[-1]
 
-    def record_denoise(window, noise, *args):
-        latents, memory = denoise(window, noise, *args)
-        results.append({"latents": latents, "memory_in": args[7], "memory_out": memory})
+    def record_denoise(window, *args):
+        latents, memory = denoise(window, *args)
+        results.append({"latents": latents, "memory_in": args[8], "memory_out": memory})
         return latents, memory
 
     pipe.prepare_window, pipe._denoise_window = record_prepare, record_denoise
+    return windows, results
+
+
+@pytest.mark.parametrize("style", ["release", "training"])
+def test_any_length_three_windows(folders, style: str) -> None:
+    """25 frames = windows of 9 with a 1-frame overlap (stride 8, 2 latents), a moving mask: output length, overlap
+    averaging, image-condition chaining, per-window noise and the per-window ID memory."""
+    pipe = VideoPainterPipeline.from_pretrained(folders["base"], branch=folders["branch"], id_lora=folders["id_lora"])
+    windows, results = _recording(pipe)
     frames, masks = _video(25)
     kwargs = {
         "video": frames,
@@ -127,9 +139,9 @@ def test_any_length_three_windows(folders) -> None:
         "num_frames_per_window": 9,
         "window_overlap": 1,
         "num_inference_steps": 2,
-        "mask_dilation": 0,
         "prev_clip_weight": 0.5,
         **_embeds(),
+        **(TRAINING_STYLE if style == "training" else {}),
     }
     latents = pipe(**kwargs, output_type="latent", generator=torch.Generator().manual_seed(0)).frames
     assert len(windows) == len(results) == 3
@@ -139,11 +151,18 @@ def test_any_length_three_windows(folders) -> None:
     torch.testing.assert_close(latents[:, 4], (w[1][:, 2] + w[2][:, 0]) / 2)
     for slot, window, index in ((0, 0, 0), (1, 0, 1), (3, 1, 1), (5, 2, 1), (6, 2, 2)):
         torch.testing.assert_close(latents[:, slot], w[window][:, index])
-    for k in (1, 2):  # window k is conditioned on window k-1's last latent, which is also its known first frame
+    assert not torch.equal(windows[0].noise, windows[1].noise)  # noise drawn per window
+    for k in (1, 2):  # window k is conditioned on window k-1's last latent
         assert torch.equal(windows[k].image_latents[:, 0], w[k - 1][:, -1])
         assert torch.count_nonzero(windows[k].image_latents[:, 1:]) == 0
-        assert torch.equal(windows[k].masked_video_latents[:, 0], w[k - 1][:, -1])
-        assert torch.count_nonzero(windows[k].mask_latents[:, 0]) == 0
+        if style == "training":  # ... which also stands for its known, unmasked first latent
+            assert torch.equal(windows[k].masked_video_latents[:, 0], w[k - 1][:, -1])
+            assert torch.equal(windows[k].source_latents[:, 0], w[k - 1][:, -1])
+            assert torch.count_nonzero(windows[k].mask_latents[:, 0]) == 0
+        else:  # release: the window's own frames, own mask (nearest: pixel frame 8k at (8y, 8x))
+            assert not torch.equal(windows[k].masked_video_latents[:, 0], w[k - 1][:, -1])
+            own = torch.from_numpy(masks[8 * k, ::8, ::8]).float()
+            assert torch.equal(windows[k].mask_latents[0, 0, 0], own) and own.any()
     assert torch.count_nonzero(windows[0].mask_latents[:, 0]) == 0 and windows[0].mask_latents[:, 1:].any()
     # ID memory: none for window 0; window k reads window k-1's memory; the last window keeps none
     assert results[0]["memory_in"] is None and results[2]["memory_out"] is None
@@ -157,31 +176,100 @@ def test_any_length_three_windows(folders) -> None:
     assert video.shape == (25, HEIGHT, WIDTH, 3)
 
 
+def test_overlap_zero_windows_side_by_side(folders) -> None:
+    """The released setting: stride = window length. 27 frames = 3 windows of 9; disjoint latent slots, each window
+    decoded alone (output frame i is input frame i), chained on the previous window's last latent."""
+    pipe = VideoPainterPipeline.from_pretrained(folders["base"], branch=folders["branch"])
+    windows, results = _recording(pipe)
+    frames, masks = _video(27)
+    kwargs = {"video": frames, "mask": masks, "first_frame": frames[0], "num_frames_per_window": 9}
+    kwargs.update(num_inference_steps=2, **_embeds())
+    latents = pipe(**kwargs, output_type="latent", generator=torch.Generator().manual_seed(0)).frames
+    assert latents.shape == (1, 9, 4, 8, 8) and len(results) == 3
+    assert torch.equal(latents, torch.cat([r["latents"] for r in results], dim=1))
+    for k in (1, 2):
+        assert torch.equal(windows[k].image_latents[:, 0], results[k - 1]["latents"][:, -1])
+        own = torch.from_numpy(masks[9 * k, ::8, ::8]).float()  # window k starts at pixel frame 9k
+        assert torch.equal(windows[k].mask_latents[0, 0, 0], own)
+    decoded = pipe(**kwargs, output_type="pt", generator=torch.Generator().manual_seed(0)).frames
+    assert decoded.shape == (27, 3, HEIGHT, WIDTH)
+    # each 9-frame block is the decode of its own window's latents
+    window2 = pipe.decode_latents(latents[:, 6:9])
+    want = pipe.video_processor.postprocess_video(window2, output_type="pt")[0]
+    torch.testing.assert_close(decoded[18:], want)
+    with pytest.raises(ValueError, match="need 9 \\+ n \\* 9 frames"):
+        pipe(**{**kwargs, "video": frames[:25], "mask": masks[:25]})
+
+
+def test_overlap_of_five_frames_shares_two_latents(folders) -> None:
+    """Windows of 9 overlapping by 5 (stride 4): window k starts at latent slot k, shares 2 slots with window k - 1
+    (averaged) and is chained on window k - 1's latent before the overlap (index -2)."""
+    pipe = VideoPainterPipeline.from_pretrained(folders["base"], branch=folders["branch"])
+    assert pipe.latent_layout(17, 9, 5) == ([0, 1, 2], 5)
+    assert pipe.latent_layout(18, 9, 0) == ([0, 3], 6)
+    assert pipe.latent_layout(17, 9, 1) == ([0, 2], 5)
+    windows, results = _recording(pipe)
+    frames, masks = _video(13)
+    kwargs = {"video": frames, "mask": masks, "first_frame": frames[0], "num_frames_per_window": 9, **_embeds()}
+    latents = pipe(**kwargs, window_overlap=5, num_inference_steps=1, output_type="latent").frames
+    w = [r["latents"] for r in results]
+    assert latents.shape == (1, 4, 4, 8, 8) and len(w) == 2
+    torch.testing.assert_close(latents[:, 1], (w[0][:, 1] + w[1][:, 0]) / 2)
+    torch.testing.assert_close(latents[:, 2], (w[0][:, 2] + w[1][:, 1]) / 2)
+    torch.testing.assert_close(latents[:, 3], w[1][:, 2])
+    assert torch.equal(windows[1].image_latents[:, 0], w[0][:, -2])
+
+
+def test_strength_starts_from_the_noised_source(folders) -> None:
+    """strength 0.5 of 4 steps runs the last 2 steps, starting from the source latent noised to the first of them."""
+    pipe = VideoPainterPipeline.from_pretrained(folders["base"], branch=folders["branch"])
+    windows, _ = _recording(pipe)
+    timesteps, starts = [], []
+    step = pipe.scheduler.step
+
+    def record_step(model_output, old, t, prev_t, sample, **kwargs):
+        timesteps.append(int(t))
+        if prev_t is None:
+            starts.append(sample.clone())
+        return step(model_output, old, t, prev_t, sample, **kwargs)
+
+    pipe.scheduler.step = record_step
+    frames, masks = _video(9)
+    kwargs = {"video": frames, "mask": masks, "first_frame": frames[0], "num_frames_per_window": 9, **_embeds()}
+    pipe(
+        **kwargs, num_inference_steps=4, strength=0.5, output_type="latent", generator=torch.Generator().manual_seed(0)
+    )
+    pipe.scheduler.set_timesteps(4)
+    full = [int(t) for t in pipe.scheduler.timesteps]
+    assert timesteps == full[2:]
+    window = windows[-1]
+    expected = pipe.scheduler.add_noise(window.source_latents, window.noise, torch.tensor([full[2]]))
+    torch.testing.assert_close(starts[-1], expected)
+    with pytest.raises(ValueError, match="strength"):
+        pipe(**kwargs, num_inference_steps=4, strength=0.1)
+    with pytest.raises(ValueError, match="strength"):
+        pipe(**kwargs, strength=1.5)
+
+
 def test_replace_gt_keeps_background_latents(folders) -> None:
     pipe = VideoPainterPipeline.from_pretrained(folders["base"], branch=folders["branch"])
-    seen = []
-    denoise = pipe._denoise_window
-
-    def record(window, *args):
-        latents, memory = denoise(window, *args)
-        seen.append((window, latents))
-        return latents, memory
-
-    pipe._denoise_window = record
+    windows, results = _recording(pipe)
     frames, masks = _video(9)
     common = {"video": frames, "mask": masks, "first_frame": frames[0], "num_frames_per_window": 9}
-    common.update(num_inference_steps=3, mask_dilation=8, output_type="latent", **_embeds())
+    common.update(num_inference_steps=3, dilation_radius=4, output_type="latent", **_embeds())
     pipe(**common, generator=torch.Generator().manual_seed(0))
-    window, latents = seen[-1]
+    window, latents = windows[-1], results[-1]["latents"]
     background = (window.mask_latents == 0).expand_as(latents)
-    assert torch.equal(latents[background], window.masked_video_latents[background])
-    assert not torch.equal(latents[~background], window.masked_video_latents[~background])
+    assert torch.equal(latents[background], window.source_latents[background])
+    assert not torch.equal(latents[~background], window.source_latents[~background])
     pipe(**common, replace_gt=False, generator=torch.Generator().manual_seed(0))
-    window, latents = seen[-1]
-    assert not torch.allclose(latents[background], window.masked_video_latents[background])
+    window, latents = windows[-1], results[-1]["latents"]
+    assert not torch.allclose(latents[background], window.source_latents[background])
 
 
 def test_masked_pixels_first_frame_and_mask_latents(folders) -> None:
+    """Release: the context encoder reads 0 in the hole, the source -1; masks reach latent size by nearest
+    interpolation. Training style: -1 for the encoder and max-pooled masks."""
     pipe = VideoPainterPipeline.from_pretrained(folders["base"], branch=folders["branch"])
     encoded = []
     encode = pipe._encode_video
@@ -194,14 +282,23 @@ def test_masked_pixels_first_frame_and_mask_latents(folders) -> None:
     frames, masks = _video(9)
     video = pipe._to_video_tensor(frames, torch.device("cpu"))
     first = torch.rand(1, 3, 1, HEIGHT, WIDTH) * 2 - 1
-    window = pipe.prepare_window(video, torch.from_numpy(masks), first, None, None, torch.float32)
-    masked_video, image = encoded
-    assert torch.equal(masked_video[:, :, 0], first[:, :, 0])  # the given first frame, unmasked
-    assert torch.equal(image, first)
     hole = torch.from_numpy(masks[1:])[None, None].expand(1, 3, -1, -1, -1)
-    assert (masked_video[:, :, 1:][hole] == MASKED_PIXEL_VALUE).all()  # one convention: -1 (black)
-    assert torch.equal(masked_video[:, :, 1:][~hole], video[:, :, 1:][~hole])
-    # latent frame k covers pixel frames 4k-3..4k; a latent pixel is masked if any pixel of its 8x8 footprint is
+    window = pipe.prepare_window(video, torch.from_numpy(masks), first, None, None, None, torch.float32)
+    image, source, masked_video = encoded  # the released order: first frame, source, (noise), masked video
+    assert torch.equal(image, first)
+    for pixels, fill in ((source, -1.0), (masked_video, 0.0)):
+        assert torch.equal(pixels[:, :, 0], first[:, :, 0])  # the given first frame, unmasked
+        assert (pixels[:, :, 1:][hole] == fill).all()
+        assert torch.equal(pixels[:, :, 1:][~hole], video[:, :, 1:][~hole])
+    # nearest: latent frame k reads pixel frame floor(9 k / 3) = 3 k at (8 y, 8 x); frame 0's mask is cleared
+    nearest = torch.stack([torch.zeros(8, 8), *(torch.from_numpy(masks[3 * k, ::8, ::8]).float() for k in (1, 2))])
+    assert torch.equal(window.mask_latents[0, :, 0], nearest)
+
+    encoded.clear()
+    training = {k: v for k, v in TRAINING_STYLE.items() if k != "chaining"}
+    window = pipe.prepare_window(video, torch.from_numpy(masks), first, None, None, None, torch.float32, **training)
+    assert (encoded[2][:, :, 1:][hole] == -1.0).all()
+    # max-pool: latent frame k covers pixel frames 4k-3..4k; masked if any pixel of its 8x8 footprint is
     expected = torch.zeros(3, 8, 8)
     for k, frame_range in ((1, range(1, 5)), (2, range(5, 9))):
         for t in frame_range:
@@ -209,10 +306,14 @@ def test_masked_pixels_first_frame_and_mask_latents(folders) -> None:
                 expected[k], torch.nn.functional.max_pool2d(torch.from_numpy(masks[t]).float()[None], 8)[0]
             )
     assert torch.equal(window.mask_latents[0, :, 0], expected)
+    assert not torch.equal(expected, nearest)  # the moving, unaligned box tells the two apart
 
 
-def test_first_frame_from_a_callable_inpainter(folders) -> None:
+def test_dilation_only_with_a_first_frame_model(folders) -> None:
+    """Default (None): no dilation for a given first frame; FIRST_FRAME_MODEL_DILATION_RADIUS when the first-frame
+    inpainter makes it (the released script's rule); an explicit radius always applies."""
     pipe = VideoPainterPipeline.from_pretrained(folders["base"], branch=folders["branch"])
+    windows, _ = _recording(pipe)
     frames, masks = _video(9)
     calls = []
 
@@ -221,37 +322,69 @@ def test_first_frame_from_a_callable_inpainter(folders) -> None:
         return image.transpose(0)  # mirrored frame 0 stands in for an inpainted one
 
     common = {"video": frames, "mask": masks, "num_frames_per_window": 9, "num_inference_steps": 1, **_embeds()}
+    common["output_type"] = "latent"
     with pytest.raises(ValueError, match="first_frame"):
         pipe(**common)
+    nearest = pipe._mask_latents
+    seen = []
+    pipe._mask_latents = lambda mask, mode: seen.append(mask.clone()) or nearest(mask, mode)
+
+    pipe(**common, first_frame=frames[0])
+    assert torch.equal(seen[-1][1:], torch.from_numpy(masks[1:]))  # not dilated
+    pipe(**common, first_frame=frames[0], dilation_radius=2)
+    assert torch.equal(seen[-1][1:], dilate_masks(torch.from_numpy(masks[1:]), 2))
+
     pipe.set_first_frame_inpainter(inpainter)
-    pipe(**common, mask_dilation=8, output_type="latent")
+    pipe(**common)
     ((image, mask, prompt),) = calls
     assert np.array_equal(image, frames[0]) and prompt == ""
-    assert np.array_equal(mask, dilate_masks(torch.from_numpy(masks[:1]), 8)[0].numpy())
+    radius = FIRST_FRAME_MODEL_DILATION_RADIUS
+    assert np.array_equal(mask, dilate_masks(torch.from_numpy(masks[:1]), radius)[0].numpy())
+    assert torch.equal(seen[-1][1:], dilate_masks(torch.from_numpy(masks[1:]), radius))
 
 
-@pytest.mark.parametrize("kernel", [1, 4, 5, 8])
-def test_dilate_masks_matches_cv2(kernel: int) -> None:
-    rng = np.random.default_rng(kernel)
+@pytest.mark.parametrize("radius", [0, 1, 2, 4])
+def test_dilate_masks_is_a_radius(radius: int) -> None:
+    """Radius r = cv2.dilate with a (2r + 1)-sided square of ones."""
+    rng = np.random.default_rng(radius)
     masks = rng.random((2, 20, 24)) > 0.97
-    want = np.stack([cv2.dilate(m.astype(np.uint8), np.ones((kernel, kernel), np.uint8)) > 0 for m in masks])
-    assert np.array_equal(dilate_masks(torch.from_numpy(masks), kernel).numpy(), want)
+    side = 2 * radius + 1
+    want = np.stack([cv2.dilate(m.astype(np.uint8), np.ones((side, side), np.uint8)) > 0 for m in masks])
+    assert np.array_equal(dilate_masks(torch.from_numpy(masks), radius).numpy(), want)
+    single = np.zeros((1, 20, 24), dtype=bool)
+    single[0, 10, 12] = True
+    grown = dilate_masks(torch.from_numpy(single), radius)[0].numpy()
+    rows, cols = np.nonzero(grown)
+    assert (rows.min(), rows.max(), cols.min(), cols.max()) == (10 - radius, 10 + radius, 12 - radius, 12 + radius)
+    with pytest.raises(ValueError, match="dilation_radius"):
+        dilate_masks(torch.from_numpy(single), -1)
 
 
 def test_check_inputs_fail_loudly(folders) -> None:
     pipe = VideoPainterPipeline.from_pretrained(folders["base"], branch=folders["branch"])
     frames, masks = _video(13)
     common = {"first_frame": frames[0], "num_frames_per_window": 9, **_embeds()}
-    with pytest.raises(ValueError, match="need 9 \\+ n \\* 8 frames"):
+    with pytest.raises(ValueError, match="need 9 \\+ n \\* 9 frames"):
         pipe(frames, masks, **common)
-    with pytest.raises(ValueError, match="window_overlap"):
-        pipe(frames[:9], masks[:9], **common, window_overlap=2)
+    with pytest.raises(ValueError, match="need 9 \\+ n \\* 8 frames"):
+        pipe(frames, masks, **common, window_overlap=1)
+    for overlap in (2, -1, 9):
+        with pytest.raises(ValueError, match="window_overlap"):
+            pipe(frames[:9], masks[:9], **common, window_overlap=overlap)
     with pytest.raises(ValueError, match="`mask` must have shape"):
         pipe(frames[:9], masks[:8], **common)
     with pytest.raises(ValueError, match="multiples of 16"):
         pipe(frames[:9, :56], masks[:9, :56], **common)
     with pytest.raises(ValueError, match="exactly one of `prompt`"):
         pipe(frames[:9], masks[:9], prompt="x", **common)
+    with pytest.raises(ValueError, match="dilation_radius"):
+        pipe(frames[:9], masks[:9], **common, dilation_radius=-2)
+    with pytest.raises(ValueError, match="mask_downsample"):
+        pipe(frames[:9], masks[:9], **common, mask_downsample="bilinear")
+    with pytest.raises(ValueError, match="chaining"):
+        pipe(frames[:9], masks[:9], **common, chaining="none")
+    with pytest.raises(ValueError, match="context_fill"):
+        pipe(frames[:9], masks[:9], **common, context_fill=2.0)
     with pytest.raises(ValueError, match="no context_encoder: pass `branch=`"):
         VideoPainterPipeline.from_pretrained(folders["base"])
 

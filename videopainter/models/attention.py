@@ -1,4 +1,4 @@
-"""Inpainting-region ID resampling (docs/method.md): extra keys/values from the masked region.
+"""Inpainting-region ID resampling : extra keys/values from the masked region.
 
 ``VideoPainterIDResampleAttnProcessor`` replaces ``CogVideoXAttnProcessor2_0`` on every backbone block. It has no
 weights; the trainable part is the LoRA (r=256, alpha=128 on ``to_q``, ``to_k``, ``to_v``, ``to_out.0``) loaded by
@@ -27,7 +27,7 @@ from diffusers.models.attention_processor import Attention
 from diffusers.models.embeddings import apply_rotary_emb
 
 
-# The ID LoRA as trained (docs/method.md). The released file stores no alpha, so diffusers' loader rebuilds it with
+# The ID LoRA as trained. The released file stores no alpha, so diffusers' loader rebuilds it with
 # alpha = r, i.e. scale 1.0; the published results were produced that way (reference §4).
 ID_LORA_RANK = 256
 ID_LORA_ALPHA = 128
@@ -38,7 +38,7 @@ ID_LORA_TRAINING_SCALE = ID_LORA_ALPHA / ID_LORA_RANK  # 0.5, the scale the adap
 
 @dataclass
 class IDMemory:
-    """The previous window's state read by the ID-resample processor (docs/method.md).
+    """The previous window's state read by the ID-resample processor .
 
     Args:
         block_hidden_states (`tuple` of `torch.Tensor`, each `(batch_size, text_seq_length + num_video_tokens,
@@ -111,9 +111,13 @@ class VideoPainterIDResampleAttnProcessor:
             video = apply_rotary_emb(tensor[:, :, text_seq_length:], image_rotary_emb)
             return torch.cat([tensor[:, :, :text_seq_length], video], dim=2)
 
-        query = attn.to_q(hidden_states)
-        key = attn.to_k(hidden_states)
-        value = attn.to_v(hidden_states)
+        fused = getattr(attn, "fused_projections", False)
+        if fused:  # one [q; k; v] product (see videopainter.pipelines.acceleration)
+            query, key, value = attn.to_qkv(hidden_states).chunk(3, dim=-1)
+        else:
+            query = attn.to_q(hidden_states)
+            key = attn.to_k(hidden_states)
+            value = attn.to_v(hidden_states)
 
         if prev_hidden_states is None:
             # self-resample: the current window's masked tokens, zero rows elsewhere
@@ -128,8 +132,14 @@ class VideoPainterIDResampleAttnProcessor:
                     f"{tuple(hidden_states.shape)}."
                 )
             resample_mask = _sequence_mask(prev_token_mask, text_seq_length, key.dtype) * prev_clip_weight
-            extra_key = attn.to_k(prev_hidden_states) * resample_mask
-            extra_value = attn.to_v(prev_hidden_states) * resample_mask
+            if fused:  # the key and value rows of the fused matrix only
+                inner = key.shape[-1]
+                bias = None if attn.to_qkv.bias is None else attn.to_qkv.bias[inner:]
+                extra_key, extra_value = F.linear(prev_hidden_states, attn.to_qkv.weight[inner:], bias).chunk(2, -1)
+            else:
+                extra_key, extra_value = attn.to_k(prev_hidden_states), attn.to_v(prev_hidden_states)
+            extra_key = extra_key * resample_mask
+            extra_value = extra_value * resample_mask
 
         query, key, value = split_heads(query), split_heads(key), split_heads(value)
         extra_key, extra_value = split_heads(extra_key), split_heads(extra_value)

@@ -1,11 +1,11 @@
 """The VideoPainter context encoder: two CogVideoX blocks that read the masked video and feed the backbone.
 
-See docs/method.md. The encoder is a shallow copy of the backbone's first ``num_layers`` DiT blocks. It reads the
+See ``docs/method.md``. The encoder is a shallow copy of the backbone's first ``num_layers`` DiT blocks. It reads the
 noisy video latent together with the masked-video latent and the latent-resolution mask (``2 * out_channels + 1``
 = 33 channels for CogVideoX-5B-I2V) and returns one feature map per block, each passed through a zero-initialised
 linear layer so that, before training, the backbone output is unchanged.
 
-The module and parameter names follow the released ``branch/`` checkpoint exactly (see
+The module and parameter names follow the released ``branch/`` checkpoint exactly (the 71 keys are listed in
 ``tests/videopainter/data/branch_state_dict_keys.txt``), so ``from_pretrained`` loads it with no missing or
 unexpected keys.
 """
@@ -24,6 +24,8 @@ from diffusers.models.normalization import AdaLayerNorm
 from diffusers.models.transformers.cogvideox_transformer_3d import CogVideoXBlock, CogVideoXTransformer3DModel
 from diffusers.utils import BaseOutput, apply_lora_scale
 from torch import nn
+
+from videopainter.models.transformer import hold_pos_embedding_in_model_dtype
 
 
 def zero_module(module: nn.Module) -> nn.Module:
@@ -64,6 +66,7 @@ class VideoPainterContextEncoder(ModelMixin, ConfigMixin, PeftAdapterMixin):
     _supports_gradient_checkpointing = True
     _no_split_modules = ["CogVideoXBlock", "CogVideoXPatchEmbed"]
     _skip_layerwise_casting_patterns = ["patch_embed", "norm"]
+    _repeated_blocks = ["CogVideoXBlock"]  # regional torch.compile (`compile_repeated_blocks`)
 
     @register_to_config
     def __init__(
@@ -163,6 +166,14 @@ class VideoPainterContextEncoder(ModelMixin, ConfigMixin, PeftAdapterMixin):
         self.proj_out = nn.Linear(inner_dim, patch_size * patch_size * out_channels)
 
         self.gradient_checkpointing = False
+        hold_pos_embedding_in_model_dtype(self)
+
+    @classmethod
+    def from_pretrained(cls, *args: Any, **kwargs: Any) -> VideoPainterContextEncoder:
+        """`ModelMixin.from_pretrained`, then the positional table in the model dtype."""
+        model = super().from_pretrained(*args, **kwargs)
+        hold_pos_embedding_in_model_dtype(model)
+        return model
 
     @classmethod
     def from_transformer(
@@ -180,7 +191,7 @@ class VideoPainterContextEncoder(ModelMixin, ConfigMixin, PeftAdapterMixin):
           ``[:, 2C]`` is zero. The bias is copied.
         - ``time_embedding`` and the first ``num_layers`` backbone blocks are copied.
         - ``patch_embed.text_proj`` is copied too. The reference leaves it at random initialisation; copying it
-          (docs/method.md) makes the copied blocks see the backbone's own text tokens at step 0.
+          makes the copied blocks see the backbone's own text tokens at step 0.
         - ``patch_embed.pos_embedding`` is not copied: the encoder's buffer is the sin-cos table computed from its
           own config, as in the release. ``branch_blocks`` and ``branch_x_embedder`` stay zero; ``norm_final``,
           ``norm_out`` and ``proj_out`` keep their default initialisation (unused).
@@ -294,8 +305,8 @@ class VideoPainterContextEncoder(ModelMixin, ConfigMixin, PeftAdapterMixin):
         # [batch_size, latent_frames, 2 * out_channels + 1, latent_height, latent_width]
         tokens = self.embedding_dropout(self.patch_embed(encoder_hidden_states, branch_input))
         text_seq_length = encoder_hidden_states.shape[1]
-        encoder_hidden_states = tokens[:, :text_seq_length]  # [batch_size, text_seq_length, inner_dim]
-        hidden_states = tokens[:, text_seq_length:]  # [batch_size, num_video_tokens, inner_dim]
+        encoder_hidden_states = tokens[:, :text_seq_length].contiguous()  # [batch_size, text_seq_length, inner_dim]
+        hidden_states = tokens[:, text_seq_length:].contiguous()  # [batch_size, num_video_tokens, inner_dim]
 
         # 3. Blocks; each video-token output goes through its zero-initialised bridge
         branch_block_samples = []

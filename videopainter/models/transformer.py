@@ -1,6 +1,6 @@
 """The CogVideoX backbone with VideoPainter's context injection and ID memory.
 
-See docs/method.md. ``VideoPainterTransformer3DModel`` is diffusers' ``CogVideoXTransformer3DModel`` (same
+See ``docs/method.md``. ``VideoPainterTransformer3DModel`` is diffusers' ``CogVideoXTransformer3DModel`` (same
 configuration, same weights and state-dict keys; the stock CogVideoX-5B-I2V ``transformer/`` folder loads
 unchanged) whose ``forward`` additionally takes
 
@@ -28,8 +28,8 @@ from videopainter.models.attention import IDMemory, VideoPainterIDResampleAttnPr
 def latent_mask_to_token_mask(mask_latents: torch.Tensor, patch_size: int) -> torch.Tensor:
     """Mark the video tokens whose ``patch_size x patch_size`` latent patch contains any masked latent pixel.
 
-    A token is masked when the average-pooled mask is ``> 0`` (docs/method.md: a ``> 0.5`` threshold shrinks the
-    mask and leaves artefacts). The flattening order is frame-major ``(t, h, w)``, as in ``CogVideoXPatchEmbed``.
+    A token is masked when the average-pooled mask is ``> 0`` (a ``> 0.5`` threshold would shrink the mask and leave
+    artefacts). The flattening order is frame-major ``(t, h, w)``, as in ``CogVideoXPatchEmbed``.
 
     Args:
         mask_latents (`torch.Tensor` of shape `(batch_size, latent_frames, 1, latent_height, latent_width)`):
@@ -63,8 +63,32 @@ class VideoPainterTransformerOutput(BaseOutput):
     block_hidden_states: tuple[torch.Tensor, ...] | None = None
 
 
+def hold_pos_embedding_in_model_dtype(model: torch.nn.Module) -> None:
+    """Cast ``model.patch_embed.pos_embedding`` to the dtype of the model's parameters, in place.
+
+    diffusers builds the sin-cos table in float64 and a load without a dtype cast keeps it so: at full size
+    (226 + 17,550 tokens x 3072) that is 437 MB per model, twice the float32 size and four times bf16.
+    """
+    patch_embed = getattr(model, "patch_embed", None)
+    table = getattr(patch_embed, "pos_embedding", None)
+    if table is None:
+        return
+    dtype = next(model.parameters()).dtype
+    if table.dtype != dtype:
+        patch_embed.pos_embedding = table.to(dtype)
+
+
 class VideoPainterTransformer3DModel(CogVideoXTransformer3DModel):
     """CogVideoX with explicit context injection (see the module docstring). The config is the parent's."""
+
+    _repeated_blocks = ["CogVideoXBlock"]  # regional torch.compile (`compile_repeated_blocks`)
+
+    @classmethod
+    def from_pretrained(cls, *args: Any, **kwargs: Any) -> VideoPainterTransformer3DModel:
+        """`ModelMixin.from_pretrained`, then the positional table in the model dtype."""
+        model = super().from_pretrained(*args, **kwargs)
+        hold_pos_embedding_in_model_dtype(model)
+        return model
 
     def set_id_resample(self, enabled: bool = True) -> None:
         """Install the ID-resample attention processor on every block (or restore the stock one)."""
@@ -113,7 +137,7 @@ class VideoPainterTransformer3DModel(CogVideoXTransformer3DModel):
                 to every video token (the reference's `mask_add=False`). Also the ID processor's resample mask.
             id_memory (`IDMemory`, *optional*): the previous window's block outputs and token mask; used by the
                 ID-resample processor when `prev_clip_weight > 0`.
-            prev_clip_weight: weight of the previous window's masked tokens (docs/method.md); 0 = self-resample.
+            prev_clip_weight: weight of the previous window's masked tokens; 0 = self-resample.
             return_block_hidden_states: also return every block's output (the next window's ID memory).
             attention_kwargs: passed to the processors; `scale` sets the LoRA scale.
             return_dict: return a `VideoPainterTransformerOutput` instead of `(sample, block_hidden_states)`.
@@ -155,8 +179,10 @@ class VideoPainterTransformer3DModel(CogVideoXTransformer3DModel):
         # 2. Patch embedding
         tokens = self.embedding_dropout(self.patch_embed(encoder_hidden_states, hidden_states))
         text_seq_length = encoder_hidden_states.shape[1]
-        encoder_hidden_states = tokens[:, :text_seq_length]  # [batch_size, text_seq_length, inner_dim]
-        hidden_states = tokens[:, text_seq_length:]  # [batch_size, num_video_tokens, inner_dim]
+        # contiguous, like every later block's input: one memory layout for all blocks (regional compile reuses
+        # one graph for all of them only when their inputs agree in strides)
+        encoder_hidden_states = tokens[:, :text_seq_length].contiguous()  # [batch_size, text_seq_length, inner_dim]
+        hidden_states = tokens[:, text_seq_length:].contiguous()  # [batch_size, num_video_tokens, inner_dim]
         if branch_block_samples is not None and branch_token_mask is not None:
             # zero the encoder outputs on masked tokens once per group instead of selecting after every block
             background = (~branch_token_mask)[:, :, None].to(hidden_states.dtype)  # [batch_size, num_video_tokens, 1]

@@ -1,8 +1,12 @@
-"""The VideoPainter diffusers pipeline and its first-frame inpainter."""
+"""The VideoPainter diffusers pipeline, its speed options and its first-frame inpainter."""
 
+from videopainter.pipelines.acceleration import Acceleration
 from videopainter.pipelines.first_frame import FluxFillFirstFrame
 from videopainter.pipelines.pipeline_videopainter import (
-    MASKED_PIXEL_VALUE,
+    FIRST_FRAME_MODEL_DILATION_RADIUS,
+    OFFICIAL_CONTEXT_FILL,
+    RELEASE_SOURCE_FILL,
+    TRAINING_STYLE,
     VideoPainterPipeline,
     VideoPainterPipelineOutput,
     dilate_masks,
@@ -10,7 +14,11 @@ from videopainter.pipelines.pipeline_videopainter import (
 
 
 __all__ = [
-    "MASKED_PIXEL_VALUE",
+    "FIRST_FRAME_MODEL_DILATION_RADIUS",
+    "OFFICIAL_CONTEXT_FILL",
+    "RELEASE_SOURCE_FILL",
+    "TRAINING_STYLE",
+    "Acceleration",
     "FluxFillFirstFrame",
     "VideoPainterPipeline",
     "VideoPainterPipelineOutput",

@@ -1,4 +1,4 @@
-"""First-frame inpainting with FLUX.1-Fill-dev (docs/method.md), loaded only when its weights are configured."""
+"""First-frame inpainting with FLUX.1-Fill-dev, loaded only when its weights are configured."""
 
 from __future__ import annotations
 

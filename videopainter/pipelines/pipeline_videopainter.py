@@ -1,31 +1,27 @@
 """``VideoPainterPipeline``: CogVideoX-I2V + context encoder + optional ID adapter, over any-length videos.
 
-See docs/method.md. One call inpaints one video:
+One call inpaints one video (``docs/method.md`` explains the method and every setting):
 
 - the first frame is given (an inpainted or edited frame) or made by ``first_frame_inpainter`` (e.g.
-  ``FluxFillFirstFrame``, or any callable such as the CPU engine's frame);
-- the video is cut into windows of ``num_frames_per_window`` frames (4k + 1) that overlap by ``window_overlap``
-  frames (1 by default: stride 48, so every window starts on a latent-frame boundary of the whole video and the
-  1 + 4k latent layout is kept; the reference's stride 49 shifts each window by a quarter latent);
-- window 0 is conditioned on the first frame; window k > 0 on the previous window's last latent before the
-  overlap (no decode/re-encode), which also replaces its first masked-video latent and clears its first mask
-  latent (that frame is known);
-- each window is denoised with ``CogVideoXDPMScheduler`` (trailing spacing), dynamic CFG, the context encoder on
-  both CFG halves and, when ``replace_gt``, a latent hard blend that re-imposes the noised masked-video latent
-  outside the mask after every step;
-- windows are written into one latent accumulator; overlapping latent slots are averaged (equal weights), and the
-  accumulator is decoded once;
-- with the ID adapter loaded and ``prev_clip_weight > 0``, every block's output at a window's last step is kept as
-  the next window's ID memory (only the latest window's memory is held: memory is bounded per window).
+  ``FluxFillFirstFrame``); only in that second case are the masks dilated by default, as the released script does;
+- the video is cut into windows of ``num_frames_per_window`` frames (4k + 1). ``window_overlap=0`` (the released
+  setting) puts windows side by side; an overlap of 4m + 1 frames makes consecutive windows share m + 1 latent frames;
+- window 0 is conditioned on the first frame, window k > 0 on the previous window's last latent before the overlap
+  (no decode/re-encode);
+- each window draws its own noise, is denoised with ``CogVideoXDPMScheduler`` (trailing spacing), dynamic CFG, the
+  context encoder on both CFG halves and, with ``replace_gt``, a latent hard blend that re-imposes the noised source
+  latent outside the mask after every step;
+- with ``strength < 1`` a window starts from its own source latent noised to the first kept timestep.
 
-Masked pixels take one value everywhere: ``MASKED_PIXEL_VALUE = -1`` (black), the value the released encoder was
-trained with. Latent masks: latent frame k covers pixel frames 4k-3..4k (frame 0 alone for k = 0); a latent pixel
-is masked when any pixel of its 8x8 footprint in any of those frames is masked (max pooling), so ``replace_gt``
-never re-imposes content from inside the mask.
+Parity mode (the defaults) computes what the authors' released inference computes: the context encoder sees masked
+pixels at 0 (mid-grey), the replace-gt source sees them at ``source_fill`` (-1, black, as the released script fills
+them), masks reach latent resolution by nearest interpolation, and later windows encode their own masked frames with
+only the chained image latent set. ``TRAINING_STYLE`` holds the alternatives that follow the training script.
 """
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import json
 import math
@@ -33,7 +29,7 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import PIL.Image
@@ -54,12 +50,37 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase, T5EncoderMode
 from videopainter.loaders import ID_LORA_ADAPTER_NAME, ID_LORA_WEIGHT_NAME, load_id_lora, resolve_local
 from videopainter.models.attention import ID_LORA_RELEASE_SCALE, IDMemory
 from videopainter.models.context_encoder import VideoPainterContextEncoder
-from videopainter.models.transformer import VideoPainterTransformer3DModel, latent_mask_to_token_mask
+from videopainter.models.transformer import (
+    VideoPainterTransformer3DModel,
+    hold_pos_embedding_in_model_dtype,
+    latent_mask_to_token_mask,
+)
+from videopainter.pipelines.acceleration import Acceleration, apply_acceleration
 
 
-MASKED_PIXEL_VALUE = -1.0  # in [-1, 1]: black, the training convention (docs/method.md)
+# Masked-pixel values, in [-1, 1]. The released pipeline multiplies the window by "not masked", so the context
+# encoder sees 0 (mid-grey) in the hole; the released script fills the hole with black before the call, so the
+# replace-gt source (and the strength < 1 start) sees -1. The encoder was trained with -1.
+OFFICIAL_CONTEXT_FILL = 0.0
+RELEASE_SOURCE_FILL = -1.0
+TRAINING_FILL = -1.0
+# The released script dilates the masks (kernel side 32) only when a first-frame inpainting model makes frame 0;
+# radius 16 (side 33) is the nearest symmetric kernel.
+FIRST_FRAME_MODEL_DILATION_RADIUS = 16
 ID_LORA_FOLDER = "id_lora"  # where save_pretrained puts the ID LoRA
 ID_LORA_CONFIG = "id_lora_config.json"
+
+MaskDownsample = Literal["nearest", "max_pool"]
+Chaining = Literal["image", "image_and_first"]
+
+# The choices of the training script, as one set of `__call__` keywords (see docs/method.md): black in the hole for
+# the context encoder, max-pooled latent masks (a latent pixel is masked when any pixel it covers is), and a chained
+# window whose first masked-video/source latent is the chained latent with its mask cleared.
+TRAINING_STYLE: dict[str, Any] = {
+    "context_fill": TRAINING_FILL,
+    "mask_downsample": "max_pool",
+    "chaining": "image_and_first",
+}
 
 FirstFrameInpainter = Callable[[PIL.Image.Image, PIL.Image.Image, str], PIL.Image.Image]
 
@@ -70,8 +91,8 @@ class VideoPainterPipelineOutput(BaseOutput):
     Args:
         frames: the inpainted video. `output_type="np"`: `np.ndarray` of shape `(num_frames, height, width, 3)`,
             float in [0, 1]; `"pt"`: `torch.Tensor` of shape `(num_frames, 3, height, width)` in [0, 1]; `"pil"`:
-            a list of `num_frames` images; `"latent"`: `torch.Tensor` of shape `(1, latent_frames, 16,
-            latent_height, latent_width)`.
+            a list of `num_frames` images; `"latent"`: `torch.Tensor` of shape `(1, latent_slots, 16,
+            latent_height, latent_width)` (see `VideoPainterPipeline.latent_layout`).
     """
 
     frames: np.ndarray | torch.Tensor | list[PIL.Image.Image]
@@ -81,17 +102,23 @@ class VideoPainterPipelineOutput(BaseOutput):
 class _Window:
     """The conditioning of one window (all latents scaled by the VAE scaling factor).
 
-    masked_video_latents: `(1, latent_frames, C, h, w)`; mask_latents: `(1, latent_frames, 1, h, w)`;
-    image_latents: `(1, latent_frames, C, h, w)`, the first-frame latent in slot 0 and zeros elsewhere.
+    source_latents: `(1, F, C, h, w)`, the window's video (hole at `source_fill`), re-imposed by replace-gt;
+    masked_video_latents: `(1, F, C, h, w)`, what the context encoder reads (hole at `context_fill`);
+    mask_latents: `(1, F, 1, h, w)`, 1 = masked; image_latents: `(1, F, C, h, w)`, the first-frame (or chained)
+    latent in slot 0 and zeros elsewhere; noise: `(1, F, C, h, w)`, the window's noise.
     """
 
+    source_latents: torch.Tensor
     masked_video_latents: torch.Tensor
     mask_latents: torch.Tensor
     image_latents: torch.Tensor
+    noise: torch.Tensor
 
 
-def dilate_masks(masks: torch.Tensor, kernel_size: int) -> torch.Tensor:
-    """Dilate with a ``kernel_size`` x ``kernel_size`` square of ones, anchored like ``cv2.dilate``.
+def dilate_masks(masks: torch.Tensor, radius: int) -> torch.Tensor:
+    """Dilate by ``radius`` pixels: a square kernel of side ``2 * radius + 1`` centred on each pixel.
+
+    Equals ``cv2.dilate(mask, np.ones((2 * radius + 1,) * 2))``. ``radius=0`` returns the masks unchanged.
 
     Args:
         masks (`torch.Tensor` of shape `(num_frames, height, width)`, bool).
@@ -99,11 +126,12 @@ def dilate_masks(masks: torch.Tensor, kernel_size: int) -> torch.Tensor:
     Returns:
         `torch.Tensor` of the same shape, bool.
     """
-    if kernel_size <= 1:
+    if radius < 0:
+        raise ValueError(f"`dilation_radius` must be >= 0, got {radius}.")
+    if radius == 0:
         return masks.bool()
-    before, after = kernel_size // 2, kernel_size - 1 - kernel_size // 2
-    padded = F.pad(masks.float()[:, None], (before, after, before, after))
-    return F.max_pool2d(padded, kernel_size, stride=1)[:, 0] > 0
+    side = 2 * radius + 1
+    return F.max_pool2d(masks.float()[:, None], side, stride=1, padding=radius)[:, 0] > 0
 
 
 def _load_component(folder: Path, library: str, class_name: str, torch_dtype: torch.dtype | None) -> Any:
@@ -160,6 +188,8 @@ class VideoPainterPipeline(DiffusionPipeline, CogVideoXLoraLoaderMixin):
             )
         if not isinstance(scheduler, CogVideoXDPMScheduler):
             raise ValueError(f"`scheduler` must be a CogVideoXDPMScheduler, got {type(scheduler).__name__}.")
+        for model in (transformer, context_encoder):  # models built in code keep diffusers' float64 table
+            hold_pos_embedding_in_model_dtype(model)
         self.register_modules(
             tokenizer=tokenizer,
             text_encoder=text_encoder,
@@ -174,6 +204,8 @@ class VideoPainterPipeline(DiffusionPipeline, CogVideoXLoraLoaderMixin):
         self.video_processor = VideoProcessor(vae_scale_factor=self.vae_scale_factor_spatial)
         self.first_frame_inpainter: FirstFrameInpainter | None = None
         self.id_lora_scale: float | None = None
+        self.acceleration: Acceleration | None = None
+        self._current_timestep: torch.Tensor | None = None
 
     # ------------------------------------------------------------------ loading and saving
 
@@ -215,7 +247,7 @@ class VideoPainterPipeline(DiffusionPipeline, CogVideoXLoraLoaderMixin):
         for name in ("tokenizer", "text_encoder", "vae", "transformer", "context_encoder", "scheduler"):
             if name in kwargs:
                 components[name] = kwargs.pop(name)
-            elif name == "scheduler" and stock:  # the recipe's sampler (docs/method.md)
+            elif name == "scheduler" and stock:  # the recipe's sampler (the release's sampler)
                 components[name] = CogVideoXDPMScheduler.from_pretrained(base / name, timestep_spacing="trailing")
             elif name == "context_encoder" and branch is not None:
                 components[name] = VideoPainterContextEncoder.from_pretrained(
@@ -256,6 +288,8 @@ class VideoPainterPipeline(DiffusionPipeline, CogVideoXLoraLoaderMixin):
     def save_pretrained(self, save_directory: str | os.PathLike, **kwargs: Any) -> None:
         """Save every component; an ID LoRA goes to `id_lora/` in the released key layout (no alpha), with its
         scale in `id_lora/id_lora_config.json`. The transformer is saved without the adapter."""
+        if self.acceleration is not None and self.acceleration.fuse_qkv:
+            raise ValueError("a pipeline with fused QKV projections cannot be saved; save it before accelerating.")
         if self.id_lora_scale is None:
             super().save_pretrained(save_directory, **kwargs)
             return
@@ -272,6 +306,11 @@ class VideoPainterPipeline(DiffusionPipeline, CogVideoXLoraLoaderMixin):
         folder = Path(save_directory) / ID_LORA_FOLDER
         self.save_lora_weights(folder, transformer_lora_layers=lora_layers)
         (folder / ID_LORA_CONFIG).write_text(json.dumps({"scale": scale}))
+
+    def enable_acceleration(self, acceleration: Acceleration) -> None:
+        """Apply speed options (caching hooks, fused QKV, regional compile); see `videopainter.pipelines.acceleration`.
+        Call once, after loading and moving the pipeline to its device."""
+        apply_acceleration(self, acceleration)
 
     def set_first_frame_inpainter(self, inpainter: FirstFrameInpainter | None) -> None:
         """`inpainter(image, mask, prompt) -> image` makes the first frame when `__call__` gets none."""
@@ -298,6 +337,12 @@ class VideoPainterPipeline(DiffusionPipeline, CogVideoXLoraLoaderMixin):
         window_overlap: int,
         max_sequence_length: int,
         callback_on_step_end_tensor_inputs: list[str] | None,
+        strength: float = 1.0,
+        dilation_radius: int | None = None,
+        mask_downsample: str = "nearest",
+        chaining: str = "image",
+        context_fill: float = OFFICIAL_CONTEXT_FILL,
+        source_fill: float = RELEASE_SOURCE_FILL,
     ) -> None:
         num_frames, height, width = _video_geometry(video)
         if tuple(mask.shape) != (num_frames, height, width):
@@ -308,11 +353,23 @@ class VideoPainterPipeline(DiffusionPipeline, CogVideoXLoraLoaderMixin):
         if (num_frames_per_window - 1) % self.vae_scale_factor_temporal:
             raise ValueError(f"`num_frames_per_window` must be 4k + 1 (e.g. 49); got {num_frames_per_window}.")
         stride = num_frames_per_window - window_overlap
-        if window_overlap < 1 or stride <= 0 or stride % self.vae_scale_factor_temporal:
+        if window_overlap < 0 or stride <= 0 or (window_overlap > 0 and stride % self.vae_scale_factor_temporal):
             raise ValueError(
-                f"`window_overlap` ({window_overlap}) must be >= 1 and leave a stride that is a positive multiple "
-                f"of {self.vae_scale_factor_temporal} (e.g. 1 for windows of 49 frames: stride 48)."
+                f"`window_overlap` ({window_overlap}) must be 0 (windows side by side, the released setting) or "
+                f"leave a stride that is a positive multiple of {self.vae_scale_factor_temporal} (e.g. 1 for windows "
+                "of 49 frames: stride 48)."
             )
+        if not 0 < strength <= 1:
+            raise ValueError(f"`strength` must be in (0, 1], got {strength}.")
+        if dilation_radius is not None and dilation_radius < 0:
+            raise ValueError(f"`dilation_radius` must be None or >= 0, got {dilation_radius}.")
+        if mask_downsample not in ("nearest", "max_pool"):
+            raise ValueError(f"`mask_downsample` must be 'nearest' or 'max_pool', got {mask_downsample!r}.")
+        if chaining not in ("image", "image_and_first"):
+            raise ValueError(f"`chaining` must be 'image' or 'image_and_first', got {chaining!r}.")
+        for name, value in (("context_fill", context_fill), ("source_fill", source_fill)):
+            if not -1 <= value <= 1:
+                raise ValueError(f"`{name}` is a pixel value in [-1, 1], got {value}.")
         if num_frames < num_frames_per_window or (num_frames - num_frames_per_window) % stride:
             raise ValueError(
                 f"`video` has {num_frames} frames; windows of {num_frames_per_window} frames with stride {stride} "
@@ -437,10 +494,21 @@ class VideoPainterPipeline(DiffusionPipeline, CogVideoXLoraLoaderMixin):
         latents = self.vae.encode(pixels.to(self.vae.dtype)).latent_dist.sample(generator)
         return (latents * self.vae_scaling_factor_image).permute(0, 2, 1, 3, 4)  # [1, F, C, h, w]
 
-    def _mask_latents(self, mask: torch.Tensor) -> torch.Tensor:
-        """`(T, H, W)` bool, T = 4k + 1 -> `(1, latent_frames, 1, h, w)` float (see the module docstring)."""
-        spatial = F.max_pool2d(mask.float()[:, None], self.vae_scale_factor_spatial)[:, 0]  # [T, h, w]
-        r = self.vae_scale_factor_temporal
+    def _mask_latents(self, mask: torch.Tensor, mode: MaskDownsample) -> torch.Tensor:
+        """`(T, H, W)` bool, T = 4k + 1 -> `(1, latent_frames, 1, h, w)` float, 1 = masked.
+
+        ``"nearest"`` (the released pipeline): nearest-neighbour interpolation of the pixel mask to
+        `(latent_frames, h, w)`, i.e. latent pixel (k, y, x) reads pixel frame `floor(k * T / latent_frames)` at
+        `(8 y, 8 x)`. ``"max_pool"`` (training): latent frame k covers pixel frames 4k-3..4k (frame 0 alone for
+        k = 0) and a latent pixel is masked when any pixel of its 8x8 footprint in any of those frames is.
+        """
+        s, r = self.vae_scale_factor_spatial, self.vae_scale_factor_temporal
+        num_frames, height, width = mask.shape
+        latent_frames = (num_frames - 1) // r + 1
+        if mode == "nearest":
+            resized = F.interpolate(mask.float()[None, None], size=(latent_frames, height // s, width // s))
+            return resized.permute(0, 2, 1, 3, 4)  # [1, F, 1, h, w]
+        spatial = F.max_pool2d(mask.float()[:, None], s)[:, 0]  # [T, h, w]
         rest = spatial[1:].reshape(-1, r, *spatial.shape[1:]).amax(dim=1)  # latent k >= 1 <- frames 4k-3..4k
         return torch.cat([spatial[:1], rest])[None, :, None]
 
@@ -449,37 +517,56 @@ class VideoPainterPipeline(DiffusionPipeline, CogVideoXLoraLoaderMixin):
         video: torch.Tensor,
         mask: torch.Tensor,
         image: torch.Tensor | None,
-        image_latent: torch.Tensor | None,
+        chained_latent: torch.Tensor | None,
+        noise: torch.Tensor | None,
         generator: torch.Generator | None,
         dtype: torch.dtype,
+        context_fill: float = OFFICIAL_CONTEXT_FILL,
+        source_fill: float = RELEASE_SOURCE_FILL,
+        mask_downsample: MaskDownsample = "nearest",
+        chaining: Chaining = "image",
     ) -> _Window:
-        """Conditioning latents of one window.
+        """Conditioning latents and noise of one window.
+
+        Encodes in the released pipeline's order, so a seeded generator is consumed identically: first frame
+        (window 0), source video, noise, masked video.
 
         Args:
             video (`torch.Tensor` of shape `(1, 3, T, H, W)`, [-1, 1]): the window's frames.
-            mask (`torch.Tensor` of shape `(T, H, W)`, bool): dilated masks.
-            image (`torch.Tensor` of shape `(1, 3, 1, H, W)`): the first frame (window 0), or None.
-            image_latent (`torch.Tensor` of shape `(1, 1, C, h, w)`): the previous window's latent (window > 0).
+            mask (`torch.Tensor` of shape `(T, H, W)`, bool): the window's (dilated) masks.
+            image (`torch.Tensor` of shape `(1, 3, 1, H, W)`): the first frame (window 0, whose frame 0 it replaces
+                and whose frame-0 mask is cleared), or None.
+            chained_latent (`torch.Tensor` of shape `(1, 1, C, h, w)`): the previous window's latent (window > 0).
+            noise (`torch.Tensor` of shape `(1, F, C, h, w)`): the window's noise; None draws it from `generator`.
+            context_fill, source_fill, mask_downsample, chaining: see `__call__`.
         """
         mask = mask.clone()
         if image is not None:
             video = torch.cat([image, video[:, :, 1:]], dim=2)
             mask[0] = False
-        masked_video = torch.where(mask[None, None], torch.full_like(video, MASKED_PIXEL_VALUE), video)
-        masked_video_latents = self._encode_video(masked_video, generator).to(dtype)
-        mask_latents = self._mask_latents(mask).to(dtype)
+        hole = mask[None, None]  # [1, 1, T, H, W]
         if image is not None:
             image_latent = self._encode_video(image, generator).to(dtype)  # [1, 1, C, h, w]
+        elif chained_latent is not None:
+            image_latent = chained_latent.to(dtype)
         else:
+            raise ValueError("a window needs the first frame (`image`) or the previous window's latent.")
+        source_latents = self._encode_video(torch.where(hole, source_fill, video), generator).to(dtype)
+        if noise is None:
+            noise = randn_tensor(tuple(source_latents.shape), generator=generator, device=video.device, dtype=dtype)
+        masked_video_latents = self._encode_video(torch.where(hole, context_fill, video), generator).to(dtype)
+        mask_latents = self._mask_latents(mask, mask_downsample).to(dtype)
+        if image is None and chaining == "image_and_first":
+            # the chained latent stands for the window's known first frame: re-imposed and not masked
             masked_video_latents[:, :1] = image_latent
+            source_latents[:, :1] = image_latent
             mask_latents[:, :1] = 0
         image_latents = torch.cat([image_latent, torch.zeros_like(masked_video_latents[:, 1:])], dim=1)
-        return _Window(masked_video_latents, mask_latents, image_latents)
+        return _Window(source_latents, masked_video_latents, mask_latents, image_latents, noise.to(dtype))
 
     def _denoise_window(
         self,
         window: _Window,
-        noise: torch.Tensor,
         prompt_embeds: torch.Tensor,
         image_rotary_emb: tuple[torch.Tensor, torch.Tensor],
         timesteps: torch.Tensor,
@@ -487,8 +574,10 @@ class VideoPainterPipeline(DiffusionPipeline, CogVideoXLoraLoaderMixin):
         use_dynamic_cfg: bool,
         conditioning_scale: float,
         replace_gt: bool,
+        from_source: bool,
         id_memory: IDMemory | None,
         prev_clip_weight: float,
+        id_prev_mask_quirk: bool,
         keep_memory: bool,
         generator: torch.Generator | None,
         attention_kwargs: dict[str, Any] | None,
@@ -496,11 +585,18 @@ class VideoPainterPipeline(DiffusionPipeline, CogVideoXLoraLoaderMixin):
         callback_on_step_end_tensor_inputs: list[str],
         progress_bar: Any,
     ) -> tuple[torch.Tensor, IDMemory | None]:
-        """Denoise one window; returns its latents `(1, F, C, h, w)` and, when `keep_memory`, its ID memory."""
+        """Denoise one window; returns its latents `(1, F, C, h, w)` and, when `keep_memory`, its ID memory.
+
+        `from_source` (strength < 1) starts from the source latent noised to `timesteps[0]` instead of pure noise.
+        """
         do_cfg = prompt_embeds.shape[0] == 2
         copies = 2 if do_cfg else 1
         num_steps = len(timesteps)
-        latents = noise * self.scheduler.init_noise_sigma
+        noise = window.noise
+        if from_source:
+            latents = self.scheduler.add_noise(window.source_latents, noise, timesteps[:1])
+        else:
+            latents = noise * self.scheduler.init_noise_sigma
         branch_cond = torch.cat([window.masked_video_latents, window.mask_latents], dim=2).repeat(copies, 1, 1, 1, 1)
         # [copies, F, C + 1, h, w]
         image_latents = window.image_latents.repeat(copies, 1, 1, 1, 1)
@@ -509,7 +605,9 @@ class VideoPainterPipeline(DiffusionPipeline, CogVideoXLoraLoaderMixin):
         keep_background = 1 - window.mask_latents  # [1, F, 1, h, w]
         old_pred_original_sample = None
         new_memory = None
+        self._reset_caches()  # step-indexed caches start afresh in every window
         for i, t in enumerate(timesteps):
+            self._current_timestep = t
             latent_model_input = self.scheduler.scale_model_input(latents.repeat(copies, 1, 1, 1, 1), t)
             timestep = t.expand(copies)
             branch_block_samples = self.context_encoder(
@@ -522,19 +620,24 @@ class VideoPainterPipeline(DiffusionPipeline, CogVideoXLoraLoaderMixin):
                 return_dict=False,
             )[0]
             last_step = i == num_steps - 1
-            noise_pred, block_hidden_states = self.transformer(
-                hidden_states=torch.cat([latent_model_input, image_latents], dim=2),
-                encoder_hidden_states=prompt_embeds,
-                timestep=timestep,
-                image_rotary_emb=image_rotary_emb,
-                branch_block_samples=branch_block_samples,
-                branch_token_mask=token_mask,
-                id_memory=id_memory,
-                prev_clip_weight=prev_clip_weight,
-                return_block_hidden_states=keep_memory and last_step,
-                attention_kwargs=attention_kwargs,
-                return_dict=False,
-            )
+            if id_memory is not None and id_prev_mask_quirk and i > 0:
+                # the released pipeline reads the previous clip through the *current* window's token mask from the
+                # second step on (it reassigns its `prev_resample_mask` after every transformer call)
+                id_memory = IDMemory(block_hidden_states=id_memory.block_hidden_states, token_mask=token_mask)
+            with self._cache_context():
+                noise_pred, block_hidden_states = self.transformer(
+                    hidden_states=torch.cat([latent_model_input, image_latents], dim=2),
+                    encoder_hidden_states=prompt_embeds,
+                    timestep=timestep,
+                    image_rotary_emb=image_rotary_emb,
+                    branch_block_samples=branch_block_samples,
+                    branch_token_mask=token_mask,
+                    id_memory=id_memory,
+                    prev_clip_weight=prev_clip_weight,
+                    return_block_hidden_states=keep_memory and last_step,
+                    attention_kwargs=attention_kwargs,
+                    return_dict=False,
+                )
             if block_hidden_states is not None:
                 new_memory = IDMemory(block_hidden_states=block_hidden_states, token_mask=token_mask)
             noise_pred = noise_pred.float()
@@ -561,9 +664,9 @@ class VideoPainterPipeline(DiffusionPipeline, CogVideoXLoraLoaderMixin):
 
             if replace_gt:  # re-impose the known background, noised to the next step's level
                 if last_step:
-                    source = window.masked_video_latents
+                    source = window.source_latents
                 else:
-                    source = self.scheduler.add_noise(window.masked_video_latents, noise, timesteps[i + 1 : i + 2])
+                    source = self.scheduler.add_noise(window.source_latents, noise, timesteps[i + 1 : i + 2])
                 latents = keep_background * source + (1 - keep_background) * latents
 
             if callback_on_step_end is not None:
@@ -572,12 +675,48 @@ class VideoPainterPipeline(DiffusionPipeline, CogVideoXLoraLoaderMixin):
                 outputs = callback_on_step_end(self, i, t, callback_kwargs)
                 latents = outputs.pop("latents", latents)
             progress_bar.update()
+        self._current_timestep = None
         return latents, new_memory
+
+    def _cache_context(self) -> contextlib.AbstractContextManager:
+        """The cache context stateful diffusers hooks require around a denoiser call (CFG is one batch here)."""
+        if getattr(self.transformer, "is_cache_enabled", False):
+            return self.transformer.cache_context("cfg_batch")
+        return contextlib.nullcontext()
+
+    def _reset_caches(self) -> None:
+        """Clear the state of diffusers caching hooks (see `videopainter.pipelines.acceleration`), if any."""
+        for model in (self.transformer, self.context_encoder):
+            if getattr(model, "is_cache_enabled", False):
+                model._reset_stateful_cache()
+
+    @property
+    def current_timestep(self) -> torch.Tensor | None:
+        """The timestep being denoised (None outside the loop); read by timestep-gated caching hooks."""
+        return getattr(self, "_current_timestep", None)
 
     def decode_latents(self, latents: torch.Tensor) -> torch.Tensor:
         """`(1, F, C, h, w)` scaled latents -> `(1, 3, 4 (F - 1) + 1, H, W)` in [-1, 1]."""
         latents = latents.permute(0, 2, 1, 3, 4) / self.vae_scaling_factor_image  # [1, C, F, h, w]
         return self.vae.decode(latents.to(self.vae.dtype)).sample
+
+    def latent_layout(self, num_frames: int, num_frames_per_window: int, window_overlap: int) -> tuple[list[int], int]:
+        """Where each window's latents go: `(offsets, latent_slots)`.
+
+        With an overlap of 4m + 1 frames window k starts at latent slot `k * stride / 4` and shares m + 1 slots
+        with window k - 1 (averaged); the slots form one latent video of `(num_frames - 1) / 4 + 1` frames, decoded
+        at once. With overlap 0 the windows get disjoint slots (`k * latent_frames_per_window`) and each window is
+        decoded on its own, so output frame i is input frame i. (The released pipeline instead lets consecutive
+        windows share one slot, which yields 48 n + 1 frames for n windows of 49: it drops a frame at every
+        boundary. Each window's own latents are the same either way.)
+        """
+        r = self.vae_scale_factor_temporal
+        window_latents = (num_frames_per_window - 1) // r + 1
+        stride = num_frames_per_window - window_overlap
+        num_windows = (num_frames - num_frames_per_window) // stride + 1
+        step = window_latents if window_overlap == 0 else stride // r
+        offsets = [k * step for k in range(num_windows)]
+        return offsets, offsets[-1] + window_latents
 
     @torch.no_grad()
     def __call__(
@@ -588,14 +727,20 @@ class VideoPainterPipeline(DiffusionPipeline, CogVideoXLoraLoaderMixin):
         negative_prompt: str | None = None,
         first_frame: np.ndarray | PIL.Image.Image | torch.Tensor | None = None,
         num_frames_per_window: int = 49,
-        window_overlap: int = 1,
+        window_overlap: int = 0,
         num_inference_steps: int = 50,
+        strength: float = 1.0,
         guidance_scale: float = 6.0,
         use_dynamic_cfg: bool = True,
-        mask_dilation: int = 32,
+        dilation_radius: int | None = None,
         replace_gt: bool = True,
         conditioning_scale: float = 1.0,
         prev_clip_weight: float = 0.0,
+        context_fill: float = OFFICIAL_CONTEXT_FILL,
+        source_fill: float = RELEASE_SOURCE_FILL,
+        mask_downsample: MaskDownsample = "nearest",
+        chaining: Chaining = "image",
+        id_prev_mask_quirk: bool = False,
         generator: torch.Generator | None = None,
         latents: torch.Tensor | None = None,
         prompt_embeds: torch.Tensor | None = None,
@@ -607,7 +752,7 @@ class VideoPainterPipeline(DiffusionPipeline, CogVideoXLoraLoaderMixin):
         callback_on_step_end_tensor_inputs: list[str] | None = None,
         max_sequence_length: int = 226,
     ) -> VideoPainterPipelineOutput | tuple:
-        """Inpaint (or edit) the masked region of one video.
+        """Inpaint (or edit) the masked region of one video. The defaults reproduce the released inference.
 
         Args:
             video: `np.ndarray` of shape `(num_frames, height, width, 3)` uint8, or `torch.Tensor` of shape
@@ -619,16 +764,32 @@ class VideoPainterPipeline(DiffusionPipeline, CogVideoXLoraLoaderMixin):
             first_frame: the inpainted/edited first frame, `(height, width, 3)` uint8, a PIL image or `(3, H, W)` in
                 [0, 1]; None uses `first_frame_inpainter`.
             num_frames_per_window: 4k + 1 frames per window (49 for CogVideoX-5B-I2V).
-            window_overlap: frames shared by consecutive windows; stride = window - overlap must be a multiple of 4.
-            num_inference_steps, guidance_scale, use_dynamic_cfg: sampler settings (recipe: 50, 6.0, True).
-            mask_dilation: side of the square dilation kernel in pixels (recipe: 32 inpainting, 48 editing;
-                0 when the masks are already dilated). Always dilate with `replace_gt` (docs/method.md).
-            replace_gt: latent hard blend of the known background after every step.
+            window_overlap: frames shared by consecutive windows: 0 (released: stride = window length) or 4m + 1
+                (stride a multiple of 4). See `latent_layout`.
+            num_inference_steps, guidance_scale, use_dynamic_cfg: sampler settings (release: 50, 6.0, True).
+            strength: in (0, 1]; below 1 every window starts from its source latent noised to the timestep
+                `int(num_inference_steps * strength)` steps before the end and runs only those steps.
+            dilation_radius: grow the masks by this many pixels (square kernel of side `2 * radius + 1`). None = the
+                release's rule: `FIRST_FRAME_MODEL_DILATION_RADIUS` when `first_frame_inpainter` makes the first
+                frame, else 0.
+            replace_gt: latent hard blend of the source latent outside the mask after every step.
             conditioning_scale: multiplies the context encoder's outputs.
             prev_clip_weight: with the ID adapter, weight of the previous window's masked tokens (0 = each window
                 resamples its own masked tokens).
-            generator: seeds the noise and the VAE sampling.
-            latents: initial noise `(1, latent_frames_total, C, h, w)`, sliced per window.
+            context_fill: value in [-1, 1] of masked pixels in the context encoder's input (release 0.0; training
+                -1.0).
+            source_fill: value in [-1, 1] of masked pixels in the source video that `replace_gt` and `strength < 1`
+                encode (release script -1.0).
+            mask_downsample: `"nearest"` (release) or `"max_pool"` (training); see `_mask_latents`.
+            chaining: `"image"` (release: a later window gets only the chained image latent) or
+                `"image_and_first"` (training: the chained latent also replaces its first masked-video and source
+                latent, whose mask is cleared).
+            id_prev_mask_quirk: reproduce the released pipeline's previous-clip ID resampling exactly, which from a
+                later window's second step masks the previous clip with the current window's token mask. Off: the
+                previous clip is always read through its own token mask (the intended behaviour).
+            generator: seeds the noise, the VAE sampling and the sampler's step noise.
+            latents: initial noise `(1, latent_slots, C, h, w)` in the `latent_layout` of the call, sliced per
+                window; None draws each window's noise from `generator` in turn.
             prompt_embeds, negative_prompt_embeds: `(1, max_text_seq_length, text_embed_dim)`.
             output_type: "np", "pt", "pil" or "latent" (see `VideoPainterPipelineOutput`).
             return_dict: False returns `(frames,)`.
@@ -653,6 +814,12 @@ class VideoPainterPipeline(DiffusionPipeline, CogVideoXLoraLoaderMixin):
             window_overlap,
             max_sequence_length,
             callback_on_step_end_tensor_inputs,
+            strength,
+            dilation_radius,
+            mask_downsample,
+            chaining,
+            context_fill,
+            source_fill,
         )
         device = self._execution_device
         do_cfg = guidance_scale > 1.0
@@ -665,56 +832,69 @@ class VideoPainterPipeline(DiffusionPipeline, CogVideoXLoraLoaderMixin):
             prompt_embeds = torch.cat([negative_prompt_embeds, prompt_embeds], dim=0)
         dtype = prompt_embeds.dtype
 
-        # 3. Timesteps (the same schedule for every window)
+        # 3. Timesteps (the same schedule for every window); strength keeps the last steps only
         self.scheduler.set_timesteps(num_inference_steps, device=device)
-        timesteps = self.scheduler.timesteps
+        kept = min(int(num_inference_steps * strength), num_inference_steps)
+        if kept < 1:
+            raise ValueError(
+                f"`strength` {strength} keeps no step of {num_inference_steps}; raise `strength` or the step count."
+            )
+        timesteps = self.scheduler.timesteps[(num_inference_steps - kept) * self.scheduler.order :]
 
         # 4. Pixels: video in [-1, 1], dilated masks, first frame
         pixels = self._to_video_tensor(video, device)  # [1, 3, T, H, W]
         masks = torch.from_numpy(np.asarray(mask)) if isinstance(mask, np.ndarray) else mask
-        masks = dilate_masks(masks.bool(), mask_dilation).to(device)  # [T, H, W]
+        if dilation_radius is None:
+            from_model = first_frame is None and self.first_frame_inpainter is not None
+            dilation_radius = FIRST_FRAME_MODEL_DILATION_RADIUS if from_model else 0
+        masks = dilate_masks(masks.bool(), dilation_radius).to(device)  # [T, H, W]
         num_frames, height, width = masks.shape
         image = self._first_frame(first_frame, pixels, masks, prompt)  # [1, 3, 1, H, W]
 
-        # 5. Windows, noise and the latent accumulator
+        # 5. Windows and the latent slots
         stride = num_frames_per_window - window_overlap
-        num_windows = (num_frames - num_frames_per_window) // stride + 1
+        offsets, latent_slots = self.latent_layout(num_frames, num_frames_per_window, window_overlap)
         r = self.vae_scale_factor_temporal
         window_latent_frames = (num_frames_per_window - 1) // r + 1
-        total_latent_frames = (num_frames - 1) // r + 1
         latent_shape = (
             1,
-            total_latent_frames,
+            latent_slots,
             self.transformer.config.out_channels,
             height // self.vae_scale_factor_spatial,
             width // self.vae_scale_factor_spatial,
         )
-        if latents is None:
-            latents = randn_tensor(latent_shape, generator=generator, device=device, dtype=dtype)
-        elif tuple(latents.shape) != latent_shape:
-            raise ValueError(f"`latents` must have shape {latent_shape}; got {tuple(latents.shape)}.")
-        latents = latents.to(device=device, dtype=dtype)
+        if latents is not None:
+            if tuple(latents.shape) != latent_shape:
+                raise ValueError(f"`latents` must have shape {latent_shape}; got {tuple(latents.shape)}.")
+            latents = latents.to(device=device, dtype=dtype)
         accumulator = torch.zeros(latent_shape, device=device, dtype=torch.float32)
-        counts = torch.zeros(total_latent_frames, device=device, dtype=torch.float32)
+        counts = torch.zeros(latent_slots, device=device, dtype=torch.float32)
         image_rotary_emb = self._prepare_rotary_positional_embeddings(height, width, window_latent_frames, device)
+        num_windows = len(offsets)
         keep_memory = self.transformer.id_resample_enabled and prev_clip_weight > 0 and num_windows > 1
+        # the chained latent: the previous window's last latent before the overlap (its last one without overlap)
+        chain_index = -1 if window_overlap == 0 else -((window_overlap - 1) // r) - 1
         chained_latent = id_memory = None
 
         # 6. Denoise window by window
         with self.progress_bar(total=num_windows * len(timesteps)) as progress_bar:
-            for k in range(num_windows):
-                start, offset = k * stride, k * stride // r
+            for k, offset in enumerate(offsets):
+                start = k * stride
                 window = self.prepare_window(
                     pixels[:, :, start : start + num_frames_per_window],
                     masks[start : start + num_frames_per_window],
                     image if k == 0 else None,
                     chained_latent,
+                    None if latents is None else latents[:, offset : offset + window_latent_frames],
                     generator,
                     dtype,
+                    context_fill=context_fill,
+                    source_fill=source_fill,
+                    mask_downsample=mask_downsample,
+                    chaining=chaining,
                 )
                 window_latents, id_memory = self._denoise_window(
                     window,
-                    latents[:, offset : offset + window_latent_frames],
                     prompt_embeds,
                     image_rotary_emb,
                     timesteps,
@@ -722,8 +902,10 @@ class VideoPainterPipeline(DiffusionPipeline, CogVideoXLoraLoaderMixin):
                     use_dynamic_cfg,
                     conditioning_scale,
                     replace_gt,
+                    strength < 1,
                     id_memory,
                     prev_clip_weight,
+                    id_prev_mask_quirk,
                     keep_memory and k < num_windows - 1,
                     generator,
                     attention_kwargs,
@@ -733,15 +915,19 @@ class VideoPainterPipeline(DiffusionPipeline, CogVideoXLoraLoaderMixin):
                 )
                 accumulator[:, offset : offset + window_latent_frames] += window_latents.float()
                 counts[offset : offset + window_latent_frames] += 1
-                # the last latent before the overlap conditions the next window
-                chained_latent = window_latents[:, -((window_overlap - 1) // r) - 1][:, None]
+                chained_latent = window_latents[:, chain_index][:, None]
 
-        # 7. Average overlaps and decode once
+        # 7. Average shared slots and decode (once, or window by window without overlap)
         latents = (accumulator / counts[None, :, None, None, None]).to(dtype)
         if output_type == "latent":
             frames = latents
         else:
-            decoded = self.decode_latents(latents)  # [1, 3, T, H, W]
+            if window_overlap == 0:
+                decoded = torch.cat(
+                    [self.decode_latents(latents[:, o : o + window_latent_frames]) for o in offsets], dim=2
+                )
+            else:
+                decoded = self.decode_latents(latents)  # [1, 3, T, H, W]
             frames = self.video_processor.postprocess_video(decoded, output_type=output_type)[0]
         self.maybe_free_model_hooks()
         if not return_dict:
