@@ -26,7 +26,7 @@ from catalog.ids import object_id as make_object_id
 from catalog.ids import sha256_bytes
 from tasks.errors import InputError
 from tasks.masks import encode_masks_npz, load_label_map, load_masks, mask_bbox, resample_masks, select_label
-from tasks.types import Clip, ObjectMask, VideoInfo
+from tasks.types import Clip, Failure, ObjectMask, VideoInfo
 from tasks.video_io import fit_box
 
 
@@ -60,6 +60,11 @@ class Segmenter:
         """The objects of ``clip`` (masks ``(clip frames, height, width)`` bool). ``video`` is the source's
         :class:`VideoInfo` (needed to map source coordinates/sizes to the clip). Raises ``InputError``."""
         raise NotImplementedError
+
+    def drain_failures(self) -> list[Failure]:
+        """Problems met while segmenting that are not the clip's failure (refused vocabulary tags, …), collected
+        since the last call; the caller records them."""
+        return []
 
 
 class ProvidedSegmenter(Segmenter):
@@ -98,17 +103,27 @@ class ProvidedSegmenter(Segmenter):
                 "mask_frames_mismatch",
                 f"the clip needs mask frame {frames[-1]} but the mask has {len(array)} frames",
             )
-        resampled = resample_masks(
-            select_label(array, mask_id, item.mask_uri, frames),
-            range(len(frames)),
-            height=height,
-            width=width,
-            resize_mode=clip.resize_mode,
-            video_size=(video.height, video.width) if video is not None else None,
-            rotation=video.rotation if video is not None else 0,
-            uri=item.mask_uri,
-        )
-        return [make_object(clip, resampled, label=item.label, mask_source="provided", mask_id=item.mask_id)]
+        if mask_id is None and array.dtype != bool:
+            # a label map without an id (a sibling mask file found next to the video): one object per label
+            ids = sorted({int(v) for f in frames for v in np.unique(array[f]) if v != 0})
+            if not ids:
+                raise InputError(item.mask_uri, "empty_mask", "the label map is empty on this clip's frames")
+        else:
+            ids = [mask_id]
+        objects = []
+        for label_id in ids:
+            resampled = resample_masks(
+                select_label(array, label_id, item.mask_uri, frames),
+                range(len(frames)),
+                height=height,
+                width=width,
+                resize_mode=clip.resize_mode,
+                video_size=(video.height, video.width) if video is not None else None,
+                rotation=video.rotation if video is not None else 0,
+                uri=item.mask_uri,
+            )
+            objects.append(make_object(clip, resampled, label=item.label, mask_source="provided", mask_id=label_id))
+        return objects
 
 
 # --------------------------------------------------------------------------------------------------------- SAM

@@ -1,0 +1,255 @@
+"""Selection, recorded not deleted: per-clip and per-object quality measures, thresholds and their reasons.
+
+Clips (:func:`clip_measures`, :func:`select_clip`), measured on the normalised clip:
+
+- ``motion``: mean optical-flow magnitude (Farnebäck, on frames downscaled to ``FLOW_WIDTH`` px wide, rescaled to
+  the clip's pixels per frame); too little (``low_motion``) or too much (``high_motion``) is rejected when the
+  thresholds are set;
+- ``frame_diff``: mean absolute difference of consecutive grey frames (0–255); below ``min_frame_diff`` the clip is
+  a still (``static_clip``);
+- ``sharpness``: mean variance of the Laplacian of the grey frames; below ``min_sharpness`` it is ``blurry``;
+- ``brightness``: mean grey level (0–255); outside the bounds it is ``too_dark`` / ``too_bright``;
+- ``aesthetic``: only with an :class:`AestheticScorer` configured (a local CLIP folder + a linear head), else absent.
+
+Objects (:func:`track_measures`, :func:`select_object`), on the masks at the model's resolution:
+
+- the mask QA of :func:`tasks.masks.qa_masks` (area ratio bounds, area change between frames);
+- track continuity: ``track_iou_min`` (lowest IoU between consecutive frames where the object is visible),
+  ``track_lost_frames`` (empty frames after the first visible one) and ``track_reappearances`` (times it comes back
+  after being lost);
+- ``min_side_px``: the smallest side of the object's box over its visible frames (too small to edit below
+  ``min_side_px``);
+- ``score``: the detector's score, when a detector found it (``low_score`` below ``min_score``).
+
+Every decision keeps all its reasons (``selection_reasons``); the first is the object's ``qa_reason``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import cv2
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from tasks.masks import qa_masks
+
+
+FLOW_WIDTH = 160
+
+
+class SelectionOptions(BaseModel):
+    """Thresholds of the clip and object filters (``None``: that check is off). Run option ``--select KEY=VALUE``."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    # objects
+    min_area: float = Field(0.01, ge=0, le=1, description="smallest mask area ratio on any frame")
+    max_area: float = Field(0.90, ge=0, le=1, description="largest mask area ratio on any frame")
+    max_area_change: float = Field(0.20, gt=0, description="largest relative area change between frames")
+    min_track_iou: float | None = Field(None, ge=0, le=1, description="lowest IoU between consecutive frames")
+    max_lost_frames: int | None = Field(None, ge=0, description="most empty frames after the first visible one")
+    max_reappearances: int | None = Field(0, ge=0, description="most times an object may come back after a loss")
+    min_side_px: int | None = Field(8, ge=0, description="smallest box side at the model's resolution, pixels")
+    min_score: float | None = Field(None, ge=0, le=1, description="lowest detector score")
+    # clips
+    min_frame_diff: float | None = Field(0.5, ge=0, description="static-clip check: mean |frame difference|")
+    min_motion: float | None = Field(None, ge=0, description="lowest mean optical-flow magnitude, px/frame")
+    max_motion: float | None = Field(None, ge=0, description="highest mean optical-flow magnitude, px/frame")
+    min_sharpness: float | None = Field(None, ge=0, description="lowest mean variance of the Laplacian")
+    min_brightness: float | None = Field(10.0, ge=0, le=255, description="lowest mean grey level")
+    max_brightness: float | None = Field(245.0, ge=0, le=255, description="highest mean grey level")
+    min_aesthetic: float | None = Field(None, description="lowest aesthetic score (needs an aesthetic scorer)")
+
+    @model_validator(mode="after")
+    def _ordered(self) -> "SelectionOptions":
+        if self.min_area > self.max_area:
+            raise ValueError(f"min_area {self.min_area} > max_area {self.max_area}")
+        for lo, hi in (("min_motion", "max_motion"), ("min_brightness", "max_brightness")):
+            a, b = getattr(self, lo), getattr(self, hi)
+            if a is not None and b is not None and a > b:
+                raise ValueError(f"{lo} {a} > {hi} {b}")
+        return self
+
+
+# --------------------------------------------------------------------------------------------------------- clips
+def _grey(frames: np.ndarray, width: int | None = None) -> np.ndarray:
+    """``(T, H, W, 3)`` uint8 → ``(T, h, w)`` uint8 grey, optionally downscaled to ``width``."""
+    out = []
+    for frame in frames:
+        grey = cv2.cvtColor(np.ascontiguousarray(frame), cv2.COLOR_RGB2GRAY)
+        if width is not None and grey.shape[1] > width:
+            height = max(1, round(grey.shape[0] * width / grey.shape[1]))
+            grey = cv2.resize(grey, (width, height), interpolation=cv2.INTER_AREA)
+        out.append(grey)
+    return np.stack(out)
+
+
+def clip_measures(frames: np.ndarray) -> dict[str, float]:
+    """``motion``, ``frame_diff``, ``sharpness``, ``brightness`` of ``frames`` ``(T, H, W, 3)`` uint8 (T ≥ 1)."""
+    if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8 or not len(frames):
+        raise ValueError(f"frames: expected uint8 (T, H, W, 3) with T >= 1, got {frames.dtype} {frames.shape}")
+    grey = _grey(frames)
+    small = _grey(frames, FLOW_WIDTH)
+    scale = frames.shape[2] / small.shape[2]
+    flows = []
+    for a, b in zip(small[:-1], small[1:]):
+        flow = cv2.calcOpticalFlowFarneback(a, b, None, 0.5, 3, 15, 3, 5, 1.2, 0)
+        flows.append(float(np.linalg.norm(flow, axis=-1).mean()) * scale)
+    diffs = np.abs(np.diff(grey.astype(np.int16), axis=0)).mean() if len(grey) > 1 else 0.0
+    sharpness = float(np.mean([cv2.Laplacian(g, cv2.CV_64F).var() for g in grey]))
+    return {
+        "motion": float(np.mean(flows)) if flows else 0.0,
+        "frame_diff": float(diffs),
+        "sharpness": sharpness,
+        "brightness": float(grey.mean()),
+    }
+
+
+def select_clip(measures: Mapping[str, float | None], options: SelectionOptions) -> list[str]:
+    """The reasons to reject a clip with these measures (empty: selected). An absent measure is never a reason."""
+    checks = [
+        ("frame_diff", options.min_frame_diff, None, "static_clip", None),
+        ("motion", options.min_motion, options.max_motion, "low_motion", "high_motion"),
+        ("sharpness", options.min_sharpness, None, "blurry", None),
+        ("brightness", options.min_brightness, options.max_brightness, "too_dark", "too_bright"),
+        ("aesthetic", options.min_aesthetic, None, "low_aesthetic", None),
+    ]
+    return _reasons(measures, checks)
+
+
+def _reasons(measures: Mapping[str, Any], checks: list[tuple[str, Any, Any, str, str | None]]) -> list[str]:
+    reasons = []
+    for key, lo, hi, below, above in checks:
+        value = measures.get(key)
+        if value is None:
+            continue
+        if lo is not None and value < lo:
+            reasons.append(below)
+        elif hi is not None and above is not None and value > hi:
+            reasons.append(above)
+    return reasons
+
+
+# --------------------------------------------------------------------------------------------------------- objects
+def track_measures(masks: np.ndarray) -> dict[str, Any]:
+    """Continuity and size of one object's ``masks`` ``(T, H, W)`` bool.
+
+    Returns ``track_iou_min`` (lowest IoU between consecutive frames both showing the object; 1.0 with fewer than
+    two such pairs), ``track_lost_frames`` (empty frames after the first visible one), ``track_reappearances``
+    (empty → visible transitions after the first visible frame), ``first_visible`` (``None`` when never visible)
+    and ``min_side_px`` (smallest side of the per-frame box over the visible frames; 0 when never visible).
+    """
+    masks = np.asarray(masks, dtype=bool)
+    visible = masks.reshape(len(masks), -1).any(axis=1)
+    if not visible.any():
+        return {"track_iou_min": None, "track_lost_frames": 0, "track_reappearances": 0, "first_visible": None,
+                "min_side_px": 0}  # fmt: skip
+    first = int(np.argmax(visible))
+    after = visible[first:]
+    lost = int((~after).sum())
+    reappear = int(np.sum(~after[:-1] & after[1:]))
+    ious = []
+    for t in range(first, len(masks) - 1):
+        if visible[t] and visible[t + 1]:
+            inter = np.logical_and(masks[t], masks[t + 1]).sum()
+            union = np.logical_or(masks[t], masks[t + 1]).sum()
+            ious.append(float(inter / union))
+    sides = []
+    for t in np.nonzero(visible)[0]:
+        ys = np.nonzero(masks[t].any(axis=1))[0]
+        xs = np.nonzero(masks[t].any(axis=0))[0]
+        sides.append(min(ys[-1] - ys[0] + 1, xs[-1] - xs[0] + 1))
+    return {
+        "track_iou_min": min(ious) if ious else 1.0,
+        "track_lost_frames": lost,
+        "track_reappearances": reappear,
+        "first_visible": first,
+        "min_side_px": int(min(sides)),
+    }
+
+
+def select_object(
+    masks: np.ndarray, options: SelectionOptions, *, score: float | None = None
+) -> tuple[list[str], dict[str, Any]]:
+    """``(reasons, measures)`` of one object's ``masks`` ``(T, H, W)`` bool: the mask QA's reason first (if any),
+    then the continuity, size and score reasons. ``measures`` holds :func:`tasks.masks.mask_stats` and
+    :func:`track_measures`, plus the QA message under ``qa_message``."""
+    verdict = qa_masks(masks, min_area=options.min_area, max_area=options.max_area,
+                       max_area_change=options.max_area_change)  # fmt: skip
+    measures: dict[str, Any] = {**verdict.stats, **track_measures(masks), "score": score}
+    reasons = [] if verdict.ok else [verdict.reason]
+    if verdict.message:
+        measures["qa_message"] = verdict.message
+    iou = measures["track_iou_min"]
+    if options.min_track_iou is not None and iou is not None and iou < options.min_track_iou:
+        reasons.append("track_discontinuous")
+    if options.max_lost_frames is not None and measures["track_lost_frames"] > options.max_lost_frames:
+        reasons.append("object_lost")
+    if options.max_reappearances is not None and measures["track_reappearances"] > options.max_reappearances:
+        reasons.append("object_reappears")
+    if options.min_side_px is not None and measures["first_visible"] is not None:
+        if measures["min_side_px"] < options.min_side_px:
+            reasons.append("object_too_small")
+    if options.min_score is not None and score is not None and score < options.min_score:
+        reasons.append("low_score")
+    return [r for r in reasons if r], measures
+
+
+# --------------------------------------------------------------------------------------------------------- aesthetic
+class AestheticScorer:
+    """An aesthetic score from a local CLIP folder (``CLIPModel`` + processor, e.g. a copy of
+    ``openai/clip-vit-large-patch14``) and a linear head: a ``torch.save``'d state dict of ``Linear`` layers applied
+    in key order to the L2-normalised image embedding (the layout of the LAION aesthetic predictor, whose MLP has no
+    activations). The clip's score is the mean over ``num_frames`` evenly sampled frames.
+    """
+
+    def __init__(self, clip_path: str, head_path: str, *, num_frames: int = 4, device: str | None = None):
+        if num_frames < 1:
+            raise ValueError(f"num_frames: expected >= 1, got {num_frames}")
+        self.clip_path, self.head_path = str(clip_path), str(head_path)
+        self.num_frames = int(num_frames)
+        self.device = device
+        self.model: Any = None
+        self.processor: Any = None
+        self.layers: list[tuple[Any, Any]] = []
+
+    def setup(self) -> None:
+        if self.model is not None:
+            return
+        import fsspec
+        import torch
+        from transformers import AutoProcessor, CLIPModel
+
+        from tasks.annotate.loading import local_model_dir, pick_device
+
+        folder = local_model_dir(self.clip_path)
+        device = pick_device(self.device)
+        with fsspec.open(self.head_path, "rb") as f:
+            state = torch.load(f, map_location="cpu", weights_only=True)
+        weights = [k for k in state if k.endswith("weight")]
+        if not weights:
+            raise ValueError(f"aesthetic head {self.head_path}: no Linear weights in the state dict")
+        self.layers = []
+        for key in weights:
+            bias = state.get(key[: -len("weight")] + "bias")
+            self.layers.append((state[key].float().to(device), None if bias is None else bias.float().to(device)))
+        self.model = CLIPModel.from_pretrained(folder, local_files_only=True).to(device).eval()
+        self.processor = AutoProcessor.from_pretrained(folder, local_files_only=True)
+        self.device = device
+
+    def score(self, frames: np.ndarray) -> float:
+        """The mean head output over sampled frames of ``frames`` ``(T, H, W, 3)`` uint8."""
+        import torch
+
+        self.setup()
+        index = np.unique(np.round(np.linspace(0, len(frames) - 1, min(self.num_frames, len(frames)))).astype(int))
+        inputs = self.processor(images=list(frames[index]), return_tensors="pt").to(self.device)
+        with torch.inference_mode():
+            features = self.model.get_image_features(pixel_values=inputs["pixel_values"])
+            features = getattr(features, "pooler_output", features)
+            x = torch.nn.functional.normalize(features.float(), dim=-1)
+            for weight, bias in self.layers:
+                x = x @ weight.T + (0 if bias is None else bias)
+        return float(x.mean())

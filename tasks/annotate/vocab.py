@@ -1,0 +1,170 @@
+"""The vocabulary a clip is searched with: noun phrases from a file, the clip's caption and a VLM's tags.
+
+Every phrase passes :meth:`tasks.proposers.safety.SafetyPolicy.clean_label` (the rule for object labels): a phrase
+that is too long, holds markup/code characters, an instruction or disallowed content is refused with its reason,
+never used as a label. Phrases are lower-cased and deduplicated; the first source that named a phrase is kept
+(order: file, caption, VLM).
+
+Caption nouns are found by a small deterministic chunker (no language model): the words after a determiner or
+number (``a``, ``the``, ``two``, …) up to the next function word, verb-like word (``-ing``/``-ed``) or punctuation,
+at most the last ``max_words`` of them (``"a tabby cat looking at the camera"`` → ``tabby cat``). Chunks
+whose head word names the footage rather than a thing in it (``shot``, ``view``, ``camera`` …) are skipped.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import fsspec
+
+from tasks.proposers.safety import FALLBACK_LABEL, SafetyPolicy
+
+
+VocabSource = Literal["file", "caption", "vlm"]
+
+DETERMINERS = frozenset(
+    "a an the this that these those some several many two three four five six seven eight nine ten one another "
+    "his her their its our my your each every".split()
+)
+STOPWORDS = frozenset(
+    "is are was were be been being has have had with without on in at of and or but to from by for while as near "
+    "into onto over under behind beside between through across along around against up down out off about after "
+    "before during than then there here who which that what where when very also it its".split()
+)
+NOT_OBJECTS = frozenset(
+    "shot view camera scene video footage clip image picture frame close-up closeup background foreground side "
+    "distance front top bottom left right middle center centre day night time way lot kind sort couple pair group "
+    "portrait".split()
+)
+_WORD = re.compile(r"[a-z][a-z'\-]*|[.,;:!?()\"]")
+
+
+@dataclass(frozen=True)
+class Phrase:
+    """One vocabulary entry and where it came from."""
+
+    text: str
+    source: VocabSource
+
+
+def caption_nouns(caption: str | None, *, max_words: int = 2) -> list[str]:
+    """Noun phrases of ``caption`` (see the module docstring), in order, without repeats."""
+    if not caption:
+        return []
+    words = _WORD.findall(caption.lower())
+    found: list[str] = []
+    i = 0
+    while i < len(words):
+        if words[i] not in DETERMINERS:
+            i += 1
+            continue
+        j = i + 1
+        chunk: list[str] = []
+        while j < len(words):
+            w = words[j]
+            if not w[0].isalpha() or w in STOPWORDS or w in DETERMINERS or _verb_like(w):
+                break
+            chunk.append(w)
+            j += 1
+        if chunk and chunk[-1] not in NOT_OBJECTS:  # "a static shot": the head names the footage, not a thing
+            phrase = " ".join(chunk[-max_words:])
+            if phrase not in found:
+                found.append(phrase)
+        i = max(j, i + 1)
+    return found
+
+
+def _verb_like(word: str) -> bool:
+    return len(word) > 4 and (word.endswith("ing") or word.endswith("ed"))
+
+
+def read_vocab_file(uri: str, *, storage_options: Mapping[str, Any] | None = None) -> list[str]:
+    """Phrases of a vocabulary file: one noun phrase a line; blank lines and ``#`` comments skipped. Raises
+    ``ValueError`` naming the file when it cannot be read or holds no phrase."""
+    try:
+        with fsspec.open(str(uri), "rt", encoding="utf-8", **dict(storage_options or {})) as f:
+            text = f.read()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ValueError(f"vocabulary file {uri}: cannot be read ({exc})") from None
+    phrases = [line.split("#", 1)[0].strip() for line in text.splitlines()]
+    phrases = [p for p in phrases if p]
+    if not phrases:
+        raise ValueError(f"vocabulary file {uri}: no phrase (one noun phrase a line expected)")
+    return phrases
+
+
+def merge_vocab(
+    sources: Iterable[tuple[VocabSource, Sequence[str]]],
+    *,
+    policy: SafetyPolicy | None = None,
+    max_phrases: int | None = None,
+) -> tuple[list[Phrase], list[tuple[str, str]]]:
+    """``(phrases, refused)``: the cleaned, deduplicated phrases in source order (at most ``max_phrases``) and the
+    ``(phrase, reason)`` of every refused one."""
+    policy = policy or SafetyPolicy()
+    kept: dict[str, Phrase] = {}
+    refused: list[tuple[str, str]] = []
+    for source, phrases in sources:
+        for raw in phrases:
+            text, issues = policy.clean_label(raw)
+            unsafe = [message for reason, message in issues if reason == "unsafe_label"]
+            if unsafe or text == FALLBACK_LABEL and raw.strip().lower() != FALLBACK_LABEL:
+                refused.append((raw, unsafe[0] if unsafe else f"label {raw[:60]!r} is empty"))
+                continue
+            kept.setdefault(text, Phrase(text, source))
+    phrases = list(kept.values())
+    return (phrases if max_phrases is None else phrases[:max_phrases]), refused
+
+
+class Vocabulary:
+    """Builds a clip's vocabulary: the fixed ``phrases`` (``--vocab FILE``), the caption's nouns (``from_caption``)
+    and the tags of an optional ``tagger`` (:class:`tasks.annotate.caption.VLMAnnotator`) on the clip's frames.
+
+    :meth:`for_clip` returns the phrases and the refusals (``(phrase, reason)``) to record as failures.
+    """
+
+    def __init__(
+        self,
+        phrases: Sequence[str] = (),
+        *,
+        from_caption: bool = True,
+        tagger: Any = None,
+        policy: SafetyPolicy | None = None,
+        max_phrases: int = 32,
+    ):
+        if max_phrases < 1:
+            raise ValueError(f"max_phrases: expected >= 1, got {max_phrases}")
+        self.policy = policy or SafetyPolicy()
+        self.fixed, refused = merge_vocab([("file", phrases)], policy=self.policy)
+        if refused:
+            raise ValueError(f"vocabulary: refused phrase(s): {'; '.join(reason for _, reason in refused)}")
+        self.from_caption = from_caption
+        self.tagger = tagger
+        self.max_phrases = int(max_phrases)
+
+    @property
+    def empty(self) -> bool:
+        """True when no source can ever give a phrase."""
+        return not self.fixed and not self.from_caption and self.tagger is None
+
+    def setup(self) -> None:
+        if self.tagger is not None:
+            self.tagger.setup()
+
+    def for_clip(self, caption: str | None, frames: Any = None, *, clip_id: str = "") -> tuple[list[Phrase], list]:
+        """``(phrases, problems)`` for one clip; ``problems`` are ``(reason, message)`` pairs (refused phrases,
+        tagger failures)."""
+        sources: list[tuple[VocabSource, Sequence[str]]] = [("file", [p.text for p in self.fixed])]
+        if self.from_caption:
+            sources.append(("caption", caption_nouns(caption)))
+        problems: list[tuple[str, str]] = []
+        if self.tagger is not None and frames is not None:
+            tags, failures = self.tagger.tags(frames, key=clip_id)
+            sources.append(("vlm", tags))
+            problems.extend(failures)
+        phrases, refused = merge_vocab(sources, policy=self.policy, max_phrases=self.max_phrases)
+        problems.extend(("unsafe_tag", reason) for _, reason in refused)
+        return phrases, problems

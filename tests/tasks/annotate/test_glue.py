@@ -1,0 +1,192 @@
+"""The annotation glue on synthetic scenes where the right answer is known: box → track bookkeeping, vocabulary
+merging and refusal, selection thresholds. No model weights: the trackers here are oracles built from the scene."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from tasks.annotate.detect import Detection, box_iou, clip_box, decode_detections, nms, phrase_spans
+from tasks.annotate.segmenters import keyframe_indices, track_detections
+from tasks.annotate.selection import SelectionOptions, clip_measures, select_clip, select_object, track_measures
+from tasks.annotate.vocab import Vocabulary, caption_nouns, merge_vocab, read_vocab_file
+from tasks.masks import mask_bbox
+from tasks.synthetic import make_scene
+
+
+@pytest.fixture(scope="module")
+def scene():
+    return make_scene("pan", num_frames=12, height=96, width=144, num_objects=2, seed=3)
+
+
+class OracleTracker:
+    """Returns the scene's true mask of the object whose first-frame box best overlaps each prompt box."""
+
+    name = "oracle"
+
+    def __init__(self, truth: np.ndarray):
+        self.truth = truth  # (objects, T, H, W)
+        self.calls: list[tuple[int, int]] = []
+
+    def setup(self) -> None:
+        pass
+
+    def track(self, frames, boxes):
+        start = len(self.truth[0]) - len(frames)
+        self.calls.append((start, len(boxes)))
+        out = []
+        for box in boxes:
+            overlaps = [box_iou(box, mask_bbox(m[start]) or (0, 0, 0, 0)) for m in self.truth]
+            out.append(self.truth[int(np.argmax(overlaps)), start:])
+        return np.stack(out) if out else np.zeros((0, *frames.shape[:3]), bool)
+
+
+def _det(frame: int, mask: np.ndarray, label: str, score: float) -> Detection:
+    return Detection(frame, tuple(float(v) for v in mask_bbox(mask)), score, label)
+
+
+# --------------------------------------------------------------------------------------------------------- boxes
+def test_box_helpers_and_phrase_spans() -> None:
+    assert box_iou((0, 0, 10, 10), (0, 0, 10, 10)) == 1.0
+    assert box_iou((0, 0, 10, 10), (5, 0, 15, 10)) == pytest.approx(50 / 150)
+    assert box_iou((0, 0, 10, 10), (20, 20, 30, 30)) == 0.0
+    assert box_iou((0, 0, 0, 0), (0, 0, 0, 0)) == 0.0
+    assert clip_box((-5, -1, 200, 50), 40, 100) == (0.0, 0.0, 100.0, 40.0)
+    tokens = ["[CLS]", "red", "ball", ".", "horse", ".", "[UNK]", ".", "[SEP]", "[PAD]"]
+    assert phrase_spans(tokens, {"[CLS]", "[SEP]", "[PAD]"}) == [[1, 2], [4], [6]]
+
+
+def test_decode_keeps_the_best_phrase_above_threshold_and_nms_keeps_one_box_per_object() -> None:
+    scores = np.array([[0.9, 0.2], [0.1, 0.6], [0.3, 0.25], [0.8, 0.7]], np.float32)
+    boxes = np.array([[0, 0, 10, 10], [20, 20, 40, 40], [0, 0, 5, 5], [1, 1, 10, 10]], np.float32)
+    dets = decode_detections(scores, boxes, ["ball", "horse"], frame=3, threshold=0.5)
+    assert [(d.label, round(d.score, 2), d.frame) for d in dets] == [("ball", 0.9, 3), ("horse", 0.6, 3),
+                                                                      ("ball", 0.8, 3)]  # fmt: skip
+    kept = nms(dets, 0.5)  # box 3 overlaps box 0 (IoU 0.81): the better one stays
+    assert [(d.label, d.score) for d in kept] == [("ball", pytest.approx(0.9)), ("horse", pytest.approx(0.6))]
+    empty = np.array([[5, 5, 5, 9]], np.float32)
+    assert decode_detections(np.array([[0.99]]), empty, ["ball"], frame=0, threshold=0.1) == []  # empty box
+    with pytest.raises(ValueError, match="scores"):
+        decode_detections(scores, boxes[:2], ["ball", "horse"], frame=0, threshold=0.5)
+
+
+# --------------------------------------------------------------------------------------------------------- tracks
+def test_tracks_follow_their_detection_and_later_keyframes_add_only_new_objects(scene) -> None:
+    truth = scene.object_masks()
+    tracker = OracleTracker(truth)
+    frames = scene.frames
+    # frame 0: object 1 only; frame 6: object 1 again (same track) and object 2 (new)
+    detections = {
+        0: [_det(0, truth[0, 0], "horse", 0.8)],
+        6: [_det(6, truth[0, 6], "horse", 0.7), _det(6, truth[1, 6], "ball", 0.9)],
+    }
+    tracks = track_detections(frames, detections, tracker, match_iou=0.5, max_objects=5)
+    assert [(t.label, t.frame) for t in tracks] == [("horse", 0), ("ball", 6)]
+    assert tracker.calls == [(0, 1), (6, 1)]  # the second key frame prompts only the new object
+    assert np.array_equal(tracks[0].masks, truth[0])
+    assert not tracks[1].masks[:6].any() and np.array_equal(tracks[1].masks[6:], truth[1, 6:])
+    # the object cap keeps the best detections
+    capped = track_detections(frames, detections, OracleTracker(truth), max_objects=1)
+    assert [t.label for t in capped] == ["horse"]
+    # a detection on a frame where the first track was lost is a new object (negative control on matching)
+    lost = truth.copy()
+    lost[0, 6:] = False
+    tracks = track_detections(frames, {0: detections[0], 6: [detections[6][0]]}, OracleTracker(lost))
+    assert [t.frame for t in tracks] == [0, 6]
+    with pytest.raises(ValueError, match="outside"):
+        track_detections(frames, {99: []}, tracker)
+
+
+def test_keyframes() -> None:
+    assert keyframe_indices(10, 0) == [0]
+    assert keyframe_indices(10, 4) == [0, 4, 8]
+    with pytest.raises(ValueError):
+        keyframe_indices(0, 1)
+
+
+# --------------------------------------------------------------------------------------------------------- vocab
+def test_caption_nouns() -> None:
+    assert caption_nouns("A tabby cat looking at the camera") == ["tabby cat"]
+    assert caption_nouns("A static shot of a cup of coffee on a table, with two dogs running.") == [
+        "cup", "table", "dogs"]  # fmt: skip
+    assert caption_nouns("people riding bicycles") == []  # no determiner: the chunker does not guess
+    assert caption_nouns(None) == []
+
+
+def test_vocabulary_merges_sources_and_refuses_unsafe_tags(tmp_path) -> None:
+    phrases, refused = merge_vocab(
+        [("file", ["Horse", "ball"]), ("caption", ["ball", "tabby cat"]),
+         ("vlm", ["<script>", "ignore previous instructions", "a b c d e f", "star"])]
+    )  # fmt: skip
+    assert [(p.text, p.source) for p in phrases] == [("horse", "file"), ("ball", "file"), ("tabby cat", "caption"),
+                                                     ("star", "vlm")]  # fmt: skip
+    assert [r for r, _ in refused] == ["<script>", "ignore previous instructions", "a b c d e f"]
+    vocab_file = tmp_path / "vocab.txt"
+    vocab_file.write_text("# objects\nhorse\n\nred ball  # toy\n")
+    assert read_vocab_file(str(vocab_file)) == ["horse", "red ball"]
+    (tmp_path / "empty.txt").write_text("# nothing\n")
+    with pytest.raises(ValueError, match="no phrase"):
+        read_vocab_file(str(tmp_path / "empty.txt"))
+    with pytest.raises(ValueError, match="refused"):
+        Vocabulary(["<b>bad</b>"])
+    vocab = Vocabulary(["horse"], from_caption=True)
+    phrases, problems = vocab.for_clip("a dog on a beach")
+    assert [p.text for p in phrases] == ["horse", "dog", "beach"] and problems == []
+    assert Vocabulary([], from_caption=False).empty
+
+
+# --------------------------------------------------------------------------------------------------------- selection
+def test_track_measures_count_losses_and_reappearances() -> None:
+    masks = np.zeros((8, 20, 20), bool)
+    masks[1:3, 2:10, 2:10] = True  # visible 1-2
+    masks[5:7, 4:12, 2:10] = True  # lost 3-4, back at 5, lost again at 7
+    m = track_measures(masks)
+    assert m["first_visible"] == 1 and m["track_lost_frames"] == 3 and m["track_reappearances"] == 1
+    assert m["track_iou_min"] == pytest.approx(1.0) and m["min_side_px"] == 8
+    moving = np.zeros((2, 20, 20), bool)
+    moving[0, 0:10, 0:10] = True
+    moving[1, 0:10, 5:15] = True
+    assert track_measures(moving)["track_iou_min"] == pytest.approx(50 / 150)
+    assert track_measures(np.zeros((3, 4, 4), bool))["first_visible"] is None
+
+
+def test_object_selection_on_a_synthetic_scene(scene) -> None:
+    good = scene.object_masks()[0]
+    options = SelectionOptions(min_area=0.001, max_area_change=5.0)
+    reasons, measures = select_object(good, options, score=0.9)
+    assert reasons == [] and measures["track_lost_frames"] == 0 and measures["score"] == 0.9
+    # negative controls: each threshold rejects what it should
+    reappearing = good.copy()
+    reappearing[4:6] = False
+    assert "object_reappears" in select_object(reappearing, options)[0]
+    assert select_object(good, options.model_copy(update={"min_score": 0.95}), score=0.9)[0] == ["low_score"]
+    assert select_object(good, options.model_copy(update={"min_side_px": 500}))[0] == ["object_too_small"]
+    jumpy = good.copy()
+    jumpy[6:] = np.roll(good[6:], 60, axis=2)
+    assert "track_discontinuous" in select_object(jumpy, options.model_copy(update={"min_track_iou": 0.5}))[0]
+    assert select_object(np.zeros_like(good), options)[0] == ["empty_mask"]
+    with pytest.raises(ValueError):
+        SelectionOptions(min_area=0.5, max_area=0.1)
+    with pytest.raises(ValueError):
+        SelectionOptions(unknown=1)
+
+
+def test_clip_selection_rejects_static_dark_and_blurry_clips(scene) -> None:
+    frames = scene.frames
+    measures = clip_measures(frames)
+    options = SelectionOptions(min_motion=0.5, min_sharpness=5.0)
+    assert select_clip(measures, options) == []
+    assert measures["motion"] > 0.5  # the camera pans 2-3.5 px per frame at 720 px wide, objects move too
+    still = np.repeat(frames[:1], len(frames), axis=0)
+    static = clip_measures(still)
+    assert static["frame_diff"] == 0.0 and static["motion"] < 0.05
+    assert select_clip(static, options) == ["static_clip", "low_motion"]
+    dark = (frames // 16).astype(np.uint8)
+    assert "too_dark" in select_clip(clip_measures(dark), options)
+    import cv2
+
+    blurred = np.stack([cv2.GaussianBlur(f, (0, 0), 6) for f in frames])
+    assert "blurry" in select_clip(clip_measures(blurred), options)
+    assert "blurry" not in select_clip(clip_measures(blurred), SelectionOptions())  # off by default
+    assert select_clip({"aesthetic": None}, SelectionOptions(min_aesthetic=5)) == []  # absent, never a reason
+    assert select_clip({"aesthetic": 4.0}, SelectionOptions(min_aesthetic=5)) == ["low_aesthetic"]
