@@ -2,7 +2,8 @@
 
 ``discover_sources(source)`` accepts
 
-- a video file, a folder (searched recursively for video files) or a glob (``s3://bucket/clips/**/*.mp4``);
+- a video file, a folder (searched recursively for video files) or a glob (``s3://bucket/clips/**/*.mp4``); each
+  video's masks are picked up when they lie next to it (:func:`sibling_mask`);
 - a manifest (``.csv``, ``.jsonl``/``.ndjson``, ``.parquet``) with the columns of :data:`MANIFEST_COLUMNS`. ``uri`` is
   required; relative ``uri``/``mask_uri`` resolve against the manifest's folder. A column outside that set fails the
   whole manifest (naming the columns); a bad row becomes a :class:`Failure` and the other rows go on;
@@ -128,25 +129,75 @@ def discover_sources(
     fs, path = fsspec.core.url_to_fs(source, **options)
     if source.lower().endswith(MANIFEST_EXTENSIONS):
         return _discover_manifest(source, fs, path, roots, options)
+    masks: dict[str, str | None] | None = None
     if any(ch in path for ch in "*?["):
         uris = [_unstrip(fs, p, source) for p in sorted(fs.glob(path)) if p.lower().endswith(VIDEO_EXTENSIONS)]
         if not uris:
             return [], [_failure(source, InputError(source, "not_found", "the glob matches no video file"))]
     elif fs.isdir(path):
-        uris = [_unstrip(fs, p, source) for p in sorted(fs.find(path)) if p.lower().endswith(VIDEO_EXTENSIONS)]
+        entries = fs.find(path, withdirs=True, detail=True)
+        listing = set(entries)
+        videos = sorted(
+            p for p, info in entries.items() if p.lower().endswith(VIDEO_EXTENSIONS) and info["type"] != "directory"
+        )
+        uris = [_unstrip(fs, p, source) for p in videos]
         if not uris:
             return [], [_failure(source, InputError(source, "not_found", "the folder holds no video file"))]
+        masks = {uri: sibling_mask(fs, p, root=path, listing=listing) for uri, p in zip(uris, videos)}
+        masks = {uri: None if m is None else _unstrip(fs, m, source) for uri, m in masks.items()}
     elif fs.exists(path):
         uris = [source]
     else:
         return [], [_failure(source, InputError(source, "not_found", "no such file, folder or object"))]
+    if masks is None:  # a glob or a single video: look for each one's masks next to it
+        masks = {}
+        for uri in uris:
+            found = sibling_mask(fs, fsspec.core.url_to_fs(uri, **options)[1])
+            masks[uri] = None if found is None else _unstrip(fs, found, source)
     items, failures = [], []
     for uri in uris:
-        if within_roots(uri, roots):
-            items.append(SourceItem(uri=uri))
-        else:
+        mask = masks.get(uri)
+        if not within_roots(uri, roots):
             failures.append(_failure(uri, _outside(uri, roots)))
+        elif mask is not None and not within_roots(mask, roots):
+            failures.append(_failure(mask, _outside(mask, roots)))
+        else:
+            items.append(SourceItem(uri=uri, mask_uri=mask))
     return items, failures
+
+
+def sibling_mask(fs: Any, video: str, *, root: str | None = None, listing: set[str] | None = None) -> str | None:
+    """The masks lying next to a video found in a folder or glob (a path of ``fs``), or ``None``. First match of
+
+    - ``<dir>/<stem>_masks.npz`` and ``<dir>/<stem>.npz`` (label maps or bool masks, see :mod:`tasks.masks`);
+    - VPData layouts: ``<dir>/<stem>/all_masks.npz``, and under the searched folder ``root``:
+      ``video_inpainting/<kind>/<base>/all_masks.npz``, ``<kind>/<base>/all_masks.npz``,
+      ``masks/<base>/all_masks.npz`` (``<base>``: the name up to its first dot; ``<kind>``: ``pexels`` when it
+      holds ``_``, else ``videovo``);
+    - PNG-sequence folders ``<dir>/<stem>_masks/`` and ``<dir>/<stem>/`` holding ``.png`` frames.
+
+    ``listing`` (every path under ``root``, folders included) avoids a request per candidate on object stores.
+    A label map without a ``mask_id`` yields one object per label (``tasks.segment.ProvidedSegmenter``).
+    """
+    folder, name = posixpath.split(video)
+    stem = name.rsplit(".", 1)[0]
+    base = name.split(".")[0]
+    kind = "pexels" if "_" in base else "videovo"
+    files = [f"{folder}/{stem}_masks.npz", f"{folder}/{stem}.npz", f"{folder}/{stem}/all_masks.npz"]
+    if root is not None:
+        root = root.rstrip("/")
+        files += [f"{root}/video_inpainting/{kind}/{base}/all_masks.npz", f"{root}/{kind}/{base}/all_masks.npz",
+                  f"{root}/masks/{base}/all_masks.npz"]  # fmt: skip
+    for candidate in files:
+        if candidate in listing if listing is not None else fs.isfile(candidate):
+            return candidate
+    for candidate in (f"{folder}/{stem}_masks", f"{folder}/{stem}"):
+        if listing is not None:
+            if any(p.startswith(candidate + "/") and p.lower().endswith(".png") for p in listing):
+                return candidate
+        elif fs.isdir(candidate) and any(p.lower().endswith(".png") for p in fs.ls(candidate, detail=False)):
+            return candidate
+    return None
 
 
 def _failure(item_id: str, exc: InputError) -> Failure:

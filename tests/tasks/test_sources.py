@@ -165,3 +165,55 @@ def test_vpdata_csv_with_both_path_conventions(tmp_path: Path, good_clips: dict)
         "a city street",
     )
     assert len(failures) == 1 and failures[0].reason == "not_found" and "tried" in failures[0].message
+
+
+def test_folder_sources_find_their_sibling_masks(tmp_path: Path, good_clips: dict) -> None:
+    """Each layout is found, the first match wins, a video without masks has none, masks outside roots fail."""
+    video = Path(good_clips["videos"][0]).read_bytes()
+    root = tmp_path / "footage"
+    layout = {
+        "a.mp4": "a_masks.npz",  # <stem>_masks.npz (also beats <stem>.npz)
+        "b.mp4": "b.npz",
+        "c.mp4": "c/all_masks.npz",  # VPData per-video folder
+        "d_1.mp4": "video_inpainting/pexels/d_1/all_masks.npz",  # VPData tree under the searched folder
+        "e.mp4": "e_masks/00000.png",  # PNG sequence
+        "f.mp4": None,
+        "g.mp4": "g/readme.txt",  # a same-name folder without PNGs is not a mask (negative control)
+    }
+    for name, mask in layout.items():
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_bytes(video)
+        if mask:
+            (root / mask).parent.mkdir(parents=True, exist_ok=True)
+            (root / mask).write_bytes(b"x")
+    (root / "a.npz").write_bytes(b"x")
+    items, failures = discover_sources(str(root))
+    found = {Path(i.uri).name: i.mask_uri for i in items}
+    assert not failures
+    assert found == {
+        "a.mp4": str(root / "a_masks.npz"),
+        "b.mp4": str(root / "b.npz"),
+        "c.mp4": str(root / "c" / "all_masks.npz"),
+        "d_1.mp4": str(root / "video_inpainting" / "pexels" / "d_1" / "all_masks.npz"),
+        "e.mp4": str(root / "e_masks"),
+        "f.mp4": None,
+        "g.mp4": None,
+    }
+    # a single file and a glob look next to the video too
+    assert discover_sources(str(root / "b.mp4"))[0][0].mask_uri == str(root / "b.npz")
+    assert [i.mask_uri for i in discover_sources(str(root / "a*.mp4"))[0]] == [str(root / "a_masks.npz")]
+    # on an object store, from one listing
+    fs = fsspec.filesystem("memory")
+    fs.pipe("/vpf-sib/x.mp4", video)
+    fs.pipe("/vpf-sib/x_masks.npz", b"x")
+    items, _ = discover_sources("memory://vpf-sib")
+    assert items[0].mask_uri == "memory://vpf-sib/x_masks.npz"
+    # masks must lie within the roots like the videos
+    outside = tmp_path / "elsewhere"
+    outside.mkdir()
+    (root / "h.mp4").write_bytes(video)
+    os.symlink(outside, root / "h")
+    (outside / "all_masks.npz").write_bytes(b"x")
+    items, failures = discover_sources(str(root / "h.mp4"), roots=[str(root)])
+    assert not items and [f.reason for f in failures] == ["outside_roots"]
+    assert discover_sources(str(root / "h.mp4"))[0][0].mask_uri == str(root / "h" / "all_masks.npz")
