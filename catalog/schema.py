@@ -14,7 +14,8 @@ from __future__ import annotations
 import pyarrow as pa
 
 
-SCHEMA_VERSION = 3  # 2: objects.dilation_px (a kernel side) became dilation_radius; 3: sources.license, attribution
+SCHEMA_VERSION = 4  # 2: objects.dilation_px (a kernel side) became dilation_radius; 3: sources.license, attribution;
+# 4: clips/objects annotation and selection columns
 
 EDIT_TYPES = ("remove", "add", "replace", "attribute")
 DECISIONS = ("accepted", "rejected")
@@ -62,6 +63,14 @@ CLIPS = pa.schema(
         _f("scene_index", pa.int32()),
         _f("caption", pa.string()),
         _f("video_uri", pa.string(), True),  # normalised clip, H.264 mp4
+        _f("caption_model", pa.string()),  # the vision-language model that wrote the caption (None: from the source)
+        _f("motion", pa.float64()),  # mean optical-flow magnitude, px/frame at the clip's resolution
+        _f("frame_diff", pa.float64()),  # mean |grey difference| of consecutive frames, 0-255 (static check)
+        _f("sharpness", pa.float64()),  # mean variance of the Laplacian (blur check)
+        _f("brightness", pa.float64()),  # mean grey level, 0-255
+        _f("aesthetic", pa.float64()),  # aesthetic score, only with a CLIP + aesthetic head configured
+        _f("selection", pa.string()),  # "ok" | "rejected" (clip filters of tasks/annotate/selection.py)
+        _f("selection_reasons", pa.list_(pa.string())),  # every reason the clip was rejected
         _f("created_at", _TS, True),
         _f("run_id", pa.string()),
     ]
@@ -72,7 +81,7 @@ OBJECTS = pa.schema(
         _f("object_id", pa.string(), True),
         _f("clip_id", pa.string(), True),
         _f("label", pa.string()),
-        _f("mask_source", pa.string(), True),  # "provided" | "sam" | "sam-auto"
+        _f("mask_source", pa.string(), True),  # "provided" | "sam" | "sam-auto" | "detect+track" | "sam3"
         _f("mask_id", pa.int64()),  # label of a VPData label map, when provided that way
         _f("mask_uri", pa.string(), True),  # (frames, height, width) bool masks, npz
         _f("dilation_radius", pa.int32()),  # pixels; 0: the run's default
@@ -82,7 +91,14 @@ OBJECTS = pa.schema(
         _f("max_area_change", pa.float64()),
         _f("bbox", pa.list_(pa.int32())),  # x0, y0, x1, y1 on the first frame
         _f("qa_status", pa.string(), True),  # "ok" | "rejected"
-        _f("qa_reason", pa.string()),
+        _f("qa_reason", pa.string()),  # the first of selection_reasons
+        _f("selection_reasons", pa.list_(pa.string())),  # every reason the object was rejected (mask QA, track...)
+        _f("score", pa.float64()),  # the detector's score (detect+track, sam3)
+        _f("vocab_source", pa.string()),  # where the label's phrase came from: "file" | "caption" | "vlm"
+        _f("track_iou_min", pa.float64()),  # lowest IoU between consecutive frames showing the object
+        _f("track_lost_frames", pa.int32()),  # empty frames after the first visible one
+        _f("track_reappearances", pa.int32()),  # times the object came back after being lost
+        _f("min_side_px", pa.int32()),  # smallest box side over the visible frames, clip pixels
         _f("created_at", _TS, True),
         _f("run_id", pa.string()),
     ]

@@ -16,6 +16,13 @@ What it returns (:class:`IngestResult`):
 - ``failures``: stage ``ingest`` (item kind ``source``, item id = the source uri) for bad videos, ranges and clips;
   stage ``segment`` (item kind ``clip``) for masks that cannot be produced, (item kind ``object``) for QA rejections.
 
+Annotation (:class:`Annotation`, optional): a clip without a caption is described by a vision-language model
+(``clips.caption``, ``clips.caption_model``); every clip is measured and selected (motion, static, blur, brightness,
+aesthetic where configured: ``clips.selection``/``selection_reasons``); a rejected clip is kept as a row with its
+reasons and a ``failures`` entry (stage ``select``) and is not segmented. Every object is selected by
+:func:`tasks.annotate.selection.select_object` (mask QA, track continuity, size, detector score), its measures and
+reasons in its row.
+
 Masks: an item with a ``mask_uri`` always uses its provided masks (:class:`ProvidedSegmenter`); the ``segmenter``
 argument serves the items without one. Items that share a video and a frame range (VPData lists one row per object)
 share their clips: the video is decoded once and each item's object is segmented on the same clips.
@@ -34,9 +41,10 @@ import numpy as np
 from catalog.ids import sha256_stream
 from catalog.ids import source_id as make_source_id
 from catalog.store import Catalog
+from tasks.annotate.selection import SelectionOptions, clip_measures, select_clip, select_object
 from tasks.clips import check_geometry, frame_stride, item_range, iter_clips, plan_windows
 from tasks.errors import InputError
-from tasks.masks import encode_masks_npz, qa_masks
+from tasks.masks import encode_masks_npz
 from tasks.scenes import detect_scenes
 from tasks.segment import ProvidedSegmenter, Segmenter
 from tasks.types import Clip, Failure, Geometry, ObjectMask, SourceItem, VideoInfo
@@ -50,6 +58,21 @@ class MaskQAOptions:
     min_area: float = 0.01
     max_area: float = 0.90
     max_area_change: float = 0.20
+
+
+@dataclass
+class Annotation:
+    """What ingest does besides cutting and segmenting: captions for clips without one, selection thresholds, an
+    optional aesthetic scorer (``tasks.annotate.selection.AestheticScorer``)."""
+
+    captioner: Any = None  # tasks.annotate.caption.VLMAnnotator
+    selection: SelectionOptions = field(default_factory=SelectionOptions)
+    aesthetic: Any = None
+
+    def setup(self) -> None:
+        for part in (self.captioner, self.aesthetic):
+            if part is not None:
+                part.setup()
 
 
 @dataclass
@@ -92,6 +115,7 @@ def ingest_batch(
     preset: str = "medium",
     storage_options: Mapping[str, Any] | None = None,
     keep_arrays: bool = False,
+    annotation: Annotation | None = None,
 ) -> IngestResult:
     """Ingest ``items`` into clips and objects (see the module docstring).
 
@@ -103,18 +127,25 @@ def ingest_batch(
         run_id: written into every row.
         min_scene_len, scene_threshold: PySceneDetect ContentDetector settings (native frames, HSV score).
         max_clips_per_source: at most this many windows per item (per group of items sharing a video and range).
-        qa: mask QA thresholds.
+        qa: mask QA thresholds (ignored when ``annotation`` is given: its ``selection`` holds them).
         crf, preset: libx264 settings of the normalised clip mp4.
         storage_options: fsspec options for reading sources and masks.
         keep_arrays: keep clip frames and object masks in the result (memory grows with the batch).
+        annotation: captions, selection thresholds, aesthetic scorer (default: selection with the ``qa`` area
+            thresholds and the default clip checks, no captioner).
     """
     check_geometry(geometry)
-    qa = qa or MaskQAOptions()
+    if annotation is None:
+        qa = qa or MaskQAOptions()
+        selection = SelectionOptions(min_area=qa.min_area, max_area=qa.max_area, max_area_change=qa.max_area_change)
+        annotation = Annotation(selection=selection)
     result = IngestResult()
     provided = ProvidedSegmenter(storage_options)
     needs_segmenter = any(not item.mask_uri for item in items)
     if needs_segmenter:
         segmenter.setup()  # once per batch
+    if items:
+        annotation.setup()
 
     groups: dict[tuple, list[SourceItem]] = {}
     for item in items:
@@ -146,18 +177,20 @@ def ingest_batch(
             windows = plan_windows(scenes, start, end, stride, geometry, uri=lead.uri, max_clips=max_clips_per_source)
             for clip in iter_clips(lead, info, windows, geometry, source_id, storage_options=storage_options):
                 video_uri = catalog.put_media(encode_mp4(clip.frames, geometry.fps, crf=crf, preset=preset), "mp4")
-                result.rows["clips"].append(_clip_row(clip, geometry, video_uri, run_id))
-                for item in group:
-                    _segment_clip(
-                        dataclasses.replace(clip, item=item, caption=item.caption or clip.caption),
-                        info,
-                        provided if item.mask_uri else segmenter,
-                        catalog,
-                        qa,
-                        run_id,
-                        result,
-                        keep_arrays,
-                    )
+                extra = _annotate_clip(clip, group, annotation, result)
+                result.rows["clips"].append({**_clip_row(clip, geometry, video_uri, run_id), **extra})
+                if extra["selection"] == "ok":
+                    for item in group:
+                        _segment_clip(
+                            dataclasses.replace(clip, item=item, caption=item.caption or clip.caption),
+                            info,
+                            provided if item.mask_uri else segmenter,
+                            catalog,
+                            annotation.selection,
+                            run_id,
+                            result,
+                            keep_arrays,
+                        )
                 if not keep_arrays:  # a new empty array: a [:0] view would keep the whole buffer alive
                     clip.frames = np.empty((0, *clip.frames.shape[1:]), clip.frames.dtype)
                 result.clips.append(clip)
@@ -166,12 +199,48 @@ def ingest_batch(
     return result
 
 
+def _annotate_clip(
+    clip: Clip, group: list[SourceItem], annotation: Annotation, result: IngestResult
+) -> dict[str, Any]:
+    """Caption (when nothing gave one) and clip selection; returns the clip row's annotation columns."""
+    extra: dict[str, Any] = {"caption_model": None}
+    if annotation.captioner is not None and not clip.caption and not any(it.caption for it in group):
+        caption, problems = annotation.captioner.caption(clip.frames)
+        for reason, message in problems:
+            result.failures.append(Failure("caption", "clip", clip.clip_id, reason, message))
+        if caption:
+            clip.caption = caption
+            extra["caption_model"] = annotation.captioner.model_id
+    measures: dict[str, Any] = clip_measures(clip.frames)
+    measures["aesthetic"] = annotation.aesthetic.score(clip.frames) if annotation.aesthetic is not None else None
+    reasons = select_clip(measures, annotation.selection)
+    if reasons:
+        summary = ", ".join(f"{k}={v:.3g}" for k, v in measures.items() if v is not None)
+        result.failures.append(
+            Failure(
+                "select",
+                "clip",
+                clip.clip_id,
+                reasons[0],
+                f"{clip.source_uri}: clip rejected ({', '.join(reasons)}; {summary})",
+                "Selection",
+            )  # fmt: skip
+        )
+    return {
+        **extra,
+        "caption": clip.caption,
+        **measures,
+        "selection": "rejected" if reasons else "ok",
+        "selection_reasons": reasons,
+    }
+
+
 def _segment_clip(
     clip: Clip,
     info: VideoInfo,
     segmenter: Segmenter,
     catalog: Catalog,
-    qa: MaskQAOptions,
+    selection: SelectionOptions,
     run_id: str,
     result: IngestResult,
     keep_arrays: bool,
@@ -181,25 +250,30 @@ def _segment_clip(
     except InputError as exc:
         result.failures.append(Failure.from_exception("segment", "clip", clip.clip_id, exc))
         return
+    finally:
+        result.failures.extend(segmenter.drain_failures())
     for obj in objects:
-        verdict = qa_masks(obj.masks, min_area=qa.min_area, max_area=qa.max_area, max_area_change=qa.max_area_change)
-        obj.stats = {**verdict.stats, **obj.stats}
-        message = None
-        if obj.qa_ok and not verdict.ok:
-            obj.qa_ok, obj.qa_reason, message = False, verdict.reason, verdict.message
-        elif not obj.qa_ok:
+        reasons, measures = select_object(obj.masks, selection, score=obj.stats.get("score"))
+        message = measures.pop("qa_message", None)
+        obj.stats = {**measures, **obj.stats}
+        if not obj.qa_ok:  # the segmenter's own verdict (a track lost by segment-anything) comes first
+            reasons = [obj.qa_reason or "rejected", *reasons]
             message = f"object lost at clip frame {obj.stats.get('lost_frame')}"
+        elif reasons:
+            obj.qa_ok, obj.qa_reason = False, reasons[0]
+        obj.stats["selection_reasons"] = list(dict.fromkeys(reasons))
         mask_uri = catalog.put_media(encode_masks_npz(obj.masks), "npz")
         result.rows["objects"].append(_object_row(obj, mask_uri, run_id))
         if not obj.qa_ok:
             where = clip.item.mask_uri if clip.item is not None and clip.item.mask_uri else clip.source_uri
+            detail = message or f"rejected by selection ({', '.join(obj.stats['selection_reasons'])})"
             result.failures.append(
                 Failure(
                     stage="segment",
                     item_kind="object",
                     item_id=obj.object_id,
                     reason=obj.qa_reason or "rejected",
-                    message=f"{where} (clip {clip.clip_id}): {message}",
+                    message=f"{where} (clip {clip.clip_id}): {detail}",
                     error_type="MaskQA",
                 )
             )
@@ -264,6 +338,13 @@ def _object_row(obj: ObjectMask, mask_uri: str, run_id: str) -> dict[str, Any]:
         "bbox": stats.get("bbox"),
         "qa_status": "ok" if obj.qa_ok else "rejected",
         "qa_reason": obj.qa_reason,
+        "selection_reasons": stats.get("selection_reasons", []),
+        "score": stats.get("score"),
+        "vocab_source": stats.get("vocab_source"),
+        "track_iou_min": stats.get("track_iou_min"),
+        "track_lost_frames": stats.get("track_lost_frames"),
+        "track_reappearances": stats.get("track_reappearances"),
+        "min_side_px": stats.get("min_side_px"),
         "run_id": run_id,
     }
 

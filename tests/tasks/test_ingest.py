@@ -205,3 +205,81 @@ def test_ingest_sources_and_catalog_on_s3(good_clips: dict) -> None:
         assert probe_video(video, storage_options=s3.storage_options).num_frames == 17
         for table, rows in result.rows.items():
             catalog.append(table, rows)
+
+
+class _FakeCaptioner:
+    """Stands in for ``VLMAnnotator`` (tested with a real tiny VLM in tests/tasks/annotate): counts its calls."""
+
+    model_id = "fake:captioner"
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def setup(self) -> None:
+        pass
+
+    def caption(self, frames: np.ndarray) -> tuple[str | None, list]:
+        self.calls += 1
+        return f"a clip of {len(frames)} frames with a horse", []
+
+
+def test_unlabelled_folder_with_sibling_masks_captions_and_selection(tmp_path, catalog: Catalog) -> None:
+    """A folder of clips whose label maps lie next to them: one object per label, a caption from the captioner for
+    clips without one, a still clip rejected (recorded, not segmented), every decision in the rows."""
+    from tasks.annotate.selection import SelectionOptions
+    from tasks.ingest import Annotation
+    from tasks.synthetic import make_scene
+    from tasks.video_io import encode_mp4
+
+    folder = tmp_path / "footage"
+    folder.mkdir()
+    scene = make_scene("pan", num_frames=12, height=96, width=144, num_objects=2, seed=5)
+    (folder / "moving.mp4").write_bytes(encode_mp4(scene.frames, fps=8.0))
+    np.savez_compressed(folder / "moving_masks.npz", scene.label_map)
+    still = np.repeat(scene.frames[:1], 12, axis=0)
+    (folder / "still.mp4").write_bytes(encode_mp4(still, fps=8.0))
+    np.savez_compressed(folder / "still.npz", scene.label_map[:1].repeat(12, axis=0))
+    items, failures = discover_sources(str(folder))
+    assert not failures and all(item.mask_uri for item in items)
+    captioner = _FakeCaptioner()
+    selection = SelectionOptions(min_area=0.001, max_area_change=5.0, min_side_px=200)  # side check rejects all
+    geometry = Geometry(num_frames=8, fps=8.0, height=96, width=144)
+    result = ingest_batch(items, catalog, geometry=geometry, segmenter=ProvidedSegmenter(), run_id="r",
+                          preset="ultrafast", annotation=Annotation(captioner=captioner, selection=selection))  # fmt: skip
+    clips = {os.path.basename(c.source_uri): row for c, row in zip(result.clips, result.rows["clips"])}
+    assert captioner.calls == 2
+    assert clips["moving.mp4"]["caption"].startswith("a clip of 8 frames")
+    assert clips["moving.mp4"]["caption_model"] == "fake:captioner"
+    assert clips["moving.mp4"]["selection"] == "ok" and clips["moving.mp4"]["motion"] > 0.5
+    assert clips["still.mp4"]["selection"] == "rejected"
+    assert clips["still.mp4"]["selection_reasons"] == ["static_clip"]
+    assert [f.reason for f in result.failures if f.stage == "select"] == ["static_clip"]
+    objects = result.rows["objects"]
+    assert {o["clip_id"] for o in objects} == {clips["moving.mp4"]["clip_id"]}  # the still clip was not segmented
+    assert sorted(o["mask_id"] for o in objects) == [1, 2]  # one object per label of the sibling map
+    assert all(o["qa_status"] == "rejected" and o["selection_reasons"] == ["object_too_small"] for o in objects)
+    assert all(o["track_lost_frames"] == 0 and o["min_side_px"] < 200 for o in objects)
+    for table, rows in result.rows.items():
+        catalog.append(table, rows)
+    rows = catalog.query(
+        "SELECT qa_reason, count(*) AS n FROM objects GROUP BY ALL UNION ALL "
+        "SELECT selection_reasons[1], count(*) FROM clips WHERE selection = 'rejected' GROUP BY ALL",
+        read_only=True,
+    ).to_pylist()
+    assert sorted((r["qa_reason"], r["n"]) for r in rows) == [("object_too_small", 2), ("static_clip", 1)]
+    # the same clips under the default thresholds: both objects are selected (the negative control of the above)
+    again = ingest_batch(items[:1], catalog, geometry=geometry, segmenter=ProvidedSegmenter(), run_id="r",
+                         preset="ultrafast", annotation=Annotation(selection=SelectionOptions(max_area_change=5.0)))  # fmt: skip
+    assert [o["qa_status"] for o in again.rows["objects"]] == ["ok", "ok"]
+    assert again.rows["clips"][0]["caption_model"] is None
+
+
+def test_no_masks_and_no_segmenter_stops_before_ingest() -> None:
+    from tasks.annotate.specs import NoMasksError, check_masks_or_segmenter
+
+    bare = [SourceItem(uri="a.mp4"), SourceItem(uri="b.mp4")]
+    with pytest.raises(NoMasksError, match="--segmenter detect\\+track:.*sam3:"):
+        check_masks_or_segmenter(bare, "provided")
+    check_masks_or_segmenter(bare, "sam3:/models/sam3")  # a segmenter: fine
+    check_masks_or_segmenter([*bare, SourceItem(uri="c.mp4", mask_uri="c.npz")], "provided")  # some masks: fine
+    check_masks_or_segmenter([], "provided")  # nothing discovered: the discovery failures say why
