@@ -39,6 +39,7 @@ from catalog import ids
 from catalog.store import Catalog
 from flows.progress import report
 from flows.render import BatchSummary, make_engine, make_judge, render_and_record
+from tasks.annotate.specs import check_masks_or_segmenter, make_annotators
 from tasks.config import RunConfig
 from tasks.contracts import Proposer, Segmenter
 from tasks.stages import (
@@ -47,7 +48,6 @@ from tasks.stages import (
     discover_task,
     failure_rows,
     ingest_task,
-    make_segmenter,
     plan_stage,
     propose_task,
     record_task,
@@ -165,7 +165,9 @@ def make_pairs(config: RunConfig, cat: Catalog, tally: RunTally, logger: RunLogg
     runner), propose, plan, and render (here, or handed to the render deployment)."""
     from tasks.proposers import get_proposer
 
-    batches = _batches(discover(config, cat, tally), config.batch_size)
+    items = discover(config, cat, tally)
+    check_masks_or_segmenter(items, config.segmenter)  # no masks and no segmenter: stop before ingesting
+    batches = _batches(items, config.batch_size)
     logger.info("%d items in %d batches of ≤ %d", tally.counts["items"], len(batches), config.batch_size)
     proposer = get_proposer(config.proposer, cache_url=cat.url, storage_options=cat.storage_options)
     proposer.setup()
@@ -174,7 +176,10 @@ def make_pairs(config: RunConfig, cat: Catalog, tally: RunTally, logger: RunLogg
         renderer = DeploymentRenderer(config.render_deployment, config, cat, tally, logger, len(batches))
     else:
         renderer = LocalRenderer(config, cat, tally)
-    for index, ingested in ingest_ahead(batches, config, cat, make_segmenter(config.segmenter), tally.run_id):
+    segmenter, annotation = make_annotators(
+        config.segmenter, config.annotate, cache_url=cat.url, storage_options=config.storage_options
+    )
+    for index, ingested in ingest_ahead(batches, config, cat, segmenter, tally.run_id, annotation):
         label = f"{index}/{len(batches)}"
         record_ingested(ingested, cat, tally, label)
         proposed = propose(ingested, proposer, config, cat, tally, label)
@@ -203,7 +208,12 @@ def discover(config: RunConfig, cat: Catalog, tally: RunTally) -> list[SourceIte
 
 
 def ingest_ahead(
-    batches: Sequence[Sequence[SourceItem]], config: RunConfig, cat: Catalog, segmenter: Segmenter, run_id: str
+    batches: Sequence[Sequence[SourceItem]],
+    config: RunConfig,
+    cat: Catalog,
+    segmenter: Segmenter,
+    run_id: str,
+    annotation: Any = None,
 ) -> Iterator[tuple[int, StageOutput]]:
     """Ingest + segment each batch, in order, with up to ``config.ingest_in_flight`` batches running ahead on the
     flow's task runner (threads, or Dask/Ray workers with their own segmenter copy) while the caller proposes and
@@ -221,6 +231,7 @@ def ingest_ahead(
             segmenter=segmenter,
             run_id=run_id,
             storage_options=config.storage_options,
+            annotation=annotation,
         )
 
     in_flight = {index: submit(index) for index in range(1, min(ahead, len(batches)) + 1)}

@@ -57,7 +57,9 @@ SegmenterOpt = Annotated[
     str,
     typer.Option(
         "--segmenter",
-        help="provided | sam:CHECKPOINT[#model_type=vit_h&auto=1&labels=car,dog] (segment-anything, path or URL)",
+        help="provided (manifest masks or masks next to the videos) | sam:CHECKPOINT[#model_type=vit_h&auto=1] "
+        "(segment-anything) | detect+track:DETECTOR#tracker=sam2:PATH[&threshold=0.3&keyframe_every=8] "
+        "(Grounding DINO/OWLv2 + SAM2 video) | sam3:PATH[#threshold=0.5] (SAM3 video); paths or URLs",
     ),
 ]
 FramesOpt = Annotated[int, typer.Option("--frames", min=2, help="frames per clip")]
@@ -116,6 +118,10 @@ OPTION_OF_FIELD = {
     "batch_size": "--batch-size",
     "render_deployment": "--render-deployment",
     "gallery": "--gallery",
+    "vocab": "--vocab",
+    "captioner": "--captioner",
+    "tagger": "--tagger",
+    "select": "--select",
 }
 
 
@@ -226,9 +232,32 @@ def run_command(
             "render.gpu_slots=2 dilation_radius=12); see tasks/config.py.",
         ),
     ] = None,
+    vocab: Annotated[
+        str | None,
+        typer.Option("--vocab", help="Noun phrases to find (one a line) for detect+track and sam3; path or URL."),
+    ] = None,
+    captioner: Annotated[
+        str | None,
+        typer.Option(
+            "--captioner", help="Caption clips without one with a VLM: transformers:PATH or openai:URL#MODEL."
+        ),
+    ] = None,
+    tagger: Annotated[
+        str | None,
+        typer.Option("--tagger", help="Add a VLM's object tags to each clip's vocabulary: transformers:PATH|openai:…"),
+    ] = None,
+    select: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--select",
+            help="KEY=VALUE selection threshold (repeat; null turns a check off), e.g. min_motion=0.5 "
+            "min_track_iou=0.3 min_side_px=16; see tasks/annotate/selection.py.",
+        ),
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the run summary as one JSON line on stdout.")] = False,
 ) -> None:
-    """Make editing pairs from SOURCE into the catalog. Exit 0: completed; 3: completed with failures; 1: failed."""
+    """Make editing pairs from SOURCE into the catalog. Exit 0: completed; 3: completed with failures; 1: failed;
+    2: usage error (also: no source has masks and no --segmenter was chosen)."""
     if workers is not None and task_runner is TaskRunnerChoice.default:
         raise typer.BadParameter(
             "--workers sizes a dask or ray cluster; add --task-runner dask|ray", param_hint="--workers"
@@ -254,7 +283,15 @@ def run_command(
         batch_size=batch_size,
         render_deployment=render_deployment,
         gallery=gallery,
+        annotate={
+            "vocab": vocab,
+            "captioner": captioner,
+            "tagger": tagger,
+            "select": parse_key_values(select, "--select"),
+        },
     )
+    if config.segmenter == "provided":
+        _check_masks(config)
     try:
         summary = run_factory(config, task_runner=task_runner.value, workers=workers)
     except Exception as exc:  # the runs row says "failed"; the user gets one line, not a traceback
@@ -269,6 +306,21 @@ def run_command(
         if summary.gallery:
             console.print(f"gallery: {summary.gallery}")
     raise typer.Exit(STATUS_EXIT.get(summary.status, EXIT_ERROR))
+
+
+def _check_masks(config: Any) -> None:
+    """Exit 2 with one message, before any run starts, when no source has masks and no segmenter was chosen."""
+    from tasks.annotate.specs import NoMasksError, check_masks_or_segmenter
+    from tasks.stages import discover_stage
+
+    items, _ = discover_stage(
+        config.source, limit=config.limit, roots=config.roots, storage_options=config.storage_options
+    )
+    try:
+        check_masks_or_segmenter(items, config.segmenter)
+    except NoMasksError as exc:
+        console.print(f"[red]vpf run:[/red] {exc}", soft_wrap=True)
+        raise typer.Exit(EXIT_USAGE) from None
 
 
 def status_command(

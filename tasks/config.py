@@ -13,9 +13,10 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from catalog.store import default_root
+from tasks.annotate.selection import SelectionOptions
 from tasks.metrics import AcceptRule
 from tasks.types import EditType, Geometry, ResizeMode
 
@@ -85,6 +86,42 @@ class GeometryConfig(BaseModel):
         return Geometry(self.num_frames, self.fps, self.height, self.width, self.resize_mode)
 
 
+class AnnotateConfig(BaseModel):
+    """Annotating raw footage (tasks/annotate): the vocabulary of the open-vocabulary segmenters, captions for clips
+    without one, and the selection thresholds applied to every clip and object."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    vocab: str | None = Field(None, description="a file of noun phrases, one a line (detect+track, sam3 labels)")
+    vocab_from_caption: bool = Field(True, description="add the nouns of each clip's caption to its vocabulary")
+    tagger: str | None = Field(
+        None, description="a vision-language model listing each clip's objects: transformers:PATH or openai:URL#MODEL"
+    )
+    captioner: str | None = Field(
+        None, description="a vision-language model captioning clips without a caption: transformers:PATH or openai:…"
+    )
+    select: SelectionOptions = Field(
+        default_factory=SelectionOptions, description="clip and object selection thresholds (None turns one off)"
+    )
+    aesthetic_clip: str | None = Field(None, description="local CLIP folder of the aesthetic score")
+    aesthetic_head: str | None = Field(None, description="the aesthetic head (torch state dict of Linear layers)")
+
+    @field_validator("tagger", "captioner")
+    @classmethod
+    def _vlm_spec(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("transformers:", "openai:")):
+            raise ValueError(f"{value!r}: expected transformers:PATH or openai:URL#MODEL")
+        return value
+
+    @model_validator(mode="after")
+    def _aesthetic_pair(self) -> "AnnotateConfig":
+        if (self.aesthetic_clip is None) != (self.aesthetic_head is None):
+            raise ValueError("aesthetic_clip and aesthetic_head go together (a CLIP folder and its aesthetic head)")
+        if self.select.min_aesthetic is not None and self.aesthetic_clip is None:
+            raise ValueError("select.min_aesthetic needs aesthetic_clip and aesthetic_head")
+        return self
+
+
 class RenderConfig(BaseModel):
     """The render flow's part of a run: engine, seed, scoring and previews. JSON, so it travels to GPU workers."""
 
@@ -137,7 +174,12 @@ class RunConfig(BaseModel):
     )
     # clips and objects
     geometry: GeometryConfig = Field(default_factory=GeometryConfig)
-    segmenter: str = Field("provided", description="provided (masks from the manifest) or sam:CHECKPOINT[#options]")
+    segmenter: str = Field(
+        "provided",
+        description="provided (masks from the manifest or next to the videos), sam:CHECKPOINT[#options], "
+        "detect+track:DETECTOR#tracker=sam2:PATH[&options] or sam3:PATH[#options]",
+    )
+    annotate: AnnotateConfig = Field(default_factory=AnnotateConfig)
     dilation_radius: int | None = Field(
         None,
         ge=0,
@@ -180,7 +222,11 @@ class RunConfig(BaseModel):
     @field_validator("segmenter")
     @classmethod
     def _segmenter_spec(cls, value: str) -> str:
-        if value != "provided":
+        from tasks.annotate.specs import is_vocab_segmenter, parse_segmenter_spec
+
+        if is_vocab_segmenter(value):
+            parse_segmenter_spec(value)
+        elif value != "provided":
             parse_sam_spec(value)
         return value
 

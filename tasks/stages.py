@@ -34,7 +34,7 @@ from pydantic import BaseModel, Field
 from catalog import ids
 from catalog.schema import ID_COLUMNS
 from catalog.store import Catalog
-from tasks.config import RenderConfig, parse_sam_spec
+from tasks.config import RenderConfig
 from tasks.contracts import InpaintEngine, Judge, Proposer, Segmenter
 from tasks.errors import InputError, UnsupportedEditError
 from tasks.metrics import AcceptRule
@@ -161,14 +161,13 @@ def discover_stage(
 
 
 # --------------------------------------------------------------------------------------------------------- ingest
-def make_segmenter(spec: str) -> Segmenter:
-    """``provided`` (masks from the manifest) or ``sam:CHECKPOINT[#options]`` (segment-anything from a path or URL;
-    see :func:`parse_sam_spec`)."""
-    from tasks.segment import ProvidedSegmenter, SamSegmenter
+def make_segmenter(spec: str, annotate: Any = None) -> Segmenter:
+    """``provided`` (masks from the manifest or next to the videos), ``sam:CHECKPOINT[#options]`` (segment-anything
+    from a path or URL; see :func:`parse_sam_spec`), ``detect+track:…`` or ``sam3:…`` (open-vocabulary, with the
+    vocabulary of ``annotate``, a ``tasks.config.AnnotateConfig``; see :mod:`tasks.annotate.specs`)."""
+    from tasks.annotate.specs import make_annotators
 
-    if spec == "provided":
-        return ProvidedSegmenter()
-    return SamSegmenter(**parse_sam_spec(spec))
+    return make_annotators(spec, annotate)[0]
 
 
 def ingest_stage(
@@ -179,18 +178,21 @@ def ingest_stage(
     segmenter: Segmenter,
     run_id: str,
     storage_options: Mapping[str, Any] | None = None,
+    annotation: Any = None,
 ) -> StageOutput:
     """Probe, split, normalise and segment a batch of items; media goes to the catalog, rows are returned.
 
-    ``storage_options``: for the sources' file system (the catalog has its own).
+    ``storage_options``: for the sources' file system (the catalog has its own). ``annotation``: captions and
+    selection (``tasks.ingest.Annotation``; default selection thresholds without it).
 
     Returns rows for ``sources``, ``clips`` and ``objects`` (not yet appended) and per-item failures.
     """
     from tasks.ingest import ingest_batch
 
     result = ingest_batch(
-        list(items), catalog, geometry=geometry, segmenter=segmenter, run_id=run_id, storage_options=storage_options
-    )
+        list(items), catalog, geometry=geometry, segmenter=segmenter, run_id=run_id, storage_options=storage_options,
+        annotation=annotation,
+    )  # fmt: skip
     out = StageOutput(rows={k: list(v) for k, v in result.rows.items()}, failures=list(result.failures))
     out.add("items", len(items))
     out.add("clips", len({row["clip_id"] for row in out.rows.get("clips", [])}))
