@@ -138,3 +138,33 @@ def test_vlm_tags_and_captions_are_validated_cached_and_refused_when_unsafe(tmp_
         make_vlm(f"transformers:{build_tiny_lm(tmp_path / 'lm')}")
     with pytest.raises(ValueError):
         VLMAnnotator(tagger.model, num_frames=0)
+
+
+def test_aesthetic_score_is_the_head_on_normalised_clip_embeddings(tmp_path, scene) -> None:
+    import torch
+    from transformers import AutoProcessor, CLIPModel
+
+    from tasks.annotate.selection import AestheticScorer, SelectionOptions, select_clip
+    from tests.tasks.annotate.tiny_models import build_clip
+
+    folder = build_clip(tmp_path / "clip")
+    torch.manual_seed(1)
+    head = {"layers.0.weight": torch.randn(4, 8), "layers.0.bias": torch.randn(4),
+            "layers.1.weight": torch.randn(1, 4), "layers.1.bias": torch.tensor([5.0])}  # fmt: skip
+    torch.save(head, tmp_path / "head.pth")
+    scorer = AestheticScorer(str(folder), str(tmp_path / "head.pth"), num_frames=2)
+    score = scorer.score(scene.frames)
+    # the same computation by hand, on the first and last frames
+    model, processor = CLIPModel.from_pretrained(folder).eval(), AutoProcessor.from_pretrained(folder)
+    with torch.no_grad():
+        features = model.get_image_features(**processor(images=list(scene.frames[[0, 4]]), return_tensors="pt"))
+        features = getattr(features, "pooler_output", features)
+        x = torch.nn.functional.normalize(features, dim=-1)
+        x = x @ head["layers.0.weight"].T + head["layers.0.bias"]
+        expected = float((x @ head["layers.1.weight"].T + head["layers.1.bias"]).mean())
+    assert score == pytest.approx(expected, abs=1e-5)
+    assert select_clip({"aesthetic": score}, SelectionOptions(min_aesthetic=score - 1)) == []
+    assert select_clip({"aesthetic": score}, SelectionOptions(min_aesthetic=score + 1)) == ["low_aesthetic"]
+    torch.save({"bias_only": torch.zeros(1)}, tmp_path / "bad.pth")
+    with pytest.raises(ValueError, match="no Linear weights"):
+        AestheticScorer(str(folder), str(tmp_path / "bad.pth")).setup()

@@ -181,3 +181,24 @@ def build_sam3_video(folder: Path, seed: int = 0, max_objects: int = 4) -> Path:
     )
     processor.save_pretrained(folder)
     return folder
+
+
+def build_clip(folder: Path, seed: int = 0) -> Path:
+    """CLIP: 1-layer ViT on 32×32 images and a 1-layer text tower over characters, projection 8."""
+    import torch
+    from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel, CLIPProcessor
+
+    tokenizer, vocab = _clip_tokenizer(16)
+    config = CLIPConfig(
+        text_config=dict(vocab_size=len(vocab), hidden_size=16, intermediate_size=32, num_hidden_layers=1,
+                         num_attention_heads=2, max_position_embeddings=16, bos_token_id=vocab["<|startoftext|>"],
+                         eos_token_id=vocab["<|endoftext|>"], pad_token_id=0),
+        vision_config=dict(hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2,
+                           image_size=32, patch_size=8),
+        projection_dim=8,
+    )  # fmt: skip
+    torch.manual_seed(seed)
+    CLIPModel(config).save_pretrained(folder)
+    image_processor = CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32})
+    CLIPProcessor(image_processor=image_processor, tokenizer=tokenizer).save_pretrained(folder)
+    return folder
