@@ -27,7 +27,9 @@ from __future__ import annotations
 import contextlib
 import itertools
 import os
+import queue
 import tempfile
+import threading
 from collections.abc import Iterable, Iterator, Mapping
 from fractions import Fraction
 from typing import Any
@@ -255,8 +257,9 @@ def iter_frames_at(
     """Yield ``(index, frame)`` for the increasing native frame ``indices`` (an iterable, possibly endless), each
     frame ``(H, W, 3)`` uint8 RGB, in one forward decoding pass.
 
-    Seeks to the key frame before the first index, then decodes forward and converts only the wanted frames, so
-    memory is one frame whatever the video's length. With ``strict``, wanted indices past the last decodable frame
+    Seeks to the key frame before the first index, then decodes forward (in a worker thread, at most
+    ``_DECODE_AHEAD`` frames ahead) and converts only the wanted frames, so memory is a few frames whatever the
+    video's length. With ``strict``, wanted indices past the last decodable frame
     raise ``truncated_video`` (after the frames that exist were yielded); without it the iteration just stops.
     """
     uri = str(uri)
@@ -270,6 +273,71 @@ def iter_frames_at(
     with _open_container(uri, storage_options) as (container, size):
         stream = _video_stream(uri, container)
         stream.thread_type = "AUTO"
+        # Decoding runs in a worker thread and hands the wanted frames over a small queue; the colour conversion
+        # runs here. PyAV releases the GIL in both, so they overlap like the ffmpeg CLI's decoder and filter threads.
+        handoff: queue.Queue = queue.Queue(maxsize=_DECODE_AHEAD)
+        stop = threading.Event()
+        worker = threading.Thread(
+            target=_decode_wanted,
+            args=(uri, container, stream, size, start, next_wanted, wanted, strict, handoff, stop),
+            name="vpf-decode",
+            daemon=True,
+        )
+        worker.start()
+        display: tuple[int, bool] | None = None
+        reformatter = VideoReformatter()  # one swscale context for the stream, not one per frame (15% less CPU)
+        try:
+            while True:
+                item = handoff.get()
+                if item is _DONE:
+                    return
+                if isinstance(item, BaseException):
+                    raise item
+                index, frame = item
+                image = reformatter.reformat(frame, format="rgb24").to_ndarray()
+                if rotate:
+                    if display is None:  # the display matrix is the stream's: read it once
+                        display = _display_transform(frame)
+                    image = _apply_display(image, *display)
+                yield index, image
+        finally:
+            stop.set()
+            while worker.is_alive():  # unblock a worker waiting for room in the queue, then let it finish
+                with contextlib.suppress(queue.Empty):
+                    handoff.get(timeout=0.05)
+            worker.join()
+
+
+_DECODE_AHEAD = 4
+_DONE = object()
+
+
+def _decode_wanted(
+    uri: str,
+    container: Any,
+    stream: Any,
+    size: int,
+    start: int,
+    next_wanted: int,
+    wanted: Iterator[int],
+    strict: bool,
+    handoff: queue.Queue,
+    stop: threading.Event,
+) -> None:
+    """The decoding half of :func:`iter_frames_at`: puts ``(index, av.VideoFrame)`` for the wanted frames, then
+    ``_DONE``, or the exception that ended decoding (``InputError``/``ValueError``), on ``handoff``."""
+
+    def put(item: Any) -> bool:
+        while not stop.is_set():
+            try:
+                handoff.put(item, timeout=0.05)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    index = -1
+    try:
         fps = _stream_fps(uri, stream)
         time_base = stream.time_base
         origin = stream.start_time or 0
@@ -277,12 +345,11 @@ def iter_frames_at(
             # Land on the key frame at or before `start`; the timestamps of the frames decoded after it tell us
             # their indices. Half a frame earlier absorbs rounding in the container's timestamps.
             container.seek(origin + int((start - 0.5) / fps / time_base), stream=stream, backward=True)
-        index = -1
         seeking = start > 0
-        display: tuple[int, bool] | None = None
-        reformatter = VideoReformatter()  # one swscale context for the stream, not one per frame (15% less CPU)
         try:
             for frame in container.decode(stream):
+                if stop.is_set():
+                    return
                 if seeking:
                     # The first frame after a seek: its timestamp gives its index. If the timestamp is missing or
                     # lies past `start` (a wrong index in the file), decode from the beginning instead.
@@ -295,23 +362,24 @@ def iter_frames_at(
                     index += 1
                 if index < next_wanted:
                     continue
-                image = reformatter.reformat(frame, format="rgb24").to_ndarray()
-                if rotate:
-                    if display is None:  # the display matrix is the stream's: read it once
-                        display = _display_transform(frame)
-                    image = _apply_display(image, *display)
-                yield index, image
-                previous, next_wanted = next_wanted, next(wanted, None)
-                if next_wanted is None:
+                if not put((index, frame)):
                     return
-                if next_wanted <= previous:
-                    raise ValueError(f"{uri}: frame indices must increase, got {next_wanted} after {previous}")
+                previous, following = next_wanted, next(wanted, None)
+                if following is None:
+                    put(_DONE)
+                    return
+                if following <= previous:
+                    raise ValueError(f"{uri}: frame indices must increase, got {following} after {previous}")
+                next_wanted = following
         except av.error.FFmpegError as exc:
             raise _decode_error(uri, stream, size, f"decoding failed after frame {index}", exc) from None
         if strict:
             raise InputError(
                 uri, "truncated_video", f"frame {next_wanted} was asked for but the video ends after frame {index}"
             )
+        put(_DONE)
+    except BaseException as exc:  # handed to the caller's thread, raised there
+        put(exc)
 
 
 def iter_frames(
