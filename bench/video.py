@@ -2,8 +2,10 @@
 
 1. Decode: a 720p H.264 clip (bigbuckbunny.mp4 looped to ``--decode-frames`` frames, stream copy) decoded to RGB24
    by ``tasks.video_io.iter_frames`` vs ``ffmpeg -i clip -pix_fmt rgb24 -f null -`` (decode + the same colour
-   conversion, no output I/O). Ratio = ffmpeg time / our time (≥ 0.8 is the target: we are at least 80% as fast),
-   for wall time and for CPU time (steadier on a shared machine); best of ``--repeats``, the two interleaved.
+   conversion, no output I/O). Ratio = ffmpeg time / our time, for wall time and for CPU time (steadier on a shared
+   machine); best of ``--repeats``, the two interleaved. Target: decode ≥ 1.0 (ingest must keep up with the
+   annotation models: at least as fast as the ffmpeg CLI; ``iter_frames`` decodes in a worker thread and converts
+   colours in the caller's), encode ≥ 0.8.
 2. Encode: ``--encode-frames`` 720p frames of the same clip encoded by ``tasks.video_io.encode_mp4`` vs ffmpeg reading
    the same raw RGB24 frames from a file, both libx264 ``-crf 18 -preset medium -pix_fmt yuv420p +faststart``.
 3. Memory: a ``--minutes``-long 720p video (ffmpeg ``testsrc2``, encoded once, cached in ``--workdir``) ingested by
@@ -206,7 +208,7 @@ def main() -> None:
         figures.update(bench_decode(str(clip), args.repeats))
         figures.update(bench_encode(str(clip), args.encode_frames, workdir, args.repeats, args.preset, args.crf))
         print(
-            f"{'task':<34} {'size':>11} {'ours s':>7} {'ffmpeg s':>8} {'ratio':>6} {'cpu ratio':>9}  (target >= 0.80)"
+            f"{'task':<34} {'size':>11} {'ours s':>7} {'ffmpeg s':>8} {'ratio':>6} {'cpu ratio':>9}  (target: decode >= 1.0, encode >= 0.8)"
         )
         for key, name in (
             ("decode", "decode 720p → rgb24"),
