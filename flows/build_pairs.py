@@ -39,7 +39,7 @@ from catalog import ids
 from catalog.store import Catalog
 from flows.progress import report
 from flows.render import BatchSummary, make_engine, make_judge, render_and_record
-from tasks.annotate.specs import check_masks_or_segmenter, make_annotators
+from tasks.annotate.specs import check_masks_or_segmenter
 from tasks.config import RunConfig
 from tasks.contracts import Proposer, Segmenter
 from tasks.stages import (
@@ -48,6 +48,7 @@ from tasks.stages import (
     discover_task,
     failure_rows,
     ingest_task,
+    make_annotators,
     plan_stage,
     propose_task,
     record_task,

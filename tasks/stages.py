@@ -34,7 +34,7 @@ from pydantic import BaseModel, Field
 from catalog import ids
 from catalog.schema import ID_COLUMNS
 from catalog.store import Catalog
-from tasks.config import RenderConfig
+from tasks.config import AnnotateConfig, RenderConfig, parse_sam_spec
 from tasks.contracts import InpaintEngine, Judge, Proposer, Segmenter
 from tasks.errors import InputError, UnsupportedEditError
 from tasks.metrics import AcceptRule
@@ -161,12 +161,55 @@ def discover_stage(
 
 
 # --------------------------------------------------------------------------------------------------------- ingest
-def make_segmenter(spec: str, annotate: Any = None) -> Segmenter:
+def make_annotators(
+    segmenter_spec: str,
+    annotate: AnnotateConfig | None = None,
+    *,
+    cache_url: str | None = None,
+    storage_options: Mapping[str, Any] | None = None,
+) -> tuple[Any, Any]:
+    """``(segmenter, annotation)`` of a run: the segmenter of ``segmenter_spec`` (``provided``, ``sam:…``,
+    ``detect+track:…``, ``sam3:…``) and the :class:`tasks.ingest.Annotation` of ``annotate``
+    (a ``tasks.config.AnnotateConfig``; default settings when ``None``). A vision-language model named both as
+    captioner and tagger is loaded once. Models load in the parts' ``setup()``; VLM answers are cached under
+    ``cache_url`` (the catalog)."""
+    from tasks.annotate.caption import make_vlm
+    from tasks.annotate.selection import AestheticScorer
+    from tasks.annotate.specs import build_segmenter, is_vocab_segmenter, make_vocabulary
+    from tasks.ingest import Annotation
+    from tasks.segment import ProvidedSegmenter, SamSegmenter
+
+    annotate = annotate or AnnotateConfig()
+    vlms: dict[str, Any] = {}
+
+    def vlm(spec: str | None) -> Any:
+        if spec is None:
+            return None
+        if spec not in vlms:
+            vlms[spec] = make_vlm(spec, cache_url=cache_url, storage_options=storage_options)
+        return vlms[spec]
+
+    aesthetic = None
+    if annotate.aesthetic_clip is not None:
+        aesthetic = AestheticScorer(annotate.aesthetic_clip, annotate.aesthetic_head)
+    annotation = Annotation(captioner=vlm(annotate.captioner), selection=annotate.select, aesthetic=aesthetic)
+    if is_vocab_segmenter(segmenter_spec):
+        vocabulary = make_vocabulary(
+            annotate.vocab, from_caption=annotate.vocab_from_caption, tagger=vlm(annotate.tagger),
+            storage_options=storage_options,
+        )  # fmt: skip
+        segmenter = build_segmenter(segmenter_spec, vocabulary, storage_options=storage_options)
+    elif segmenter_spec == "provided":
+        segmenter = ProvidedSegmenter(storage_options)
+    else:
+        segmenter = SamSegmenter(**parse_sam_spec(segmenter_spec), storage_options=storage_options)
+    return segmenter, annotation
+
+
+def make_segmenter(spec: str, annotate: AnnotateConfig | None = None) -> Segmenter:
     """``provided`` (masks from the manifest or next to the videos), ``sam:CHECKPOINT[#options]`` (segment-anything
     from a path or URL; see :func:`parse_sam_spec`), ``detect+track:…`` or ``sam3:…`` (open-vocabulary, with the
     vocabulary of ``annotate``, a ``tasks.config.AnnotateConfig``; see :mod:`tasks.annotate.specs`)."""
-    from tasks.annotate.specs import make_annotators
-
     return make_annotators(spec, annotate)[0]
 
 
