@@ -250,8 +250,10 @@ def _segment_clip(
     except InputError as exc:
         result.failures.append(Failure.from_exception("segment", "clip", clip.clip_id, exc))
         return
-    finally:
-        result.failures.extend(segmenter.drain_failures())
+    finally:  # problems that are not the clip's failure (refused vocabulary tags, …); optional for segmenters
+        drain = getattr(segmenter, "drain_failures", None)
+        if drain is not None:
+            result.failures.extend(drain())
     for obj in objects:
         reasons, measures = select_object(obj.masks, selection, score=obj.stats.get("score"))
         message = measures.pop("qa_message", None)
