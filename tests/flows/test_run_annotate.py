@@ -116,3 +116,25 @@ def test_detect_track_and_sam3_label_objects_from_the_vocabulary(env, footage, m
         assert counts["i"] > 0 and counts["r"] > 0 and counts["p"] > 0, (name, counts)
         instructions = _query(catalog, "SELECT instruction FROM instructions")
         assert any(word in i["instruction"] for i in instructions for word in ("horse", "ball", "star"))
+
+
+def test_annotation_options_are_validated_and_name_the_option(tmp_path) -> None:
+    import typer
+
+    from flows.cli_factory import build_config
+
+    config = build_config(("annotate.select.min_motion", 0.5), source=str(tmp_path), segmenter="sam3:/m#threshold=0.4",
+                          annotate={"vocab": "v.txt", "select": {"min_track_iou": 0.3}})  # fmt: skip
+    assert config.annotate.select.min_motion == 0.5 and config.annotate.select.min_track_iou == 0.3
+    assert config.recorded()["annotate"]["vocab"] == "v.txt"
+    for settings, option in (
+        ({"annotate": {"select": {"min_blur": 3}}}, "--select"),
+        ({"annotate": {"select": {"min_area": 0.5, "max_area": 0.1}}}, "--select"),
+        ({"segmenter": "sam3:/m#colour=red"}, "--segmenter"),
+        ({"segmenter": "detect+track:/m"}, "--segmenter"),
+        ({"annotate": {"captioner": "llava:/m"}}, "--captioner"),
+        ({"annotate": {"aesthetic_clip": "/clip"}}, "--set"),
+    ):
+        with pytest.raises(typer.BadParameter) as err:
+            build_config(source=str(tmp_path), **settings)
+        assert err.value.param_hint == option, settings
