@@ -168,3 +168,25 @@ def test_aesthetic_score_is_the_head_on_normalised_clip_embeddings(tmp_path, sce
     torch.save({"bias_only": torch.zeros(1)}, tmp_path / "bad.pth")
     with pytest.raises(ValueError, match="no Linear weights"):
         AestheticScorer(str(folder), str(tmp_path / "bad.pth")).setup()
+
+
+def test_models_load_from_an_fsspec_url_through_a_local_cache(owlv2, tmp_path, monkeypatch, scene) -> None:
+    import fsspec
+
+    from tasks.annotate.loading import local_model_dir
+
+    fs = fsspec.filesystem("memory")
+    for file in owlv2.iterdir():
+        fs.pipe(f"/vpf-models/owl/{file.name}", file.read_bytes())
+    monkeypatch.setenv("VPF_MODEL_CACHE", str(tmp_path / "cache"))
+    local = local_model_dir("memory://vpf-models/owl")
+    assert local.parent == tmp_path / "cache" and sorted(p.name for p in local.iterdir()) == sorted(
+        p.name for p in owlv2.iterdir()
+    )
+    assert local_model_dir("memory://vpf-models/owl") == local  # copied once
+    found = ZeroShotDetector("memory://vpf-models/owl", threshold=0.0, max_detections=2).detect(
+        scene.frames[:1], ["horse"]
+    )
+    assert len(found[0]) == 2 and found[0][0].label == "horse"
+    with pytest.raises(InputError, match="no config.json"):
+        local_model_dir("memory://vpf-models/nothing")
