@@ -189,6 +189,15 @@ class ZeroShotDetector:
                 results[start + offset] = nms(dets, self.nms_iou)[: self.max_detections]
         return results
 
+    def _to_model(self, inputs: Any) -> Any:
+        """Processor outputs on the model's device, floating tensors (pixels) in the model's dtype."""
+        import torch
+
+        dtype = torch_dtype(self.dtype)
+        return {
+            k: v.to(self.device, dtype) if torch.is_floating_point(v) else v.to(self.device) for k, v in inputs.items()
+        }
+
     # ------------------------------------------------------------------ families
     def _grounding(self, frames: np.ndarray, phrases: list[str]) -> list[tuple[np.ndarray, np.ndarray, list[str]]]:
         import torch
@@ -197,8 +206,9 @@ class ZeroShotDetector:
         per_frame: list[list[tuple[np.ndarray, np.ndarray, list[str]]]] = [[] for _ in frames]
         for group in self._text_groups(phrases):
             text = " . ".join(group) + " ."
-            inputs = self.processor(images=list(frames), text=[text] * len(frames), return_tensors="pt")
-            inputs = inputs.to(self.device)
+            inputs = self._to_model(
+                self.processor(images=list(frames), text=[text] * len(frames), return_tensors="pt")
+            )
             with torch.inference_mode():
                 out = self.model(**inputs)
             tokenizer = self.processor.tokenizer
@@ -232,8 +242,7 @@ class ZeroShotDetector:
         import torch
 
         height, width = frames.shape[1:3]
-        inputs = self.processor(images=list(frames), text=[phrases] * len(frames), return_tensors="pt")
-        inputs = inputs.to(self.device)
+        inputs = self._to_model(self.processor(images=list(frames), text=[phrases] * len(frames), return_tensors="pt"))
         with torch.inference_mode():
             out = self.model(**inputs)
         probs = out.logits.float().sigmoid().cpu().numpy()  # (N, queries, phrases)

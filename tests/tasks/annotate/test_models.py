@@ -190,3 +190,12 @@ def test_models_load_from_an_fsspec_url_through_a_local_cache(owlv2, tmp_path, m
     assert len(found[0]) == 2 and found[0][0].label == "horse"
     with pytest.raises(InputError, match="no config.json"):
         local_model_dir("memory://vpf-models/nothing")
+
+
+def test_half_precision_inputs_follow_the_model(grounding_dino, owlv2, sam2_video, scene) -> None:
+    """bfloat16 models (the GPU default of bench/annotate.py) get their pixels in bfloat16."""
+    for path in (grounding_dino, owlv2):
+        found = ZeroShotDetector(str(path), threshold=0.0, dtype="bfloat16").detect(scene.frames[:2], ["horse"])
+        assert all(d.label == "horse" for dets in found for d in dets) and found[0]
+    masks = Sam2VideoTracker(str(sam2_video), dtype="bfloat16").track(scene.frames, [(5, 5, 30, 30)])
+    assert masks.shape == (1, 5, 48, 80)
