@@ -24,6 +24,7 @@ silently changing the picture; call :func:`pad_to_even` first when that is what 
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import itertools
 import os
@@ -31,6 +32,7 @@ import queue
 import tempfile
 import threading
 from collections.abc import Iterable, Iterator, Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
 from fractions import Fraction
 from typing import Any
 
@@ -273,8 +275,9 @@ def iter_frames_at(
     with _open_container(uri, storage_options) as (container, size):
         stream = _video_stream(uri, container)
         stream.thread_type = "AUTO"
-        # Decoding runs in a worker thread and hands the wanted frames over a small queue; the colour conversion
-        # runs here. PyAV releases the GIL in both, so they overlap like the ffmpeg CLI's decoder and filter threads.
+        # Decoding runs in a worker thread and hands the wanted frames over a small queue; two more threads convert
+        # their colours, and frames are yielded in order. PyAV releases the GIL in both, so decoding and conversion
+        # overlap like the ffmpeg CLI's decoder and filter threads.
         handoff: queue.Queue = queue.Queue(maxsize=_DECODE_AHEAD)
         stop = threading.Event()
         worker = threading.Thread(
@@ -285,16 +288,33 @@ def iter_frames_at(
         )
         worker.start()
         display: tuple[int, bool] | None = None
-        reformatter = VideoReformatter()  # one swscale context for the stream, not one per frame (15% less CPU)
+        local = threading.local()
+
+        def convert(frame: Any) -> np.ndarray:
+            reformatter = getattr(local, "reformatter", None)
+            if reformatter is None:  # one swscale context per converting thread, not one per frame (15% less CPU)
+                reformatter = local.reformatter = VideoReformatter()
+            return reformatter.reformat(frame, format="rgb24").to_ndarray()
+
+        pool = ThreadPoolExecutor(max_workers=_CONVERT_THREADS, thread_name_prefix="vpf-convert")
+        pending: collections.deque[tuple[int, Future, Any]] = collections.deque()
+        ended: BaseException | None = None
+        finished = False
         try:
             while True:
-                item = handoff.get()
-                if item is _DONE:
+                while not finished and len(pending) < _DECODE_AHEAD:
+                    item = handoff.get()
+                    if item is _DONE or isinstance(item, BaseException):
+                        finished, ended = True, item if isinstance(item, BaseException) else None
+                        break
+                    index, frame = item
+                    pending.append((index, pool.submit(convert, frame), frame))
+                if not pending:
+                    if ended is not None:
+                        raise ended
                     return
-                if isinstance(item, BaseException):
-                    raise item
-                index, frame = item
-                image = reformatter.reformat(frame, format="rgb24").to_ndarray()
+                index, converted, frame = pending.popleft()
+                image = converted.result()
                 if rotate:
                     if display is None:  # the display matrix is the stream's: read it once
                         display = _display_transform(frame)
@@ -302,12 +322,14 @@ def iter_frames_at(
                 yield index, image
         finally:
             stop.set()
+            pool.shutdown(wait=True, cancel_futures=True)
             while worker.is_alive():  # unblock a worker waiting for room in the queue, then let it finish
                 with contextlib.suppress(queue.Empty):
                     handoff.get(timeout=0.05)
             worker.join()
 
 
+_CONVERT_THREADS = 2
 _DECODE_AHEAD = 4
 _DONE = object()
 
