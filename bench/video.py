@@ -5,7 +5,7 @@
    conversion, no output I/O). Ratio = ffmpeg time / our time, for wall time and for CPU time (steadier on a shared
    machine); best of ``--repeats``, the two interleaved. Target: decode ≥ 1.0 (ingest must keep up with the
    annotation models: at least as fast as the ffmpeg CLI; ``iter_frames`` decodes in a worker thread and converts
-   colours in the caller's), encode ≥ 0.8.
+   colours in two more, in order), encode ≥ 0.8.
 2. Encode: ``--encode-frames`` 720p frames of the same clip encoded by ``tasks.video_io.encode_mp4`` vs ffmpeg reading
    the same raw RGB24 frames from a file, both libx264 ``-crf 18 -preset medium -pix_fmt yuv420p +faststart``.
 3. Memory: a ``--minutes``-long 720p video (ffmpeg ``testsrc2``, encoded once, cached in ``--workdir``) ingested by
