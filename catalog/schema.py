@@ -14,7 +14,9 @@ from __future__ import annotations
 import pyarrow as pa
 
 
-SCHEMA_VERSION = 3  # 2: objects.dilation_px (a kernel side) became dilation_radius; 3: sources.license, attribution
+# 2: objects.dilation_px (a kernel side) became dilation_radius; 3: sources.license, attribution;
+# 4: objects.caption, objects.row_key, renders.generation, clips.plan_id, clips.plan_clips
+SCHEMA_VERSION = 4
 
 EDIT_TYPES = ("remove", "add", "replace", "attribute")
 DECISIONS = ("accepted", "rejected")
@@ -83,6 +85,8 @@ OBJECTS = pa.schema(
         _f("bbox", pa.list_(pa.int32())),  # x0, y0, x1, y1 on the first frame
         _f("qa_status", pa.string(), True),  # "ok" | "rejected"
         _f("qa_reason", pa.string()),
+        _f("caption", pa.string()),  # the caption of the manifest row that asked for this object
+        _f("row_key", pa.string()),  # ids.row_key of that row: what it asked (caption, label, box, mask id, segmenter)
         _f("created_at", _TS, True),
         _f("run_id", pa.string()),
     ]
@@ -117,6 +121,7 @@ RENDERS = pa.schema(
         _f("engine_version", pa.string(), True),
         _f("params_json", pa.string()),
         _f("seed", pa.int64()),
+        _f("generation", pa.string()),  # set by `vpf run --rerender`: a deliberate new render (part of the id)
         _f("video_uri", pa.string(), True),  # the edited clip, H.264 mp4
         _f("mask_uri", pa.string()),  # the dilated mask actually inpainted
         _f("device", pa.string()),

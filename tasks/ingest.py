@@ -31,8 +31,11 @@ from typing import Any
 import fsspec
 import numpy as np
 
-from catalog.ids import sha256_stream
+from catalog.ids import clip_id as make_clip_id
+from catalog.ids import object_id as make_object_id
+from catalog.ids import row_key, sha256_bytes, sha256_stream
 from catalog.ids import source_id as make_source_id
+from catalog.schema import ID_COLUMNS
 from catalog.store import Catalog
 from tasks.clips import check_geometry, frame_stride, item_range, iter_clips, plan_windows
 from tasks.errors import InputError
@@ -61,6 +64,54 @@ class IngestResult:
     objects: list[ObjectMask] = field(default_factory=list)
     rows: dict[str, list[dict[str, Any]]] = field(default_factory=lambda: {"sources": [], "clips": [], "objects": []})
     failures: list[Failure] = field(default_factory=list)
+    skipped_clips: int = 0  # clips already in the catalog with every asked-for object (not decoded again)
+
+
+class _CatalogWriteError(Exception):
+    """Storing media or rows in the catalog failed: a problem of the run (catalog unreachable, disk full), never of
+    the item, so :func:`ingest_batch` re-raises its cause instead of recording a failure."""
+
+
+def _store(catalog: Catalog, data: bytes, ext: str) -> str:
+    try:
+        return catalog.put_media(data, ext)
+    except Exception as exc:
+        raise _CatalogWriteError(str(exc)) from exc
+
+
+def _append_new(catalog: Catalog, table: str, rows: list[dict[str, Any]]) -> None:
+    """Append the rows whose ids the catalog does not hold yet (a rerun, or the caller recording them again)."""
+    if not rows:
+        return
+    key = ID_COLUMNS[table]
+    unique = {row[key]: row for row in reversed(rows)}  # first row per id wins
+    try:
+        present = catalog.existing_ids(table, list(unique))
+        fresh = [row for row_id, row in reversed(list(unique.items())) if row_id not in present]
+        if fresh:
+            catalog.append(table, fresh)
+    except Exception as exc:
+        raise _CatalogWriteError(str(exc)) from exc
+
+
+class _Recorder:
+    """Appends what ``result`` gained since the last :meth:`flush` (referenced tables first), so each finished clip
+    is durable at once; a kill loses at most the clip in progress."""
+
+    def __init__(self, catalog: Catalog, result: IngestResult, run_id: str, enabled: bool):
+        self.catalog, self.result, self.run_id, self.enabled = catalog, result, run_id, enabled
+        self.done = {"sources": 0, "clips": 0, "objects": 0, "failures": 0}
+
+    def flush(self) -> None:
+        if not self.enabled:
+            return
+        for table in ("sources", "clips", "objects"):
+            rows = self.result.rows[table]
+            _append_new(self.catalog, table, rows[self.done[table] :])
+            self.done[table] = len(rows)
+        failures = self.result.failures[self.done["failures"] :]
+        _append_new(self.catalog, "failures", [f.row(self.run_id) for f in failures])
+        self.done["failures"] = len(self.result.failures)
 
 
 def _hash_source(uri: str, storage_options: Mapping[str, Any] | None) -> str:
@@ -75,6 +126,54 @@ def _hash_source(uri: str, storage_options: Mapping[str, Any] | None) -> str:
 
 def _group_key(item: SourceItem) -> tuple:
     return (item.uri, item.start_frame, item.end_frame, item.start_s, item.end_s)
+
+
+def item_row_key(item: SourceItem, segmenter: Segmenter) -> str:
+    """:func:`catalog.ids.row_key` of ``item`` segmented by ``segmenter`` (``provided`` when it brings masks)."""
+    name = "provided" if item.mask_uri else getattr(segmenter, "name", type(segmenter).__name__)
+    return row_key(segmenter=name, mask_id=item.mask_id, label=item.label, caption=item.caption, box=item.box)
+
+
+def _segment_failure(item: SourceItem, clip: Clip, exc: Exception) -> Failure:
+    """A failure to make ``item``'s object on ``clip``, named after the input at fault: the mask file (and its
+    ``mask_id``) for provided masks, else the clip. ``exc`` may be anything: unexpected ones say so."""
+    if item.mask_uri:
+        kind, item_id = "mask", item.mask_uri + (f"#mask_id={item.mask_id}" if item.mask_id is not None else "")
+    else:
+        kind, item_id = "clip", clip.clip_id
+    where = f"clip {clip.clip_id} of {clip.source_uri}"
+    if isinstance(exc, InputError):
+        failure = Failure.from_exception("segment", kind, item_id, exc)
+        failure.message = f"{failure.message} ({where})"
+        return failure
+    return Failure.unexpected("segment", kind, item_id, exc, f"{item.mask_uri or clip.source_uri} ({where})")
+
+
+def _done_clips(
+    catalog: Catalog, clip_ids: list[str], keys: set[str]
+) -> tuple[dict[str, dict[str, Any]], dict[str, dict[str, list[dict[str, Any]]]]]:
+    """What the catalog already holds of these clips: ``(clip rows by id, {clip id: {row key: object rows}})`` for
+    the row ``keys`` asked for. One id lookup when none exists (a first run pays nothing more)."""
+    try:
+        present = catalog.existing_ids("clips", clip_ids)
+        if not present:
+            return {}, {}
+        wanted = sorted(present)
+        clips = catalog.query("SELECT * FROM clips WHERE clip_id IN (SELECT unnest(?))", [wanted]).to_pylist()
+        objects = catalog.query(
+            "SELECT * FROM objects WHERE clip_id IN (SELECT unnest(?)) AND row_key IN (SELECT unnest(?))",
+            [wanted, sorted(keys)],
+        ).to_pylist()
+    except Exception as exc:
+        raise _CatalogWriteError(str(exc)) from exc
+    by_clip: dict[str, dict[str, list[dict[str, Any]]]] = {}
+    for row in objects:
+        by_clip.setdefault(row["clip_id"], {}).setdefault(row["row_key"], []).append(_plain_row(row))
+    return {row["clip_id"]: _plain_row(row) for row in clips}, by_clip
+
+
+def _plain_row(row: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in row.items() if k != "created_at"}
 
 
 def ingest_batch(
@@ -92,6 +191,8 @@ def ingest_batch(
     preset: str = "medium",
     storage_options: Mapping[str, Any] | None = None,
     keep_arrays: bool = False,
+    record: bool = False,
+    resume: bool = True,
 ) -> IngestResult:
     """Ingest ``items`` into clips and objects (see the module docstring).
 
@@ -107,14 +208,19 @@ def ingest_batch(
         crf, preset: libx264 settings of the normalised clip mp4.
         storage_options: fsspec options for reading sources and masks.
         keep_arrays: keep clip frames and object masks in the result (memory grows with the batch).
+        record: append the rows and failures to the catalog as each clip is done (ids already there are skipped),
+            so a killed run keeps every finished clip.
+        resume: skip the clips whose clip row and every asked-for object row (by row key) are in the catalog:
+            they are neither decoded nor segmented again, and their rows come back from the catalog.
     """
     check_geometry(geometry)
     qa = qa or MaskQAOptions()
     result = IngestResult()
+    recorder = _Recorder(catalog, result, run_id, record)
     provided = ProvidedSegmenter(storage_options)
     needs_segmenter = any(not item.mask_uri for item in items)
     if needs_segmenter:
-        segmenter.setup()  # once per batch
+        segmenter.setup()  # once per batch: a model that fails to load fails the run, not an item
 
     groups: dict[tuple, list[SourceItem]] = {}
     for item in items:
@@ -122,48 +228,95 @@ def ingest_batch(
 
     seen_sources: set[str] = set()
     for group in groups.values():
-        lead = group[0]
         try:
-            info = probe_video(lead.uri, storage_options=storage_options)
-            source_id = make_source_id(_hash_source(lead.uri, storage_options))
+            _ingest_group(group, catalog, geometry, segmenter, provided, run_id, qa, crf, preset, storage_options,
+                          keep_arrays, resume, min_scene_len, scene_threshold, max_clips_per_source, seen_sources,
+                          result, recorder)  # fmt: skip
+        except _CatalogWriteError as exc:
+            raise exc.__cause__ or exc from None
         except InputError as exc:
             result.failures.extend(Failure.from_exception("ingest", "source", it.uri, exc) for it in group)
-            continue
-        if source_id not in seen_sources:  # a readable video is a source, even if no clip fits in it
-            seen_sources.add(source_id)
-            result.rows["sources"].append(_source_row(info, source_id, lead, run_id))
-        try:
-            start, end = item_range(lead, info)
-            scenes = detect_scenes(
-                lead.uri,
-                start=start,
-                end=end,
-                threshold=scene_threshold,
-                min_scene_len=min_scene_len,
-                storage_options=storage_options,
-            )
-            stride = frame_stride(info.fps, geometry)
-            windows = plan_windows(scenes, start, end, stride, geometry, uri=lead.uri, max_clips=max_clips_per_source)
-            for clip in iter_clips(lead, info, windows, geometry, source_id, storage_options=storage_options):
-                video_uri = catalog.put_media(encode_mp4(clip.frames, geometry.fps, crf=crf, preset=preset), "mp4")
-                result.rows["clips"].append(_clip_row(clip, geometry, video_uri, run_id))
-                for item in group:
-                    _segment_clip(
-                        dataclasses.replace(clip, item=item, caption=item.caption or clip.caption),
-                        info,
-                        provided if item.mask_uri else segmenter,
-                        catalog,
-                        qa,
-                        run_id,
-                        result,
-                        keep_arrays,
-                    )
-                if not keep_arrays:  # a new empty array: a [:0] view would keep the whole buffer alive
-                    clip.frames = np.empty((0, *clip.frames.shape[1:]), clip.frames.dtype)
-                result.clips.append(clip)
-        except InputError as exc:
-            result.failures.extend(Failure.from_exception("ingest", "source", it.uri, exc) for it in group)
+        except Exception as exc:  # anything unforeseen in one source fails that source only
+            result.failures.extend(Failure.unexpected("ingest", "source", it.uri, exc, it.uri) for it in group)
+        recorder.flush()
     return result
+
+
+def _ingest_group(
+    group: list[SourceItem],
+    catalog: Catalog,
+    geometry: Geometry,
+    segmenter: Segmenter,
+    provided: ProvidedSegmenter,
+    run_id: str,
+    qa: MaskQAOptions,
+    crf: int,
+    preset: str,
+    storage_options: Mapping[str, Any] | None,
+    keep_arrays: bool,
+    resume: bool,
+    min_scene_len: int,
+    scene_threshold: float,
+    max_clips_per_source: int | None,
+    seen_sources: set[str],
+    result: IngestResult,
+    recorder: _Recorder,
+) -> None:
+    """Items sharing one video and frame range: probe, split, then per clip window encode, segment, record."""
+    lead = group[0]
+    info = probe_video(lead.uri, storage_options=storage_options)
+    source_id = make_source_id(_hash_source(lead.uri, storage_options))
+    if source_id not in seen_sources:  # a readable video is a source, even if no clip fits in it
+        seen_sources.add(source_id)
+        result.rows["sources"].append(_source_row(info, source_id, lead, run_id))
+    start, end = item_range(lead, info)
+    scenes = detect_scenes(
+        lead.uri,
+        start=start,
+        end=end,
+        threshold=scene_threshold,
+        min_scene_len=min_scene_len,
+        storage_options=storage_options,
+    )
+    stride = frame_stride(info.fps, geometry)
+    windows = plan_windows(scenes, start, end, stride, geometry, uri=lead.uri, max_clips=max_clips_per_source)
+    keys = [item_row_key(item, segmenter) for item in group]
+    window_ids = [make_clip_id(source_id, w.start_frame, w.end_frame, geometry.as_dict()) for w in windows]
+    done_clips, done_objects = _done_clips(catalog, window_ids, set(keys)) if resume else ({}, {})
+    todo = []
+    for window, clip_id in zip(windows, window_ids, strict=True):
+        have = done_objects.get(clip_id, {})
+        if clip_id in done_clips:  # rows for the caller to propose from; the catalog has them already
+            result.rows["clips"].append(done_clips[clip_id])
+            for key in dict.fromkeys(keys):
+                result.rows["objects"].extend(have.get(key, []))
+        if clip_id not in done_clips or not all(key in have for key in keys):
+            todo.append(window)
+        else:
+            result.skipped_clips += 1
+    recorder.flush()
+    if not todo:
+        return
+    for clip in iter_clips(lead, info, todo, geometry, source_id, storage_options=storage_options):
+        if clip.clip_id not in done_clips:
+            video_uri = _store(catalog, encode_mp4(clip.frames, geometry.fps, crf=crf, preset=preset), "mp4")
+            result.rows["clips"].append(_clip_row(clip, geometry, video_uri, run_id))
+        have = done_objects.get(clip.clip_id, {})
+        for item, key in zip(group, keys, strict=True):
+            if key in have:
+                continue
+            item_clip = dataclasses.replace(clip, item=item, caption=item.caption or clip.caption)
+            try:
+                _segment_clip(item_clip, info, provided if item.mask_uri else segmenter, catalog, qa, run_id, result,
+                              keep_arrays, key)  # fmt: skip
+            except _CatalogWriteError:
+                raise
+            except Exception as exc:  # this item's object only: the clip and the other rows go on
+                result.failures.append(_segment_failure(item, clip, exc))
+        if not keep_arrays:  # a new empty array: a [:0] view would keep the whole buffer alive
+            clip.frames = np.empty((0, *clip.frames.shape[1:]), clip.frames.dtype)
+        result.clips.append(clip)
+        recorder.flush()  # this clip is durable before the next one is decoded
 
 
 def _segment_clip(
@@ -175,12 +328,11 @@ def _segment_clip(
     run_id: str,
     result: IngestResult,
     keep_arrays: bool,
+    key: str,
 ) -> None:
-    try:
-        objects = segmenter.segment(clip, video=info)
-    except InputError as exc:
-        result.failures.append(Failure.from_exception("segment", "clip", clip.clip_id, exc))
-        return
+    """Segment one row's object(s) on ``clip``; raises for a mask that cannot be made (the caller records it)."""
+    item = clip.item
+    objects = segmenter.segment(clip, video=info)
     for obj in objects:
         verdict = qa_masks(obj.masks, min_area=qa.min_area, max_area=qa.max_area, max_area_change=qa.max_area_change)
         obj.stats = {**verdict.stats, **obj.stats}
@@ -189,10 +341,13 @@ def _segment_clip(
             obj.qa_ok, obj.qa_reason, message = False, verdict.reason, verdict.message
         elif not obj.qa_ok:
             message = f"object lost at clip frame {obj.stats.get('lost_frame')}"
-        mask_uri = catalog.put_media(encode_masks_npz(obj.masks), "npz")
-        result.rows["objects"].append(_object_row(obj, mask_uri, run_id))
+        data = encode_masks_npz(obj.masks)
+        obj.object_id = make_object_id(clip.clip_id, sha256_bytes(data), key)  # the row's own object
+        mask_uri = _store(catalog, data, "npz")
+        caption = item.caption if item is not None else None
+        result.rows["objects"].append(_object_row(obj, mask_uri, run_id, caption=caption, key=key))
         if not obj.qa_ok:
-            where = clip.item.mask_uri if clip.item is not None and clip.item.mask_uri else clip.source_uri
+            where = item.mask_uri if item is not None and item.mask_uri else clip.source_uri
             result.failures.append(
                 Failure(
                     stage="segment",
@@ -247,7 +402,7 @@ def _clip_row(clip: Clip, geometry: Geometry, video_uri: str, run_id: str) -> di
     }
 
 
-def _object_row(obj: ObjectMask, mask_uri: str, run_id: str) -> dict[str, Any]:
+def _object_row(obj: ObjectMask, mask_uri: str, run_id: str, *, caption: str | None, key: str) -> dict[str, Any]:
     stats = obj.stats
     return {
         "object_id": obj.object_id,
@@ -264,6 +419,8 @@ def _object_row(obj: ObjectMask, mask_uri: str, run_id: str) -> dict[str, Any]:
         "bbox": stats.get("bbox"),
         "qa_status": "ok" if obj.qa_ok else "rejected",
         "qa_reason": obj.qa_reason,
+        "caption": caption,
+        "row_key": key,
         "run_id": run_id,
     }
 
