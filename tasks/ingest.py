@@ -1,24 +1,40 @@
 """Ingest a batch of sources: probe, hash, split into scenes, cut model-geometry clips, segment, QA, store media.
 
-:func:`ingest_batch` never raises for a bad item: every ``InputError`` becomes a :class:`Failure` and the batch goes
-on. Sources are processed one at a time and clips are decoded, encoded and stored one at a time, so memory stays
+:func:`ingest_batch` never raises for a bad item: every exception met while handling one source, clip or row's
+object (an ``InputError``, or anything unforeseen: a damaged archive, a decoder crash) becomes a :class:`Failure`
+and the batch goes on. Unforeseen ones get reason ``unexpected_error`` with the exception's type and text. Only
+problems of the run itself propagate: the catalog cannot be written, the segmenter's model does not load.
+Sources are processed one at a time and clips are decoded, encoded and stored one at a time, so memory stays
 bounded by one clip (plus one provided label map) whatever the sources' length.
+
+Durability and resume (``record=True``, ``resume=True``): each clip's rows (its source, the clip, its objects, the
+failures met so far) are appended to the catalog as soon as the clip is done, so a killed run loses at most the clip
+in progress. Before decoding, the clip ids of the planned windows are looked up: a clip whose clip row and every
+asked-for object row (matched by the rows' ``row_key``) are in the catalog is neither decoded nor segmented again;
+its rows come back from the catalog for the caller to propose from. Scene detection still runs (it decides the
+windows). Rows whose masks failed are retried on a rerun.
 
 What it returns (:class:`IngestResult`):
 
 - ``rows``: rows for the ``sources``, ``clips`` and ``objects`` tables (matching ``catalog/schema.py``), whose media
   (the normalised clip mp4, the object's undilated mask npz) are already stored with ``catalog.put_media``. The caller
-  appends them (and the failures) to the catalog.
+  appends them (and the failures) to the catalog, unless ``record=True`` did it already (appending them again is
+  harmless: rows whose ids exist are skipped).
 - ``objects``: every object, with ``qa_ok``; rejected objects also get an ``objects`` row with
   ``qa_status="rejected"`` and ``qa_reason`` (decisions are recorded, never deleted) *and* a ``failures`` entry
   (stage ``segment``, item kind ``object``) so they show up with the other failures. Only ``qa_ok`` objects should go
   on to propose/render.
 - ``failures``: stage ``ingest`` (item kind ``source``, item id = the source uri) for bad videos, ranges and clips;
-  stage ``segment`` (item kind ``clip``) for masks that cannot be produced, (item kind ``object``) for QA rejections.
+  stage ``segment`` for masks that cannot be produced (item kind ``mask``, item id = the mask uri and
+  ``#mask_id=N``, for provided masks; item kind ``clip`` for a segmenter's), (item kind ``object``) for QA
+  rejections.
 
 Masks: an item with a ``mask_uri`` always uses its provided masks (:class:`ProvidedSegmenter`); the ``segmenter``
 argument serves the items without one. Items that share a video and a frame range (VPData lists one row per object)
-share their clips: the video is decoded once and each item's object is segmented on the same clips.
+share their clips: the video is decoded once and each item's object is segmented on the same clips. What a row
+says stays with that row's own object: the object row carries the row's ``caption`` (proposers read it before the
+clip's, which is the first row's) and its ``label``, and its id includes the row's key
+(:func:`catalog.ids.row_key`), so two rows with the same mask but different captions or labels are two objects.
 """
 
 from __future__ import annotations

@@ -198,7 +198,7 @@ def _read_npy(archive: zipfile.ZipFile, member: str, uri: str, *, max_bytes: int
                 shape, fortran, dtype = np.lib.format.read_array_header_2_0(f)
             else:
                 raise ValueError(f"unsupported .npy version {version}")
-        except ValueError as exc:
+        except Exception as exc:  # NumPy parses the header's Python literal: any parser error can surface
             raise InputError(uri, "bad_mask", f"{member} is not a readable .npy array ({exc})") from None
         if dtype.hasobject or dtype.kind not in _MASK_DTYPE_KINDS:
             raise InputError(uri, "bad_mask", f"{member} has dtype {dtype}; masks must be bool or integer labels")
@@ -216,7 +216,7 @@ def _read_npy(archive: zipfile.ZipFile, member: str, uri: str, *, max_bytes: int
     with archive.open(member) as f:
         try:
             return np.lib.format.read_array(f, allow_pickle=False)
-        except (ValueError, EOFError, OSError) as exc:
+        except (ValueError, EOFError, OSError, zipfile.BadZipFile) as exc:
             raise InputError(uri, "bad_mask", f"{member} is truncated or corrupt ({exc})") from None
 
 

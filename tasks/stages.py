@@ -168,21 +168,26 @@ def ingest_stage(
     run_id: str,
     storage_options: Mapping[str, Any] | None = None,
 ) -> StageOutput:
-    """Probe, split, normalise and segment a batch of items; media goes to the catalog, rows are returned.
+    """Probe, split, normalise and segment a batch of items; media and rows go to the catalog clip by clip (a
+    killed run keeps every finished clip; clips already there are not decoded again), and the rows are returned.
 
     ``storage_options``: for the sources' file system (the catalog has its own).
 
-    Returns rows for ``sources``, ``clips`` and ``objects`` (not yet appended) and per-item failures.
+    Returns rows for ``sources``, ``clips`` and ``objects`` (already recorded, also those found in the catalog) and
+    per-item failures.
     """
     from tasks.ingest import ingest_batch
 
     result = ingest_batch(
-        list(items), catalog, geometry=geometry, segmenter=segmenter, run_id=run_id, storage_options=storage_options
-    )
+        list(items), catalog, geometry=geometry, segmenter=segmenter, run_id=run_id, storage_options=storage_options,
+        record=True,
+    )  # fmt: skip
     out = StageOutput(rows={k: list(v) for k, v in result.rows.items()}, failures=list(result.failures))
     out.add("items", len(items))
     out.add("clips", len({row["clip_id"] for row in out.rows.get("clips", [])}))
     out.add("objects", len({row["object_id"] for row in out.rows.get("objects", [])}))
+    if result.skipped_clips:
+        out.add("clips_already_done", result.skipped_clips)
     return out
 
 
