@@ -10,7 +10,7 @@ from catalog.store import Catalog
 from tasks.ingest import ingest_batch
 from tasks.proposers import get_proposer
 from tasks.segment import ProvidedSegmenter
-from tasks.steps import propose_stage
+from tasks.stages import propose_stage
 from tasks.types import SourceItem
 from tests.corpus import CORPUS_GEOMETRY, OBJECT_ID, OTHER_ID
 
