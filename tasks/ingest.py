@@ -250,10 +250,10 @@ def ingest_batch(
                           result, recorder)  # fmt: skip
         except _CatalogWriteError as exc:
             raise exc.__cause__ or exc from None
-        except InputError as exc:
-            result.failures.extend(Failure.from_exception("ingest", "source", it.uri, exc) for it in group)
+        except InputError as exc:  # the rows of a group share their video: one failure names it
+            result.failures.append(Failure.from_exception("ingest", "source", group[0].uri, exc))
         except Exception as exc:  # anything unforeseen in one source fails that source only
-            result.failures.extend(Failure.unexpected("ingest", "source", it.uri, exc, it.uri) for it in group)
+            result.failures.append(Failure.unexpected("ingest", "source", group[0].uri, exc, group[0].uri))
         recorder.flush()
     return result
 
