@@ -1,17 +1,16 @@
 """kill -9 at random points of a run (ingest, render, a catalog write, a compaction), then a rerun: nothing finished
 is lost, nothing is written twice, nothing dangles, and the catalog ends exactly as one clean run leaves it.
 
-Each trial runs ``tests/tasks/chaos_driver.py`` in its own process on two tiny clips (17×64×96, null engine) plus
+Each trial forks a process that runs ``tests/tasks/chaos_driver.py``'s stages on two tiny clips (17×64×96, null engine) plus
 one missing file, lets it SIGKILL itself at the trial's point, then reruns the same stages here to completion.
 """
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 import random
 import signal
-import subprocess
-import sys
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -22,10 +21,18 @@ from catalog.maintenance import media_columns
 from catalog.schema import ID_COLUMNS, TABLES
 from catalog.store import Catalog
 from tests.corpus import write_good_clips
-from tests.tasks.chaos_driver import pipeline
+from tests.tasks.chaos_driver import arm, pipeline
 
 
-ROOT = Path(__file__).resolve().parents[2]
+FORK = multiprocessing.get_context("fork")  # a forked child starts in milliseconds, with everything imported
+
+
+def _killed_run(manifest: str, catalog_root: str, point: str) -> None:
+    """The child: the same stages as ``python -m tests.tasks.chaos_driver``, dying at ``point``."""
+    arm(point)
+    pipeline(manifest, catalog_root)
+
+
 CONTENT_TABLES = [t for t in TABLES if t != "runs"]
 
 
@@ -111,11 +118,10 @@ def test_kill_9_at_random_points_then_rerun(manifest: str, reference: dict, tmp_
     phases_hit = set()
     for trial, point in enumerate(points):
         cat = Catalog(tmp_path / f"trial-{trial}")
-        killed = subprocess.run(
-            [sys.executable, "-m", "tests.tasks.chaos_driver", manifest, str(cat.root), point],
-            cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)}, capture_output=True, text=True, timeout=300,
-        )  # fmt: skip
-        assert killed.returncode == -signal.SIGKILL, f"{point}: the run was not killed there\n{killed.stderr}"
+        child = FORK.Process(target=_killed_run, args=(manifest, str(cat.root), point))  # imports already done
+        child.start()
+        child.join(timeout=300)
+        assert child.exitcode == -signal.SIGKILL, f"{point}: the run was not killed there (exit {child.exitcode})"
         kind, _, nth = point.partition(":")
         if kind == "write":
             phases_hit.add(reference["phases"][int(nth) - 1])
