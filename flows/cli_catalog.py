@@ -364,7 +364,7 @@ def gc_command(
 ) -> None:
     """Delete media no row names and temporary files of writes cut short (left by killed runs)."""
     try:
-        result = Catalog(catalog).gc(older_than_s=older_than_h * 3600, dry_run=dry_run)
+        result = open_catalog(catalog).gc(older_than_s=older_than_h * 3600, dry_run=dry_run)
     except CatalogError as exc:
         _err(str(exc))
         raise typer.Exit(EXIT_ERROR) from None
