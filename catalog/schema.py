@@ -64,6 +64,8 @@ CLIPS = pa.schema(
         _f("scene_index", pa.int32()),
         _f("caption", pa.string()),
         _f("video_uri", pa.string(), True),  # normalised clip, H.264 mp4
+        _f("plan_id", pa.string()),  # ids.make_id("plan", …): source, frame range, geometry and scene settings
+        _f("plan_clips", pa.int32()),  # how many clips that plan cuts: all present = a rerun skips scene detection
         _f("created_at", _TS, True),
         _f("run_id", pa.string()),
     ]

@@ -11,8 +11,10 @@ Durability and resume (``record=True``, ``resume=True``): each clip's rows (its 
 failures met so far) are appended to the catalog as soon as the clip is done, so a killed run loses at most the clip
 in progress. Before decoding, the clip ids of the planned windows are looked up: a clip whose clip row and every
 asked-for object row (matched by the rows' ``row_key``) are in the catalog is neither decoded nor segmented again;
-its rows come back from the catalog for the caller to propose from. Scene detection still runs (it decides the
-windows). Rows whose masks failed are retried on a rerun.
+its rows come back from the catalog for the caller to propose from. Clip rows name their plan (source, frame range,
+geometry, scene settings: ``plan_id``) and how many clips it cut (``plan_clips``): when all of them are in the
+catalog, scene detection is skipped too and the source is only probed and hashed. Rows whose masks failed are
+retried on a rerun.
 
 What it returns (:class:`IngestResult`):
 
@@ -48,12 +50,12 @@ import fsspec
 import numpy as np
 
 from catalog.ids import clip_id as make_clip_id
+from catalog.ids import make_id, row_key, sha256_bytes, sha256_stream
 from catalog.ids import object_id as make_object_id
-from catalog.ids import row_key, sha256_bytes, sha256_stream
 from catalog.ids import source_id as make_source_id
 from catalog.schema import ID_COLUMNS
 from catalog.store import Catalog
-from tasks.clips import check_geometry, frame_stride, item_range, iter_clips, plan_windows
+from tasks.clips import ClipWindow, check_geometry, frame_stride, item_range, iter_clips, plan_windows
 from tasks.errors import InputError
 from tasks.masks import encode_masks_npz, qa_masks
 from tasks.scenes import detect_scenes
@@ -188,6 +190,24 @@ def _done_clips(
     return {row["clip_id"]: _plain_row(row) for row in clips}, by_clip
 
 
+def _planned_windows(catalog: Catalog, plan_id: str) -> list[ClipWindow] | None:
+    """The windows of ``plan_id`` when the catalog holds every clip it cut (each clip row says how many), so a
+    rerun neither decodes the source for scene detection nor decodes its clips; else None."""
+    try:
+        if not catalog.fragments("clips"):
+            return None
+        rows = catalog.query(
+            "SELECT start_frame, end_frame, frame_stride, scene_index, plan_clips FROM clips WHERE plan_id = ? "
+            "ORDER BY start_frame",
+            [plan_id],
+        ).to_pylist()
+    except Exception as exc:
+        raise _CatalogWriteError(str(exc)) from exc
+    if not rows or len(rows) != rows[0]["plan_clips"]:
+        return None
+    return [ClipWindow(r["start_frame"], r["end_frame"], r["frame_stride"], r["scene_index"]) for r in rows]
+
+
 def _plain_row(row: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in row.items() if k != "created_at"}
 
@@ -286,16 +306,20 @@ def _ingest_group(
         seen_sources.add(source_id)
         result.rows["sources"].append(_source_row(info, source_id, lead, run_id))
     start, end = item_range(lead, info)
-    scenes = detect_scenes(
-        lead.uri,
-        start=start,
-        end=end,
-        threshold=scene_threshold,
-        min_scene_len=min_scene_len,
-        storage_options=storage_options,
-    )
-    stride = frame_stride(info.fps, geometry)
-    windows = plan_windows(scenes, start, end, stride, geometry, uri=lead.uri, max_clips=max_clips_per_source)
+    plan_id = make_id("plan", source_id, start, end, geometry.as_dict(), scene_threshold, min_scene_len,
+                      max_clips_per_source)  # fmt: skip
+    windows = _planned_windows(catalog, plan_id) if resume else None
+    if windows is None:  # not every clip of this plan is in the catalog: split the range into scenes
+        scenes = detect_scenes(
+            lead.uri,
+            start=start,
+            end=end,
+            threshold=scene_threshold,
+            min_scene_len=min_scene_len,
+            storage_options=storage_options,
+        )
+        stride = frame_stride(info.fps, geometry)
+        windows = plan_windows(scenes, start, end, stride, geometry, uri=lead.uri, max_clips=max_clips_per_source)
     keys = [item_row_key(item, segmenter) for item in group]
     window_ids = [make_clip_id(source_id, w.start_frame, w.end_frame, geometry.as_dict()) for w in windows]
     done_clips, done_objects = _done_clips(catalog, window_ids, set(keys)) if resume else ({}, {})
@@ -316,7 +340,7 @@ def _ingest_group(
     for clip in iter_clips(lead, info, todo, geometry, source_id, storage_options=storage_options):
         if clip.clip_id not in done_clips:
             video_uri = _store(catalog, encode_mp4(clip.frames, geometry.fps, crf=crf, preset=preset), "mp4")
-            result.rows["clips"].append(_clip_row(clip, geometry, video_uri, run_id))
+            result.rows["clips"].append(_clip_row(clip, geometry, video_uri, run_id, plan_id, len(windows)))
         have = done_objects.get(clip.clip_id, {})
         for item, key in zip(group, keys, strict=True):
             if key in have:
@@ -399,7 +423,9 @@ def _source_row(info: VideoInfo, source_id: str, item: SourceItem, run_id: str) 
     }
 
 
-def _clip_row(clip: Clip, geometry: Geometry, video_uri: str, run_id: str) -> dict[str, Any]:
+def _clip_row(
+    clip: Clip, geometry: Geometry, video_uri: str, run_id: str, plan_id: str, plan_clips: int
+) -> dict[str, Any]:
     return {
         "clip_id": clip.clip_id,
         "source_id": clip.source_id,
@@ -414,6 +440,8 @@ def _clip_row(clip: Clip, geometry: Geometry, video_uri: str, run_id: str) -> di
         "scene_index": clip.scene_index,
         "caption": clip.caption,
         "video_uri": video_uri,
+        "plan_id": plan_id,
+        "plan_clips": plan_clips,
         "run_id": run_id,
     }
 

@@ -85,7 +85,7 @@ def test_each_clip_is_recorded_when_done_and_a_rerun_decodes_nothing(good_clips:
         for i, (v, m) in enumerate(zip(good_clips["videos"], good_clips["masks"], strict=True))
     ]
     recorded_at_clip: list[int] = []
-    real_iter = ingest_module.iter_clips
+    real_iter, real_detect = ingest_module.iter_clips, ingest_module.detect_scenes
 
     def watching_iter(*args, **kwargs):  # how many clips the catalog holds when each next clip is decoded
         for clip in real_iter(*args, **kwargs):
@@ -98,10 +98,10 @@ def test_each_clip_is_recorded_when_done_and_a_rerun_decodes_nothing(good_clips:
     assert len(_raw_ids(catalog, "clips")) == 2 and len(_raw_ids(catalog, "objects")) == 2
 
     def no_decoding(*args, **kwargs):
-        raise AssertionError("a clip already in the catalog was decoded again")
-        yield
+        raise AssertionError("a source whose clips are all in the catalog was decoded again")
 
     monkeypatch.setattr(ingest_module, "iter_clips", no_decoding)
+    monkeypatch.setattr(ingest_module, "detect_scenes", no_decoding)  # every clip of each plan is there: no split
     fragments = {t: len(catalog.fragments(t)) for t in ("sources", "clips", "objects")}
     second = _ingest(items, catalog, record=True)
     assert second.skipped_clips == 2 and not second.failures
@@ -109,6 +109,15 @@ def test_each_clip_is_recorded_when_done_and_a_rerun_decodes_nothing(good_clips:
     for table, key in (("clips", "clip_id"), ("objects", "object_id")):
         assert sorted(r[key] for r in second.rows[table]) == sorted(r[key] for r in first.rows[table])
     assert {r["caption"] for r in second.rows["objects"]} == {"clip 0", "clip 1"}
+
+    # negative control: other scene settings are another plan, so the sources are split again (their clips, with
+    # the same ids, are still not decoded)
+    detected = []
+    monkeypatch.setattr(
+        ingest_module, "detect_scenes", lambda uri, **kw: detected.append(uri) or real_detect(uri, **kw)
+    )
+    third = _ingest(items, catalog, record=True, scene_threshold=30.0)
+    assert sorted(detected) == sorted(good_clips["videos"]) and third.skipped_clips == 2
 
 
 def test_a_resumed_clip_segments_only_the_rows_it_lacks(bad_corpus: dict, catalog: Catalog) -> None:
