@@ -105,11 +105,11 @@ def arm(point: str) -> None:
 
         NullEngine.fill = filling
     elif kind == "write":
-        import catalog.store
+        import catalog.storage
 
         replace = os.replace
 
-        class _Os:  # catalog.store's view of os: the rename of its N-th atomic write never happens
+        class _Os:  # catalog.storage's view of os: the rename of its N-th atomic write never happens
             def __getattr__(self, name: str) -> Any:
                 return getattr(os, name)
 
@@ -118,7 +118,7 @@ def arm(point: str) -> None:
                 hit()
                 replace(src, dst)
 
-        catalog.store.os = _Os()
+        catalog.storage.os = _Os()
     elif kind == "compact":
         from catalog.store import Catalog
 

@@ -16,7 +16,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-import catalog.store
+import catalog.storage
 from catalog.maintenance import media_columns
 from catalog.schema import ID_COLUMNS, TABLES
 from catalog.store import Catalog
@@ -95,12 +95,13 @@ def reference(manifest: str, tmp_path_factory: pytest.TempPathFactory) -> dict:
         finally:
             in_compaction["on"] = False
 
-    catalog.store.os, Catalog.compact = Counting(), compacting
+    catalog.storage.os, Catalog.compact = Counting(), compacting
     try:
         counts = pipeline(manifest, str(cat.root))
     finally:
-        catalog.store.os, Catalog.compact = os, original_compact
+        catalog.storage.os, Catalog.compact = os, original_compact
     assert counts["renders"] == 2 and not cat.check()
+    assert {"media", "fragment", "compaction"} <= set(phases), "the atomic writes were not observed"
     return {"ids": {t: _view_ids(cat, t) for t in CONTENT_TABLES}, "phases": phases}
 
 
