@@ -2,9 +2,10 @@
 
 - source      = sha256 of the source bytes
 - clip        = source + frame range + geometry
-- object      = clip + mask bytes
+- object      = clip + mask bytes (+ the key of the manifest row that asked for it: its caption, label, box, …)
 - instruction = object + edit type + text + proposer
-- render      = instruction + engine id + params + seed
+- render      = instruction + engine id + engine version + checkpoint hashes + pixel-changing params + seed
+                (+ a generation: ``vpf run --rerender`` makes a new one on purpose)
 - pair        = render + direction
 """
 
@@ -47,16 +48,56 @@ def clip_id(source_id: str, start_frame: int, end_frame: int, geometry: dict[str
     return make_id("clip", source_id, int(start_frame), int(end_frame), geometry)
 
 
-def object_id(clip_id: str, mask_sha256: str) -> str:
-    return make_id("object", clip_id, mask_sha256)
+def object_id(clip_id: str, mask_sha256: str, row_key: str | None = None) -> str:
+    """``row_key`` (:func:`row_key`) keeps what a manifest row says attached to that row's own object: two rows
+    with the same mask but different captions or labels make two objects. Without it: clip + mask bytes only."""
+    if row_key is None:
+        return make_id("object", clip_id, mask_sha256)
+    return make_id("object", clip_id, mask_sha256, row_key)
+
+
+def row_key(
+    *,
+    segmenter: str,
+    mask_id: int | None,
+    label: str | None,
+    caption: str | None,
+    box: Any = None,
+) -> str:
+    """What a work row asks of segmentation, without file paths (moving the files keeps the key): the segmenter that
+    makes its masks, the object id in a label map, its label, caption and prompt box."""
+    return make_id(
+        "row",
+        segmenter,
+        None if mask_id is None else int(mask_id),
+        label,
+        caption,
+        None if box is None else [int(v) for v in box],
+    )
 
 
 def instruction_id(object_id: str, edit_type: str, text: str, proposer: str) -> str:
     return make_id("instruction", object_id, edit_type, text, proposer)
 
 
-def render_id(instruction_id: str, engine: str, params: dict[str, Any], seed: int) -> str:
-    return make_id("render", instruction_id, engine, params, int(seed))
+def render_id(
+    instruction_id: str,
+    engine: str,
+    params: dict[str, Any],
+    seed: int,
+    *,
+    version: str | None = None,
+    generation: str | None = None,
+) -> str:
+    """``version``: the engine's code and checkpoint identity (``InpaintEngine.version``, which hashes the weights'
+    content), so new weights render again instead of being skipped; ``params``: the options that change pixels;
+    ``generation``: set to force a new render of the same instruction on purpose (``vpf run --rerender``)."""
+    parts: list[Any] = [instruction_id, engine, params, int(seed)]
+    if version is not None:
+        parts.append({"version": version})
+    if generation is not None:
+        parts.append({"generation": generation})
+    return make_id("render", *parts)
 
 
 def pair_id(render_id: str, direction: str) -> str:

@@ -1,4 +1,9 @@
-"""Catalog upkeep: ``stats``, ``compact`` and ``check`` (the Python API behind ``vpf catalog …``).
+"""Catalog upkeep: ``stats``, ``compact``, ``check`` and ``gc`` (the Python API behind ``vpf catalog …``).
+
+``gc`` deletes what a killed writer leaves behind: media files no row names (a process stores media before the rows
+naming them; killed in between, or re-rendering bytes that differ, it leaves the earlier file unnamed) and the
+temporary files of atomic writes cut short. Only files older than a grace period go, so media that a live writer has
+stored but not yet named survive.
 
 Compaction is safe with concurrent readers and writers:
 
@@ -14,6 +19,7 @@ Compaction is safe with concurrent readers and writers:
 from __future__ import annotations
 
 import hashlib
+import time
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -227,3 +233,66 @@ def check(catalog: CatalogStorage, verify_hashes: bool = True) -> list[Problem]:
                     Problem("hash_mismatch", table, uri, f"{where}: media {uri} has sha256 {h.hexdigest()}")
                 )
     return problems
+
+
+# ---------------------------------------------------------------------------------------------------- gc
+TMP_PREFIX = ".tmp-"
+
+
+def _modified(info: dict[str, Any]) -> float | None:
+    for key in ("mtime", "LastModified", "last_modified", "updated", "created"):
+        value = info.get(key)
+        if value is None:
+            continue
+        if hasattr(value, "timestamp"):
+            return float(value.timestamp())
+        try:
+            return float(value)
+        except (TypeError, ValueError):
+            continue
+    return None
+
+
+def gc(catalog: Catalog, *, older_than_s: float = 86400.0, dry_run: bool = False) -> dict[str, Any]:
+    """Delete media files that no row of any table names (every version of every row counts) and temporary files of
+    interrupted writes, when older than ``older_than_s`` seconds (default one day: longer than any writer holds media
+    it has not named yet). Returns ``{"orphan_media": [...], "partial_writes": [...], "deleted": n,
+    "referenced": n}``; ``dry_run`` only lists. A file whose age the store does not report is kept."""
+    referenced: set[str] = set()
+    for table in TABLES:
+        columns = media_columns(table)
+        for path in catalog.fragments(table):
+            try:
+                with catalog.fs.open(path, "rb") as f:
+                    fragment = pq.ParquetFile(f)
+                    arrow = fragment.read(columns=[c for c in columns if c in fragment.schema_arrow.names])
+            except FileNotFoundError:  # compacted away since listing: its rows are in the merged fragment
+                continue
+            for column in arrow.column_names:
+                referenced.update(u for u in arrow.column(column).to_pylist() if u)
+    now = time.time()
+    orphans, partial = [], []
+    for directory in [catalog.path("media"), *(catalog.table_dir(t) for t in TABLES)]:
+        catalog.fs.invalidate_cache(directory)
+        if not catalog.fs.exists(directory):
+            continue
+        for path, info in catalog.fs.find(directory, detail=True).items():
+            name = path.rsplit("/", 1)[-1]
+            modified = _modified(info)
+            if modified is None or now - modified < older_than_s:
+                continue
+            if name.startswith(TMP_PREFIX):
+                partial.append(path)
+            elif directory == catalog.path("media"):
+                relative = MEDIA_PREFIX + path.rsplit("/media/", 1)[1]
+                if relative not in referenced:
+                    orphans.append(path)
+    deleted = 0
+    if not dry_run:
+        for path in [*orphans, *partial]:
+            try:
+                catalog.fs.rm(path)
+                deleted += 1
+            except FileNotFoundError:
+                pass
+    return {"orphan_media": orphans, "partial_writes": partial, "deleted": deleted, "referenced": len(referenced)}

@@ -14,8 +14,10 @@ from __future__ import annotations
 import pyarrow as pa
 
 
-SCHEMA_VERSION = 4  # 2: objects.dilation_px (a kernel side) became dilation_radius; 3: sources.license, attribution;
-# 4: clips/objects annotation and selection columns
+# 2: objects.dilation_px (a kernel side) became dilation_radius; 3: sources.license, attribution;
+# 4: objects.caption, objects.row_key, renders.generation, clips.plan_id, clips.plan_clips;
+# 5: clips/objects annotation and selection columns
+SCHEMA_VERSION = 5
 
 EDIT_TYPES = ("remove", "add", "replace", "attribute")
 DECISIONS = ("accepted", "rejected")
@@ -63,6 +65,8 @@ CLIPS = pa.schema(
         _f("scene_index", pa.int32()),
         _f("caption", pa.string()),
         _f("video_uri", pa.string(), True),  # normalised clip, H.264 mp4
+        _f("plan_id", pa.string()),  # ids.make_id("plan", …): source, frame range, geometry and scene settings
+        _f("plan_clips", pa.int32()),  # how many clips that plan cuts: all present = a rerun skips scene detection
         _f("caption_model", pa.string()),  # the vision-language model that wrote the caption (None: from the source)
         _f("motion", pa.float64()),  # mean optical-flow magnitude, px/frame at the clip's resolution
         _f("frame_diff", pa.float64()),  # mean |grey difference| of consecutive frames, 0-255 (static check)
@@ -92,6 +96,8 @@ OBJECTS = pa.schema(
         _f("bbox", pa.list_(pa.int32())),  # x0, y0, x1, y1 on the first frame
         _f("qa_status", pa.string(), True),  # "ok" | "rejected"
         _f("qa_reason", pa.string()),  # the first of selection_reasons
+        _f("caption", pa.string()),  # the caption of the manifest row that asked for this object
+        _f("row_key", pa.string()),  # ids.row_key of that row: what it asked (caption, label, box, mask id, segmenter)
         _f("selection_reasons", pa.list_(pa.string())),  # every reason the object was rejected (mask QA, track...)
         _f("score", pa.float64()),  # the detector's score (detect+track, sam3)
         _f("vocab_source", pa.string()),  # where the label's phrase came from: "file" | "caption" | "vlm"
@@ -133,6 +139,7 @@ RENDERS = pa.schema(
         _f("engine_version", pa.string(), True),
         _f("params_json", pa.string()),
         _f("seed", pa.int64()),
+        _f("generation", pa.string()),  # set by `vpf run --rerender`: a deliberate new render (part of the id)
         _f("video_uri", pa.string(), True),  # the edited clip, H.264 mp4
         _f("mask_uri", pa.string()),  # the dilated mask actually inpainted
         _f("device", pa.string()),

@@ -4,8 +4,9 @@ Two independent layers:
 
 1. ``check_read_only`` parses the text with DuckDB itself (``extract_statements`` for the statement count and
    kind, ``json_serialize_sql`` for the syntax tree) and accepts exactly one ``SELECT`` whose tables are the
-   catalog's views or the query's own CTEs, whose table functions are on a short allowlist (``range``,
-   ``unnest``, …) and whose scalar/aggregate/window functions are DuckDB built-ins minus those that reach files,
+   catalog's views or the query's own CTEs (also as ``DESCRIBE``/``SUMMARIZE``/``SHOW`` of a view or a query, and
+   ``SHOW TABLES``/``SHOW ALL TABLES``: what users type first to look around), whose table functions are on a
+   short allowlist (``range``, ``unnest``, …) and whose scalar/aggregate/window functions are DuckDB built-ins minus those that reach files,
    settings, the environment or other SQL text (``getenv``, ``current_setting``, ``json_execute_serialized_sql``…).
    Everything else (writes, DDL, ``COPY``, ``EXPORT``, ``ATTACH``, ``INSTALL``/``LOAD``, ``SET``/``PRAGMA``/
    ``CALL``, several statements, ``read_csv('/etc/passwd')``, ``FROM '/etc/passwd'``) raises ``SqlRejected``
@@ -128,7 +129,42 @@ def _cte_names(tree: Any) -> set[str]:
     return names
 
 
-_TABLE_REF_TYPES = {"BASE_TABLE", "JOIN", "SUBQUERY", "TABLE_FUNCTION", "EMPTY", "EXPRESSION_LIST", "PIVOT"}
+# ``SHOW TABLES`` and ``SHOW ALL TABLES`` (also plain ``SHOW``/``DESCRIBE``): list the connection's views, nothing else.
+_SHOW_SPECIAL = {"tables": "SHOW TABLES", "__show_tables_expanded": "SHOW ALL TABLES"}
+
+
+def _check_show(node: dict[str, Any], tables: set[str]) -> None:
+    """``DESCRIBE``/``SUMMARIZE``/``SHOW`` of a view or a query, ``SHOW TABLES``: read-only looks at the catalog.
+
+    ``DESCRIBE x``/``SUMMARIZE x``/``SUMMARIZE SELECT …`` carry their query (``SELECT * FROM x``), whose tables and
+    functions the caller's walk checks like any other; ``SHOW x`` names its table directly; other ``SHOW`` targets
+    (settings, databases, functions) are refused."""
+    if node.get("query") is not None:
+        return
+    name = str(node.get("table_name") or "").strip('"')
+    if node.get("show_type") == "SHOW_SPECIAL":
+        if name.lower() in _SHOW_SPECIAL:
+            return
+        raise SqlRejected(
+            f"SHOW {name} is not allowed; read-only catalog SQL allows SHOW TABLES, SHOW ALL TABLES and "
+            "DESCRIBE/SHOW/SUMMARIZE of a view or a query"
+        )
+    if node.get("schema_name") not in ("", "main", None) or node.get("catalog_name") not in ("", "memory", None):
+        raise SqlRejected(f"SHOW {node.get('catalog_name')}.{node.get('schema_name')}.{name} is not allowed")
+    if name.lower() not in tables:
+        raise SqlRejected(f"SHOW {name!r}: not a catalog view; tables are {', '.join(sorted(view_names()))}")
+
+
+_TABLE_REF_TYPES = {
+    "BASE_TABLE",
+    "JOIN",
+    "SUBQUERY",
+    "TABLE_FUNCTION",
+    "EMPTY",
+    "EXPRESSION_LIST",
+    "PIVOT",
+    "SHOW_REF",
+}
 
 
 def check_read_only(sql: str, allowed_tables: set[str] | None = None) -> None:
@@ -161,7 +197,7 @@ def check_read_only(sql: str, allowed_tables: set[str] | None = None) -> None:
             if not allowed_function(name):
                 raise SqlRejected(f"function {name}() is not allowed in read-only catalog SQL")
         if node_type == "SHOW_REF":
-            raise SqlRejected("DESCRIBE/SHOW/SUMMARIZE are not allowed; query the views (e.g. SELECT * … LIMIT 0)")
+            _check_show(node, tables)
         if "sample" in node and "alias" in node and node_type not in _TABLE_REF_TYPES:
             raise SqlRejected(f"{node_type} is not allowed in read-only catalog SQL; query the views directly")
         if node_type == "TABLE_FUNCTION":

@@ -98,6 +98,13 @@ class Catalog(CatalogStorage):
         """Problems found (empty list when healthy); see ``catalog.maintenance.check``."""
         return maintenance.check(self, verify_hashes=verify_hashes)
 
+    def gc(self, older_than_s: float = 86400.0, dry_run: bool = False) -> dict[str, Any]:
+        """Delete media no row names and temporary files of interrupted writes, older than ``older_than_s``; see
+        ``catalog.maintenance.gc``."""
+        from catalog.maintenance import gc
+
+        return gc(self, older_than_s=older_than_s, dry_run=dry_run)
+
     def export(self, fmt: str, out_url: str, where: str | None = None, **options: Any) -> dict[str, Any]:
         """Export pairs (``pairs_full`` rows matching ``where``) as webdataset, parquet or csv; see ``catalog.export``."""
         return export_module.export(self, fmt, out_url, where=where, **options)

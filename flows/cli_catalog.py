@@ -1,4 +1,4 @@
-"""``vpf sql``, ``vpf export`` and ``vpf catalog stats|compact|check``: a thin layer over ``catalog.Catalog``.
+"""``vpf sql``, ``vpf export`` and ``vpf catalog stats|compact|check|gc``: a thin layer over ``catalog.Catalog``.
 
 Exit codes: 0 ok; 1 error (a query that fails, problems found by ``check``); 2 usage error, rejected SQL, or a
 ``--catalog`` that holds no catalog.
@@ -352,6 +352,29 @@ def check_command(
         _err(f"{len(problems)} problem(s) found")
         raise typer.Exit(EXIT_ERROR)
     typer.echo("catalog ok")
+
+
+@catalog_app.command("gc")
+def gc_command(
+    catalog: CatalogOption,
+    older_than_h: Annotated[
+        float, typer.Option("--older-than-hours", min=0, help="Only files older than this (writers in flight).")
+    ] = 24.0,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="List what would be deleted; delete nothing.")] = False,
+) -> None:
+    """Delete media no row names and temporary files of writes cut short (left by killed runs)."""
+    try:
+        result = open_catalog(catalog).gc(older_than_s=older_than_h * 3600, dry_run=dry_run)
+    except CatalogError as exc:
+        _err(str(exc))
+        raise typer.Exit(EXIT_ERROR) from None
+    for path in [*result["orphan_media"], *result["partial_writes"]]:
+        typer.echo(path)
+    verb = "would delete" if dry_run else "deleted"
+    typer.echo(
+        f"{verb} {len(result['orphan_media'])} unnamed media file(s) and {len(result['partial_writes'])} partial "
+        f"write(s); {result['referenced']} media uris are named by rows"
+    )
 
 
 def register(app: typer.Typer) -> None:

@@ -115,6 +115,7 @@ OPTION_OF_FIELD = {
     "accept_rule": "--accept",
     "judge": "--judge",
     "previews": "--previews",
+    "rerender": "--rerender",
     "batch_size": "--batch-size",
     "render_deployment": "--render-deployment",
     "gallery": "--gallery",
@@ -193,6 +194,14 @@ def run_command(
     gallery: Annotated[
         bool, typer.Option("--gallery/--no-gallery", help="Build a gallery of the run's pairs (local catalogs).")
     ] = True,
+    rerender: Annotated[
+        bool,
+        typer.Option(
+            "--rerender",
+            help="Render again even the jobs whose pairs exist: a new generation named after this run (earlier "
+            "ones stay; renders.generation tells them apart). New weights re-render without it.",
+        ),
+    ] = False,
     task_runner: Annotated[
         TaskRunnerChoice,
         typer.Option(
@@ -279,6 +288,7 @@ def run_command(
             "accept_rule": parse_key_values(accept, "--accept"),
             "judge": judge,
             "previews": previews,
+            "rerender": rerender,
         },
         batch_size=batch_size,
         render_deployment=render_deployment,

@@ -38,7 +38,8 @@ DEFAULT_MIN_PSNR = 30.0
 
 PAIR_SQL = """
 SELECT p.pair_id, p.edit_type AS pair_edit_type, p.src_video_uri, p.tgt_video_uri, p.mask_uri AS pair_mask_uri,
-       r.render_id, r.instruction_id, r.engine, r.engine_version, r.params_json, r.seed, r.video_uri, r.mask_uri
+       r.render_id, r.instruction_id, r.engine, r.engine_version, r.params_json, r.seed, r.generation, r.video_uri,
+       r.mask_uri
 FROM pairs p JOIN renders r USING (render_id)
 WHERE p.pair_id = ?
 """
@@ -162,7 +163,8 @@ def reproduce_pair(
         if work.put_media(data, uri.rsplit(".", 1)[-1]) != uri:
             raise ReproduceError(f"pair {pair_id}: input media {uri} no longer matches its content hash")
     engine.setup()
-    rendered, out = inpaint_stage([job], work, engine, seed=seed, run_id=None)
+    generation = pair["generation"]  # a render made on purpose again (vpf run --rerender) keeps its generation
+    rendered, out = inpaint_stage([job], work, engine, seed=seed, run_id=None, generation=generation)
     if not rendered:
         reasons = "; ".join(f"{f.reason}: {f.message}" for f in out.failures) or "no output"
         raise ReproduceError(f"pair {pair_id}: the render failed again: {reasons}")
@@ -185,7 +187,7 @@ def reproduce_pair(
         engine_version_here=engine.version,
         seed=seed,
         criterion=criterion,
-        render_id_reproduced=job_render_id(job, engine, seed) == pair["render_id"],
+        render_id_reproduced=job_render_id(job, engine, seed, generation) == pair["render_id"],
         stored_video_intact=pair["video_uri"].rsplit("/", 1)[-1].split(".")[0] == sha256_bytes(stored),
         bytes_identical=identical,
         mask_identical=mask_identical,

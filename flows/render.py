@@ -123,7 +123,8 @@ def render_and_record(
     """Inpaint → score → record one batch inside the current flow run (the ``render`` flow's body; ``build_pairs``
     calls it directly when rendering in-process, so the engine's models load once for the whole run)."""
     logger = get_run_logger()
-    todo, done = pending_jobs(cat, jobs, engine, config.seed)
+    generation = config.generation(run_id)  # None unless --rerender: then a new generation named after the run
+    todo, done = pending_jobs(cat, jobs, engine, config.seed, generation)
     counts: dict[str, int] = {"jobs": len(jobs), "already_done": done}
     if done:
         logger.info("%d of %d jobs already have their pairs in the catalog: skipped", done, len(jobs))
@@ -133,7 +134,7 @@ def render_and_record(
         logger.info("holding %s; rendering %d jobs with %s", limit, len(todo), engine.engine_id)
         engine.setup()  # idempotent: loads models on the first batch only
         rendered, inpainted = inpaint_task.with_options(task_run_name=f"inpaint {batch_label} ({len(todo)} jobs)")(
-            todo, cat, engine, seed=config.seed, run_id=run_id
+            todo, cat, engine, seed=config.seed, run_id=run_id, generation=generation
         )
     scored = score_task.with_options(task_run_name=f"score {batch_label} ({len(rendered)} renders)")(
         rendered, cat, config=config, judge=judge, run_id=run_id

@@ -140,6 +140,19 @@ class RenderConfig(BaseModel):
     )
     previews: bool = Field(True, description="store a side-by-side preview mp4 and a contact sheet per pair")
     gpu_slots: int = Field(1, ge=1, description="slots of the per-worker limit gpu:<worker id> when it is created")
+    rerender: bool = Field(
+        False,
+        description="render every job again even when its pairs exist: a new generation named after the run "
+        "(part of the render ids, recorded in renders.generation); earlier generations stay in the catalog",
+    )
+
+    def generation(self, run_id: str | None) -> str | None:
+        """The render generation of a run: its ``run_id`` with ``rerender``, else None (renders are reused)."""
+        if not self.rerender:
+            return None
+        if not run_id:
+            raise ValueError("rerender: a new render generation is named after the run; run_id is missing")
+        return run_id
 
     @field_validator("accept_rule", mode="before")
     @classmethod

@@ -81,10 +81,26 @@ def decode_masks_rle(rles: Sequence[Mapping[str, Any] | None], uri: str = "<rle>
     """One COCO RLE (or ``None`` for an empty frame) per frame → ``(T, H, W)`` bool."""
     from pycocotools import mask as mask_utils
 
-    sizes = {tuple(r["size"]) for r in rles if r is not None}
+    sizes = set()
+    for i, rle in enumerate(rles):
+        if rle is None:
+            continue
+        size = rle.get("size") if isinstance(rle, Mapping) else None
+        if (
+            not isinstance(size, (list, tuple))
+            or len(size) != 2
+            or not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in size)
+            or "counts" not in rle
+        ):
+            raise InputError(uri, "bad_mask", f"frame {i}: not a COCO RLE (a {{'size': [h, w], 'counts': …}} object)")
+        sizes.add(tuple(size))
     if len(sizes) != 1:
         raise InputError(uri, "bad_mask", f"RLE frames need one common size, got {sorted(sizes) or 'none'}")
     height, width = sizes.pop()
+    if len(rles) * height * width > MAX_MASK_BYTES:
+        raise InputError(
+            uri, "mask_too_large", f"{len(rles)} frames of {width}x{height} exceed {MAX_MASK_BYTES} bytes"
+        )
     out = np.zeros((len(rles), height, width), dtype=bool)
     for i, rle in enumerate(rles):
         if rle is None:
@@ -98,7 +114,7 @@ def decode_masks_rle(rles: Sequence[Mapping[str, Any] | None], uri: str = "<rle>
             with warnings.catch_warnings():  # pycocotools' Cython code trips a NumPy 2 copy=False deprecation
                 warnings.simplefilter("ignore", DeprecationWarning)
                 out[i] = mask_utils.decode(rle).astype(bool)
-        except (TypeError, ValueError, KeyError) as exc:
+        except (TypeError, ValueError, KeyError, AttributeError, OverflowError) as exc:
             raise InputError(uri, "bad_mask", f"frame {i}: not a valid COCO RLE ({exc})") from None
     return out
 
@@ -151,29 +167,106 @@ def select_label(labels: np.ndarray, mask_id: int | None, uri: str, frames: Sequ
     return picked == mask_id
 
 
+MAX_MASK_BYTES = 8 << 30
+"""The largest provided mask a worker loads (bytes of the decoded array; 8 GiB holds a 2000-frame 1080p uint16 label
+map). A file declaring more is refused (``mask_too_large``) before anything is allocated."""
+
+_MASK_DTYPE_KINDS = "biu"  # bool, signed and unsigned integers
+
+
+def _npz_member(archive: zipfile.ZipFile, uri: str) -> tuple[str, dict[str, str]]:
+    """The member holding the mask: ``(member name, kind)``; kind ``packed`` (a vpf mask npz) or ``labels``."""
+    names = {name[: -len(".npy")]: name for name in archive.namelist() if name.endswith(".npy")}
+    if "packed" in names and "shape" in names:
+        return "packed", names
+    key = "arr_0" if "arr_0" in names else (next(iter(names)) if len(names) == 1 else None)
+    if key is None:
+        message = f"npz has arrays {sorted(names)}; expected 'arr_0' (a VPData label map)"
+        raise InputError(uri, "bad_mask", message)
+    return key, names
+
+
+def _read_npy(archive: zipfile.ZipFile, member: str, uri: str, *, max_bytes: int, ndim: int | None) -> np.ndarray:
+    """One ``.npy`` member, its header checked before any data is read: a bool/integer dtype (never objects, so
+    nothing is ever unpickled), ``ndim`` dimensions, at most ``max_bytes``, and as much data as the header says."""
+    with archive.open(member) as f:
+        try:
+            version = np.lib.format.read_magic(f)
+            if version == (1, 0):
+                shape, fortran, dtype = np.lib.format.read_array_header_1_0(f)
+            elif version in ((2, 0), (3, 0)):
+                shape, fortran, dtype = np.lib.format.read_array_header_2_0(f)
+            else:
+                raise ValueError(f"unsupported .npy version {version}")
+        except Exception as exc:  # NumPy parses the header's Python literal: any parser error can surface
+            raise InputError(uri, "bad_mask", f"{member} is not a readable .npy array ({exc})") from None
+        if dtype.hasobject or dtype.kind not in _MASK_DTYPE_KINDS:
+            raise InputError(uri, "bad_mask", f"{member} has dtype {dtype}; masks must be bool or integer labels")
+        if ndim is not None and len(shape) != ndim:
+            raise InputError(
+                uri, "bad_mask", f"{member} must have {ndim} dimensions (frames, height, width), got shape {shape}"
+            )
+        if any(int(v) < 0 for v in shape):
+            raise InputError(uri, "bad_mask", f"{member} declares a negative dimension {shape}")
+        nbytes = int(np.prod([int(v) for v in shape], dtype=object)) * dtype.itemsize
+        if nbytes > max_bytes:
+            raise InputError(
+                uri, "mask_too_large", f"{member} declares shape {shape} ({nbytes} bytes); the limit is {max_bytes}"
+            )
+    with archive.open(member) as f:
+        try:
+            return np.lib.format.read_array(f, allow_pickle=False)
+        except (ValueError, EOFError, OSError, zipfile.BadZipFile) as exc:
+            raise InputError(uri, "bad_mask", f"{member} is truncated or corrupt ({exc})") from None
+
+
+def read_npz_masks(data: bytes | Any, uri: str, *, max_bytes: int | None = None) -> np.ndarray:
+    """An ``.npz`` mask file (bytes or a binary file object) → its array, checked member by member (see
+    :func:`_read_npy`): a VPData integer label map ``(F, H, W)`` (key ``arr_0``, else the only array) or a vpf bit-packed
+    bool mask (``packed`` + ``shape``). Raises ``InputError`` (``bad_mask``, ``mask_too_large``) for anything else:
+    random bytes, a file that is not a zip archive, wrong or missing members, pickled objects (never unpickled),
+    other dtypes or dimensions, sizes over ``max_bytes`` (default :data:`MAX_MASK_BYTES`), truncated data."""
+    max_bytes = MAX_MASK_BYTES if max_bytes is None else max_bytes
+    try:
+        archive = zipfile.ZipFile(io.BytesIO(data) if isinstance(data, (bytes, bytearray)) else data)
+    except (zipfile.BadZipFile, ValueError, EOFError, OSError) as exc:
+        raise InputError(uri, "bad_mask", f"not a readable npz archive ({exc})") from None
+    try:
+        with archive:
+            key, names = _npz_member(archive, uri)
+            if key != "packed":
+                return _read_npy(archive, names[key], uri, max_bytes=max_bytes, ndim=3)
+            shape = _read_npy(archive, names["shape"], uri, max_bytes=1024, ndim=1)
+            if shape.dtype.kind not in "iu" or len(shape) != 3 or (shape < 0).any():
+                raise InputError(uri, "bad_mask", f"'shape' must be 3 non-negative integers, got {shape.tolist()}")
+            count = int(np.prod([int(v) for v in shape], dtype=object))
+            if count > max_bytes:
+                raise InputError(uri, "mask_too_large", f"declared shape {shape.tolist()} exceeds {max_bytes} bytes")
+            packed = _read_npy(archive, names["packed"], uri, max_bytes=max_bytes, ndim=1)
+            if packed.dtype != np.uint8 or packed.size * 8 < count:
+                raise InputError(
+                    uri, "bad_mask", f"'packed' holds {packed.size * 8} bits of {packed.dtype}, shape needs {count}"
+                )
+            return np.unpackbits(packed, count=count).astype(bool).reshape(tuple(int(v) for v in shape))
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, NotImplementedError, RuntimeError, KeyError) as exc:
+        # a damaged member (bad CRC, unsupported compression, encrypted, missing entry)
+        raise InputError(uri, "bad_mask", f"damaged npz archive ({type(exc).__name__}: {exc})") from None
+
+
 def load_label_map(uri: str, *, storage_options: Mapping[str, Any] | None = None) -> np.ndarray:
     """The array of an ``.npz`` mask file as stored: a VPData ``(F, H, W)`` integer label map (key ``arr_0``, else
-    the only array) or a vpf bool mask. Select an object with :func:`select_label`."""
+    the only array) or a vpf bool mask. Select an object with :func:`select_label`. See :func:`read_npz_masks`."""
     try:
-        with fsspec.open(uri, "rb", **dict(storage_options or {})) as f, np.load(f) as npz:
-            if "packed" in npz.files and "shape" in npz.files:
-                shape = tuple(int(v) for v in npz["shape"])
-                labels = np.unpackbits(npz["packed"], count=int(np.prod(shape))).astype(bool).reshape(shape)
-            else:
-                key = "arr_0" if "arr_0" in npz.files else (npz.files[0] if len(npz.files) == 1 else None)
-                if key is None:
-                    message = f"npz has arrays {npz.files}; expected 'arr_0' (a VPData label map)"
-                    raise InputError(uri, "bad_mask", message)
-                labels = npz[key]
+        with fsspec.open(uri, "rb", **dict(storage_options or {})) as f:
+            return read_npz_masks(f, uri)
     except FileNotFoundError:
         raise InputError(uri, "not_found", "mask file not found") from None
     except (PermissionError, IsADirectoryError) as exc:
         raise InputError(uri, "unreadable", f"mask file cannot be read ({exc.strerror or exc})") from None
     except (ValueError, OSError, EOFError) as exc:
+        if isinstance(exc, InputError):
+            raise
         raise InputError(uri, "bad_mask", f"not a readable npz ({exc})") from None
-    if labels.ndim != 3:
-        raise InputError(uri, "bad_mask", f"label map must be (frames, height, width), got shape {labels.shape}")
-    return labels
 
 
 def _load_png_folder(uri: str, mask_id: int | None, storage_options: Mapping[str, Any] | None) -> np.ndarray:
@@ -182,10 +275,19 @@ def _load_png_folder(uri: str, mask_id: int | None, storage_options: Mapping[str
     if not names:
         raise InputError(uri, "not_found", "mask folder holds no .png files")
     frames = []
+    total = 0
     for name in names:
-        image = cv2.imdecode(np.frombuffer(fs.cat_file(name), np.uint8), cv2.IMREAD_UNCHANGED)
+        try:  # OpenCV refuses declared sizes over CV_IO_MAX_IMAGE_PIXELS (2^30) itself, with cv2.error
+            image = cv2.imdecode(np.frombuffer(fs.cat_file(name), np.uint8), cv2.IMREAD_UNCHANGED)
+        except cv2.error as exc:
+            raise InputError(uri, "bad_mask", f"{name} is not a readable PNG ({str(exc).strip()})") from None
         if image is None:
             raise InputError(uri, "bad_mask", f"{name} is not a readable PNG")
+        if image.dtype.kind not in "bu" or image.ndim not in (2, 3):
+            raise InputError(uri, "bad_mask", f"{name}: a mask PNG holds 8/16-bit labels, got {image.dtype}")
+        total += image.nbytes
+        if total > MAX_MASK_BYTES:
+            raise InputError(uri, "mask_too_large", f"the mask PNGs exceed {MAX_MASK_BYTES} bytes")
         frames.append(image if image.ndim == 2 else image[..., 0])
     if len({f.shape for f in frames}) != 1:
         raise InputError(uri, "bad_mask", "mask PNGs have different sizes")

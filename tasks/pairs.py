@@ -6,7 +6,7 @@ One removal render yields two pairs that share its quality verdict:
 - ``add``: inpainted clip → original clip, with the proposer's reverse ``add`` instruction (its target is real
   footage).
 
-Ids come from ``catalog.ids``: ``render_id(instruction_id, engine, params, seed)`` and
+Ids come from ``catalog.ids``: ``render_id(instruction_id, engine, params, seed, version=…, generation=…)`` and
 ``pair_id(render_id, direction)``.
 """
 
@@ -54,10 +54,14 @@ def renders_table_row(
     device: str | None = None,
     elapsed_s: float | None = None,
     run_id: str | None = None,
+    generation: str | None = None,
 ) -> dict[str, Any]:
-    """A ``renders`` row; ``render_id`` = ``ids.render_id(instruction_id, engine, params, seed)``."""
+    """A ``renders`` row; ``render_id`` = ``ids.render_id(instruction_id, engine, params, seed, version=engine_version,
+    generation=generation)``: new weights (a new ``engine_version``) or a ``generation`` make a new render."""
     row = {
-        "render_id": ids.render_id(instruction_id, engine, dict(params), seed),
+        "render_id": ids.render_id(
+            instruction_id, engine, dict(params), seed, version=engine_version, generation=generation
+        ),
         "instruction_id": instruction_id,
         "clip_id": clip_id,
         "object_id": object_id,
@@ -65,6 +69,7 @@ def renders_table_row(
         "engine_version": engine_version,
         "params_json": json.dumps(dict(params), sort_keys=True, default=str),
         "seed": int(seed),
+        "generation": generation,
         "video_uri": video_uri,
         "mask_uri": mask_uri,
         "device": device,

@@ -289,6 +289,10 @@ def _discover_manifest(
         except InputError as exc:
             failures.append(_failure(exc.input, exc))
             continue
+        except Exception as exc:  # anything unforeseen in one row fails that row only
+            where = f"{source}#row={index}"
+            failures.append(Failure.unexpected("ingest", "source", where, exc, where))
+            continue
         items.append(item)
     return items, failures
 
@@ -302,20 +306,23 @@ def _as_int(value: Any, name: str, where: str) -> int | None:
         return None
     try:
         number = float(value)
-        if number != int(number):
+        if number != int(number) or not -(2**63) <= int(number) < 2**63:  # the catalog stores int64
             raise ValueError
         return int(number)
-    except (TypeError, ValueError):
-        raise InputError(where, "bad_row", f"{name} must be an integer, got {value!r}") from None
+    except (TypeError, ValueError, OverflowError):
+        raise InputError(where, "bad_row", f"{name} must be a 64-bit integer, got {value!r}") from None
 
 
 def _as_float(value: Any, name: str, where: str) -> float | None:
     if _blank(value):
         return None
     try:
-        return float(value)
+        number = float(value)
     except (TypeError, ValueError):
-        raise InputError(where, "bad_row", f"{name} must be a number, got {value!r}") from None
+        number = float("nan")
+    if number != number or number in (float("inf"), float("-inf")):
+        raise InputError(where, "bad_row", f"{name} must be a finite number, got {value!r}")
+    return number
 
 
 def _as_box(value: Any, where: str) -> tuple[int, int, int, int] | None:
@@ -324,7 +331,7 @@ def _as_box(value: Any, where: str) -> tuple[int, int, int, int] | None:
     parts = value.split(",") if isinstance(value, str) else list(value)
     try:
         box = tuple(int(round(float(p))) for p in parts)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         box = ()
     if len(box) != 4 or box[2] <= box[0] or box[3] <= box[1] or min(box) < 0:
         raise InputError(

@@ -94,19 +94,7 @@ class StageOutput:
 
 def failure_rows(failures: Iterable[Failure], run_id: str | None) -> list[dict[str, Any]]:
     """``failures`` rows with deterministic ids (stage + item + reason): a rerun never duplicates them."""
-    return [
-        {
-            "failure_id": ids.failure_id(f.stage, f.item_id, f.reason),
-            "stage": f.stage,
-            "item_kind": f.item_kind,
-            "item_id": f.item_id,
-            "reason": f.reason,
-            "error_type": f.error_type,
-            "message": f.message,
-            "run_id": run_id,
-        }
-        for f in failures
-    ]
+    return [f.row(run_id) for f in failures]
 
 
 def worker_id() -> str:
@@ -223,23 +211,28 @@ def ingest_stage(
     storage_options: Mapping[str, Any] | None = None,
     annotation: Any = None,
 ) -> StageOutput:
-    """Probe, split, normalise and segment a batch of items; media goes to the catalog, rows are returned.
+    """Probe, split, normalise and segment a batch of items; media and rows go to the catalog clip by clip (a
+    killed run keeps every finished clip; clips already there are not decoded again), and the rows are returned.
 
     ``storage_options``: for the sources' file system (the catalog has its own). ``annotation``: captions and
     selection (``tasks.ingest.Annotation``; default selection thresholds without it).
 
-    Returns rows for ``sources``, ``clips`` and ``objects`` (not yet appended) and per-item failures.
+    Returns rows for ``sources``, ``clips`` and ``objects`` (already recorded, also those found in the catalog) and
+    per-item failures.
     """
     from tasks.ingest import ingest_batch
 
     result = ingest_batch(
         list(items), catalog, geometry=geometry, segmenter=segmenter, run_id=run_id, storage_options=storage_options,
+        record=True,
         annotation=annotation,
     )  # fmt: skip
     out = StageOutput(rows={k: list(v) for k, v in result.rows.items()}, failures=list(result.failures))
     out.add("items", len(items))
     out.add("clips", len({row["clip_id"] for row in out.rows.get("clips", [])}))
     out.add("objects", len({row["object_id"] for row in out.rows.get("objects", [])}))
+    if result.skipped_clips:
+        out.add("clips_already_done", result.skipped_clips)
     return out
 
 
@@ -271,7 +264,7 @@ def propose_stage(
                 object_id=obj["object_id"],
                 clip_id=obj["clip_id"],
                 label=obj.get("label"),
-                caption=clip.get("caption"),
+                caption=obj.get("caption") or clip.get("caption"),  # the object's own row first
                 bbox=tuple(bbox) if bbox else None,
                 frame_size=(int(clip["width"]), int(clip["height"])),
                 area_ratio=obj.get("area_ratio_mean"),
@@ -355,16 +348,30 @@ def output_params(job: RenderJob, engine: InpaintEngine) -> dict[str, Any]:
     return {**engine.params(), "dilation_radius": job.dilation_radius}
 
 
-def job_render_id(job: RenderJob, engine: InpaintEngine, seed: int) -> str:
-    return ids.render_id(job.instruction_id, engine.engine_id, output_params(job, engine), seed)
+def job_render_id(job: RenderJob, engine: InpaintEngine, seed: int, generation: str | None = None) -> str:
+    """The id ``inpaint_stage`` gives this job's render: instruction + engine id + engine version (code and checkpoint
+    hashes) + pixel-changing params + seed (+ ``generation``)."""
+    return ids.render_id(
+        job.instruction_id,
+        engine.engine_id,
+        output_params(job, engine),
+        seed,
+        version=engine.version,
+        generation=generation,
+    )
 
 
 def pending_jobs(
-    catalog: Catalog, jobs: Sequence[RenderJob], engine: InpaintEngine, seed: int
+    catalog: Catalog, jobs: Sequence[RenderJob], engine: InpaintEngine, seed: int, generation: str | None = None
 ) -> tuple[list[RenderJob], int]:
-    """Resume: drop jobs whose every pair is already in the catalog. Returns (to render, already done)."""
+    """Resume: drop jobs whose every pair is already in the catalog. Returns (to render, already done).
+
+    Render ids include the engine version, so a rerun with new weights renders every job again (the earlier
+    generation stays in the catalog); a new ``generation`` does so on purpose."""
     expected = {
-        job.instruction_id: [ids.pair_id(job_render_id(job, engine, seed), d) for d in pair_directions(job)]
+        job.instruction_id: [
+            ids.pair_id(job_render_id(job, engine, seed, generation), d) for d in pair_directions(job)
+        ]
         for job in jobs
     }
     present = catalog.existing_ids("pairs", [p for ps in expected.values() for p in ps])
@@ -379,8 +386,11 @@ def inpaint_stage(
     *,
     seed: int,
     run_id: str | None,
+    generation: str | None = None,
 ) -> tuple[list[Rendered], StageOutput]:
     """Render a batch with an engine that is already set up (models loaded once per batch).
+
+    ``generation``: recorded with each render and part of its id (``vpf run --rerender``).
 
     Edit types the engine cannot render are skipped with reason ``unsupported_edit_type`` (counted as ``skipped``,
     recorded as ``failures`` rows). The edited clip and the inpainted mask are stored as media before any row.
@@ -428,6 +438,7 @@ def inpaint_stage(
             device=str(engine.device),
             elapsed_s=time.perf_counter() - started,
             run_id=run_id,
+            generation=generation,
         )
         out.rows["renders"].append(row)
         rendered.append(Rendered(job, row, frames, result.frames, dilated, list(result.flags)))

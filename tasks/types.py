@@ -12,6 +12,8 @@ from typing import Literal
 
 import numpy as np
 
+from catalog.ids import failure_id
+
 
 EditType = Literal["remove", "add", "replace", "attribute"]
 ResizeMode = Literal["resize", "crop"]
@@ -118,3 +120,24 @@ class Failure:
     def from_exception(cls, stage: str, item_kind: str, item_id: str, exc: BaseException) -> "Failure":
         reason = getattr(exc, "reason", None) or type(exc).__name__
         return cls(stage, item_kind, item_id, reason, str(exc), type(exc).__name__)
+
+    @classmethod
+    def unexpected(cls, stage: str, item_kind: str, item_id: str, exc: BaseException, where: str) -> "Failure":
+        """An exception nobody anticipated while handling one item (``where`` names the input): recorded with reason
+        ``unexpected_error`` and the exception's type and text, so one bad item never stops the others."""
+        text = str(exc).strip() or repr(exc)
+        return cls(stage, item_kind, item_id, "unexpected_error", f"{where}: {type(exc).__name__}: {text}",
+                   type(exc).__name__)  # fmt: skip
+
+    def row(self, run_id: str | None) -> dict:
+        """The ``failures`` row, with a deterministic id (stage + item + reason): a rerun never duplicates it."""
+        return {
+            "failure_id": failure_id(self.stage, self.item_id, self.reason),
+            "stage": self.stage,
+            "item_kind": self.item_kind,
+            "item_id": self.item_id,
+            "reason": self.reason,
+            "error_type": self.error_type,
+            "message": self.message,
+            "run_id": run_id,
+        }

@@ -15,7 +15,8 @@ Conventions:
 Every problem with a file raises :class:`tasks.errors.InputError` naming the file, with one of these reasons:
 ``not_found``, ``unreadable`` (permission denied, a folder), ``empty_file``, ``not_a_video`` (not a media container, or no video stream), ``truncated_video``
 (the container or its frames end early), ``unsupported_codec`` (see :data:`SUPPORTED_CODECS`), ``unknown_fps``,
-``too_few_frames``, ``corrupt_video`` (a frame fails to decode).
+``too_few_frames``, ``frame_too_large`` (more than :data:`MAX_VIDEO_PIXELS` per frame), ``corrupt_video`` (a frame
+fails to decode).
 
 Encoding writes H.264 (libx264) yuv420p mp4 with the index at the front (``+faststart``) so browsers can play and
 seek it. yuv420p needs even width and height: :func:`encode_mp4` raises ``ValueError`` for odd sizes instead of
@@ -59,6 +60,10 @@ decoded into frames nobody has checked."""
 
 MIN_FRAMES = 2
 """A video needs at least two frames; a single still is refused with ``too_few_frames``."""
+
+MAX_VIDEO_PIXELS = 8192 * 8192
+"""The largest frame decoded (8K UHD is 7680×4320): a file declaring more is refused with ``frame_too_large``
+before a frame buffer is allocated, so one hostile header cannot take the worker's memory."""
 
 
 # --------------------------------------------------------------------------------------------------------- opening
@@ -211,6 +216,14 @@ def probe_video(
             end_of_data = entries[len(entries) - 1].pos + entries[len(entries) - 1].size
             raise InputError(
                 uri, "truncated_video", f"the file ends at byte {size} but its index runs to {end_of_data}"
+            )
+        coded = int(stream.codec_context.width or 0) * int(stream.codec_context.height or 0)
+        if coded > MAX_VIDEO_PIXELS:  # refused before a frame buffer of that size is allocated
+            raise InputError(
+                uri,
+                "frame_too_large",
+                f"frames are {stream.codec_context.width}x{stream.codec_context.height}; "
+                f"at most {MAX_VIDEO_PIXELS} pixels per frame are decoded",
             )
         first = None
         try:

@@ -15,9 +15,11 @@ The unsupported codec is MS-MPEG-4 v2 (``msmpeg4v2``) in an AVI: a real legacy c
 from __future__ import annotations
 
 import csv
+import io
 import json
 import os
 import uuid
+import zipfile
 from pathlib import Path
 
 import av
@@ -49,6 +51,16 @@ BAD_CORPUS_EXPECTED: dict[str, tuple[str, str] | None] = {
     "mask_id_absent": ("segment", "mask_id_absent"),
     "empty_mask": ("segment", "empty_mask"),
     "full_frame_mask": ("segment", "full_frame_mask"),
+    "mask_not_an_archive": ("segment", "bad_mask"),
+    "mask_zip_garbage": ("segment", "bad_mask"),
+    "mask_wrong_members": ("segment", "bad_mask"),
+    "mask_pickled": ("segment", "bad_mask"),
+    "mask_wrong_dtype": ("segment", "bad_mask"),
+    "mask_wrong_shape": ("segment", "bad_mask"),
+    "mask_huge_dims": ("segment", "mask_too_large"),
+    "mask_empty_file": ("segment", "bad_mask"),
+    "mask_truncated": ("segment", "bad_mask"),
+    "mask_bad_rle": ("segment", "bad_mask"),
     "missing_uri_row": ("ingest", "missing_uri"),
     "missing_object": ("ingest", "not_found"),
     "outside_roots": ("ingest", "outside_roots"),
@@ -153,6 +165,40 @@ def _write_csv(path: Path, rows: list[dict], columns: list[str]) -> None:
             writer.writerow({k: row.get(k, "") for k in columns})
 
 
+def _npy(descr: str, shape: tuple[int, ...], data: bytes) -> bytes:
+    """A ``.npy`` member whose header says ``descr`` and ``shape`` whatever ``data`` holds."""
+    buffer = io.BytesIO()
+    np.lib.format.write_array_header_1_0(buffer, {"descr": descr, "fortran_order": False, "shape": shape})
+    return buffer.getvalue() + data
+
+
+def _zip(members: dict[str, bytes]) -> bytes:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        for name, data in members.items():
+            archive.writestr(name, data)
+    return buffer.getvalue()
+
+
+def _damaged_masks(labels: np.ndarray) -> dict[str, bytes]:
+    """Mask archives damaged in the ways real ones are: ``name`` → the file's bytes (written as ``<name>.npz``)."""
+    good = io.BytesIO()
+    np.savez_compressed(good, labels)
+    pickled = io.BytesIO()
+    np.savez(pickled, arr_0=np.array([{"labels": 3}, None], dtype=object))  # an object array: pickled inside
+    return {
+        "mask_not_an_archive": np.random.default_rng(0).bytes(4096),
+        "mask_zip_garbage": b"PK\x03\x04" + np.random.default_rng(1).bytes(512),
+        "mask_wrong_members": _zip({"labels.npy": b"\0" * 64, "readme.txt": b"masks are elsewhere"}),
+        "mask_pickled": pickled.getvalue(),
+        "mask_wrong_dtype": _zip({"arr_0.npy": _npy("<f4", labels.shape, labels.astype("<f4").tobytes())}),
+        "mask_wrong_shape": _zip({"arr_0.npy": _npy("|u1", labels.shape[1:], labels[0].tobytes())}),
+        "mask_huge_dims": _zip({"arr_0.npy": _npy("|u1", (10**6, 10**5, 10**5), b"\3" * 64)}),
+        "mask_empty_file": b"",
+        "mask_truncated": good.getvalue()[: len(good.getvalue()) // 2],
+    }
+
+
 def write_bad_corpus(directory: str | Path) -> dict[str, str]:
     """Write the bad-input corpus → ``{name: path or uri}`` for every name of :data:`BAD_CORPUS_EXPECTED`, plus
     ``"manifest"`` (a CSV with one row per row-level case and one good clip, ``"good"``), ``"root"`` (the allowed
@@ -213,6 +259,13 @@ def write_bad_corpus(directory: str | Path) -> dict[str, str]:
     (inside / "full_frame.json").write_text(json.dumps(encode_masks_rle(np.ones((GOOD_FRAMES, 64, 96), bool))))
     paths["full_frame_mask"] = str(inside / "full_frame.json")
 
+    damaged = _damaged_masks(labels)
+    for name, data in damaged.items():
+        (inside / f"{name}.npz").write_bytes(data)
+        paths[name] = str(inside / f"{name}.npz")
+    (inside / "mask_bad_rle.json").write_text(json.dumps([[1, 2, 3], "counts", None]))
+    paths["mask_bad_rle"] = str(inside / "mask_bad_rle.json")
+
     paths["missing_uri_row"] = f"{inside / 'manifest.csv'}#row=missing_uri"
     paths["missing_object"] = str(inside / "missing.mp4")
     paths["missing_object_url"] = f"memory://vpf-corpus-{uuid.uuid4().hex[:8]}/missing.mp4"
@@ -235,6 +288,8 @@ def write_bad_corpus(directory: str | Path) -> dict[str, str]:
         {"uri": "good.mp4", "mask_uri": "good_masks.npz", "mask_id": 42, "caption": "absent id"},
         {"uri": "good.mp4", "mask_uri": "empty_png_masks", "caption": "empty"},
         {"uri": "good.mp4", "mask_uri": "full_frame.json", "caption": "full frame"},
+        *({"uri": "good.mp4", "mask_uri": f"{name}.npz", "mask_id": OBJECT_ID, "caption": name} for name in damaged),
+        {"uri": "good.mp4", "mask_uri": "mask_bad_rle.json", "caption": "bad rle"},
         {"uri": "", "caption": "a row without uri"},
         {"uri": "missing.mp4"},
         {"uri": "../outside/elsewhere.mp4"},

@@ -118,6 +118,7 @@ def test_export_command(root: str, tmp_path: Path) -> None:
         ["catalog", "stats"],
         ["catalog", "check"],
         ["catalog", "compact"],
+        ["catalog", "gc"],
         ["reproduce", "pair_x"],
     ],
 )
@@ -179,3 +180,30 @@ def test_export_command_with_split_preset_and_options(root: str, tmp_path: Path)
     assert bad.exit_code == 2 and "split" in bad.stderr
     neither = run("export", "--catalog", root, "--out", str(tmp_path / "n"))
     assert neither.exit_code == 2
+
+
+def test_sql_looks_around(root: str) -> None:
+    tables = run("sql", "SHOW TABLES", "--catalog", root, "--format", "json")
+    assert tables.exit_code == 0, tables.output
+    assert {"pairs", "renders", "failures"} <= {r["name"] for r in json.loads(tables.stdout)}
+    described = run("sql", "DESCRIBE renders", "--catalog", root, "--format", "json")
+    assert "generation" in {r["column_name"] for r in json.loads(described.stdout)}
+    assert run("sql", "SUMMARIZE pairs", "--catalog", root).exit_code == 0
+    assert run("sql", "SHOW databases", "--catalog", root).exit_code == 2
+
+
+def test_catalog_gc(root: str) -> None:
+    import os
+    import time
+
+    cat = Catalog(root)
+    unnamed = cat.put_media(b"stored by a run killed before its row", "mp4")
+    old = time.time() - 2 * 86400
+    os.utime(cat.path(unnamed), (old, old))
+    listed = run("catalog", "gc", "--catalog", root, "--dry-run")
+    assert listed.exit_code == 0 and unnamed.rsplit("/", 1)[-1] in listed.output and "would delete 1" in listed.output
+    assert Path(cat.path(unnamed)).exists()
+    done = run("catalog", "gc", "--catalog", root)
+    assert done.exit_code == 0 and "deleted 1 unnamed" in done.output, done.output
+    assert not Path(cat.path(unnamed)).exists()
+    assert run("catalog", "check", "--catalog", root).exit_code == 0

@@ -247,3 +247,31 @@ def test_compaction_relists_when_a_listed_fragment_vanished(catalog: Catalog, mo
     result = catalog.compact("sources")
     assert len(result["sources"]["merged"]) == 3
     assert catalog.query("SELECT count(*) AS n FROM sources").to_pylist() == [{"n": 3}]
+
+
+def test_gc_collects_unnamed_media_and_partial_writes_only(catalog: Catalog) -> None:
+    """What a killed writer leaves (media stored before its row, a temporary file of a write cut short) goes; every
+    media file a row names (in any version of the row) stays, and so does anything younger than the grace period."""
+    import os
+    import time
+    from pathlib import Path
+
+    build_graph(catalog, n_renders=2)
+    named = sorted(str(p) for p in Path(catalog.path("media")).rglob("*") if p.is_file())
+    unnamed = catalog.put_media(b"rendered, never recorded", "mp4")
+    partial = Path(catalog.table_dir("pairs")) / ".tmp-0123"
+    partial.write_bytes(b"half a fragment")
+
+    fresh = catalog.gc()  # default grace period: a live writer's media survives
+    assert fresh["orphan_media"] == [] and fresh["partial_writes"] == [] and fresh["deleted"] == 0
+    old = time.time() - 3 * 86400
+    for path in [catalog.path(unnamed), str(partial), *named]:
+        os.utime(path, (old, old))
+    listed = catalog.gc(dry_run=True)
+    assert [Path(p).name for p in listed["orphan_media"]] == [Path(unnamed).name]
+    assert listed["partial_writes"] == [str(partial)] and listed["deleted"] == 0
+    assert Path(catalog.path(unnamed)).exists()
+    done = catalog.gc()
+    assert done["deleted"] == 2 and not Path(catalog.path(unnamed)).exists() and not partial.exists()
+    assert sorted(str(p) for p in Path(catalog.path("media")).rglob("*") if p.is_file()) == named
+    assert catalog.check() == []

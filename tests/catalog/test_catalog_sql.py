@@ -53,8 +53,16 @@ from tests.catalog.catalog_data import build_graph
         ("SELECT * FROM pairs WHERE pair_id IN (SELECT content FROM read_text('/etc/passwd'))", "read_text"),
         ("WITH t AS (SELECT * FROM read_csv('/etc/passwd')) SELECT * FROM t", "read_csv"),
         ("SELECT * FROM other.main.pairs", "not allowed"),
-        ("DESCRIBE pairs", "DESCRIBE"),
-        ("SUMMARIZE pairs", "SUMMARIZE"),
+        ("DESCRIBE '/etc/passwd'", "/etc/passwd"),
+        ("SUMMARIZE '/etc/passwd'", "/etc/passwd"),
+        ("SUMMARIZE SELECT * FROM read_csv('/etc/passwd')", "read_csv"),
+        ("DESCRIBE SELECT getenv('HOME')", "getenv"),
+        ('SHOW "/etc/passwd"', "/etc/passwd"),
+        ("SHOW no_such_view", "not a catalog view"),
+        ("SHOW other.main.pairs", "not allowed"),
+        ("SHOW databases", "SHOW databases is not allowed"),
+        ("SELECT * FROM (SUMMARIZE read_text('/etc/passwd'))", "read_text"),
+        ("SELECT * FROM (DESCRIBE '/etc/passwd')", "/etc/passwd"),
         ("", "empty"),
     ],
 )
@@ -78,6 +86,42 @@ def test_rejected(sql: str, named: str) -> None:
 )
 def test_allowed(sql: str) -> None:
     check_read_only(sql)
+
+
+LOOK_AROUND = [
+    "SHOW TABLES",
+    "SHOW ALL TABLES",
+    "SHOW",
+    "DESCRIBE",
+    "DESCRIBE pairs",
+    "SHOW pairs",
+    "SUMMARIZE pairs",
+    "SUMMARIZE SELECT psnr_bg FROM pairs WHERE decision = 'accepted'",
+    "DESCRIBE SELECT * FROM pairs_full",
+    "SELECT column_name FROM (DESCRIBE renders) WHERE column_type = 'VARCHAR'",
+    "FROM (SUMMARIZE failures) SELECT column_name, approx_unique",
+]
+
+
+@pytest.mark.parametrize("sql", LOOK_AROUND)
+def test_looking_around_is_allowed_and_runs(sql: str, catalog: Catalog) -> None:
+    """What users type first: accepted by the parser check and answered by the sandboxed connection."""
+    build_graph(catalog, n_renders=1)
+    check_read_only(sql)
+    result = catalog.query(sql, read_only=True)
+    assert result.num_rows > 0
+
+
+def test_show_tables_lists_the_catalog_views_only(catalog: Catalog) -> None:
+    from catalog.views import view_names
+
+    build_graph(catalog, n_renders=1)
+    names = set(catalog.query("SHOW TABLES", read_only=True).column("name").to_pylist())
+    assert names == set(view_names())
+    described = catalog.query("DESCRIBE pairs", read_only=True).column("column_name").to_pylist()
+    assert "pair_id" in described and "decision" in described
+    summary = {r["column_name"]: r for r in catalog.query("SUMMARIZE pairs", read_only=True).to_pylist()}
+    assert summary["edit_type"]["count"] == 2
 
 
 def test_reading_etc_passwd_fails_through_the_catalog(catalog: Catalog) -> None:

@@ -89,14 +89,22 @@ def test_bad_inputs_become_failure_rows_and_exit_3(vpf_env, tmp_path) -> None:
     pairs = cat.query(
         "SELECT p.edit_type, s.uri FROM pairs p JOIN clips USING (clip_id) JOIN sources s USING (source_id)"
     )
-    good = [p for p in pairs.to_pylist() if p["uri"].endswith("good.mp4")]
-    assert sorted(p["edit_type"] for p in good) == ["add", "remove"], "the good clip lost its pairs"
+    for name in ("good.mp4", "odd_dims.mp4", "rotated.mp4"):  # every good row among the damaged ones gives pairs
+        made = [p["edit_type"] for p in pairs.to_pylist() if p["uri"].endswith(name)]
+        assert sorted(made) == ["add", "remove"], f"the good row of {name} lost its pairs"
 
     failures = cat.query("SELECT stage, reason, item_id, message FROM failures").to_pylist()
-    recorded = {(f["stage"], f["reason"]) for f in failures}
     row_cases = {k: v for k, v in BAD_CORPUS_EXPECTED.items() if v and k not in ("extra_column", "missing_column")}
-    missing = {name: expected for name, expected in row_cases.items() if expected not in recorded}
-    assert not missing, f"bad inputs without their failure row: {missing}\nrecorded: {sorted(recorded)}"
+    assert len(row_cases) >= 12, "the acceptance corpus holds a dozen kinds of damage"
+    missing = {}
+    for name, (stage, reason) in row_cases.items():  # a failure row of the right kind that names the input
+        needle = os.path.basename(corpus[name].split("#")[0].rstrip("/"))
+        if not [
+            f for f in failures
+            if (f["stage"], f["reason"]) == (stage, reason) and (needle in f["item_id"] or needle in f["message"])
+        ]:  # fmt: skip
+            missing[name] = (stage, reason, needle)
+    assert not missing, f"bad inputs without a failure row naming them: {missing}\nrecorded: {failures}"
     for f in failures:
         assert f["message"] and len(f["message"]) > 10, f
     assert summary["counts"]["failures"] == len(failures)

@@ -47,7 +47,9 @@ def test_add_instructions_ride_on_their_objects_removal_render() -> None:
     assert dog.add_instruction == "add a dog" and dog.add_instruction_id == instructions[1]["instruction_id"]
     assert pair_directions(dog) == ["remove", "add"]
     assert pair_directions(jobs[1]) == ["remove"] and pair_directions(jobs[2]) == ["replace"]
-    assert {j.dilation_radius for j in jobs} == {default_dilation_radius(96)} == {2}  # 16 px at 720 wide, in proportion
+    assert (
+        {j.dilation_radius for j in jobs} == {default_dilation_radius(96)} == {2}
+    )  # 16 px at 720 wide, in proportion
     assert {j.dilation_radius for j in plan_stage(instructions, OBJECTS, CLIPS, dilation_radius=9)} == {9}
     # A job is JSON all the way: what run_deployment sends to a gpu worker.
     assert RenderJob.model_validate_json(dog.model_dump_json()) == dog

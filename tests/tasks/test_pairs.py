@@ -52,8 +52,30 @@ JOB = {
 
 def test_render_row_id_is_deterministic() -> None:
     row = _render()
-    assert row["render_id"] == ids.render_id("instruction_a", "propagation", {"flow_scale": 0.5, "dilation_radius": 8}, 0)
+    params = {"flow_scale": 0.5, "dilation_radius": 8}
+    assert row["render_id"] == ids.render_id("instruction_a", "propagation", params, 0, version="prop-1")
     assert _render() == row
+
+
+def test_render_id_covers_engine_version_params_seed_and_generation() -> None:
+    """New weights (a new engine version), other pixel-changing options, another seed or a deliberate new generation
+    each make another render; the same inputs always the same one."""
+    params = {"flow_scale": 0.5, "dilation_radius": 8}
+    base = ids.render_id("instruction_a", "propagation", params, 0, version="prop-1")
+    variants = [
+        ids.render_id("instruction_a", "propagation", params, 0, version="prop-1+ckpt.abc"),
+        ids.render_id("instruction_a", "propagation", {**params, "dilation_radius": 9}, 0, version="prop-1"),
+        ids.render_id("instruction_a", "propagation", params, 1, version="prop-1"),
+        ids.render_id("instruction_a", "propagation", params, 0, version="prop-1", generation="run_x"),
+        ids.render_id("instruction_a", "videopainter", params, 0, version="prop-1"),
+    ]
+    assert len({base, *variants}) == 1 + len(variants)
+    assert base == ids.render_id("instruction_a", "propagation", dict(params), 0, version="prop-1")
+    row = pairs.renders_table_row(
+        instruction_id="instruction_a", clip_id="c", object_id="o", engine="propagation", engine_version="prop-1",
+        params=params, seed=0, video_uri="media/x.mp4", mask_uri=None, generation="run_x",
+    )  # fmt: skip
+    assert row["render_id"] == variants[3] and row["generation"] == "run_x"
 
 
 def test_a_removal_yields_remove_and_add_pairs(quality: dict) -> None:

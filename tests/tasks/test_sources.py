@@ -108,7 +108,7 @@ def test_corpus_manifest_with_roots(bad_corpus: dict) -> None:
     assert set(by_reason) == {"missing_uri", "not_found", "outside_roots"}
     assert "elsewhere.mp4" in by_reason["outside_roots"].message
     assert by_reason["not_found"].item_id == bad_corpus["missing_object"]
-    assert len(items) == 15  # every other row goes on to ingest
+    assert len(items) == 25  # every other row goes on to ingest (15, and 10 rows with damaged mask files)
     items, failures = discover_sources(bad_corpus["manifest"])  # no roots: the outside file is fine
     assert {f.reason for f in failures} == {"missing_uri", "not_found"}
 

@@ -226,3 +226,14 @@ def test_every_display_orientation_matches_ffmpeg(tmp_path, degrees: int, hflip:
     height, width = (32, 48) if degrees in (0, 180) else (48, 32)
     assert (info.height, info.width) == (height, width)
     np.testing.assert_array_equal(read_frames(path, 1, 2)[0], ffmpeg_frame(path, 1, height, width))
+
+
+def test_a_frame_size_over_the_limit_is_refused_before_decoding(good_clips: dict, monkeypatch) -> None:
+    import tasks.video_io as video_io
+
+    path = good_clips["videos"][0]
+    assert probe_video(path).width == 96  # negative control: the default limit lets ordinary footage through
+    monkeypatch.setattr(video_io, "MAX_VIDEO_PIXELS", 96 * 64 - 1)
+    with pytest.raises(InputError) as info:
+        probe_video(path)
+    assert info.value.reason == "frame_too_large" and info.value.input == path and "96x64" in str(info.value)
