@@ -267,8 +267,13 @@ def test_unlabelled_folder_with_sibling_masks_captions_and_selection(tmp_path, c
         read_only=True,
     ).to_pylist()
     assert sorted((r["qa_reason"], r["n"]) for r in rows) == [("object_too_small", 2), ("static_clip", 1)]
+    # a rerun decodes neither clip again: the rejected one counts as done, its decision comes back from the catalog
+    rerun = ingest_batch(items, catalog, geometry=geometry, segmenter=ProvidedSegmenter(), run_id="r2",
+                         preset="ultrafast", annotation=Annotation(captioner=captioner, selection=selection))  # fmt: skip
+    assert rerun.skipped_clips == 2 and captioner.calls == 2
+    assert sorted(r["selection"] for r in rerun.rows["clips"]) == ["ok", "rejected"]
     # the same clips under the default thresholds: both objects are selected (the negative control of the above)
-    again = ingest_batch(items[:1], catalog, geometry=geometry, segmenter=ProvidedSegmenter(), run_id="r",
+    again = ingest_batch(items[:1], Catalog(tmp_path / "other"), geometry=geometry, segmenter=ProvidedSegmenter(), run_id="r",
                          preset="ultrafast", annotation=Annotation(selection=SelectionOptions(max_area_change=5.0)))  # fmt: skip
     assert [o["qa_status"] for o in again.rows["objects"]] == ["ok", "ok"]
     assert again.rows["clips"][0]["caption_model"] is None
