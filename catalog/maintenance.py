@@ -253,7 +253,7 @@ def _modified(info: dict[str, Any]) -> float | None:
     return None
 
 
-def gc(catalog: Catalog, *, older_than_s: float = 86400.0, dry_run: bool = False) -> dict[str, Any]:
+def gc(catalog: CatalogStorage, *, older_than_s: float = 86400.0, dry_run: bool = False) -> dict[str, Any]:
     """Delete media files that no row of any table names (every version of every row counts) and temporary files of
     interrupted writes, when older than ``older_than_s`` seconds (default one day: longer than any writer holds media
     it has not named yet). Returns ``{"orphan_media": [...], "partial_writes": [...], "deleted": n,
