@@ -21,8 +21,9 @@ Checks that need no weights (they run everywhere):
     fail one or the other; a heavy blur fails the texture ratio.
 ``seam_error``
     No seam: on the band between the object and the edge of the dilated mask the source shows real background, so a
-    clean fill agrees with it there. Measured as band-pass difference over band-pass energy of the source on that
-    band (absent when the mask was not dilated beyond the object). Misplaced (shifted) or time-shuffled fills fail.
+    clean fill continues it there. Measured as 1 − the normalised cross-correlation of the band-passed target with
+    the band-passed source on that band (absent when the mask was not dilated beyond the object). Misplaced
+    (shifted) or time-shuffled fills, and flat or black ones, fail.
 ``flicker_ratio``
     Stable in time: the warp residual inside the hole between consecutive target frames, after motion compensation
     with optical flow estimated on the target, over the same residual of the surrounding background.
@@ -193,10 +194,10 @@ def _luma(frames: np.ndarray) -> np.ndarray:
 
 
 def _band_pass(frames: np.ndarray) -> np.ndarray:
-    """Texture of each `(T, h, w)` frame: a Gaussian of sigma 0.7 minus one of sigma 3 (working pixels)."""
+    """Texture of each `(T, h, w)` frame: a Gaussian of sigma 0.5 minus one of sigma 2 (working pixels)."""
     out = np.empty_like(frames)
     for t in range(len(frames)):
-        out[t] = cv2.GaussianBlur(frames[t], (0, 0), 0.7) - cv2.GaussianBlur(frames[t], (0, 0), 3.0)
+        out[t] = cv2.GaussianBlur(frames[t], (0, 0), 0.5) - cv2.GaussianBlur(frames[t], (0, 0), 2.0)
     return out
 
 
@@ -211,6 +212,16 @@ def _sums(values: np.ndarray, where: np.ndarray) -> np.ndarray:
     if values.ndim == 4:
         return np.einsum("thwc,thw->tc", values, w)
     return np.einsum("thw,thw->t", values, w)
+
+
+def _ncc(x: np.ndarray, y: np.ndarray, where: np.ndarray, n: np.ndarray) -> np.ndarray:
+    """Per-frame normalised cross-correlation of `(T, h, w)` ``x`` and ``y`` over ``where`` (``n`` pixels each);
+    0 where either is constant."""
+    sx, sy = _sums(x, where), _sums(y, where)
+    sxy = _sums(x * y, where) - sx * sy / n
+    sxx = _sums(x * x, where) - sx * sx / n
+    syy = _sums(y * y, where) - sy * sy / n
+    return np.where(sxx * syy > 1e-6, sxy / np.sqrt(np.maximum(sxx * syy, 1e-12)), 0.0)
 
 
 def _median(values: np.ndarray, valid: np.ndarray) -> float | None:
@@ -253,18 +264,14 @@ def removal_checks(
     # hole changed: mean absolute colour change on the object, in units of the source object's texture
     change = _sums(np.abs(tgt - src), obj).sum(1) / (3 * o) / (_sums(src_energy, obj) / o + _NOISE_FLOOR)
     # object gone: NCC of the band-passed source object with the band-passed target on its pixels
-    sx, sy = _sums(src_bp, obj), _sums(tgt_bp, obj)
-    sxy = _sums(src_bp * tgt_bp, obj) - sx * sy / o
-    sxx = _sums(src_bp * src_bp, obj) - sx * sx / o
-    syy = _sums(tgt_bp * tgt_bp, obj) - sy * sy / o
-    match = np.where(sxx * syy > 1e-6, sxy / np.sqrt(np.maximum(sxx * syy, 1e-12)), 0.0)
+    match = _ncc(src_bp, tgt_bp, obj, o)
     # the fill fits its ring: colour distance in units of the ring's colour spread; texture energy ratio
     hole_mean, ring_mean = _sums(tgt, hole) / h[:, None], _sums(tgt, ring) / r[:, None]
     ring_var = (_sums(tgt * tgt, ring) / r[:, None] - ring_mean**2).clip(min=0).sum(1)
     gap = np.linalg.norm(hole_mean - ring_mean, axis=1) / (np.sqrt(ring_var) + 8.0)
     texture = (_sums(tgt_energy, hole) / h + 0.5) / (_sums(tgt_energy, ring) / r + 0.5)
-    # no seam: on the band of real background inside the mask edge the fill agrees with the source
-    seam = _sums(np.abs(tgt_bp - src_bp), band) / b / (_sums(src_energy, band) / b + _NOISE_FLOOR)
+    # no seam: on the band of real background inside the mask edge the fill's texture is the source's
+    seam = 1.0 - _ncc(src_bp, tgt_bp, band, b)
     warp, flicker, flicker_frames = _flicker(tgt, hole, ring | ~_grow(touched, RING_PX))
     columns = {
         "hole_change": _median(change, has_obj),
