@@ -58,13 +58,13 @@ def score_command(
         str, typer.Option("--mask", help="The object's mask: .npz label map, COCO-RLE .json or a folder of PNGs.")
     ],
     mask_id: Annotated[int | None, typer.Option("--mask-id", help="Object id in a label map / RLE file.")] = None,
-    dilation: Annotated[
+    dilation_radius: Annotated[
         int | None,
         typer.Option(
-            "--dilation",
+            "--dilation-radius",
             min=0,
-            help="Square dilation (px) of the mask that was inpainted, as `vpf run` applies it (default: the run's, "
-            "32 px at 720 px wide). 0 when --mask already is the inpainted region.",
+            help="Radius (px) by which the mask was grown before inpainting, as `vpf run` grows it (default: the "
+            "run's, 16 px at 720 px wide). 0 when --mask already is the inpainted region.",
         ),
     ] = None,  # fmt: skip
     label: Annotated[str | None, typer.Option("--label", help="The object's name (for the CLIP check).")] = None,
@@ -80,15 +80,14 @@ def score_command(
     """Score one source/target/mask triple with the gate a run uses, and print the metrics and the decision."""
     from tasks.errors import InputError
     from tasks.gate import GATE_COLUMNS, ClipScorer, score_render
-    from tasks.masks import dilate_masks
-    from tasks.steps import default_dilation
+    from tasks.masks import default_dilation_radius, dilate_masks
 
     if direction not in ("remove", "add"):
         raise typer.BadParameter(f"{direction!r}: expected remove or add", param_hint="--direction")
     rule = _rule(accept)
     try:
         src, tgt, objects = load_triple(source, target, mask, mask_id=mask_id)
-        px = default_dilation(src.shape[2]) if dilation is None else dilation
+        px = default_dilation_radius(src.shape[2]) if dilation_radius is None else dilation_radius
         hole = dilate_masks(objects, px) if px else objects
         clip = ClipScorer(clip_weights) if clip_weights else None
         if clip is not None:
@@ -101,12 +100,12 @@ def score_command(
         _fail(str(exc))
     decision, reason = rule.decide(quality, direction)
     out = {k: quality[k] for k in GATE_COLUMNS}
-    out.update({"quality_flags": quality["quality_flags"], "dilation_px": px, "decision": decision,
+    out.update({"quality_flags": quality["quality_flags"], "dilation_radius": px, "decision": decision,
                 "decision_reason": reason, "details": json.loads(quality["metrics_json"])})  # fmt: skip
     if as_json:
         typer.echo(json.dumps(out, sort_keys=True))
         return
-    typer.echo(f"{source} → {target}  ({src.shape[0]} frames, {src.shape[2]}x{src.shape[1]}, dilation {px} px)")
+    typer.echo(f"{source} → {target}  ({src.shape[0]} frames, {src.shape[2]}x{src.shape[1]}, dilation radius {px} px)")
     absent = out["details"]["absent"]
     for key in GATE_COLUMNS:
         value = quality[key]
@@ -134,8 +133,8 @@ def eval_command(
     frames: Annotated[int, typer.Option("--frames", min=2)] = 49,
     height: Annotated[int, typer.Option("--height", min=16)] = 480,
     width: Annotated[int, typer.Option("--width", min=16)] = 720,
-    dilation: Annotated[
-        int | None, typer.Option("--dilation", min=0, help="Mask dilation (default: the run's).")
+    dilation_radius: Annotated[
+        int | None, typer.Option("--dilation-radius", min=0, help="Mask dilation radius in px (default: the run's).")
     ] = None,
     clip_weights: Annotated[
         str | None, typer.Option("--clip-weights", help="Local CLIP folder: adds CLIP text similarity and temporal.")
@@ -166,7 +165,7 @@ def eval_command(
         else synthetic_clips(kinds, seed_list, frames=frames, height=height, width=width)
     )
     try:
-        result = evaluate_engines(names, clips, dilation_px=dilation, clip_weights=clip_weights)
+        result = evaluate_engines(names, clips, dilation_radius=dilation_radius, clip_weights=clip_weights)
     except (InputError, FileNotFoundError, ValueError) as exc:
         _fail(str(exc))
     source = str(data) if data is not None else f"synthetic {','.join(kinds)} seeds {seeds}, {frames}x{height}x{width}"

@@ -119,14 +119,15 @@ def evaluate_engines(
     engine_names: Sequence[str],
     clips: Sequence[GroundTruthClip] | Iterator[GroundTruthClip],
     *,
-    dilation_px: int | None = None,
+    dilation_radius: int | None = None,
     clip_weights: str | None = None,
     seed: int = 0,
     engine_options: dict[str, dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
     """Run every engine on every clip and average the metrics per engine.
 
-    ``dilation_px``: of the object masks before inpainting (default: the factory's, ``tasks.steps.default_dilation``).
+    ``dilation_radius``: of the object masks before inpainting, in pixels (default: the factory's,
+    ``tasks.masks.default_dilation_radius``).
 
     Returns:
         ``{"engines": [{"engine", "clips", "seconds_per_clip", <METRIC_COLUMNS>...}], "per_clip": [...],
@@ -134,8 +135,7 @@ def evaluate_engines(
     """
     from tasks.engines.registry import get_engine
     from tasks.gate import ClipScorer
-    from tasks.masks import dilate_masks
-    from tasks.steps import default_dilation
+    from tasks.masks import default_dilation_radius, dilate_masks
 
     engines = {name: get_engine(name, **(engine_options or {}).get(name, {})) for name in engine_names}
     for engine in engines.values():
@@ -146,7 +146,8 @@ def evaluate_engines(
     per_clip: list[dict[str, Any]] = []
     for clip in clips:
         hole = dilate_masks(
-            clip.masks, dilation_px if dilation_px is not None else default_dilation(clip.frames.shape[2])
+            clip.masks,
+            dilation_radius if dilation_radius is not None else default_dilation_radius(clip.frames.shape[2]),
         )
         for name, engine in engines.items():
             start = time.perf_counter()

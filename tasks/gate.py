@@ -334,6 +334,11 @@ def _flicker(target: np.ndarray, hole: np.ndarray, reference: np.ndarray) -> tup
 
 
 # ----------------------------------------------------------------------------------------------- weighted checks
+def _projected(output: Any) -> Any:
+    """The projected CLIP embedding: a tensor (transformers 4) or the output's ``pooler_output`` (transformers 5)."""
+    return output if hasattr(output, "norm") else output.pooler_output
+
+
 class ClipScorer:
     """CLIP from a local ``transformers`` folder (``local_files_only``: nothing is downloaded). Build one per batch;
     the model loads on first use, once.
@@ -366,7 +371,7 @@ class ClipScorer:
         self.setup()
         with torch.no_grad():
             inputs = self._processor(images=images, return_tensors="pt")
-            features = self._model.get_image_features(**inputs)
+            features = _projected(self._model.get_image_features(**inputs))
         return torch.nn.functional.normalize(features, dim=-1).numpy()
 
     def text_embedding(self, text: str) -> np.ndarray:
@@ -376,7 +381,7 @@ class ClipScorer:
         self.setup()
         with torch.no_grad():
             inputs = self._processor(text=[text], return_tensors="pt", padding=True)
-            features = self._model.get_text_features(**inputs)
+            features = _projected(self._model.get_text_features(**inputs))
         return torch.nn.functional.normalize(features, dim=-1).numpy()[0]
 
     def similarity(self, images: list[np.ndarray], text: str) -> float:
@@ -429,8 +434,8 @@ def score_render(
         clip: a ``ClipScorer`` built for the batch; None = CLIP columns absent.
 
     Returns:
-        ``GATE_COLUMNS`` (None = absent, with the reason in ``metrics_json["absent"]``), ``quality_flags`` and
-        ``metrics_json``.
+        ``GATE_COLUMNS`` (None = absent, with the reason in ``metrics_json["absent"]``), ``quality_flags``,
+        ``metrics_json`` and ``clip_configured`` (whether the CLIP check could run; not a column).
 
     Raises:
         InputError: unreadable shapes or values, mismatched clips or masks, an empty mask.
@@ -486,7 +491,12 @@ def score_render(
         "absent": absent,
         "quality_flags": quality_flags,
     }
-    return {**columns, "quality_flags": quality_flags, "metrics_json": json.dumps(metrics_details, sort_keys=True)}
+    return {
+        **columns,
+        "quality_flags": quality_flags,
+        "clip_configured": clip is not None,
+        "metrics_json": json.dumps(metrics_details, sort_keys=True),
+    }
 
 
 # ----------------------------------------------------------------------------------------------- decision
@@ -521,11 +531,11 @@ class AcceptRule:
     min_psnr_bg: float | None = 30.0
     min_ssim_bg: float | None = None
     min_hole_change: float | None = 0.8
-    max_object_match: float | None = 0.2
+    max_object_match: float | None = 0.25
     max_ring_colour_gap: float | None = 1.2
-    min_ring_texture_ratio: float | None = 0.3
-    max_seam_error: float | None = 0.6
-    max_flicker_ratio: float | None = 3.0
+    min_ring_texture_ratio: float | None = 0.35
+    max_seam_error: float | None = 0.25
+    max_flicker_ratio: float | None = 1.5
     max_warp_error: float | None = None
     min_mask_area_ratio: float | None = 0.001
     max_mask_area_ratio: float | None = 0.9
@@ -564,7 +574,8 @@ class AcceptRule:
             check(key, metrics.get(key), getattr(self, name), op)
         src, tgt = metrics.get("clip_label_src"), metrics.get("clip_label_tgt")
         drop = None if src is None or tgt is None else src - tgt
-        check("clip_label_drop", drop, self.min_clip_label_drop, ">=")
+        if drop is not None or metrics.get("clip_configured"):  # a check with weights: only where they are
+            check("clip_label_drop", drop, self.min_clip_label_drop, ">=")
         if direction == "add":
             check("object_frames_ratio", metrics.get("object_frames_ratio"), self.min_add_object_frames, ">=")
         for flag in metrics.get("quality_flags") or []:

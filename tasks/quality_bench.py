@@ -201,7 +201,7 @@ def run_gate_benchmark(
 
     Scenes are rendered per kind and seed at the given geometry; the source is stored and decoded as ingest stores
     it, each candidate as the render stage stores it (``encode=False`` skips the codec). The mask is the objects'
-    masks dilated by the factory's default (``tasks.steps.default_dilation``).
+    masks dilated by the factory's default (``tasks.masks.default_dilation_radius``).
 
     Returns:
         ``{"rows": [...], "rates": {kind: accepted share}, "counts": {kind: [accepted, scored]}, "not_negative":
@@ -211,8 +211,6 @@ def run_gate_benchmark(
     """
     from tasks import gate
     from tasks.engines.registry import get_engine
-    from tasks.masks import dilate_masks
-    from tasks.steps import default_dilation
     from tasks.synthetic import MOTIONS
 
     kinds = list(scenes or MOTIONS)
@@ -228,7 +226,7 @@ def run_gate_benchmark(
         for kind in kinds:
             scene = make_scene(kind, num_frames=frames, height=height, width=width, seed=seed)
             source = _stored(scene.frames, fps) if encode else scene.frames
-            hole = dilate_masks(scene.masks, default_dilation(width))
+            hole = dilate_masks(scene.masks, default_dilation_radius(width))
             candidates = gate_candidates(scene, source, hole, seed=seed, engine=engine)
             truth = candidates["ground_truth"]
             for name, target in candidates.items():

