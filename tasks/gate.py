@@ -380,7 +380,10 @@ class ClipScorer:
 
         self.setup()
         with torch.no_grad():
-            inputs = self._processor(text=[text], return_tensors="pt", padding=True)
+            limit = (
+                self._model.config.text_config.max_position_embeddings
+            )  # long captions are cut, as CLIP was trained
+            inputs = self._processor(text=[text], return_tensors="pt", padding=True, truncation=True, max_length=limit)
             features = _projected(self._model.get_text_features(**inputs))
         return torch.nn.functional.normalize(features, dim=-1).numpy()[0]
 

@@ -141,3 +141,19 @@ def test_bench_gate_json() -> None:
     assert summary["rates"]["ground_truth"] == 1.0 and summary["rates"]["original"] == 0.0
     assert summary["s_per_pair"] > 0 and "ghost" in result.output
     assert CliRunner().invoke(_app(), ["bench", "gate", "--scenes", "dolly"]).exit_code == 2
+
+
+def test_eval_with_local_clip_weights(tmp_path) -> None:
+    from tests.tasks.test_gate import _tiny_clip
+
+    weights = _tiny_clip(tmp_path)
+    args = ["eval", "--engine", "propagation", "--scenes", "static", "--frames", "5", "--height", "48", "--width",
+            "64", "--clip-weights", weights, "--json"]  # fmt: skip
+    result = CliRunner().invoke(_app(), args)
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.output.strip().splitlines()[-1])
+    row = summary["engines"][0]
+    assert 0 <= row["clip_text_sim"] <= 100 and -100 <= row["clip_temporal"] <= 100
+    assert summary["absent"] == {}
+    missing = CliRunner().invoke(_app(), [*args[:-3], "--clip-weights", str(tmp_path / "nothing")])
+    assert missing.exit_code == 2 and "CLIP weights not found" in missing.output
