@@ -14,7 +14,7 @@ Checks that need no weights (they run everywhere):
 ``object_match``
     The object is gone: normalised cross-correlation, frame by frame, between the band-passed appearance of the
     source object and the band-passed target on the same pixels (median over frames). The unedited clip scores 1,
-    a ghost of the object (the fill blended with part of the original) about 0.3–0.6, a real background near 0.
+    a ghost of the object (30 % of the original blended into the fill) about 0.5–0.9, a real background near 0.
 ``ring_colour_gap`` and ``ring_texture_ratio``
     The fill belongs to its surroundings: the distance between the mean colour of the hole and of a ring around it
     (in units of the ring's own colour spread), and the hole's texture energy over the ring's. Flat and black fills

@@ -48,7 +48,9 @@ def _run(tmp_path, manifest, engine, monkeypatch) -> list[dict]:
         RunConfig(source=str(manifest), catalog=catalog, render={"engine": name}, geometry=TINY, gallery=False)
     )
     assert summary.status == "completed", summary
-    return Catalog(catalog).query("SELECT edit_type, decision, decision_reason, engine FROM pairs").to_pylist()
+    return (
+        Catalog(catalog).query("SELECT edit_type, decision, decision_reason, engine, psnr_bg FROM pairs").to_pylist()
+    )
 
 
 @pytest.mark.parametrize(
@@ -74,6 +76,8 @@ def test_propagation_pairs_pass_and_add_pairs_share_the_removal_verdict(tiny_sam
     pairs = _run(tmp_path, manifest, "propagation", monkeypatch)
     assert len(pairs) == 2 * n_objects
     for pair in pairs:
+        # scored on the stored, decoded clips: the background carries codec loss, never the 100 dB cap
+        assert 30 < pair["psnr_bg"] < 60, pair
         if pair["edit_type"] == "remove":
             assert (pair["decision"], pair["decision_reason"]) == ("accepted", "all checks passed"), pair
         else:  # the same verdict, unless its own check (the object visible in enough frames) fails
