@@ -163,6 +163,7 @@ PAIRS = pa.schema(
         _f("ring_texture_ratio", pa.float64()),  # hole texture energy / ring texture energy
         _f("seam_error", pa.float64()),  # target vs source on the background band inside the mask edge
         _f("flicker_ratio", pa.float64()),  # motion-compensated change in the hole / in the background
+        _f("motion_gap", pa.float64()),  # hole vs ring median flow, full-resolution px per frame
         _f("temporal_warp_error", pa.float64()),  # the hole's warp residual, [0, 1] scale
         _f("mask_area_ratio", pa.float64()),
         _f("object_frames_ratio", pa.float64()),  # share of frames where the object is visible

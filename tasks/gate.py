@@ -27,6 +27,10 @@ Checks that need no weights (they run everywhere):
 ``flicker_ratio``
     Stable in time: the warp residual inside the hole between consecutive target frames, after motion compensation
     with optical flow estimated on the target, over the same residual of the surrounding background.
+``motion_gap``
+    Moves with its surroundings: the distance (full-resolution pixels per frame) between the median flow inside the
+    hole and on the ring around it. A fill that jitters against the background (time-shuffled, per-frame fills)
+    or the unedited moving object fail.
 
 Background fidelity (``psnr_bg``, ``ssim_bg``, ``mse_bg``, ``mae_bg``: stored target against stored source outside
 the mask) measures encoding loss and engines that do not keep the background; it proves nothing about the hole.
@@ -76,6 +80,7 @@ GATE_COLUMNS = (
     "ring_texture_ratio",
     "seam_error",
     "flicker_ratio",
+    "motion_gap",
     "temporal_warp_error",
     "mask_area_ratio",
     "object_frames_ratio",
@@ -241,7 +246,7 @@ def removal_checks(
 
     Returns:
         ``(columns, details)``: ``hole_change``, ``object_match``, ``ring_colour_gap``, ``ring_texture_ratio``,
-        ``seam_error``, ``flicker_ratio``, ``temporal_warp_error`` (None when a check has no pixels to use), and
+        ``seam_error``, ``flicker_ratio``, ``motion_gap``, ``temporal_warp_error`` (None when a check has no pixels to use), and
         details for ``metrics_json``.
     """
     region = working_region(masks)
@@ -272,7 +277,7 @@ def removal_checks(
     texture = (_sums(tgt_energy, hole) / h + 0.5) / (_sums(tgt_energy, ring) / r + 0.5)
     # no seam: on the band of real background inside the mask edge the fill's texture is the source's
     seam = 1.0 - _ncc(src_bp, tgt_bp, band, b)
-    warp, flicker, flicker_frames = _flicker(tgt, hole, ring | ~_grow(touched, RING_PX))
+    warp, flicker, motion_gap, flicker_frames = _temporal(tgt, hole, ring, ring | ~_grow(touched, RING_PX))
     columns = {
         "hole_change": _median(change, has_obj),
         "object_match": _median(match, has_obj),
@@ -280,6 +285,7 @@ def removal_checks(
         "ring_texture_ratio": _median(texture, has_ring),
         "seam_error": _median(seam, has_band),
         "flicker_ratio": flicker,
+        "motion_gap": None if motion_gap is None else motion_gap * region.factor,  # full-resolution pixels
         "temporal_warp_error": warp,
     }
     details = {
@@ -297,23 +303,26 @@ def removal_checks(
     return {k: (None if v is None else float(v)) for k, v in columns.items()}, details
 
 
-def _flicker(target: np.ndarray, hole: np.ndarray, reference: np.ndarray) -> tuple[float | None, float | None, int]:
-    """Motion-compensated temporal change of the hole against that of the background (``target``: `(T, h, w, 3)`
-    float32 at working resolution).
+def _temporal(
+    target: np.ndarray, hole: np.ndarray, ring: np.ndarray, reference: np.ndarray
+) -> tuple[float | None, float | None, float | None, int]:
+    """Temporal checks of the hole on the target (`(T, h, w, 3)` float32 at working resolution).
 
-    Flow from frame t+1 back to t is estimated on the target (DIS) and frame t is warped onto t+1; the mean absolute
+    Flow from frame t+1 back to t is estimated on the target (DIS) and frame t is warped onto t+1. The mean absolute
     residual inside ``hole[t + 1]`` is compared with the residual on ``reference[t + 1]`` (background around the
-    hole). Returns ``(warp error on the [0, 1] scale, hole residual / (background residual + 1 grey level),
-    frames used)``.
+    hole), and the median flow inside the hole with the median flow on its ``ring`` (a fill moves with what
+    surrounds it). Returns ``(warp error on the [0, 1] scale, hole residual / (background residual + 1 grey level),
+    median over frames of the distance between the two median flows in working pixels, frames used)``.
     """
     if len(target) < 2:
-        return None, None, 0
+        return None, None, None, 0
     grey = np.stack([cv2.cvtColor(f, cv2.COLOR_RGB2GRAY) for f in target.astype(np.uint8)])
     h, w = grey.shape[1:]
     gx, gy = np.meshgrid(np.arange(w, dtype=np.float32), np.arange(h, dtype=np.float32))
     dis = cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_ULTRAFAST)
     in_hole = in_ref = 0.0
     n_hole = n_ref = frames = 0
+    gaps: list[float] = []
     for t in range(len(target) - 1):
         hmask, rmask = hole[t + 1], reference[t + 1]
         if hmask.sum() < _MIN_PIXELS or rmask.sum() < _MIN_PIXELS:
@@ -327,10 +336,14 @@ def _flicker(target: np.ndarray, hole: np.ndarray, reference: np.ndarray) -> tup
         in_ref += float(residual[rmask].sum())
         n_ref += int(rmask.sum())
         frames += 1
+        if ring[t + 1].sum() >= _MIN_PIXELS:
+            inside, around = np.median(back[hmask], axis=0), np.median(back[ring[t + 1]], axis=0)
+            gaps.append(float(np.hypot(*(inside - around))))
     if not frames:
-        return None, None, 0
+        return None, None, None, 0
     hole_residual, ref_residual = in_hole / n_hole, in_ref / n_ref
-    return hole_residual / 255.0, hole_residual / (ref_residual + 1.0), frames
+    gap = float(np.median(gaps)) if gaps else None
+    return hole_residual / 255.0, hole_residual / (ref_residual + 1.0), gap, frames
 
 
 # ----------------------------------------------------------------------------------------------- weighted checks
@@ -474,6 +487,7 @@ def score_render(
         ("ring_texture_ratio", "no ring of background around the hole"),
         ("seam_error", "no band between the object and the mask edge (mask not dilated, or no object mask)"),
         ("flicker_ratio", "fewer than two frames with a hole and background around it"),
+        ("motion_gap", "fewer than two frames with a hole and a ring around it"),
         ("temporal_warp_error", "fewer than two frames with a hole and background around it"),
     ):
         if columns[key] is None:
@@ -513,6 +527,7 @@ _CHECKS: tuple[tuple[str, str, str], ...] = (
     ("ring_texture_ratio", "min_ring_texture_ratio", ">="),
     ("seam_error", "max_seam_error", "<="),
     ("flicker_ratio", "max_flicker_ratio", "<="),
+    ("motion_gap", "max_motion_gap", "<="),
     ("temporal_warp_error", "max_warp_error", "<="),
     ("mask_area_ratio", "min_mask_area_ratio", ">="),
     ("mask_area_ratio", "max_mask_area_ratio", "<="),
@@ -537,8 +552,9 @@ class AcceptRule:
     max_object_match: float | None = 0.25
     max_ring_colour_gap: float | None = 1.2
     min_ring_texture_ratio: float | None = 0.35
-    max_seam_error: float | None = 0.25
+    max_seam_error: float | None = 0.15
     max_flicker_ratio: float | None = 1.5
+    max_motion_gap: float | None = 0.6
     max_warp_error: float | None = None
     min_mask_area_ratio: float | None = 0.001
     max_mask_area_ratio: float | None = 0.9

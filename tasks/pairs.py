@@ -31,6 +31,7 @@ _QUALITY_COLUMNS = (
     "ring_texture_ratio",
     "seam_error",
     "flicker_ratio",
+    "motion_gap",
     "temporal_warp_error",
     "mask_area_ratio",
     "object_frames_ratio",

@@ -56,6 +56,7 @@ METRICS: tuple[tuple[str, str, bool], ...] = (
     ("ring_texture_ratio", "ring texture", True),
     ("seam_error", "seam", False),
     ("flicker_ratio", "flicker", False),
+    ("motion_gap", "motion gap", False),
     ("temporal_warp_error", "warp err", False),
     ("mask_area_ratio", "mask area", False),
     ("clip_label_src", "CLIP label before", False),

@@ -37,7 +37,7 @@ class _Black(_Unedited):
         return Inpainted(np.zeros_like(frames))
 
 
-def _run(tmp_path, manifest, engine, monkeypatch) -> list[dict]:
+def _run(tmp_path, manifest, engine, monkeypatch, geometry: dict | None = None) -> list[dict]:
     if isinstance(engine, InpaintEngine):
         monkeypatch.setattr(build_pairs_module, "make_engine", lambda config: engine)
         name = "propagation"  # the configured name is not used: the engine above is
@@ -45,7 +45,9 @@ def _run(tmp_path, manifest, engine, monkeypatch) -> list[dict]:
         name = engine
     catalog = str(tmp_path / "catalog")
     summary = build_pairs(
-        RunConfig(source=str(manifest), catalog=catalog, render={"engine": name}, geometry=TINY, gallery=False)
+        RunConfig(
+            source=str(manifest), catalog=catalog, render={"engine": name}, geometry=geometry or TINY, gallery=False
+        )
     )
     assert summary.status == "completed", summary
     return (
@@ -71,9 +73,14 @@ def test_default_rule_rejects_engines_that_do_not_remove(tiny_samples, tmp_path,
         assert any(check in pair["decision_reason"] for check in checks), pair
 
 
-def test_propagation_pairs_pass_and_add_pairs_share_the_removal_verdict(tiny_samples, tmp_path, monkeypatch) -> None:
-    manifest, n_objects = tiny_samples
-    pairs = _run(tmp_path, manifest, "propagation", monkeypatch)
+def test_propagation_pairs_pass_and_add_pairs_share_the_removal_verdict(tmp_path, monkeypatch) -> None:
+    # 144x216: the smallest clips whose dilation band (5 px) leaves the seam check real background to look at
+    from tasks.synthetic import write_samples
+
+    geometry = {**TINY, "height": 144, "width": 216}
+    manifest = write_samples(tmp_path / "samples", cameras=("static", "pan"), write_background=False, **geometry)
+    n_objects = len(manifest.read_text().strip().splitlines()) - 1
+    pairs = _run(tmp_path, manifest, "propagation", monkeypatch, geometry)
     assert len(pairs) == 2 * n_objects
     for pair in pairs:
         # scored on the stored, decoded clips: the background carries codec loss, never the 100 dB cap

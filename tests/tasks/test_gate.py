@@ -62,7 +62,7 @@ def test_every_negative_control_is_rejected_with_its_reason(pan, handheld, kind)
         "black": ("ring_colour_gap",),
         "flat": ("ring_texture_ratio", "seam_error"),
         "blur": ("object_match", "seam_error", "ring_texture_ratio"),
-        "shuffled": ("seam_error", "flicker_ratio"),
+        "shuffled": ("seam_error", "flicker_ratio", "motion_gap"),
         "shifted": ("seam_error",),
         "ghost": ("object_match",),
     }[kind]
@@ -84,6 +84,7 @@ CHECKS = [
     ("ring_texture_ratio", "min_ring_texture_ratio", "flat"),
     ("seam_error", "max_seam_error", "shifted"),
     ("flicker_ratio", "max_flicker_ratio", "shuffled"),
+    ("motion_gap", "max_motion_gap", "shuffled"),
 ]
 
 
