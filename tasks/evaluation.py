@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 
 from tasks.errors import InputError
-from tasks.metrics import region_metrics, temporal_warp_error
+from tasks.metrics import psnr_from_mse, region_metrics, temporal_warp_error
 
 
 METRIC_COLUMNS = (
@@ -129,6 +129,8 @@ def evaluate_engines(
     ``dilation_radius``: of the object masks before inpainting, in pixels (default: the factory's,
     ``tasks.masks.default_dilation_radius``).
 
+    Per engine, metrics are means over clips, except PSNR, which is computed from the mean MSE.
+
     Returns:
         ``{"engines": [{"engine", "clips", "seconds_per_clip", <METRIC_COLUMNS>...}], "per_clip": [...],
         "absent": {column: reason}}``; a column is None for an engine when no clip produced it.
@@ -163,6 +165,8 @@ def evaluate_engines(
         for key in METRIC_COLUMNS:
             values = [r[key] for r in mine if r[key] is not None]
             row[key] = float(np.mean(values)) if values else None
+        for side in ("in", "out"):  # PSNR of the mean MSE: one exact clip (capped at 100 dB) must not dominate
+            row[f"psnr_{side}"] = None if row[f"mse_{side}"] is None else psnr_from_mse(row[f"mse_{side}"])
         rows.append(row)
     absent = {}
     if scorer is None:
