@@ -16,8 +16,9 @@ import pyarrow as pa
 
 # 2: objects.dilation_px (a kernel side) became dilation_radius; 3: sources.license, attribution;
 # 4: objects.caption, objects.row_key, renders.generation, clips.plan_id, clips.plan_clips;
-# 5: clips/objects annotation and selection columns
-SCHEMA_VERSION = 5
+# 5: clips/objects annotation and selection columns; 6: the pair-quality gate's columns replace pairs.lpips /
+# clip_sim / clip_sim_masked
+SCHEMA_VERSION = 6
 
 EDIT_TYPES = ("remove", "add", "replace", "attribute")
 DECISIONS = ("accepted", "rejected")
@@ -165,16 +166,26 @@ PAIRS = pa.schema(
         _f("preview_uri", pa.string()),  # side-by-side mp4
         _f("contact_sheet_uri", pa.string()),  # png
         _f("engine", pa.string(), True),
-        # quality, background = outside the dilated mask, both frames masked
+        # quality gate (tasks/gate.py), measured on the stored, decoded source and target clips.
+        # background fidelity: target vs source outside the inpainted mask (encoding loss, engines that move pixels)
         _f("psnr_bg", pa.float64()),
         _f("ssim_bg", pa.float64()),
         _f("mse_bg", pa.float64()),
         _f("mae_bg", pa.float64()),
-        _f("temporal_warp_error", pa.float64()),
+        # removal checks, no weights: each a median over frames
+        _f("hole_change", pa.float64()),  # change on the object / the object's own texture
+        _f("object_match", pa.float64()),  # NCC of the source object's texture with the target there
+        _f("ring_colour_gap", pa.float64()),  # hole vs ring mean colour, in ring colour spreads
+        _f("ring_texture_ratio", pa.float64()),  # hole texture energy / ring texture energy
+        _f("seam_error", pa.float64()),  # target vs source on the background band inside the mask edge
+        _f("flicker_ratio", pa.float64()),  # motion-compensated change in the hole / in the background
+        _f("motion_gap", pa.float64()),  # hole vs ring median flow, full-resolution px per frame
+        _f("temporal_warp_error", pa.float64()),  # the hole's warp residual, [0, 1] scale
         _f("mask_area_ratio", pa.float64()),
-        _f("lpips", pa.float64()),  # null when weights are not available
-        _f("clip_sim", pa.float64()),  # null when weights are not available
-        _f("clip_sim_masked", pa.float64()),
+        _f("object_frames_ratio", pa.float64()),  # share of frames where the object is visible
+        # removal checks with weights (null unless CLIP weights are configured)
+        _f("clip_label_src", pa.float64()),  # CLIP similarity of the label with the hole region, before
+        _f("clip_label_tgt", pa.float64()),  # ... and after
         _f("quality_flags", pa.list_(pa.string())),
         _f("metrics_json", pa.string()),
         _f("judge_compliance", pa.int32()),

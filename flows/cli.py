@@ -14,7 +14,7 @@ apply_local_defaults()  # before Prefect is imported: ephemeral mode, analytics 
 
 import typer  # noqa: E402
 
-from flows import cli_bench, cli_catalog, cli_factory, cli_gallery, cli_reproduce, cli_samples  # noqa: E402
+from flows import cli_bench, cli_catalog, cli_factory, cli_gallery, cli_quality, cli_reproduce, cli_samples  # noqa: E402
 
 
 app = typer.Typer(
@@ -57,6 +57,7 @@ cli_samples.register(app)
 cli_reproduce.register(app)
 cli_gallery.register(app)
 cli_bench.register(app)
+cli_quality.register(app)
 
 
 if __name__ == "__main__":

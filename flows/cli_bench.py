@@ -1,4 +1,5 @@
-"""``vpf bench quality``: the ground-truth inpainting benchmark (tasks/quality_bench.py) from the command line."""
+"""``vpf bench quality`` (the ground-truth inpainting benchmark) and ``vpf bench gate`` (the quality gate against
+negative controls), both from tasks/quality_bench.py."""
 
 from __future__ import annotations
 
@@ -19,7 +20,9 @@ def register(app: typer.Typer) -> None:
         frames: Annotated[int, typer.Option(min=2, help="Frames per scene.")] = 49,
         height: Annotated[int, typer.Option(min=16)] = 480,
         width: Annotated[int, typer.Option(min=16)] = 720,
-        scenes: Annotated[str, typer.Option(help="Comma-separated cameras: static, pan, zoom.")] = "static,pan,zoom",
+        scenes: Annotated[
+            str, typer.Option(help="Comma-separated scene kinds: static, pan, zoom, handheld, occlusion.")
+        ] = "static,pan,zoom",
         seed: Annotated[int, typer.Option()] = 0,
         dilation_radius: Annotated[
             int | None,
@@ -30,15 +33,15 @@ def register(app: typer.Typer) -> None:
         per-frame cv2.inpaint baseline."""
         from tasks.engines.registry import ENGINE_NAMES
         from tasks.quality_bench import format_table, run_quality_benchmark, summary_json
-        from tasks.synthetic import CAMERAS
+        from tasks.synthetic import MOTIONS
 
         if engine not in ENGINE_NAMES:
             typer.echo(f"error: unknown engine {engine!r}; known: {', '.join(ENGINE_NAMES)}", err=True)
             raise typer.Exit(2)
         chosen = [s.strip() for s in scenes.split(",") if s.strip()]
-        bad = [s for s in chosen if s not in CAMERAS]
+        bad = [s for s in chosen if s not in MOTIONS]
         if bad or not chosen:
-            typer.echo(f"error: --scenes must name some of {', '.join(CAMERAS)}, got {scenes!r}", err=True)
+            typer.echo(f"error: --scenes must name some of {', '.join(MOTIONS)}, got {scenes!r}", err=True)
             raise typer.Exit(2)
         results = run_quality_benchmark(
             [engine],
@@ -53,5 +56,58 @@ def register(app: typer.Typer) -> None:
         typer.echo(format_table(results))
         if as_json:
             typer.echo(json.dumps(summary_json(results, engine)))
+
+    @bench.command("gate")
+    def gate(
+        as_json: Annotated[bool, typer.Option("--json", help="End with one JSON line of the results.")] = False,
+        frames: Annotated[int, typer.Option(min=2, help="Frames per scene.")] = 49,
+        height: Annotated[int, typer.Option(min=16)] = 480,
+        width: Annotated[int, typer.Option(min=16)] = 720,
+        scenes: Annotated[
+            str, typer.Option(help="Comma-separated scene kinds: static, pan, zoom, handheld, occlusion.")
+        ] = "static,pan,zoom,handheld,occlusion",
+        seeds: Annotated[str, typer.Option(help="Comma-separated seeds; one scene per kind and seed.")] = "0",
+        encode: Annotated[
+            bool, typer.Option("--encode/--no-encode", help="Store and decode every clip as the factory does.")
+        ] = True,
+        accept: Annotated[
+            list[str] | None, typer.Option("--accept", help="KEY=VALUE of the accept rule (repeat); default rule.")
+        ] = None,
+    ) -> None:
+        """Score, with the default accept rule, the ground truth and the propagation engine's output (positives) and
+        negative controls (the unedited clip, black, flat colour, blur, time-shuffled, shifted, ghost) on synthetic
+        scenes; print accept rates per kind against the targets, and seconds per pair."""
+        from flows.cli_quality import _rule
+        from tasks.quality_bench import format_gate_table, run_gate_benchmark
+        from tasks.synthetic import MOTIONS
+
+        chosen = [s.strip() for s in scenes.split(",") if s.strip()]
+        if not chosen or any(s not in MOTIONS for s in chosen):
+            typer.echo(f"error: --scenes must name some of {', '.join(MOTIONS)}, got {scenes!r}", err=True)
+            raise typer.Exit(2)
+        try:
+            seed_list = [int(s) for s in seeds.split(",") if s.strip()]
+        except ValueError:
+            seed_list = []
+        if not seed_list:
+            typer.echo(f"error: --seeds must be comma-separated integers, got {seeds!r}", err=True)
+            raise typer.Exit(2)
+        result = run_gate_benchmark(
+            scenes=chosen, seeds=seed_list, frames=frames, height=height, width=width, encode=encode,
+            rule=_rule(accept),
+        )  # fmt: skip
+        typer.echo(
+            f"quality gate benchmark: {len(chosen) * len(seed_list)} scenes of {frames} frames at {height}x{width}, "
+            f"{'stored as H.264 and decoded' if encode else 'not encoded'}"
+        )
+        typer.echo(format_gate_table(result))
+        typer.echo(
+            f"seconds per pair (scoring decoded clips): {result['s_per_pair']:.3f} wall, "
+            f"{result['cpu_s_per_pair']:.3f} CPU; targets {'met' if result['targets_met'] else 'NOT met'}"
+        )
+        if as_json:
+            summary = {k: result[k] for k in ("rates", "counts", "not_negative", "targets_met", "s_per_pair",
+                                              "cpu_s_per_pair", "geometry")}  # fmt: skip
+            typer.echo(json.dumps(summary))
 
     app.add_typer(bench, name="bench")

@@ -114,6 +114,7 @@ OPTION_OF_FIELD = {
     "seed": "--seed",
     "accept_rule": "--accept",
     "judge": "--judge",
+    "clip_weights": "--clip-weights",
     "previews": "--previews",
     "rerender": "--rerender",
     "batch_size": "--batch-size",
@@ -227,6 +228,14 @@ def run_command(
             "--accept", help="KEY=VALUE of the accept rule (repeat), e.g. min_psnr_bg=28 min_judge_quality=3."
         ),
     ] = None,
+    clip_weights: Annotated[
+        str | None,
+        typer.Option(
+            "--clip-weights",
+            help="Local CLIP folder (transformers): the quality gate also checks that the object's label stops "
+            "matching the hole (clip_label_src/clip_label_tgt).",
+        ),
+    ] = None,
     judge: Annotated[
         str | None,
         typer.Option(
@@ -287,6 +296,7 @@ def run_command(
             "seed": seed,
             "accept_rule": parse_key_values(accept, "--accept"),
             "judge": judge,
+            "clip_weights": clip_weights,
             "previews": previews,
             "rerender": rerender,
         },
@@ -417,7 +427,12 @@ def demo_command(
     console.rule("4. query it with SQL")
     from catalog.store import Catalog
 
-    query = "SELECT edit_type, decision, count(*) AS pairs, round(avg(psnr_bg), 1) AS psnr_bg FROM pairs GROUP BY ALL ORDER BY ALL"
+    # psnr_bg: codec loss of the stored target's background; hole_change / object_match: did the object go
+    query = (
+        "SELECT edit_type, decision, count(*) AS pairs, round(avg(psnr_bg), 1) AS psnr_bg, "
+        "round(avg(hole_change), 2) AS hole_change, round(max(object_match), 2) AS max_object_match "
+        "FROM pairs GROUP BY ALL ORDER BY ALL"
+    )
     stdout.print(f'$ vpf sql "{query}" --catalog {catalog}', soft_wrap=True)
     result = Catalog(catalog).query(query, read_only=True)
     table = Table()

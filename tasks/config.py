@@ -17,7 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from catalog.store import default_root
 from tasks.annotate.selection import SelectionOptions
-from tasks.metrics import AcceptRule
+from tasks.gate import AcceptRule
 from tasks.types import EditType, Geometry, ResizeMode
 
 
@@ -137,6 +137,10 @@ class RenderConfig(BaseModel):
     )
     judge: str | None = Field(
         None, description="optional pair judge: openai:URL#MODEL or transformers:PATH of a vision-language model"
+    )
+    clip_weights: str | None = Field(
+        None,
+        description="local CLIP folder (transformers): the quality gate's CLIP label check, loaded once per batch",
     )
     previews: bool = Field(True, description="store a side-by-side preview mp4 and a contact sheet per pair")
     gpu_slots: int = Field(1, ge=1, description="slots of the per-worker limit gpu:<worker id> when it is created")

@@ -25,11 +25,18 @@ _QUALITY_COLUMNS = (
     "ssim_bg",
     "mse_bg",
     "mae_bg",
+    "hole_change",
+    "object_match",
+    "ring_colour_gap",
+    "ring_texture_ratio",
+    "seam_error",
+    "flicker_ratio",
+    "motion_gap",
     "temporal_warp_error",
     "mask_area_ratio",
-    "lpips",
-    "clip_sim",
-    "clip_sim_masked",
+    "object_frames_ratio",
+    "clip_label_src",
+    "clip_label_tgt",
     "quality_flags",
     "metrics_json",
     "judge_compliance",
@@ -142,7 +149,7 @@ def pair_rows(
         job: the instruction(s): ``instruction_id``, ``edit_type``, ``instruction``, ``instruction_long``,
             ``clip_video_uri`` (the original clip) and ``mask_uri``; for a removal, optionally ``add_instruction_id``,
             ``add_instruction``, ``add_instruction_long`` (the reverse instruction from the proposer).
-        quality: ``tasks.metrics.pair_metrics`` output (plus judge columns when judged).
+        quality: ``tasks.gate.score_render`` output (plus judge columns when judged).
         decision: ``(decision, reason)`` from ``AcceptRule.decide``.
         clip_video_uri: overrides ``job["clip_video_uri"]``.
 

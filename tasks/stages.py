@@ -37,7 +37,7 @@ from catalog.store import Catalog
 from tasks.config import AnnotateConfig, RenderConfig, parse_sam_spec
 from tasks.contracts import InpaintEngine, Judge, Proposer, Segmenter
 from tasks.errors import InputError, UnsupportedEditError
-from tasks.metrics import AcceptRule
+from tasks.gate import AcceptRule
 from tasks.types import Failure, Geometry, SourceItem
 
 
@@ -62,6 +62,7 @@ class RenderJob(BaseModel):
     add_instruction_id: str | None = Field(None, description="for a removal: the reverse `add` instruction")
     add_instruction: str | None = None
     add_instruction_long: str | None = None
+    label: str | None = Field(None, description="the object's name (the gate's CLIP check)")
 
 
 @dataclass
@@ -329,6 +330,7 @@ def plan_stage(
                 add_instruction_id=add["instruction_id"] if add else None,
                 add_instruction=add["instruction"] if add else None,
                 add_instruction_long=add.get("instruction_long") if add else None,
+                label=obj.get("label"),
             )
         )
     return jobs
@@ -455,34 +457,45 @@ def score_stage(
     judge: Judge | None = None,
     run_id: str | None,
 ) -> StageOutput:
-    """Quality metrics, accept/reject decision and previews for each render; returns ``pairs`` rows.
+    """The quality gate, accept/reject decisions and previews for each render; returns ``pairs`` rows.
 
-    A removal render yields two pairs: ``remove`` (original → inpainted) and ``add`` (inpainted → original).
-    With a ``judge`` (``tasks.judge.Judge``, set up by the caller) every pair is also scored by the judge from its
-    own source and target frames, in one batch; its scores are stored with the pair and the accept rule is applied
-    to metrics and scores together, so each direction gets its own decision.
+    The gate (``tasks.gate``) scores what a trainer reads: the stored clip as decoded for rendering and the stored
+    render decoded back from the catalog, with the inpainted (dilated) mask and the object's own mask. Each render is
+    scored once; a removal render yields two pairs from that one score: ``remove`` (original → inpainted) with the
+    removal decision, and ``add`` (inpainted → original), which must pass the same checks plus its own
+    (``AcceptRule.decide(..., "add")``). With ``config.clip_weights`` the CLIP label check runs, the model loaded once
+    for the batch. With a ``judge`` every pair is also scored by the judge from its own source and target frames, in
+    one batch; its scores are stored with the pair and the rule is applied to gate and judge columns together.
     """
-    from tasks import metrics, pairs
+    from tasks import gate, pairs
     from tasks import previews as previews_mod
+    from tasks.masks import decode_masks_npz
+    from tasks.video_io import read_frames
 
     rule = config.accept_rule
+    clip = gate.ClipScorer(config.clip_weights) if config.clip_weights else None
+    if clip is not None:
+        clip.setup()  # once per batch; a missing folder fails the batch loudly
     out = StageOutput(rows={"pairs": []})
     judged: list[tuple[dict[str, Any], dict[str, Any], np.ndarray, np.ndarray]] = []
     for r in rendered:
         try:
-            quality = metrics.pair_metrics(r.frames, r.edited, r.masks, flags=r.flags)
-            decision = metrics.decide(quality, rule)
+            stored = read_frames(catalog.full_url(r.render_row["video_uri"]), storage_options=catalog.storage_options)
+            objects = decode_masks_npz(catalog.read_media(r.job.mask_uri))
+            quality = gate.score_render(
+                r.frames, stored, r.masks, object_masks=objects, flags=r.flags, label=r.job.label, clip=clip
+            )
             preview_uri = sheet_uri = None
             if config.previews:
                 preview_uri = catalog.put_media(
-                    previews_mod.side_by_side_mp4(r.frames, r.masks, r.edited, r.job.fps), "mp4"
+                    previews_mod.side_by_side_mp4(r.frames, r.masks, stored, r.job.fps), "mp4"
                 )
-                sheet_uri = catalog.put_media(previews_mod.contact_sheet_png(r.frames, r.masks, r.edited), "png")
+                sheet_uri = catalog.put_media(previews_mod.contact_sheet_png(r.frames, r.masks, stored), "png")
             rows = pairs.pair_rows(
                 r.render_row,
                 r.job.model_dump(),
                 quality=quality,
-                decision=decision,
+                decision=rule.decide(quality, "remove"),
                 preview_uri=preview_uri,
                 contact_sheet_uri=sheet_uri,
                 run_id=run_id,
@@ -490,12 +503,15 @@ def score_stage(
         except InputError as exc:
             out.failures.append(Failure.from_exception("score", "render", r.render_row["render_id"], exc))
             continue
+        for row in rows:
+            if row["edit_type"] == "add":
+                row["decision"], row["decision_reason"] = rule.decide(quality, "add")
         out.rows["pairs"].extend(rows)
         if judge is not None:
             for row in rows:
                 # an ``add`` pair of a removal runs backwards: inpainted → original
-                source, target = (r.edited, r.frames) if row["src_video_uri"] == r.render_row["video_uri"] else (
-                    r.frames, r.edited)  # fmt: skip
+                source, target = (stored, r.frames) if row["src_video_uri"] == r.render_row["video_uri"] else (
+                    r.frames, stored)  # fmt: skip
                 judged.append((row, quality, source, target))
     if judged:
         _judge_pairs(judge, judged, rule, out)
@@ -510,8 +526,8 @@ def _judge_pairs(
     rule: AcceptRule,
     out: StageOutput,
 ) -> None:
-    """Score pairs with the judge in one batch; update their ``judge_*`` columns and decisions in place."""
-    from tasks import metrics
+    """Score pairs with the judge in one batch; update their ``judge_*`` columns and decisions in place (the gate's
+    columns and the judge's scores together, each pair in its own direction)."""
     from tasks.judge import JudgeRequest
 
     requests = [
@@ -527,7 +543,8 @@ def _judge_pairs(
     for (row, quality, _, _), verdict in zip(judged, judge.judge(requests), strict=True):
         columns = verdict.columns()
         row.update(columns)
-        row["decision"], row["decision_reason"] = metrics.decide({**quality, **columns}, rule)
+        direction = "add" if row["edit_type"] == "add" else "remove"
+        row["decision"], row["decision_reason"] = rule.decide({**quality, **columns}, direction)
         out.failures.extend(verdict.failures)
     out.add("judged", len(judged))
 

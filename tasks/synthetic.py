@@ -1,8 +1,11 @@
 """Synthetic ground-truth scenes: real stills filmed by a virtual camera, with moving cut-out objects.
 
 A scene is a real scikit-image still (coffee, rocket, astronaut, …) seen through a camera window that stays put
-(``static``), slides sideways (``pan``) or zooms in (``zoom``). One to three foreground objects of real shapes (the
-scikit-image ``horse`` silhouette, a ball, a star) textured with other stills move across it. Because the clean
+(``static``), slides sideways (``pan``), zooms in (``zoom``) or shakes in the hand (``handheld``: a small random
+rotation and translation every frame). One to three foreground objects of real shapes (the scikit-image ``horse``
+silhouette, a ball, a star) textured with other stills move across it. In ``occlusion`` scenes (static camera) one
+object moves on its own and passes *behind* a post that belongs to the scene: only the
+moving object is labelled (its visible part), and the clean background keeps the post in front. Because the clean
 background video is rendered separately, an inpainting engine's output can be compared with the truth inside the
 hole: that is what ``tasks.quality_bench`` does.
 
@@ -24,8 +27,9 @@ import cv2
 import numpy as np
 
 
-Camera = Literal["static", "pan", "zoom"]
-CAMERAS: tuple[Camera, ...] = ("static", "pan", "zoom")
+Camera = Literal["static", "pan", "zoom", "handheld", "occlusion"]
+CAMERAS: tuple[Camera, ...] = ("static", "pan", "zoom")  # the original three (benchmarks loop over these)
+MOTIONS: tuple[Camera, ...] = (*CAMERAS, "handheld", "occlusion")  # every kind ``make_scene`` renders
 
 # still name -> what it shows (used in captions)
 BACKGROUNDS: dict[str, str] = {
@@ -42,7 +46,13 @@ OBJECTS: dict[str, tuple[str, str]] = {
     "ball": ("ellipse", "coffee"),
     "star": ("star", "astronaut"),
 }
-_CAMERA_PHRASES = {"static": "A static shot of", "pan": "A camera panning across", "zoom": "A camera zooming in on"}
+_CAMERA_PHRASES = {
+    "static": "A static shot of",
+    "pan": "A camera panning across",
+    "zoom": "A camera zooming in on",
+    "handheld": "A handheld shot of",
+    "occlusion": "A static shot of",
+}
 
 
 @dataclass
@@ -125,18 +135,57 @@ def _camera_maps(
     """
     sh, sw = still_hw
     # output pixels per still pixel is 1/scale; leave room for the camera to move
-    travel = {"static": 0.0, "pan": rng.uniform(2.0, 3.5) * (num_frames - 1) * width / 720, "zoom": 0.0}[camera]
-    scale = min(sh / (height * 1.02), sw / ((width + travel) * 1.02))  # still pixels per output pixel
+    pan_speed = rng.uniform(2.0, 3.5)  # drawn for every camera: scenes of a seed stay what they were
+    travel = pan_speed * (num_frames - 1) * width / 720 if camera == "pan" else 0.0
+    room = 1.08 if camera == "handheld" else 1.02
+    scale = min(sh / (height * room), sw / ((width + travel) * room))  # still pixels per output pixel
     zoom_end = rng.uniform(0.72, 0.82) if camera == "zoom" else 1.0
     direction = rng.choice([-1.0, 1.0])
+    # handheld: a random walk of the rotation (degrees) and translation (output pixels), pulled back to the centre
+    angle, offset = np.zeros(num_frames), np.zeros((num_frames, 2))
+    if camera == "handheld":
+        for t in range(1, num_frames):
+            angle[t] = 0.8 * angle[t - 1] + rng.normal(0.0, 0.35)
+            offset[t] = 0.8 * offset[t - 1] + rng.normal(0.0, 2.0 * width / 720, size=2)
     matrices = []
     for t in range(num_frames):
         u = t / max(num_frames - 1, 1)
         s = scale * (1.0 + (zoom_end - 1.0) * u)
         shift = direction * travel * (u - 0.5) * scale
-        cx, cy = sw / 2 + shift, sh / 2
-        matrices.append(np.array([[s, 0, cx - s * width / 2], [0, s, cy - s * height / 2]], np.float64))
+        cx, cy = sw / 2 + shift + offset[t, 0] * s, sh / 2 + offset[t, 1] * s
+        c, r = np.cos(np.deg2rad(angle[t])), np.sin(np.deg2rad(angle[t]))
+        # output (x, y) -> still: rotate about the frame centre, scale, then centre on (cx, cy)
+        linear = s * np.array([[c, -r], [r, c]])
+        origin = np.array([cx, cy]) - linear @ np.array([width / 2, height / 2])
+        matrices.append(np.hstack([linear, origin[:, None]]).astype(np.float64))
     return matrices, -direction * travel / max(num_frames - 1, 1)
+
+
+def _draw_occluder(
+    frames: np.ndarray, clean: np.ndarray, label_map: np.ndarray, track: dict, rng: np.random.Generator
+) -> dict:
+    """Draw a tall post in front of everything, across the first object's path, into ``frames``
+    and ``clean`` (it belongs to the scene) and clear its pixels from ``label_map`` (the object behind it is not
+    visible there). Returns its track."""
+    num_frames, height, width = label_map.shape
+    oh, ow = track["size"]
+    ph = max(4, int(height * rng.uniform(0.45, 0.6)))
+    pw = max(3, int(width * rng.uniform(0.07, 0.11)))
+    alpha = _shape_alpha("ellipse", ph, pw, rng)
+    texture = _still(str(rng.choice(["rocket", "immunohistochemistry"])))
+    patch = cv2.resize(texture[: texture.shape[0] // 2, : texture.shape[1] // 2], (pw, ph), cv2.INTER_AREA)
+    # standing where the object is half-way through the clip
+    x = int(round(track["x0"] + track["vx"] * (num_frames - 1) / 2 + ow / 2 - pw / 2))
+    y = int(round(np.clip(track["y0"] + oh / 2 - ph / 2, 0, max(height - ph, 0))))
+    for t in range(num_frames):
+        y1, x1, y2, x2 = max(y, 0), max(x, 0), min(y + ph, height), min(x + pw, width)
+        if y2 <= y1 or x2 <= x1:
+            continue
+        a = alpha[y1 - y : y2 - y, x1 - x : x2 - x]
+        for target in (frames, clean):
+            target[t, y1:y2, x1:x2][a] = patch[y1 - y : y2 - y, x1 - x : x2 - x][a]
+        label_map[t, y1:y2, x1:x2][a] = 0
+    return {"label": "post (occluder, part of the scene)", "shape": "ellipse", "size": [ph, pw], "vx": 0.0}
 
 
 def make_scene(
@@ -152,16 +201,18 @@ def make_scene(
     """Render one ground-truth scene.
 
     Args:
-        camera: ``static``, ``pan`` (sideways, 2–3.5 px per frame at 720 px width) or ``zoom`` (in, to 72–82 %).
+        camera: ``static``, ``pan`` (sideways, 2–3.5 px per frame at 720 px width), ``zoom`` (in, to 72–82 %),
+            ``handheld`` (a random walk of about 0.35° and 2 px per frame at 720 px, pulled back to the centre) or
+            ``occlusion`` (static; the first object passes behind a post that stays in the clean background).
         num_objects: 1–3 moving objects; drawn from the seed when None.
         background: a key of ``BACKGROUNDS``; drawn from the seed when None.
         seed: everything (background, objects, paths) is a function of the arguments.
     """
-    if camera not in CAMERAS:
-        raise ValueError(f"camera must be one of {CAMERAS}, got {camera!r}")
+    if camera not in MOTIONS:
+        raise ValueError(f"camera must be one of {MOTIONS}, got {camera!r}")
     if num_frames < 2 or height < 16 or width < 16:
         raise ValueError(f"scene too small: {num_frames} frames of {height}x{width} (need >= 2 frames, >= 16 px)")
-    rng = np.random.default_rng([seed, CAMERAS.index(camera)])
+    rng = np.random.default_rng([seed, MOTIONS.index(camera)])
     bg_name = background or str(rng.choice(list(BACKGROUNDS)))
     if bg_name not in BACKGROUNDS:
         raise ValueError(f"background must be one of {sorted(BACKGROUNDS)}, got {bg_name!r}")
@@ -197,7 +248,7 @@ def make_scene(
         x0 = rng.uniform(0, max(width - ow - length, 0)) + (length if vx < 0 else 0)
         y0 = rng.uniform(0.1 * height, max(0.9 * height - oh, 0.1 * height + 1))
         wobble, phase = rng.uniform(0, 0.05 * height), rng.uniform(0, 2 * np.pi)
-        tracks.append({"label": label, "shape": shape, "size": [oh, ow], "vx": float(vx)})
+        tracks.append({"label": label, "shape": shape, "size": [oh, ow], "vx": float(vx), "x0": x0, "y0": y0})
         for t in range(num_frames):
             x = int(round(x0 + vx * t))
             y = int(round(y0 + wobble * np.sin(phase + 2 * np.pi * t / num_frames)))
@@ -208,6 +259,9 @@ def make_scene(
             a = alpha[y1 - y : y2 - y, x1 - x : x2 - x]
             frames[t, y1:y2, x1:x2][a] = patch[y1 - y : y2 - y, x1 - x : x2 - x][a]
             label_map[t, y1:y2, x1:x2][a] = k
+    if camera == "occlusion":
+        occluder = _draw_occluder(frames, clean, label_map, tracks[0], rng)
+        tracks.append(occluder)
     objects = " and ".join(f"a {label}" for label in labels)
     caption = f"{_CAMERA_PHRASES[camera]} {BACKGROUNDS[bg_name]}, with {objects} moving across."
     return SyntheticScene(

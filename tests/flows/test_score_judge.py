@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import dataclasses
 import io
 import json
 
@@ -13,12 +14,17 @@ from PIL import Image
 
 from catalog.store import Catalog
 from tasks.config import RenderConfig
+from tasks.gate import AcceptRule
 from tasks.judge import get_judge
+from tasks.masks import encode_masks_npz
 from tasks.stages import Rendered, RenderJob, score_stage
+from tasks.video_io import encode_mp4
 from tests.tasks.proposers.conftest import build_tiny_lm
 from tests.tasks.proposers.llm_server import TinyChatServer
 
 
+# the quality gate's checks off: this test is about the judge (the gate has its own tests in tests/tasks/test_gate.py)
+GATE_OFF = {f.name: None for f in dataclasses.fields(AcceptRule) if f.name.startswith(("min_", "max_"))}
 VERDICT = {"compliance": 2, "consistency": 2, "quality": 2, "reason": "The dog is gone; the lawn is smeared."}
 
 
@@ -30,13 +36,16 @@ def server(tmp_path_factory):
         yield server
 
 
-def _rendered() -> Rendered:
+def _rendered(cat: Catalog) -> Rendered:
+    """A render stored in ``cat`` as the render stage stores it (the score stage reads the edited clip back)."""
     rng = np.random.default_rng(0)
     frames = rng.integers(0, 256, (9, 32, 48, 3), dtype=np.uint8)  # 9 frames of 48x32
     masks = np.zeros((9, 32, 48), dtype=bool)
     masks[:, 8:20, 12:30] = True
     edited = frames.copy()
     edited[masks] = 90  # the filled hole; the background is untouched
+    video_uri = cat.put_media(encode_mp4(edited, 8.0), "mp4")
+    mask_uri = cat.put_media(encode_masks_npz(masks), "npz")
     job = RenderJob(
         instruction_id="instruction_r",
         object_id="object_1",
@@ -45,7 +54,7 @@ def _rendered() -> Rendered:
         instruction="Remove the dog.",
         instruction_long="Remove the dog from the lawn and fill the lawn behind it.",
         clip_video_uri="media/aa/clip.mp4",
-        mask_uri="media/bb/mask.npz",
+        mask_uri=mask_uri,
         fps=8.0,
         add_instruction_id="instruction_a",
         add_instruction="Add a dog.",
@@ -57,8 +66,8 @@ def _rendered() -> Rendered:
         "clip_id": "clip_1",
         "object_id": "object_1",
         "engine": "propagation",
-        "video_uri": "media/cc/edited.mp4",
-        "mask_uri": "media/bb/mask.npz",
+        "video_uri": video_uri,
+        "mask_uri": mask_uri,
     }
     return Rendered(job, render_row, frames, edited, masks)
 
@@ -74,14 +83,12 @@ def test_every_pair_is_judged_in_its_own_direction(server, tmp_path, min_quality
     cat = Catalog(str(tmp_path / "catalog"))
     judge = get_judge(f"openai:{server.url}#tiny", cache_url=cat.url, num_frames=2, image_size=48, timeout_s=300.0)
     judge.setup()
-    rendered = _rendered()
+    rendered = _rendered(cat)
     before = len(server.bodies)
     out = score_stage(
         [rendered],
         cat,
-        config=RenderConfig(
-            accept_rule={"min_psnr_bg": None, "max_warp_error": None, "min_judge_quality": min_quality}, previews=False
-        ),
+        config=RenderConfig(accept_rule={**GATE_OFF, "min_judge_quality": min_quality}, previews=False),
         judge=judge,
         run_id="run_1",
     )
@@ -100,4 +107,4 @@ def test_every_pair_is_judged_in_its_own_direction(server, tmp_path, min_quality
         remove_first = next(img for text, img in firsts.items() if "Remove the dog" in text)
         add_first = next(img for text, img in firsts.items() if "Add a small brown dog" in text)
         assert remove_first[16, 20].tolist() != [90, 90, 90]  # original pixel inside the hole
-        assert add_first[16, 20].tolist() == [90, 90, 90]  # the inpainted fill
+        assert np.abs(add_first[16, 20].astype(int) - 90).max() <= 8  # the inpainted fill, as stored (H.264)

@@ -8,7 +8,7 @@ import pytest
 from pydantic import ValidationError
 
 from tasks.config import GeometryConfig, RenderConfig, RunConfig
-from tasks.metrics import AcceptRule
+from tasks.gate import AcceptRule
 
 
 def test_defaults_describe_the_models_geometry_and_the_cpu_safe_choices(monkeypatch) -> None:

@@ -7,7 +7,7 @@ import pytest
 
 from catalog import ids
 from catalog.store import Catalog
-from tasks import metrics, pairs
+from tasks import gate, pairs
 
 
 @pytest.fixture
@@ -16,7 +16,7 @@ def quality() -> dict:
     frames = rng.integers(0, 256, size=(3, 16, 24, 3), dtype=np.uint8)
     masks = np.zeros((3, 16, 24), bool)
     masks[:, 4:10, 6:14] = True
-    return metrics.pair_metrics(frames, frames, masks, flags=["mostly_spatial_fill"])
+    return gate.score_render(frames, frames, masks, flags=["mostly_spatial_fill"])
 
 
 def _render() -> dict:
@@ -80,7 +80,7 @@ def test_render_id_covers_engine_version_params_seed_and_generation() -> None:
 
 def test_a_removal_yields_remove_and_add_pairs(quality: dict) -> None:
     render = _render()
-    decision = metrics.decide(quality)
+    decision = gate.decide(quality)
     rows = pairs.pair_rows(render, JOB, quality=quality, decision=decision, preview_uri="media/p.mp4", run_id="r1")
     remove, add = rows
     assert [remove["edit_type"], add["edit_type"]] == ["remove", "add"]

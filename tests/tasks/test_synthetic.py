@@ -9,14 +9,14 @@ import numpy as np
 import pytest
 
 from tasks.masks import load_label_map, select_label
-from tasks.synthetic import BACKGROUNDS, CAMERAS, make_scene, write_samples
+from tasks.synthetic import BACKGROUNDS, MOTIONS, make_scene, write_samples
 from tasks.video_io import probe_video, read_frames
 
 
 SIZE = {"num_frames": 9, "height": 64, "width": 96}
 
 
-@pytest.mark.parametrize("camera", CAMERAS)
+@pytest.mark.parametrize("camera", MOTIONS)
 def test_scene_is_consistent_with_its_ground_truth(camera: str) -> None:
     scene = make_scene(camera, seed=3, **SIZE)
     assert scene.frames.shape == scene.background.shape == (9, 64, 96, 3)
@@ -77,3 +77,26 @@ def test_write_samples_in_the_ingest_format(tmp_path) -> None:
     ground_truth = sorted((tmp_path / "ground_truth").glob("*_background.mp4"))
     assert len(ground_truth) == 2
     assert read_frames(str(ground_truth[0])).shape == (9, 64, 96, 3)
+
+
+def test_handheld_camera_shakes_a_little_every_frame() -> None:
+    scene = make_scene("handheld", seed=0, **SIZE)
+    matrices = scene.meta["camera_matrices"]
+    angles = np.degrees(np.arctan2(matrices[:, 1, 0], matrices[:, 0, 0]))
+    assert np.abs(np.diff(angles)).max() > 0.01 and np.abs(angles).max() < 3  # small rotations, changing
+    shifts = np.abs(np.diff(matrices[:, :, 2], axis=0)).max(axis=1)
+    assert (shifts > 0).mean() > 0.5  # the frame moves almost every frame
+    assert not np.array_equal(scene.background[0], scene.background[4])
+
+
+def test_occlusion_object_passes_behind_a_post_that_stays() -> None:
+    scene = make_scene("occlusion", seed=0, num_frames=25, height=96, width=144)
+    post = scene.meta["objects"][-1]
+    assert "occluder" in post["label"] and post["label"] not in scene.labels
+    # the post is part of the clean background: it is there, unmasked, in every frame of both clips
+    still = (scene.background == scene.background[0]).all(axis=(0, 3))
+    post_pixels = still & ~(scene.frames != scene.background).any(axis=(0, 3))
+    assert post_pixels.any()
+    # the first object's visible area shrinks while it is behind the post
+    area = (scene.label_map == 1).sum(axis=(1, 2))
+    assert area.min() < 0.8 * area.max()

@@ -1,0 +1,611 @@
+"""The pair-quality gate: does a removal render really remove the object, and cleanly?
+
+The gate scores the media a trainer reads: the *stored, decoded* source and target clips, with the mask that was
+inpainted (the dilated object mask) and, when known, the object's own mask. Every check is a named ``pairs`` column;
+``AcceptRule.decide`` compares each with its threshold and writes the failed ones, value and threshold, into
+``decision_reason``.
+
+Checks that need no weights (they run everywhere):
+
+``hole_change``
+    How much the target differs from the source on the object's pixels, in units of the source object's own texture
+    (the mean absolute band-pass response there, plus a floor for codec noise). An unedited or barely touched hole
+    stays near 0; a removal that replaced the object scores well above 1.
+``object_match``
+    The object is gone: normalised cross-correlation, frame by frame, between the band-passed appearance of the
+    source object and the band-passed target on the same pixels (median over frames). The unedited clip scores 1,
+    a ghost of the object (30 % of the original blended into the fill) about 0.5–0.9, a real background near 0.
+``ring_colour_gap`` and ``ring_texture_ratio``
+    The fill belongs to its surroundings: the distance between the mean colour of the hole and of a ring around it
+    (in units of the ring's own colour spread), and the hole's texture energy over the ring's. Flat and black fills
+    fail one or the other; a heavy blur fails the texture ratio.
+``seam_error``
+    No seam: on the band between the object and the edge of the dilated mask the source shows real background, so a
+    clean fill continues it there. Measured as 1 − the normalised cross-correlation of the band-passed target with
+    the band-passed source on that band (absent when the mask was not dilated beyond the object). Misplaced
+    (shifted) or time-shuffled fills, and flat or black ones, fail.
+``flicker_ratio``
+    Stable in time: the warp residual inside the hole between consecutive target frames, after motion compensation
+    with optical flow estimated on the target, over the same residual of the surrounding background.
+``motion_gap``
+    Moves with its surroundings: the distance (full-resolution pixels per frame) between the median flow inside the
+    hole and on the ring around it. A fill that jitters against the background (time-shuffled, per-frame fills)
+    or the unedited moving object fail.
+
+Background fidelity (``psnr_bg``, ``ssim_bg``, ``mse_bg``, ``mae_bg``: stored target against stored source outside
+the mask) measures encoding loss and engines that do not keep the background; it proves nothing about the hole.
+
+Weighted checks run only where weights are configured, loaded once per batch (``ClipScorer``): CLIP
+similarity of the object's label with the hole's region before (``clip_label_src``) and after (``clip_label_tgt``).
+
+Cost: the checks run on the mask's bounding region (plus a ring), downscaled so its longer side is at most
+``WORK_SIDE`` pixels; background fidelity runs at full resolution with OpenCV's masked norms (SSIM on luma at half
+resolution, on ``SSIM_FRAMES`` evenly spaced frames). One render is scored once, for both pair directions.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+
+from tasks.engines.base import check_inputs
+from tasks.engines.propagation import NO_OBSERVED_BACKGROUND
+from tasks.errors import InputError
+from tasks.metrics import PSNR_CAP_DB, mask_statistics, psnr_from_mse
+
+
+GATE_VERSION = "gate-1"
+WORK_SIDE = 160  # longer side of the scoring region, in pixels
+RING_PX = 6  # width of the ring around the hole, working pixels
+BAND_PX = 3  # width of the seam band inside the hole edge, working pixels
+SSIM_FRAMES = 4
+_NOISE_FLOOR = 2.0  # grey levels: texture below this is codec noise
+_MIN_PIXELS = 12  # fewer working pixels in a frame's region: the frame is not used for that check
+
+# the columns a score fills (besides metrics_json and quality_flags), in schema order
+GATE_COLUMNS = (
+    "psnr_bg",
+    "ssim_bg",
+    "mse_bg",
+    "mae_bg",
+    "hole_change",
+    "object_match",
+    "ring_colour_gap",
+    "ring_texture_ratio",
+    "seam_error",
+    "flicker_ratio",
+    "motion_gap",
+    "temporal_warp_error",
+    "mask_area_ratio",
+    "object_frames_ratio",
+    "clip_label_src",
+    "clip_label_tgt",
+)
+
+
+# ----------------------------------------------------------------------------------------------- background
+def luma_ssim_map(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Per-pixel SSIM (Gaussian window, sigma 1.5) of two `(height, width)` uint8 grey images → float32."""
+    x, y = a.astype(np.float32) / 255.0, b.astype(np.float32) / 255.0
+
+    def blur(img: np.ndarray) -> np.ndarray:
+        return cv2.GaussianBlur(img, (0, 0), 1.5, borderType=cv2.BORDER_REFLECT)
+
+    mx, my = blur(x), blur(y)
+    vx, vy, cxy = blur(x * x) - mx * mx, blur(y * y) - my * my, blur(x * y) - mx * my
+    c1, c2 = 0.01**2, 0.03**2
+    return ((2 * mx * my + c1) * (2 * cxy + c2)) / ((mx * mx + my * my + c1) * (vx + vy + c2))
+
+
+def background_fidelity(source: np.ndarray, target: np.ndarray, masks: np.ndarray) -> dict[str, float | None]:
+    """Stored target against stored source outside ``masks``: ``psnr_bg`` (dB, capped), ``mse_bg``, ``mae_bg``
+    ([0, 1] scale, over every background pixel) and ``ssim_bg`` (luma, half resolution, ``SSIM_FRAMES`` frames).
+
+    Args:
+        source, target (`np.ndarray` of shape `(num_frames, height, width, 3)`, uint8).
+        masks (`np.ndarray` of shape `(num_frames, height, width)`, bool): the inpainted region.
+    """
+    sq = ab = 0.0
+    count = 0
+    keep = (~masks).view(np.uint8)
+    for t in range(len(source)):
+        n = int(np.count_nonzero(keep[t]))
+        if not n:
+            continue
+        sq += cv2.norm(source[t], target[t], cv2.NORM_L2SQR, mask=keep[t])
+        ab += cv2.norm(source[t], target[t], cv2.NORM_L1, mask=keep[t])
+        count += 3 * n
+    if not count:
+        return {"psnr_bg": None, "ssim_bg": None, "mse_bg": None, "mae_bg": None}
+    mse, mae = sq / count / 255.0**2, ab / count / 255.0
+    index = np.unique(np.linspace(0, len(source) - 1, min(SSIM_FRAMES, len(source))).round().astype(int))
+    height, width = masks.shape[1:]
+    size = (max(1, width // 2), max(1, height // 2))
+
+    values = []
+    for t in index:
+        small = cv2.resize(keep[t], size, interpolation=cv2.INTER_NEAREST) > 0
+        if not small.any():
+            continue
+        a, b = (cv2.resize(cv2.cvtColor(f[t], cv2.COLOR_RGB2GRAY), size, interpolation=cv2.INTER_AREA)
+                for f in (source, target))  # fmt: skip
+        values.append(luma_ssim_map(np.where(small, a, 0), np.where(small, b, 0))[small])
+    ssim = float(np.concatenate(values).mean()) if values else None
+    return {"psnr_bg": psnr_from_mse(mse), "ssim_bg": ssim, "mse_bg": mse, "mae_bg": mae}
+
+
+# ----------------------------------------------------------------------------------------------- working region
+@dataclass(frozen=True)
+class Region:
+    """The scoring region: the crop ``[y0:y1, x0:x1]`` of the full frames, reduced by the integer ``factor``
+    (area average) so that its longer side is at most ``WORK_SIDE``."""
+
+    y0: int
+    y1: int
+    x0: int
+    x1: int
+    factor: int
+
+    @property
+    def size(self) -> tuple[int, int]:
+        """(width, height) at working resolution."""
+        return (self.x1 - self.x0) // self.factor, (self.y1 - self.y0) // self.factor
+
+
+def working_region(masks: np.ndarray, *, work_side: int = WORK_SIDE) -> Region:
+    """The bounding box of ``masks`` over all frames, padded so that a ring of ``RING_PX`` working pixels (and a
+    margin) fits around it, cut to a multiple of the reduction factor."""
+    _, height, width = masks.shape
+    ys = np.flatnonzero(masks.any(axis=(0, 2)))
+    xs = np.flatnonzero(masks.any(axis=(0, 1)))
+    y0, y1, x0, x1 = int(ys[0]), int(ys[-1]) + 1, int(xs[0]), int(xs[-1]) + 1
+    factor = max(1, math.ceil((max(y1 - y0, x1 - x0) + 2 * (RING_PX + 2)) / work_side))
+    pad = (RING_PX + 2) * factor
+    y0, y1, x0, x1 = max(0, y0 - pad), min(height, y1 + pad), max(0, x0 - pad), min(width, x1 + pad)
+    factor = max(1, math.ceil(max(y1 - y0, x1 - x0) / work_side))
+    y1 = y0 + max(factor, (y1 - y0) // factor * factor)
+    x1 = x0 + max(factor, (x1 - x0) // factor * factor)
+    if y1 > height or x1 > width:  # a frame smaller than one working pixel per side: use it whole
+        y0, y1, x0, x1, factor = 0, height, 0, width, 1
+    return Region(y0, y1, x0, x1, factor)
+
+
+def _crop_frames(frames: np.ndarray, region: Region) -> np.ndarray:
+    """`(num_frames, h, w, 3)` float32 at working resolution."""
+    crop = frames[:, region.y0 : region.y1, region.x0 : region.x1]
+    if region.factor == 1:
+        return crop.astype(np.float32)
+    return np.stack([cv2.resize(f, region.size, interpolation=cv2.INTER_AREA) for f in crop]).astype(np.float32)
+
+
+def _crop_cover(masks: np.ndarray, region: Region) -> np.ndarray:
+    """Share of each working pixel covered by ``masks``: `(num_frames, h, w)` float32 in [0, 1]."""
+    crop = masks[:, region.y0 : region.y1, region.x0 : region.x1].view(np.uint8)
+    if region.factor == 1:
+        return crop.astype(np.float32)
+    small = [cv2.resize(m * np.uint8(255), region.size, interpolation=cv2.INTER_AREA) for m in crop]
+    return np.stack(small).astype(np.float32) / 255.0
+
+
+def _luma(frames: np.ndarray) -> np.ndarray:
+    """`(T, h, w, 3)` float32 RGB → `(T, h, w)` float32 luma (BT.601)."""
+    return np.stack([cv2.cvtColor(f, cv2.COLOR_RGB2GRAY) for f in frames])
+
+
+def _band_pass(frames: np.ndarray) -> np.ndarray:
+    """Texture of each `(T, h, w)` frame: a Gaussian of sigma 0.5 minus one of sigma 2 (working pixels)."""
+    out = np.empty_like(frames)
+    for t in range(len(frames)):
+        out[t] = cv2.GaussianBlur(frames[t], (0, 0), 0.5) - cv2.GaussianBlur(frames[t], (0, 0), 2.0)
+    return out
+
+
+def _grow(masks: np.ndarray, px: int) -> np.ndarray:
+    kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * px + 1, 2 * px + 1))
+    return np.stack([cv2.dilate(m.view(np.uint8), kernel) for m in masks]).astype(bool)
+
+
+def _sums(values: np.ndarray, where: np.ndarray) -> np.ndarray:
+    """Per-frame sums of ``values`` `(T, h, w[, c])` over ``where`` `(T, h, w)` → `(T[, c])`."""
+    w = where.astype(np.float32)
+    if values.ndim == 4:
+        return np.einsum("thwc,thw->tc", values, w)
+    return np.einsum("thw,thw->t", values, w)
+
+
+def _ncc(x: np.ndarray, y: np.ndarray, where: np.ndarray, n: np.ndarray) -> np.ndarray:
+    """Per-frame normalised cross-correlation of `(T, h, w)` ``x`` and ``y`` over ``where`` (``n`` pixels each);
+    0 where either is constant."""
+    sx, sy = _sums(x, where), _sums(y, where)
+    sxy = _sums(x * y, where) - sx * sy / n
+    sxx = _sums(x * x, where) - sx * sx / n
+    syy = _sums(y * y, where) - sy * sy / n
+    return np.where(sxx * syy > 1e-6, sxy / np.sqrt(np.maximum(sxx * syy, 1e-12)), 0.0)
+
+
+def _median(values: np.ndarray, valid: np.ndarray) -> float | None:
+    return float(np.median(values[valid])) if valid.any() else None
+
+
+# ----------------------------------------------------------------------------------------------- removal checks
+def removal_checks(
+    source: np.ndarray, target: np.ndarray, masks: np.ndarray, object_masks: np.ndarray
+) -> tuple[dict[str, float | None], dict[str, Any]]:
+    """The weight-free removal checks on one render (see the module docstring); each is a median over frames.
+
+    Args:
+        source, target (`np.ndarray` of shape `(num_frames, height, width, 3)`, uint8): decoded stored clips.
+        masks (`np.ndarray` of shape `(num_frames, height, width)`, bool): the inpainted (dilated) region.
+        object_masks (`np.ndarray` of the same shape, bool): the object itself (inside ``masks``).
+
+    Returns:
+        ``(columns, details)``: ``hole_change``, ``object_match``, ``ring_colour_gap``, ``ring_texture_ratio``,
+        ``seam_error``, ``flicker_ratio``, ``motion_gap``, ``temporal_warp_error`` (None when a check has no pixels to use), and
+        details for ``metrics_json``.
+    """
+    region = working_region(masks)
+    src, tgt = _crop_frames(source, region), _crop_frames(target, region)
+    hole_cover = _crop_cover(masks, region)
+    obj_cover = _crop_cover(object_masks & masks, region)
+    hole, obj, touched = hole_cover > 0.5, obj_cover > 0.5, hole_cover > 0
+    ring = _grow(hole, RING_PX) & ~_grow(touched, 1)
+    # seam band: inside the hole, within BAND_PX of its edge, at least 2 working pixels away from the object
+    band = hole & _grow(~hole, BAND_PX) & ~_grow(obj_cover > 0, 2)
+    src_bp, tgt_bp = _band_pass(_luma(src)), _band_pass(_luma(tgt))
+    src_energy, tgt_energy = np.abs(src_bp), np.abs(tgt_bp)
+
+    n_obj, n_hole, n_ring, n_band = (m.sum((1, 2)).astype(np.float64) for m in (obj, hole, ring, band))
+    has_obj = n_obj >= _MIN_PIXELS
+    has_ring = (n_hole >= _MIN_PIXELS) & (n_ring >= _MIN_PIXELS)
+    has_band = n_band >= _MIN_PIXELS
+    o, h, r, b = (np.maximum(n, 1.0) for n in (n_obj, n_hole, n_ring, n_band))
+
+    # hole changed: mean absolute colour change on the object, in units of the source object's texture
+    change = _sums(np.abs(tgt - src), obj).sum(1) / (3 * o) / (_sums(src_energy, obj) / o + _NOISE_FLOOR)
+    # object gone: NCC of the band-passed source object with the band-passed target on its pixels
+    match = _ncc(src_bp, tgt_bp, obj, o)
+    # the fill fits its ring: colour distance in units of the ring's colour spread; texture energy ratio
+    hole_mean, ring_mean = _sums(tgt, hole) / h[:, None], _sums(tgt, ring) / r[:, None]
+    ring_var = (_sums(tgt * tgt, ring) / r[:, None] - ring_mean**2).clip(min=0).sum(1)
+    gap = np.linalg.norm(hole_mean - ring_mean, axis=1) / (np.sqrt(ring_var) + 8.0)
+    texture = (_sums(tgt_energy, hole) / h + 0.5) / (_sums(tgt_energy, ring) / r + 0.5)
+    # no seam: on the band of real background inside the mask edge the fill's texture is the source's
+    seam = 1.0 - _ncc(src_bp, tgt_bp, band, b)
+    warp, flicker, motion_gap, flicker_frames = _temporal(tgt, hole, ring, ring | ~_grow(touched, RING_PX))
+    columns = {
+        "hole_change": _median(change, has_obj),
+        "object_match": _median(match, has_obj),
+        "ring_colour_gap": _median(gap, has_ring),
+        "ring_texture_ratio": _median(texture, has_ring),
+        "seam_error": _median(seam, has_band),
+        "flicker_ratio": flicker,
+        "motion_gap": None if motion_gap is None else motion_gap * region.factor,  # full-resolution pixels
+        "temporal_warp_error": warp,
+    }
+    details = {
+        "region": [region.x0, region.y0, region.x1, region.y1],
+        "work_factor": region.factor,
+        "frames_used": {
+            "hole_change": int(has_obj.sum()),
+            "object_match": int(has_obj.sum()),
+            "ring": int(has_ring.sum()),
+            "seam_error": int(has_band.sum()),
+            "flicker_ratio": flicker_frames,
+        },
+        "object_match_p90": float(np.quantile(match[has_obj], 0.9)) if has_obj.any() else None,
+    }
+    return {k: (None if v is None else float(v)) for k, v in columns.items()}, details
+
+
+def _temporal(
+    target: np.ndarray, hole: np.ndarray, ring: np.ndarray, reference: np.ndarray
+) -> tuple[float | None, float | None, float | None, int]:
+    """Temporal checks of the hole on the target (`(T, h, w, 3)` float32 at working resolution).
+
+    Flow from frame t+1 back to t is estimated on the target (DIS) and frame t is warped onto t+1. The mean absolute
+    residual inside ``hole[t + 1]`` is compared with the residual on ``reference[t + 1]`` (background around the
+    hole), and the median flow inside the hole with the median flow on its ``ring`` (a fill moves with what
+    surrounds it). Returns ``(warp error on the [0, 1] scale, hole residual / (background residual + 1 grey level),
+    median over frames of the distance between the two median flows in working pixels, frames used)``.
+    """
+    if len(target) < 2:
+        return None, None, None, 0
+    grey = np.stack([cv2.cvtColor(f, cv2.COLOR_RGB2GRAY) for f in target.astype(np.uint8)])
+    h, w = grey.shape[1:]
+    gx, gy = np.meshgrid(np.arange(w, dtype=np.float32), np.arange(h, dtype=np.float32))
+    dis = cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_ULTRAFAST)
+    in_hole = in_ref = 0.0
+    n_hole = n_ref = frames = 0
+    gaps: list[float] = []
+    for t in range(len(target) - 1):
+        hmask, rmask = hole[t + 1], reference[t + 1]
+        if hmask.sum() < _MIN_PIXELS or rmask.sum() < _MIN_PIXELS:
+            continue
+        back = dis.calc(grey[t + 1], grey[t], None)
+        warped = cv2.remap(target[t], gx + back[..., 0], gy + back[..., 1], cv2.INTER_LINEAR,
+                           borderMode=cv2.BORDER_REPLICATE)  # fmt: skip
+        residual = np.abs(warped - target[t + 1]).mean(-1)
+        in_hole += float(residual[hmask].sum())
+        n_hole += int(hmask.sum())
+        in_ref += float(residual[rmask].sum())
+        n_ref += int(rmask.sum())
+        frames += 1
+        if ring[t + 1].sum() >= _MIN_PIXELS:
+            inside, around = np.median(back[hmask], axis=0), np.median(back[ring[t + 1]], axis=0)
+            gaps.append(float(np.hypot(*(inside - around))))
+    if not frames:
+        return None, None, None, 0
+    hole_residual, ref_residual = in_hole / n_hole, in_ref / n_ref
+    gap = float(np.median(gaps)) if gaps else None
+    return hole_residual / 255.0, hole_residual / (ref_residual + 1.0), gap, frames
+
+
+# ----------------------------------------------------------------------------------------------- weighted checks
+def _projected(output: Any) -> Any:
+    """The projected CLIP embedding: a tensor (transformers 4) or the output's ``pooler_output`` (transformers 5)."""
+    return output if hasattr(output, "norm") else output.pooler_output
+
+
+class ClipScorer:
+    """CLIP from a local ``transformers`` folder (``local_files_only``: nothing is downloaded). Build one per batch;
+    the model loads on first use, once.
+
+    Used by the gate (the object's label against the hole's region, before and after) and by ``vpf eval`` (text
+    similarity of whole frames, temporal consistency of consecutive frames).
+    """
+
+    def __init__(self, model_path: str | Path, *, num_frames: int = 4) -> None:
+        self.model_path = str(model_path)
+        self.num_frames = num_frames
+        self._model: Any = None
+        self._processor: Any = None
+
+    def setup(self) -> None:
+        """Load the model (idempotent). Raises ``FileNotFoundError`` when the folder does not exist."""
+        if self._model is not None:
+            return
+        if not Path(self.model_path).exists():
+            raise FileNotFoundError(f"CLIP weights not found at {self.model_path}")
+        from transformers import CLIPModel, CLIPProcessor
+
+        self._model = CLIPModel.from_pretrained(self.model_path, local_files_only=True).eval()
+        self._processor = CLIPProcessor.from_pretrained(self.model_path, local_files_only=True)
+
+    def image_embeddings(self, images: list[np.ndarray]) -> np.ndarray:
+        """Unit-length image embeddings `(len(images), dim)` of `(height, width, 3)` uint8 images."""
+        import torch
+
+        self.setup()
+        with torch.no_grad():
+            inputs = self._processor(images=images, return_tensors="pt")
+            features = _projected(self._model.get_image_features(**inputs))
+        return torch.nn.functional.normalize(features, dim=-1).numpy()
+
+    def text_embedding(self, text: str) -> np.ndarray:
+        """The unit-length embedding `(dim,)` of ``text``."""
+        import torch
+
+        self.setup()
+        with torch.no_grad():
+            limit = (
+                self._model.config.text_config.max_position_embeddings
+            )  # long captions are cut, as CLIP was trained
+            inputs = self._processor(text=[text], return_tensors="pt", padding=True, truncation=True, max_length=limit)
+            features = _projected(self._model.get_text_features(**inputs))
+        return torch.nn.functional.normalize(features, dim=-1).numpy()[0]
+
+    def similarity(self, images: list[np.ndarray], text: str) -> float:
+        """Mean cosine similarity × 100 (clamped at 0, as CLIPScore) of ``images`` with ``text``."""
+        return float(np.clip(self.image_embeddings(images) @ self.text_embedding(text), 0, None).mean() * 100)
+
+    def region_crops(self, frames: np.ndarray, masks: np.ndarray) -> list[np.ndarray]:
+        """The hole's bounding box (with a 10 % margin) on ``num_frames`` evenly spaced frames that have a hole."""
+        with_hole = np.flatnonzero(masks.any(axis=(1, 2)))
+        pick = np.linspace(0, len(with_hole) - 1, min(self.num_frames, len(with_hole))).round().astype(int)
+        out = []
+        for t in with_hole[pick]:
+            ys, xs = np.nonzero(masks[t])
+            my, mx = int(0.1 * (np.ptp(ys) + 1)), int(0.1 * (np.ptp(xs) + 1))
+            y0, y1 = max(0, ys.min() - my), min(masks.shape[1], ys.max() + 1 + my)
+            x0, x1 = max(0, xs.min() - mx), min(masks.shape[2], xs.max() + 1 + mx)
+            out.append(np.ascontiguousarray(frames[t, y0:y1, x0:x1]))
+        return out
+
+    def label_scores(self, source: np.ndarray, target: np.ndarray, masks: np.ndarray, label: str) -> dict[str, float]:
+        """``clip_label_src`` / ``clip_label_tgt``: the label's similarity with the hole region before and after."""
+        text = f"a photo of a {label}"
+        return {
+            "clip_label_src": self.similarity(self.region_crops(source, masks), text),
+            "clip_label_tgt": self.similarity(self.region_crops(target, masks), text),
+        }
+
+
+# ----------------------------------------------------------------------------------------------- one render
+def score_render(
+    source: np.ndarray,
+    target: np.ndarray,
+    masks: np.ndarray,
+    *,
+    object_masks: np.ndarray | None = None,
+    flags: list[str] | None = None,
+    label: str | None = None,
+    clip: ClipScorer | None = None,
+) -> dict[str, Any]:
+    """Every gate column of one removal render, keyed like the ``pairs`` columns.
+
+    Args:
+        source (`np.ndarray` of shape `(num_frames, height, width, 3)`, uint8): the decoded stored source clip.
+        target (`np.ndarray` of the same shape, uint8): the decoded stored edited clip.
+        masks (`np.ndarray` of shape `(num_frames, height, width)`, bool): the inpainted (dilated) region.
+        object_masks (`np.ndarray` of the same shape, bool, optional): the object itself; default ``masks`` (then
+            the seam check has no band to look at and is absent).
+        flags: quality flags reported by the engine.
+        label: the object's name, for the CLIP check.
+        clip: a ``ClipScorer`` built for the batch; None = CLIP columns absent.
+
+    Returns:
+        ``GATE_COLUMNS`` (None = absent, with the reason in ``metrics_json["absent"]``), ``quality_flags``,
+        ``metrics_json`` and ``clip_configured`` (whether the CLIP check could run; not a column).
+
+    Raises:
+        InputError: unreadable shapes or values, mismatched clips or masks, an empty mask.
+    """
+    source, masks = check_inputs(source, masks, name="source")
+    target, _ = check_inputs(target, masks, name="target")
+    if target.shape != source.shape:
+        raise InputError("target", "shape_mismatch", f"target {target.shape} differs from source {source.shape}")
+    if object_masks is None:
+        object_masks = masks
+    else:
+        object_masks = np.asarray(object_masks, dtype=bool)
+        if object_masks.shape != masks.shape:
+            raise InputError(
+                "object_masks", "shape_mismatch", f"object masks {object_masks.shape} differ from masks {masks.shape}"
+            )
+    stats = mask_statistics(masks)
+    quality_flags = list(flags or [])
+    if stats["mask_full_frames"] == masks.shape[0] and NO_OBSERVED_BACKGROUND not in quality_flags:
+        quality_flags.append(NO_OBSERVED_BACKGROUND)
+    absent: dict[str, str] = {}
+    columns: dict[str, Any] = dict(background_fidelity(source, target, masks))
+    if columns["psnr_bg"] is None:
+        absent["psnr_bg"] = "no background pixels"
+    removal, details = removal_checks(source, target, masks, object_masks)
+    columns.update(removal)
+    columns["mask_area_ratio"] = stats["mask_area_ratio"]
+    columns["object_frames_ratio"] = float((object_masks & masks).any(axis=(1, 2)).mean())
+    for key, why in (
+        ("hole_change", "the object covers too few pixels in every frame"),
+        ("object_match", "the object covers too few pixels in every frame"),
+        ("ring_colour_gap", "no ring of background around the hole"),
+        ("ring_texture_ratio", "no ring of background around the hole"),
+        ("seam_error", "no band between the object and the mask edge (mask not dilated, or no object mask)"),
+        ("flicker_ratio", "fewer than two frames with a hole and background around it"),
+        ("motion_gap", "fewer than two frames with a hole and a ring around it"),
+        ("temporal_warp_error", "fewer than two frames with a hole and background around it"),
+    ):
+        if columns[key] is None:
+            absent[key] = why
+    columns["clip_label_src"] = columns["clip_label_tgt"] = None
+    if clip is None:
+        absent["clip_label_src"] = absent["clip_label_tgt"] = "no CLIP weights configured"
+    elif not label:
+        absent["clip_label_src"] = absent["clip_label_tgt"] = "no object label"
+    else:
+        columns.update(clip.label_scores(source, target, masks, label))
+    metrics_details = {
+        **columns,
+        "gate_version": GATE_VERSION,
+        "psnr_bg_capped": columns["psnr_bg"] == PSNR_CAP_DB,
+        **stats,
+        **details,
+        "absent": absent,
+        "quality_flags": quality_flags,
+    }
+    return {
+        **columns,
+        "quality_flags": quality_flags,
+        "clip_configured": clip is not None,
+        "metrics_json": json.dumps(metrics_details, sort_keys=True),
+    }
+
+
+# ----------------------------------------------------------------------------------------------- decision
+# (column, rule field, ">=" or "<=") in the order reasons are written
+_CHECKS: tuple[tuple[str, str, str], ...] = (
+    ("psnr_bg", "min_psnr_bg", ">="),
+    ("ssim_bg", "min_ssim_bg", ">="),
+    ("hole_change", "min_hole_change", ">="),
+    ("object_match", "max_object_match", "<="),
+    ("ring_colour_gap", "max_ring_colour_gap", "<="),
+    ("ring_texture_ratio", "min_ring_texture_ratio", ">="),
+    ("seam_error", "max_seam_error", "<="),
+    ("flicker_ratio", "max_flicker_ratio", "<="),
+    ("motion_gap", "max_motion_gap", "<="),
+    ("temporal_warp_error", "max_warp_error", "<="),
+    ("mask_area_ratio", "min_mask_area_ratio", ">="),
+    ("mask_area_ratio", "max_mask_area_ratio", "<="),
+    ("judge_compliance", "min_judge_compliance", ">="),
+    ("judge_consistency", "min_judge_consistency", ">="),
+    ("judge_quality", "min_judge_quality", ">="),
+)
+
+
+@dataclass
+class AcceptRule:
+    """Thresholds a pair must meet to be accepted; None disables a check.
+
+    A check whose metric is absent (None) is skipped and the skip is named in the reason, unless ``reject_missing``
+    is set, which rejects instead. The defaults are what ``vpf bench gate`` measures (positives accepted, every
+    negative control rejected); see docs/quality-gate.md.
+    """
+
+    min_psnr_bg: float | None = 30.0
+    min_ssim_bg: float | None = None
+    min_hole_change: float | None = 0.8
+    max_object_match: float | None = 0.25
+    max_ring_colour_gap: float | None = 1.2
+    min_ring_texture_ratio: float | None = 0.35
+    max_seam_error: float | None = 0.15
+    max_flicker_ratio: float | None = 1.5
+    max_motion_gap: float | None = 0.6
+    max_warp_error: float | None = None
+    min_mask_area_ratio: float | None = 0.001
+    max_mask_area_ratio: float | None = 0.9
+    min_clip_label_drop: float | None = 0.0
+    min_add_object_frames: float | None = 0.5
+    min_judge_compliance: int | None = None
+    min_judge_consistency: int | None = None
+    min_judge_quality: int | None = None
+    reject_flags: list[str] = field(default_factory=lambda: [NO_OBSERVED_BACKGROUND])
+    reject_missing: bool = False
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def decide(self, metrics: dict[str, Any], direction: str = "remove") -> tuple[str, str]:
+        """``("accepted" | "rejected", reason)`` for a pair; the reason lists every failed check with its value and
+        threshold, and the skipped ones.
+
+        ``direction="add"``: an ``add`` pair reverses a removal render, so it must pass every removal check (the
+        same render, the same values) and its own: the object it adds is visible in at least
+        ``min_add_object_frames`` of the target's frames (``object_frames_ratio``).
+        """
+        failed: list[str] = []
+        skipped: list[str] = []
+
+        def check(key: str, value: Any, limit: float | None, op: str) -> None:
+            if limit is None:
+                return
+            if value is None:
+                (failed if self.reject_missing else skipped).append(f"{key} absent")
+                return
+            if not (value >= limit if op == ">=" else value <= limit):
+                failed.append(f"{key} {value:.4g} {'<' if op == '>=' else '>'} {limit:g}")
+
+        for key, name, op in _CHECKS:
+            check(key, metrics.get(key), getattr(self, name), op)
+        src, tgt = metrics.get("clip_label_src"), metrics.get("clip_label_tgt")
+        drop = None if src is None or tgt is None else src - tgt
+        if drop is not None or metrics.get("clip_configured"):  # a check with weights: only where they are
+            check("clip_label_drop", drop, self.min_clip_label_drop, ">=")
+        if direction == "add":
+            check("object_frames_ratio", metrics.get("object_frames_ratio"), self.min_add_object_frames, ">=")
+        for flag in metrics.get("quality_flags") or []:
+            if flag in self.reject_flags:
+                failed.append(f"flag {flag}")
+        note = f" (not checked: {', '.join(skipped)})" if skipped else ""
+        if failed:
+            return "rejected", "; ".join(failed) + note
+        return "accepted", "all checks passed" + note
+
+
+def decide(metrics: dict[str, Any], rule: AcceptRule | None = None, direction: str = "remove") -> tuple[str, str]:
+    """``(rule or AcceptRule()).decide(metrics, direction)``."""
+    return (rule or AcceptRule()).decide(metrics, direction)
