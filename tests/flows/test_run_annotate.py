@@ -20,7 +20,7 @@ from tests.tasks.proposers.conftest import build_tiny_vlm
 VPF = str(Path(sys.executable).parent / "vpf")
 TINY_ARGS = ["--engine", "null", "--frames", "17", "--height", "64", "--width", "96", "--fps", "8", "--no-gallery"]
 # random weights make random masks: these thresholds let them through (the checks themselves are tested on
-# synthetic scenes in tests/tasks/annotate/test_glue.py); the clip checks stay at their defaults
+# synthetic scenes in tests/tasks/annotate/test_annotation_glue.py); the clip checks stay at their defaults
 PERMISSIVE = ["--select", "max_area=1.0", "--select", "max_area_change=1000", "--select", "max_reappearances=null",
               "--select", "min_side_px=null", "--select", "min_area=0"]  # fmt: skip
 
