@@ -39,6 +39,7 @@ class EngineChoice(str, Enum):
     propagation = "propagation"
     videopainter = "videopainter"
     null = "null"
+    sleep = "sleep"
     cv2_inpaint = "cv2-inpaint"
 
 

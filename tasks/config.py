@@ -20,7 +20,7 @@ from tasks.metrics import AcceptRule
 from tasks.types import EditType, Geometry, ResizeMode
 
 
-EngineName = Literal["auto", "propagation", "videopainter", "null", "cv2-inpaint"]
+EngineName = Literal["auto", "propagation", "videopainter", "null", "cv2-inpaint", "sleep"]
 
 SAM_SPEC_OPTIONS = {"model_type": str, "auto": bool, "max_auto_objects": int, "min_iou": float, "labels": list}
 

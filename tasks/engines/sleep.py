@@ -11,7 +11,7 @@ import time
 
 import numpy as np
 
-from tasks.engines.base import InpaintEngine, check_inputs
+from tasks.engines.base import Inpainted, InpaintEngine
 
 
 class SleepEngine(InpaintEngine):
@@ -32,20 +32,16 @@ class SleepEngine(InpaintEngine):
     def params(self) -> dict:
         return {"seconds": self.seconds}
 
-    def inpaint(
+    def fill(
         self,
         frames: np.ndarray,
         masks: np.ndarray,
         *,
-        prompt: str = "",
-        edit_type: str = "remove",
-        seed: int = 0,
-        first_frame: np.ndarray | None = None,
-    ) -> np.ndarray:
-        """`(num_frames, height, width, 3)` uint8: ``frames`` with the masked pixels set to 128, after the wait."""
-        self.check_edit_type(edit_type)
-        frames, masks = check_inputs(frames, masks)
+        prompt: str,
+        edit_type: str,
+        seed: int,
+        first_frame: np.ndarray | None,
+    ) -> Inpainted:
+        """Mid-grey everywhere after the wait (the base class pastes the source back outside the mask)."""
         time.sleep(self.seconds)
-        out = frames.copy()
-        out[masks] = 128
-        return out
+        return Inpainted(np.broadcast_to(np.uint8(128), frames.shape))
