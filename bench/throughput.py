@@ -98,24 +98,25 @@ def run_mode(args: argparse.Namespace) -> dict[str, object]:
     """One mode in this process: warm up, then time one ``build_pairs`` run; returns its figures."""
     import psutil
 
-    from flows.build_pairs import GeometryParams, build_pairs
+    from flows.build_pairs import build_pairs
+    from tasks.config import RunConfig
 
-    geometry = GeometryParams(num_frames=args.frames, height=args.height, width=args.width, fps=args.fps)
     engine, options, previews = {"propagation": ("propagation", {}, True), "null": ("null", {}, False),
                                  "sim": ("sleep", {"seconds": args.sim_seconds}, True)}[args.child]  # fmt: skip
-    engine = _ensure_sleep_engine(engine)
-    common = {"engine": engine, "previews": previews, "gallery": False, "batch_size": args.batch_size}
+    geometry = {"num_frames": args.frames, "height": args.height, "width": args.width, "fps": args.fps}
     with tempfile.TemporaryDirectory(prefix="vpf-bench-tp-") as tmp:
         # warm-up, not timed: starts the Prefect API and imports every stage
         tiny = {"num_frames": 9, "height": 64, "width": 96, "fps": 8.0}
         warm = write_clips(Path(args.child_clips).parent / "warm", 1, **tiny)
-        warm_options = {"seconds": 0.0} if args.child == "sim" else {}
-        build_pairs(source=str(warm), catalog=str(Path(tmp) / "warm"), engine_options=warm_options,
-                    geometry=GeometryParams(**tiny), **common)  # fmt: skip
+        build_pairs(RunConfig(source=str(warm), catalog=str(Path(tmp) / "warm"), geometry=tiny, gallery=False,
+                              render={"engine": engine, "engine_options": {"seconds": 0.0} if engine == "sleep" else {},
+                                      "previews": previews}))  # fmt: skip
+        config = RunConfig(source=args.child_clips, catalog=str(Path(tmp) / "cat"), geometry=geometry, gallery=False,
+                           batch_size=args.batch_size,
+                           render={"engine": engine, "engine_options": options, "previews": previews})  # fmt: skip
         me = psutil.Process()
         cpu0, t0 = _tree_cpu_s(me), time.perf_counter()
-        summary = build_pairs(source=args.child_clips, catalog=str(Path(tmp) / "cat"), engine_options=options,
-                              geometry=geometry, **common)  # fmt: skip
+        summary = build_pairs(config)
         wall = time.perf_counter() - t0
         cpu = _tree_cpu_s(me) - cpu0
         stages = stage_breakdown(str(Path(tmp) / "cat"), summary.run_id)
@@ -135,30 +136,10 @@ def run_mode(args: argparse.Namespace) -> dict[str, object]:
     }
 
 
-def _ensure_sleep_engine(engine: str) -> str:
-    """Until the flow knows the ``sleep`` engine by name, run it in place of ``null`` (BEFORE measurements only)."""
-    from tasks.engines import registry
-
-    if "sleep" in registry.ENGINE_NAMES or engine != "sleep":
-        return engine
-    import flows.build_pairs
-    import flows.render
-    from tasks.engines.sleep import SleepEngine
-
-    def make(name: str, options: dict) -> object:
-        return SleepEngine(**options)
-
-    flows.render.make_engine = flows.build_pairs.make_engine = make
-    return "null"
-
-
-def stage_breakdown(catalog: str, run_id: str) -> dict[str, float] | None:
-    """Busy seconds per stage of ``run_id`` from the catalog's ``stage_timings`` (None when the flow records none)."""
-    from catalog.schema import TABLES
+def stage_breakdown(catalog: str, run_id: str) -> dict[str, float]:
+    """Busy seconds per stage of ``run_id`` from the catalog's ``stage_timings``."""
     from catalog.store import Catalog
 
-    if "stage_timings" not in TABLES:
-        return None
     rows = (
         Catalog(catalog)
         .query(

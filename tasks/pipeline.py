@@ -11,7 +11,8 @@ one is rendered, while that one is scored, encoded and recorded on the other cor
 - Bounded: at most ``max_pending`` rendered items wait for or run ``finish`` (the render thread blocks beyond that),
   and one item is loaded ahead, so memory stays flat however long the batch.
 - Isolation: an ``Exception`` raised while loading, rendering or finishing one item goes to ``on_error`` with the item
-  and the step; the batch goes on with the next item.
+  and the step; the batch goes on with the next item. An exception of ``on_error`` itself ends the batch (raised
+  once every started ``finish`` is done).
 - Durability: ``finish`` of each item runs as soon as its render is done (it records the item), and the batch waits
   for every started ``finish`` before it returns or re-raises: a ``BaseException`` (an interrupt) stops rendering, yet
   the items already rendered are still finished.
@@ -78,6 +79,7 @@ class RenderPipeline(Generic[Item, Loaded, Rendered]):
         # Threads get a copy of the caller's context (the Prefect run context, the current stage timer).
         context = contextvars.copy_context()
         finishing: list[Future[None]] = []
+        errors: list[BaseException] = []
         with (
             ThreadPoolExecutor(1, "vpf-load", initializer=_enter, initargs=(context,)) as loader,
             ThreadPoolExecutor(self.workers, "vpf-finish", initializer=_enter, initargs=(context,)) as pool,
@@ -98,8 +100,10 @@ class RenderPipeline(Generic[Item, Loaded, Rendered]):
                     finishing.append(pool.submit(self._finish_and_release, slots, item, rendered))
                     del rendered
             finally:
-                for future in finishing:  # the batch's rendered items are finished even when rendering stopped
-                    future.exception()
+                # the batch's rendered items are finished even when rendering stopped
+                errors = [exc for future in finishing if (exc := future.exception()) is not None]
+        if errors:  # on_error itself failed (e.g. the catalog is unreachable): the batch cannot go on
+            raise errors[0]
 
     def _finish_and_release(self, slots: threading.BoundedSemaphore, item: Item, rendered: Rendered) -> None:
         try:

@@ -48,6 +48,14 @@ class StageTimer:
         self._lock = threading.Lock()
         self._local = threading.local()
 
+    def __getstate__(self) -> dict[str, Any]:  # picklable: ingest may return its timer from a Dask/Ray worker
+        with self._lock:
+            return {"stages": dict(self.stages)}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__init__()  # type: ignore[misc]
+        self.stages = state["stages"]
+
     def _charge(self, stage: str, wall: float, cpu: float, items: int, start: float | None = None) -> None:
         now = time.time()
         with self._lock:

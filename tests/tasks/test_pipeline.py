@@ -167,3 +167,21 @@ def test_bad_settings_are_refused() -> None:
         rec.pipeline(workers=-1)
     with pytest.raises(ValueError, match="max_pending"):
         rec.pipeline(workers=1, max_pending=0)
+
+
+def test_a_failing_error_handler_ends_the_batch_after_the_started_work() -> None:
+    rec = Recorder()
+    finish = rec.finish
+
+    def broken_finish(item: int, rendered: int) -> None:
+        if item == 2:
+            raise ValueError("bad item")
+        finish(item, rendered)
+
+    def unreachable(item: int, step: str, exc: BaseException) -> None:
+        raise ConnectionError("catalog unreachable")
+
+    rec.finish = broken_finish  # type: ignore[method-assign]
+    with pytest.raises(ConnectionError, match="catalog unreachable"):
+        RenderPipeline(rec.load, rec.render, rec.finish, unreachable, workers=1).run([1, 2, 3])
+    assert 1 in rec.finished

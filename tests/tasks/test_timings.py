@@ -93,3 +93,16 @@ def test_merge_adds_stages() -> None:
         pass
     a.merge(b)
     assert a.stages["render"].items == 3 and a.stages["score"].items == 1
+
+
+def test_a_timer_survives_pickling() -> None:
+    import pickle
+
+    timer = StageTimer()
+    with timer.span("ingest", items=2):
+        pass
+    copy = pickle.loads(pickle.dumps(timer))
+    assert copy.stages["ingest"].items == 2
+    with copy.span("annotate"):  # still usable
+        pass
+    assert set(copy.stages) == {"ingest", "annotate"}
