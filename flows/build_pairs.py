@@ -44,6 +44,7 @@ from flows.progress import report
 from flows.render import BatchSummary, make_engine, make_judge, render_and_record
 from tasks.config import RunConfig
 from tasks.contracts import Judge, Proposer, Segmenter
+from tasks.engines.registry import gpu_present
 from tasks.stages import (
     RenderJob,
     StageOutput,
@@ -276,8 +277,9 @@ class LocalRenderer:
     proposing the next batches: ``submit`` hands a batch over and returns (it waits only while one batch is already
     queued, so memory stays flat), ``finish`` waits for the last one.
 
-    One engine (and judge) for the run, loaded by the first batch that renders. Each batch holds the GPU slot
-    ``gpu:<worker id>`` from before its models load until its last pair is recorded.
+    One engine (and judge) for the run, loaded by the first batch that renders. On a machine with a GPU, each batch
+    holds the GPU slot ``gpu:<worker id>`` from before its models load until its last pair is recorded (without one,
+    no model can reach a GPU and no slot is taken: a killed run leaves no lease for its rerun to wait out).
     """
 
     def __init__(self, config: RunConfig, cat: Catalog, tally: RunTally):
@@ -288,6 +290,7 @@ class LocalRenderer:
         self.error: BaseException | None = None
         self.submitted_jobs = self.rendered_jobs = 0
         self.judge: Judge | None = None
+        self.hold_slot = gpu_present()
         self.judge_loaded = False
         # the render thread runs in a copy of the flow's context (run logger, task runs of this flow run)
         self.thread = threading.Thread(
@@ -321,7 +324,7 @@ class LocalRenderer:
                 jobs, label = batch
                 summary = render_and_record(
                     jobs, self.cat, self.engine, config=self.config, judge=self.judge, run_id=self.tally.run_id,
-                    batch_label=label, judge_in_slot=self._load_judge,
+                    batch_label=label, judge_in_slot=self._load_judge, hold_slot=self.hold_slot,
                 )  # fmt: skip
                 self.summaries.append(summary)
                 self.rendered_jobs += len(jobs)

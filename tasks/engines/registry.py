@@ -87,6 +87,18 @@ def cuda_available() -> bool:
     return bool(torch.cuda.is_available())
 
 
+def gpu_present() -> bool:
+    """Whether this machine has an NVIDIA GPU driver loaded (``/proc/driver/nvidia/version``), or torch is already
+    imported and sees CUDA; never imports torch. Nothing can put a model on a GPU where this is False."""
+    import sys
+    from pathlib import Path
+
+    torch = sys.modules.get("torch")
+    if torch is not None and torch.cuda.is_available():
+        return True
+    return Path("/proc/driver/nvidia/version").exists()
+
+
 def resolve_engine(name: str, **kwargs: Any) -> EngineChoice:
     """Which engine ``name`` means here (only ``auto`` depends on the machine)."""
     if name not in ENGINE_NAMES:
