@@ -12,7 +12,8 @@ Modes (each in a fresh process, one after the other, on the same clips):
   GPU render; previews on. Wall time near N × T means every CPU stage hides behind device time.
 
 Each mode starts the Prefect API with a warm-up run first (not timed). Figures per mode: pairs per hour, CPU
-utilisation of the process tree during the run (100% = one core busy), peak resident memory of the run's process,
+utilisation of the process tree during the run (100% = one core busy) and CPU seconds per clip (less sensitive to
+other work on the machine than wall time), peak resident memory of the run's process,
 and the stage breakdown the flow recorded in the catalog's ``stage_timings`` table (busy seconds per stage, summed
 over batches; stages that overlap add up to more than the wall time). Clips are one object each (two pairs per
 clip: remove and add), generated once per geometry under ``--work-dir`` and reused.
@@ -131,6 +132,7 @@ def run_mode(args: argparse.Namespace) -> dict[str, object]:
         "s_per_clip": round(wall / max(1, args.clips_n), 3),
         "pairs_per_hour": round(pairs / wall * 3600, 1),
         "cpu_pct": round(100 * cpu / wall, 1),
+        "cpu_s_per_clip": round(cpu / max(1, args.clips_n), 2),
         "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
         "stages_s": stages,
     }
@@ -193,13 +195,14 @@ def main() -> None:
                 raise SystemExit(f"mode {mode} with {n} clips failed (exit {proc.returncode})")
             results.append(json.loads(proc.stdout.strip().splitlines()[-1]))
 
-    print(f"{'mode':<12}{'clips':>6}{'pairs':>6}{'wall s':>9}{'s/clip':>8}{'pairs/h':>9}{'CPU %':>7}{'RSS MB':>8}"
-          "  busy s per stage")  # fmt: skip
+    print(f"{'mode':<12}{'clips':>6}{'pairs':>6}{'wall s':>9}{'s/clip':>8}{'pairs/h':>9}{'CPU %':>7}{'CPU s/clip':>11}"
+          f"{'RSS MB':>8}  busy s per stage")  # fmt: skip
     for r in results:
         stages = r["stages_s"]
         breakdown = " ".join(f"{s}={stages[s]:.1f}" for s in STAGES if s in stages) if stages else "(not recorded)"
         print(f"{r['mode']:<12}{r['clips']:>6}{r['pairs']:>6}{r['wall_s']:>9.1f}{r['s_per_clip']:>8.2f}"
-              f"{r['pairs_per_hour']:>9.0f}{r['cpu_pct']:>7.0f}{r['peak_rss_mb']:>8.0f}  {breakdown}")  # fmt: skip
+              f"{r['pairs_per_hour']:>9.0f}{r['cpu_pct']:>7.0f}{r['cpu_s_per_clip']:>11.2f}{r['peak_rss_mb']:>8.0f}"
+              f"  {breakdown}")  # fmt: skip
 
     figures: dict[str, object] = {"cores": os.cpu_count(), "geometry": [args.frames, args.height, args.width],
                                   "sim_seconds": args.sim_seconds, "runs": results}  # fmt: skip
