@@ -170,8 +170,8 @@ def build_pairs(config: RunConfig) -> RunSummary:
 def make_pairs(config: RunConfig, cat: Catalog, tally: RunTally, logger: RunLogger) -> None:
     """The stages of a run, batch by batch: discover once; then per batch ingest (running ahead on the task
     runner), propose, plan, and render (on this flow run's render thread, or handed to the render deployment), so
-    ingest, proposals and renders of different batches overlap. The first batch is a quarter of ``batch_size``, so
-    the render starts early. Each ingest batch's busy time per stage is recorded in ``stage_timings``."""
+    ingest, proposals and renders of different batches overlap. The first batch is a single item, so the render
+    starts as soon as one clip is ingested. Each ingest batch's busy time per stage is recorded in ``stage_timings``."""
     from tasks.proposers import get_proposer
 
     batches = _ramp_batches(discover(config, cat, tally), config.batch_size)
@@ -395,10 +395,9 @@ def _batches(items: Sequence[T], size: int) -> list[Sequence[T]]:
 
 
 def _ramp_batches(items: Sequence[T], size: int) -> list[Sequence[T]]:
-    """Batches of ``size`` after a first one of ``size // 4`` (at least 1): rendering starts after a few items are
-    ingested instead of a whole batch."""
-    first = max(1, size // 4)
-    return [items[:first], *_batches(items[first:], size)] if len(items) > first else _batches(items, size)
+    """Batches of ``size`` after a first one of one item: rendering starts after one item is ingested instead of a
+    whole batch."""
+    return [items[:1], *_batches(items[1:], size)] if len(items) > 1 and size > 1 else _batches(items, size)
 
 
 def _runs_row(

@@ -182,7 +182,7 @@ def test_each_batch_records_its_time_by_stage(clips, tmp_path, monkeypatch) -> N
     assert {"ingest", "annotate", "propose", "render", "score", "encode", "record"} <= set(by_stage)
     assert by_stage["render"]["items"] == N_CLIPS and by_stage["score"]["items"] == N_CLIPS  # one scoring per render
     assert by_stage["annotate"]["items"] == N_CLIPS
-    assert by_stage["ingest"]["batches"] == 2  # a small first batch (batch_size // 4), then the rest
+    assert by_stage["ingest"]["batches"] == 2  # a first batch of one item, then the rest
     assert all(r["wall_s"] > 0 for r in rows)
     status = catalog_status(str(tmp_path / "cat"))
     assert status["stages"]["run_id"] == summary.run_id
