@@ -85,21 +85,21 @@ def _table(cat: Catalog, table: str, key: str) -> list[dict]:
 
 
 def _rendezvous(monkeypatch, wait_s: float) -> ScriptedEngine:
-    """Scoring the first render and rendering the second each wait until the other has started: the run completes
-    only when the next render runs while the previous render is scored."""
+    """Scoring the second render and rendering the third (both in the second batch: the first is one item) each wait
+    until the other has started: the run completes only when the next render runs while the previous one is
+    scored."""
     meet = threading.Barrier(2, timeout=wait_s)
     scored: list[int] = []
     pair_metrics = metrics.pair_metrics
 
     def scoring(*args, **kwargs):
-        first = not scored
         scored.append(1)
-        if first:
+        if len(scored) == 2:
             meet.wait()
         return pair_metrics(*args, **kwargs)
 
     monkeypatch.setattr(metrics, "pair_metrics", scoring)
-    return ScriptedEngine(on_call=lambda n: meet.wait() if n == 2 else None)
+    return ScriptedEngine(on_call=lambda n: meet.wait() if n == 3 else None)
 
 
 def test_a_render_runs_while_the_previous_one_is_scored_and_the_catalog_equals_a_sequential_run(
