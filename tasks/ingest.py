@@ -59,8 +59,8 @@ from tasks.clips import ClipWindow, check_geometry, frame_stride, item_range, it
 from tasks.errors import InputError
 from tasks.masks import encode_masks_npz, qa_masks
 from tasks.scenes import detect_scenes
-from tasks.segment import ProvidedSegmenter
-from tasks.timings import Segmenter, span
+from tasks.segment import ProvidedSegmenter, Segmenter
+from tasks.timings import span
 from tasks.types import Clip, Failure, Geometry, ObjectMask, SourceItem, VideoInfo
 from tasks.video_io import encode_mp4, probe_video
 
