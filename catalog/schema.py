@@ -17,8 +17,8 @@ import pyarrow as pa
 # 2: objects.dilation_px (a kernel side) became dilation_radius; 3: sources.license, attribution;
 # 4: objects.caption, objects.row_key, renders.generation, clips.plan_id, clips.plan_clips;
 # 5: clips/objects annotation and selection columns; 6: the pair-quality gate's columns replace pairs.lpips /
-# clip_sim / clip_sim_masked
-SCHEMA_VERSION = 6
+# clip_sim / clip_sim_masked; 7: stage_timings
+SCHEMA_VERSION = 7
 
 EDIT_TYPES = ("remove", "add", "replace", "attribute")
 DECISIONS = ("accepted", "rejected")
@@ -234,6 +234,23 @@ FAILURES = pa.schema(
     ]
 )
 
+STAGE_TIMINGS = pa.schema(
+    [
+        _f("timing_id", pa.string(), True),  # hash of run + batch + stage + worker: a rerun replaces, never duplicates
+        _f("run_id", pa.string()),
+        _f("batch", pa.string(), True),  # the batch's label, e.g. "2/5" (ingest) or "2/5.1" (render)
+        # ingest | annotate | propose | render | score | encode | record (busy time, each stage counted once)
+        _f("stage", pa.string(), True),
+        _f("items", pa.int64()),  # items the stage handled in the batch (sources, clips, jobs, renders, rows)
+        _f("wall_s", pa.float64(), True),  # busy seconds, summed over the threads that ran the stage
+        _f("cpu_s", pa.float64()),  # CPU seconds of those threads over the same spans
+        _f("worker", pa.string()),  # the machine or worker id that ran it
+        _f("started_at", _TS),  # first span of the stage in the batch
+        _f("finished_at", _TS),  # end of its last span
+        _f("created_at", _TS, True),
+    ]
+)
+
 TABLES: dict[str, pa.Schema] = {
     "sources": SOURCES,
     "clips": CLIPS,
@@ -243,6 +260,7 @@ TABLES: dict[str, pa.Schema] = {
     "pairs": PAIRS,
     "runs": RUNS,
     "failures": FAILURES,
+    "stage_timings": STAGE_TIMINGS,
 }
 
 ID_COLUMNS: dict[str, str] = {
@@ -254,4 +272,5 @@ ID_COLUMNS: dict[str, str] = {
     "pairs": "pair_id",
     "runs": "run_id",
     "failures": "failure_id",
+    "stage_timings": "timing_id",
 }

@@ -17,8 +17,11 @@
 
 from __future__ import annotations
 
+import contextvars
 import json
 import platform
+import queue
+import threading
 import uuid
 from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -41,7 +44,8 @@ from flows.progress import report
 from flows.render import BatchSummary, make_engine, make_judge, render_and_record
 from tasks.annotate.specs import check_masks_or_segmenter
 from tasks.config import RunConfig
-from tasks.contracts import Proposer, Segmenter
+from tasks.contracts import Judge, Proposer, Segmenter
+from tasks.engines.registry import gpu_present
 from tasks.stages import (
     RenderJob,
     StageOutput,
@@ -51,8 +55,11 @@ from tasks.stages import (
     make_annotators,
     plan_stage,
     propose_task,
+    record_rows,
     record_task,
+    worker_id,
 )
+from tasks.timings import StageTimer, use_timer
 from tasks.types import Failure, SourceItem
 
 
@@ -163,12 +170,14 @@ def build_pairs(config: RunConfig) -> RunSummary:
 
 def make_pairs(config: RunConfig, cat: Catalog, tally: RunTally, logger: RunLogger) -> None:
     """The stages of a run, batch by batch: discover once; then per batch ingest (running ahead on the task
-    runner), propose, plan, and render (here, or handed to the render deployment)."""
+    runner), propose, plan, and render (on this flow run's render thread, or handed to the render deployment), so
+    ingest, proposals and renders of different batches overlap. The first batch is a single item, so the render
+    starts as soon as one clip is ingested. Each ingest batch's busy time per stage is recorded in ``stage_timings``."""
     from tasks.proposers import get_proposer
 
     items = discover(config, cat, tally)
     check_masks_or_segmenter(items, config.segmenter)  # no masks and no segmenter: stop before ingesting
-    batches = _batches(items, config.batch_size)
+    batches = _ramp_batches(items, config.batch_size)
     logger.info("%d items in %d batches of ≤ %d", tally.counts["items"], len(batches), config.batch_size)
     proposer = get_proposer(config.proposer, cache_url=cat.url, storage_options=cat.storage_options)
     proposer.setup()
@@ -180,20 +189,25 @@ def make_pairs(config: RunConfig, cat: Catalog, tally: RunTally, logger: RunLogg
     segmenter, annotation = make_annotators(
         config.segmenter, config.annotate, cache_url=cat.url, storage_options=config.storage_options
     )
-    for index, ingested in ingest_ahead(batches, config, cat, segmenter, tally.run_id, annotation):
-        label = f"{index}/{len(batches)}"
-        record_ingested(ingested, cat, tally, label)
-        proposed = propose(ingested, proposer, config, cat, tally, label)
-        report("ingest", index, len(batches))
-        jobs = plan_stage(
-            proposed.rows["instructions"],
-            ingested.rows.get("objects", []),
-            ingested.rows.get("clips", []),
-            dilation_radius=config.dilation_radius,
-        )
-        for part, chunk in enumerate(_batches(jobs, config.batch_size), start=1):
-            renderer.submit(chunk, f"{tally.run_id[-8:]} {label}.{part}")
-    renderer.finish()
+    try:
+        for index, ingested in ingest_ahead(batches, config, cat, segmenter, tally.run_id, annotation):
+            label = f"{index}/{len(batches)}"
+            timer = ingested.timer or StageTimer()  # ingest's own spans; recording and proposing are added here
+            with use_timer(timer):
+                record_ingested(ingested, cat, tally, label)
+                proposed = propose(ingested, proposer, config, cat, tally, label)
+            record_rows(cat, "stage_timings", timer.rows(run_id=tally.run_id, batch=label, worker=worker_id()))
+            report("ingest", index, len(batches))
+            jobs = plan_stage(
+                proposed.rows["instructions"],
+                ingested.rows.get("objects", []),
+                ingested.rows.get("clips", []),
+                dilation_radius=config.dilation_radius,
+            )
+            for part, chunk in enumerate(_batches(jobs, config.batch_size), start=1):
+                renderer.submit(chunk, f"{tally.run_id[-8:]} {label}.{part}")
+    finally:
+        renderer.finish()  # also when ingest failed: the render thread stops and lets the GPU slot go
 
 
 # ------------------------------------------------------------------------------------------------------ stages
@@ -271,30 +285,66 @@ def propose(
 
 
 class LocalRenderer:
-    """Renders each batch in this flow run as it is submitted, with one engine (and judge) set up for the run."""
+    """Renders the run's batches in this flow run, on a render thread, while the flow goes on ingesting and
+    proposing the next batches: ``submit`` hands a batch over and returns (it waits only while one batch is already
+    queued, so memory stays flat), ``finish`` waits for the last one.
+
+    One engine (and judge) for the run, loaded by the first batch that renders. On a machine with a GPU, each batch
+    holds the GPU slot ``gpu:<worker id>`` from before its models load until its last pair is recorded (without one,
+    no model can reach a GPU and no slot is taken: a killed run leaves no lease for its rerun to wait out).
+    """
 
     def __init__(self, config: RunConfig, cat: Catalog, tally: RunTally):
         self.config, self.cat, self.tally = config.render, cat, tally
         self.engine = make_engine(self.config)
-        self.judge = make_judge(self.config, cat)
-        self.rendered_jobs = 0
+        self.batches: queue.Queue[tuple[list[RenderJob], str] | None] = queue.Queue(maxsize=1)
+        self.summaries: list[BatchSummary] = []
+        self.error: BaseException | None = None
+        self.submitted_jobs = self.rendered_jobs = 0
+        self.judge: Judge | None = None
+        self.hold_slot = gpu_present()
+        self.judge_loaded = False
+        # the render thread runs in a copy of the flow's context (run logger, task runs of this flow run)
+        self.thread = threading.Thread(
+            target=contextvars.copy_context().run, args=(self._work,), name="vpf-render", daemon=True
+        )
+        self.thread.start()
 
     def submit(self, jobs: list[RenderJob], label: str) -> None:
-        summary = render_and_record(
-            jobs,
-            self.cat,
-            self.engine,
-            config=self.config,
-            judge=self.judge,
-            run_id=self.tally.run_id,
-            batch_label=label,
-        )
-        self.tally.rendered(summary, self.cat)
-        self.rendered_jobs += len(jobs)
-        report("render", self.rendered_jobs, self.rendered_jobs)
+        if self.error is not None:
+            raise self.error
+        self.submitted_jobs += len(jobs)
+        self.batches.put((jobs, label))
 
     def finish(self) -> None:
-        """Nothing is left in flight."""
+        """Wait for every submitted batch; add their summaries to the tally; re-raise a render thread's error."""
+        self.batches.put(None)
+        self.thread.join()
+        for summary in self.summaries:
+            self.tally.rendered(summary, self.cat)
+        if self.error is not None:
+            raise self.error
+
+    def _load_judge(self) -> Judge | None:
+        if not self.judge_loaded:
+            self.judge, self.judge_loaded = make_judge(self.config, self.cat), True
+        return self.judge
+
+    def _work(self) -> None:
+        try:
+            while (batch := self.batches.get()) is not None:
+                jobs, label = batch
+                summary = render_and_record(
+                    jobs, self.cat, self.engine, config=self.config, judge=self.judge, run_id=self.tally.run_id,
+                    batch_label=label, judge_in_slot=self._load_judge, hold_slot=self.hold_slot,
+                )  # fmt: skip
+                self.summaries.append(summary)
+                self.rendered_jobs += len(jobs)
+                report("render", self.rendered_jobs, self.submitted_jobs)
+        except BaseException as exc:  # handed to the flow thread by submit/finish
+            self.error = exc
+            while self.batches.get() is not None:  # let submit() return; the flow then raises the error
+                pass
 
 
 class DeploymentRenderer:
@@ -305,7 +355,8 @@ class DeploymentRenderer:
         self, deployment: str, config: RunConfig, cat: Catalog, tally: RunTally, logger: RunLogger, in_flight: int
     ):
         self.deployment, self.config, self.cat, self.tally, self.logger = deployment, config, cat, tally, logger
-        self.pool = ThreadPoolExecutor(max_workers=max(1, in_flight))
+        # bounded: each batch in flight holds a thread that waits for its flow run
+        self.pool = ThreadPoolExecutor(max_workers=max(1, min(config.render_in_flight, in_flight)))
         self.pending: list[Future[BatchSummary | None]] = []
 
     def submit(self, jobs: list[RenderJob], label: str) -> None:
@@ -353,6 +404,12 @@ def _run_id() -> tuple[str, str | None]:
 
 def _batches(items: Sequence[T], size: int) -> list[Sequence[T]]:
     return [items[i : i + size] for i in range(0, len(items), size)]
+
+
+def _ramp_batches(items: Sequence[T], size: int) -> list[Sequence[T]]:
+    """Batches of ``size`` after a first one of one item: rendering starts after one item is ingested instead of a
+    whole batch."""
+    return [items[:1], *_batches(items[1:], size)] if len(items) > 1 and size > 1 else _batches(items, size)
 
 
 def _runs_row(

@@ -39,6 +39,7 @@ class EngineChoice(str, Enum):
     propagation = "propagation"
     videopainter = "videopainter"
     null = "null"
+    sleep = "sleep"
     cv2_inpaint = "cv2-inpaint"
 
 
@@ -385,6 +386,13 @@ def status_command(
     for f in report["failures"]:
         fails.add_row(f["stage"], f["reason"], str(f["count"]), f["example"])
     out.print(fails)
+    if report["stages"]["rows"]:
+        stages = Table(title=f"time by stage, run {report['stages']['run_id']} (busy seconds; stages overlap)")
+        for col in ("stage", "batches", "items", "busy s", "CPU s"):
+            stages.add_column(col, justify="left" if col == "stage" else "right")
+        for s in report["stages"]["rows"]:
+            stages.add_row(s["stage"], str(s["batches"]), str(s["items"]), f"{s['wall_s']:.1f}", f"{s['cpu_s']:.1f}")
+        out.print(stages)
 
 
 def demo_command(

@@ -1,12 +1,18 @@
 """Prefect defaults for local use, applied before Prefect is imported by the ``vpf`` CLI.
 
-Without ``PREFECT_API_URL`` Prefect runs in ephemeral mode (a temporary local API, no server to start). Analytics
-are off. Each default yields to a value already in the environment.
+Without a Prefect server (no ``PREFECT_API_URL`` in the environment or the active Prefect profile) Prefect runs in
+ephemeral mode (a temporary local API, no server to start) and only warnings are logged. With a server, runs ship
+their INFO logs to it (the Prefect UI shows what a run did) while the terminal still shows warnings only: the
+``prefect`` loggers let INFO through and Prefect's console handler keeps its WARNING threshold. Analytics are off.
+Each default yields to a value already in the environment.
 """
 
 from __future__ import annotations
 
 import os
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
 
 
 LOCAL_DEFAULTS = {
@@ -17,8 +23,35 @@ LOCAL_DEFAULTS = {
     "PREFECT_LOGGING_LEVEL": "WARNING",
     "PREFECT_UI_ENABLED": "false",
 }
+SERVER_LOGGING = {
+    "PREFECT_LOGGING_LEVEL": "INFO",  # flow and task run loggers hand INFO records to the API handler
+    "PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL": "WARNING",  # the terminal stays as quiet as in ephemeral mode
+}
 
 
-def apply_local_defaults() -> None:
-    for key, value in LOCAL_DEFAULTS.items():
-        os.environ.setdefault(key, value)
+def configured_api_url(environ: Mapping[str, str] | None = None) -> str | None:
+    """The Prefect server this process will talk to: ``$PREFECT_API_URL``, else the active profile's
+    ``PREFECT_API_URL`` (``$PREFECT_PROFILES_PATH``, else ``$PREFECT_HOME/profiles.toml``); None for ephemeral mode."""
+    env = os.environ if environ is None else environ
+    if env.get("PREFECT_API_URL"):
+        return env["PREFECT_API_URL"]
+    home = Path(env.get("PREFECT_HOME") or Path.home() / ".prefect").expanduser()
+    path = Path(env.get("PREFECT_PROFILES_PATH") or home / "profiles.toml").expanduser()
+    try:
+        profiles = tomllib.loads(path.read_text())
+    except (OSError, tomllib.TOMLDecodeError):
+        return None
+    active = env.get("PREFECT_PROFILE") or profiles.get("active") or "ephemeral"
+    url = profiles.get("profiles", {}).get(active, {}).get("PREFECT_API_URL")
+    return str(url) if url else None
+
+
+def apply_local_defaults(environ: dict[str, str] | None = None) -> None:
+    """Set the defaults above in ``environ`` (default ``os.environ``) where not set; with a configured server, INFO
+    logs go to the server and the console handler keeps WARNING."""
+    env = os.environ if environ is None else environ
+    defaults = dict(LOCAL_DEFAULTS)
+    if configured_api_url(env):
+        defaults.update(SERVER_LOGGING)
+    for key, value in defaults.items():
+        env.setdefault(key, value)

@@ -5,18 +5,24 @@
 jobs' ids and uris, the catalog URL, the run's ``RenderConfig``), never arrays: it reloads clips and masks from the
 catalog's media, so it can run on any machine that reaches the catalog.
 
-On each worker, renders hold a slot of the global concurrency limit ``gpu:<worker id>`` (``$VPF_WORKER_ID``, else the
-host name; created with ``gpu_slots`` slots when missing), so two flow runs on one GPU never load models at once.
-The engine's models are loaded once per batch.
+On each worker, a render batch holds a slot of the global concurrency limit ``gpu:<worker id>`` (``$VPF_WORKER_ID``,
+else the host name; created with ``gpu_slots`` slots when missing) around everything that may put a model on the GPU:
+the engine's set-up and renders, the scoring and the judge. So two flow runs on one GPU never load models at once.
+The engine's models are loaded once per batch (once per run when ``build_pairs`` renders in-process).
+
+Within a batch the work is pipelined (``tasks.stages.render_score_record``): the next job renders while the previous
+render is stored, scored, judged and recorded on ``RenderConfig.score_workers`` threads, and each render is recorded
+as soon as it is done. Each batch's busy time per stage is recorded in ``stage_timings``.
 """
 
 from __future__ import annotations
 
 import json
-from contextlib import contextmanager
-from typing import Any, Iterator
+from contextlib import contextmanager, nullcontext
+from typing import Any, Callable, Iterator
 
-from prefect import flow, get_run_logger
+from prefect import flow, get_run_logger, task
+from prefect.cache_policies import NO_CACHE
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
 from prefect.concurrency.sync import concurrency
@@ -27,15 +33,8 @@ from pydantic import BaseModel, Field
 from catalog.store import Catalog
 from tasks.config import RenderConfig
 from tasks.contracts import InpaintEngine, Judge
-from tasks.stages import (
-    RenderJob,
-    failure_rows,
-    inpaint_task,
-    pending_jobs,
-    record_task,
-    score_task,
-    worker_id,
-)
+from tasks.stages import RenderJob, StageOutput, pending_jobs, record_rows, render_score_record, worker_id
+from tasks.timings import StageTimer
 
 
 class BatchSummary(BaseModel):
@@ -60,12 +59,15 @@ def ensure_concurrency_limit(name: str, slots: int) -> None:
             client.create_global_concurrency_limit(GlobalConcurrencyLimitCreate(name=name, limit=slots))
 
 
+GPU_LEASE_S = 60  # the server's minimum: a killed holder's slot comes back within about a minute
+
+
 @contextmanager
 def gpu_slot(slots: int) -> Iterator[str]:
-    """Hold one slot of ``gpu:<worker id>`` while the block runs."""
+    """Hold one slot of ``gpu:<worker id>`` while the block runs (the lease is renewed while it is held)."""
     name = gpu_limit_name()
     ensure_concurrency_limit(name, slots)
-    with concurrency(name, occupy=1, strict=True):
+    with concurrency(name, occupy=1, strict=True, lease_duration=GPU_LEASE_S):
         yield name
 
 
@@ -101,12 +103,17 @@ def render_flow(
 ) -> Completed:
     """Render, score and record one batch of jobs on this worker (see :func:`render_and_record`).
 
-    The final state carries the ``BatchSummary`` twice: as the return value, and as JSON in the state message, which
+    The GPU slot is held from before the engine and the judge load until the batch's last pair is recorded. The final
+    state carries the ``BatchSummary`` twice: as the return value, and as JSON in the state message, which
     ``run_deployment`` callers read from the API without any shared result storage.
     """
     cat = Catalog(catalog, storage_options=storage_options)
-    engine, judge = make_engine(config), make_judge(config, cat)
-    summary = render_and_record(jobs, cat, engine, config=config, judge=judge, run_id=run_id, batch_label=batch_label)
+    engine = make_engine(config)
+    with gpu_slot(config.gpu_slots):
+        judge = make_judge(config, cat)
+        summary = render_and_record(
+            jobs, cat, engine, config=config, judge=judge, run_id=run_id, batch_label=batch_label, hold_slot=False
+        )
     return Completed(message=json.dumps({"result": summary.model_dump()}), data=summary)
 
 
@@ -119,9 +126,16 @@ def render_and_record(
     judge: Judge | None,
     run_id: str | None,
     batch_label: str = "batch",
+    hold_slot: bool = True,
+    judge_in_slot: Callable[[], Judge | None] | None = None,
 ) -> BatchSummary:
     """Inpaint → score → record one batch inside the current flow run (the ``render`` flow's body; ``build_pairs``
-    calls it directly when rendering in-process, so the engine's models load once for the whole run)."""
+    calls it directly when rendering in-process, so the engine's models load once for the whole run).
+
+    ``hold_slot``: take the GPU slot around the batch here (False: the caller holds it, and has loaded the judge
+    inside it). ``judge_in_slot``: when ``judge`` is None, called inside the slot for the judge (loads it once).
+    Records the batch's ``stage_timings``.
+    """
     logger = get_run_logger()
     generation = config.generation(run_id)  # None unless --rerender: then a new generation named after the run
     todo, done = pending_jobs(cat, jobs, engine, config.seed, generation)
@@ -130,28 +144,24 @@ def render_and_record(
         logger.info("%d of %d jobs already have their pairs in the catalog: skipped", done, len(jobs))
     if not todo:
         return BatchSummary(counts=counts)
-    with gpu_slot(config.gpu_slots) as limit:
-        logger.info("holding %s; rendering %d jobs with %s", limit, len(todo), engine.engine_id)
+    timer = StageTimer()
+    with gpu_slot(config.gpu_slots) if hold_slot else nullcontext(None) as limit:
+        logger.info("%s rendering %d jobs with %s", f"holding {limit};" if limit else "", len(todo), engine.engine_id)
         engine.setup()  # idempotent: loads models on the first batch only
-        rendered, inpainted = inpaint_task.with_options(task_run_name=f"inpaint {batch_label} ({len(todo)} jobs)")(
-            todo, cat, engine, seed=config.seed, run_id=run_id, generation=generation
-        )
-    scored = score_task.with_options(task_run_name=f"score {batch_label} ({len(rendered)} renders)")(
-        rendered, cat, config=config, judge=judge, run_id=run_id
-    )
-    # Renders before pairs: a resumed run re-scores a render whose pairs are missing, never the other way round.
-    failures = [*inpainted.failures, *scored.failures]
-    record_task.with_options(task_run_name=f"record {batch_label}")(
-        cat,
-        {
-            "renders": inpainted.rows["renders"],
-            "pairs": scored.rows["pairs"],
-            "failures": failure_rows(failures, run_id),
-        },
-    )
-    for out in (inpainted, scored):
-        for key, n in out.counts.items():
-            counts[key] = counts.get(key, 0) + n
-    counts["failures"] = len(failures) - counts.get("skipped", 0)
-    preview_uris = [p["preview_uri"] for p in scored.rows["pairs"] if p.get("preview_uri")]
+        if judge is None and judge_in_slot is not None:
+            judge = judge_in_slot()
+        out: StageOutput = render_task.with_options(task_run_name=f"render {batch_label} ({len(todo)} jobs)")(
+            todo, cat, engine, config=config, judge=judge, run_id=run_id, generation=generation,
+            workers=config.finish_workers(), timer=timer,
+        )  # fmt: skip
+    for key, n in out.counts.items():
+        counts[key] = counts.get(key, 0) + n
+    record_rows(cat, "stage_timings", timer.rows(run_id=run_id, batch=batch_label, worker=worker_id()))
+    logger.info("render batch %s: %s; busy seconds %s", batch_label, json.dumps(counts), timer.summary())
+    preview_uris = [p["preview_uri"] for p in out.rows["previews"]]
     return BatchSummary(counts=counts, previews=list(dict.fromkeys(preview_uris))[:12])
+
+
+# One task run per batch (the renders inside are pipelined); no retries: each render is recorded as it finishes and
+# per-render problems are failure rows, so a rerun of the run resumes whatever a lost batch did not record.
+render_task = task(render_score_record, name="render", cache_policy=NO_CACHE, persist_result=False)

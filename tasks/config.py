@@ -21,7 +21,7 @@ from tasks.gate import AcceptRule
 from tasks.types import EditType, Geometry, ResizeMode
 
 
-EngineName = Literal["auto", "propagation", "videopainter", "null", "cv2-inpaint"]
+EngineName = Literal["auto", "propagation", "videopainter", "null", "cv2-inpaint", "sleep"]
 
 SAM_SPEC_OPTIONS = {"model_type": str, "auto": bool, "max_auto_objects": int, "min_iou": float, "labels": list}
 
@@ -144,6 +144,12 @@ class RenderConfig(BaseModel):
     )
     previews: bool = Field(True, description="store a side-by-side preview mp4 and a contact sheet per pair")
     gpu_slots: int = Field(1, ge=1, description="slots of the per-worker limit gpu:<worker id> when it is created")
+    score_workers: int | None = Field(
+        None,
+        ge=0,
+        description="threads that store, score, judge and record each render while the next one renders "
+        "(None: one per core; 0: one job after another, no overlap)",
+    )
     rerender: bool = Field(
         False,
         description="render every job again even when its pairs exist: a new generation named after the run "
@@ -157,6 +163,12 @@ class RenderConfig(BaseModel):
         if not run_id:
             raise ValueError("rerender: a new render generation is named after the run; run_id is missing")
         return run_id
+
+    def finish_workers(self) -> int:
+        """``score_workers``, or one thread per core when unset."""
+        import os
+
+        return self.score_workers if self.score_workers is not None else max(1, os.cpu_count() or 1)
 
     @field_validator("accept_rule", mode="before")
     @classmethod
@@ -219,6 +231,11 @@ class RunConfig(BaseModel):
     )
     render_deployment: str | None = Field(
         None, description="hand render batches to this deployment (e.g. render/render) instead of rendering here"
+    )
+    render_in_flight: int = Field(
+        4,
+        ge=1,
+        description="render batches handed to render_deployment at once (the dispatch pool: one waiting thread each)",
     )
     # outputs
     gallery: bool = Field(True, description="build a static gallery of the run's pairs (local catalogs)")

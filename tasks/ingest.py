@@ -68,6 +68,7 @@ from tasks.errors import InputError
 from tasks.masks import encode_masks_npz
 from tasks.scenes import detect_scenes
 from tasks.segment import ProvidedSegmenter, Segmenter
+from tasks.timings import span
 from tasks.types import Clip, Failure, Geometry, ObjectMask, SourceItem, VideoInfo
 from tasks.video_io import encode_mp4, probe_video
 
@@ -387,8 +388,9 @@ def _ingest_group(
                 continue
             item_clip = dataclasses.replace(clip, item=item, caption=item.caption or clip.caption)
             try:
-                _segment_clip(item_clip, info, provided if item.mask_uri else segmenter, catalog, annotation.selection,
-                              run_id, result, keep_arrays, key)  # fmt: skip
+                with span("annotate", items=1):  # masks: segment, QA, store (apart from decoding and normalising)
+                    _segment_clip(item_clip, info, provided if item.mask_uri else segmenter, catalog,
+                                  annotation.selection, run_id, result, keep_arrays, key)  # fmt: skip
             except _CatalogWriteError:
                 raise
             except Exception as exc:  # this item's object only: the clip and the other rows go on

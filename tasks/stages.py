@@ -36,8 +36,10 @@ from catalog.schema import ID_COLUMNS
 from catalog.store import Catalog
 from tasks.config import AnnotateConfig, RenderConfig, parse_sam_spec
 from tasks.contracts import InpaintEngine, Judge, Proposer, Segmenter
+from tasks.engines.base import Inpainted
 from tasks.errors import InputError, UnsupportedEditError
 from tasks.gate import AcceptRule
+from tasks.timings import StageTimer, span, use_timer
 from tasks.types import Failure, Geometry, SourceItem
 
 
@@ -88,6 +90,7 @@ class StageOutput:
     rows: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
     failures: list[Failure] = field(default_factory=list)
     counts: dict[str, int] = field(default_factory=dict)
+    timer: StageTimer | None = field(default=None, repr=False)  # where the stage spent its time (``stage_timings``)
 
     def add(self, key: str, n: int = 1) -> None:
         self.counts[key] = self.counts.get(key, 0) + n
@@ -113,9 +116,10 @@ def record_rows(catalog: Catalog, table: str, rows: Sequence[Mapping[str, Any]])
     unique: dict[str, Mapping[str, Any]] = {}
     for row in rows:
         unique.setdefault(row[id_col], row)
-    present = catalog.existing_ids(table, list(unique))
-    fresh = [row for key, row in unique.items() if key not in present]
-    catalog.append(table, fresh)
+    with span("record", items=len(unique)):
+        present = catalog.existing_ids(table, list(unique))
+        fresh = [row for key, row in unique.items() if key not in present]
+        catalog.append(table, fresh)
     return len(fresh)
 
 
@@ -223,12 +227,13 @@ def ingest_stage(
     """
     from tasks.ingest import ingest_batch
 
-    result = ingest_batch(
-        list(items), catalog, geometry=geometry, segmenter=segmenter, run_id=run_id, storage_options=storage_options,
-        record=True,
-        annotation=annotation,
-    )  # fmt: skip
-    out = StageOutput(rows={k: list(v) for k, v in result.rows.items()}, failures=list(result.failures))
+    timer = StageTimer()  # returned with the output: ingest may run in another process (Dask, Ray)
+    with use_timer(timer), timer.span("ingest", items=len(items)):
+        result = ingest_batch(
+            list(items), catalog, geometry=geometry, segmenter=segmenter, run_id=run_id,
+            storage_options=storage_options, record=True, annotation=annotation,
+        )  # fmt: skip
+    out = StageOutput(rows={k: list(v) for k, v in result.rows.items()}, failures=list(result.failures), timer=timer)
     out.add("items", len(items))
     out.add("clips", len({row["clip_id"] for row in out.rows.get("clips", [])}))
     out.add("objects", len({row["object_id"] for row in out.rows.get("objects", [])}))
@@ -276,10 +281,11 @@ def propose_stage(
     out = StageOutput(rows={"instructions": []})
     if not requests:
         return out
-    for outcome in proposer.propose(requests):
-        req = outcome.request
-        out.rows["instructions"].extend(p.to_row(req.object_id, req.clip_id, run_id) for p in outcome.proposals)
-        out.failures.extend(outcome.failures)
+    with span("propose", items=len(requests)):
+        for outcome in proposer.propose(requests):
+            req = outcome.request
+            out.rows["instructions"].extend(p.to_row(req.object_id, req.clip_id, run_id) for p in outcome.proposals)
+            out.failures.extend(outcome.failures)
     out.add("instructions", len(out.rows["instructions"]))
     return out
 
@@ -381,6 +387,85 @@ def pending_jobs(
     return todo, len(jobs) - len(todo)
 
 
+@dataclass
+class Loaded:
+    """A job's inputs, read for the engine: `(num_frames, height, width, 3)` uint8 ``frames`` and the dilated
+    `(num_frames, height, width)` bool ``masks``."""
+
+    frames: np.ndarray
+    masks: np.ndarray
+    started: float = field(default_factory=time.perf_counter)
+
+
+def load_job(job: RenderJob, catalog: Catalog, engine: InpaintEngine) -> Loaded:
+    """Read and check a job's clip and mask, dilated as the job says.
+
+    Raises:
+        UnsupportedEditError: the engine cannot render the job's edit type (checked before reading anything).
+        InputError: the mask does not match the clip (``mask_shape_mismatch``) or a file is unreadable.
+    """
+    from tasks.masks import decode_masks_npz, dilate_masks
+    from tasks.video_io import read_frames
+
+    engine.check_edit_type(job.edit_type)
+    with span("render"):
+        started = time.perf_counter()
+        frames = read_frames(catalog.full_url(job.clip_video_uri), storage_options=catalog.storage_options)
+        masks = decode_masks_npz(catalog.read_media(job.mask_uri))
+        if masks.shape != frames.shape[:3]:
+            raise InputError(
+                job.mask_uri, "mask_shape_mismatch", f"mask {masks.shape} does not match clip {frames.shape[:3]}"
+            )
+        dilated = dilate_masks(masks, job.dilation_radius) if job.dilation_radius else masks
+    return Loaded(frames, dilated, started)
+
+
+def inpaint_job(job: RenderJob, loaded: Loaded, engine: InpaintEngine, *, seed: int) -> Inpainted:
+    """The engine's render of one loaded job (the device's part of the work)."""
+    with span("render", items=1):
+        return engine.run(
+            loaded.frames, loaded.masks, prompt=job.prompt, edit_type=job.edit_type, seed=seed, name=job.clip_video_uri
+        )
+
+
+def store_render(
+    job: RenderJob,
+    loaded: Loaded,
+    result: Inpainted,
+    catalog: Catalog,
+    engine: InpaintEngine,
+    *,
+    seed: int,
+    run_id: str | None,
+    generation: str | None = None,
+) -> Rendered:
+    """Store the edited clip and the inpainted mask as media; returns the render with its ``renders`` row
+    (``generation``: recorded with the render and part of its id, ``vpf run --rerender``)."""
+    from tasks.masks import encode_masks_npz
+    from tasks.pairs import renders_table_row
+    from tasks.video_io import encode_mp4
+
+    with span("encode", items=1):
+        video_uri = catalog.put_media(encode_mp4(result.frames, job.fps), "mp4")
+        mask_uri = catalog.put_media(encode_masks_npz(loaded.masks), "npz")
+    row = renders_table_row(
+        instruction_id=job.instruction_id,
+        clip_id=job.clip_id,
+        object_id=job.object_id,
+        engine=engine.engine_id,
+        engine_version=engine.version,
+        params=output_params(job, engine),
+        seed=seed,
+        video_uri=video_uri,
+        mask_uri=mask_uri,
+        device=str(engine.device),
+        elapsed_s=time.perf_counter() - loaded.started,
+        run_id=run_id,
+        generation=generation,
+    )
+    return Rendered(job, row, loaded.frames, result.frames, loaded.masks, list(result.flags))
+
+
 def inpaint_stage(
     jobs: Sequence[RenderJob],
     catalog: Catalog,
@@ -390,62 +475,121 @@ def inpaint_stage(
     run_id: str | None,
     generation: str | None = None,
 ) -> tuple[list[Rendered], StageOutput]:
-    """Render a batch with an engine that is already set up (models loaded once per batch).
+    """Render a batch, one job after another, with an engine that is already set up (models loaded once per batch).
 
     ``generation``: recorded with each render and part of its id (``vpf run --rerender``).
 
     Edit types the engine cannot render are skipped with reason ``unsupported_edit_type`` (counted as ``skipped``,
     recorded as ``failures`` rows). The edited clip and the inpainted mask are stored as media before any row.
+    The flows use :func:`render_score_record` (pipelined, recorded per render); this is the plain sequential form.
     """
-    from tasks.masks import decode_masks_npz, dilate_masks, encode_masks_npz
-    from tasks.pairs import renders_table_row
-    from tasks.video_io import encode_mp4, read_frames
-
     out = StageOutput(rows={"renders": []})
     rendered: list[Rendered] = []
     for job in jobs:
         try:
-            engine.check_edit_type(job.edit_type)
+            loaded = load_job(job, catalog, engine)
         except UnsupportedEditError as exc:
             out.failures.append(Failure.from_exception("render", "instruction", job.instruction_id, exc))
             out.add("skipped")
             continue
-        try:
-            started = time.perf_counter()
-            frames = read_frames(catalog.full_url(job.clip_video_uri), storage_options=catalog.storage_options)
-            masks = decode_masks_npz(catalog.read_media(job.mask_uri))
-            if masks.shape != frames.shape[:3]:
-                raise InputError(
-                    job.mask_uri, "mask_shape_mismatch", f"mask {masks.shape} does not match clip {frames.shape[:3]}"
-                )
-            dilated = dilate_masks(masks, job.dilation_radius) if job.dilation_radius else masks
-            result = engine.run(
-                frames, dilated, prompt=job.prompt, edit_type=job.edit_type, seed=seed, name=job.clip_video_uri
-            )
-            video_uri = catalog.put_media(encode_mp4(result.frames, job.fps), "mp4")
-            mask_uri = catalog.put_media(encode_masks_npz(dilated), "npz")
         except InputError as exc:
             out.failures.append(Failure.from_exception("render", "instruction", job.instruction_id, exc))
             continue
-        row = renders_table_row(
-            instruction_id=job.instruction_id,
-            clip_id=job.clip_id,
-            object_id=job.object_id,
-            engine=engine.engine_id,
-            engine_version=engine.version,
-            params=output_params(job, engine),
-            seed=seed,
-            video_uri=video_uri,
-            mask_uri=mask_uri,
-            device=str(engine.device),
-            elapsed_s=time.perf_counter() - started,
-            run_id=run_id,
-            generation=generation,
-        )
-        out.rows["renders"].append(row)
-        rendered.append(Rendered(job, row, frames, result.frames, dilated, list(result.flags)))
+        try:
+            result = inpaint_job(job, loaded, engine, seed=seed)
+            done = store_render(job, loaded, result, catalog, engine, seed=seed, run_id=run_id, generation=generation)
+        except InputError as exc:
+            out.failures.append(Failure.from_exception("render", "instruction", job.instruction_id, exc))
+            continue
+        out.rows["renders"].append(done.render_row)
+        rendered.append(done)
     out.add("renders", len(rendered))
     return rendered, out
+
+
+def render_score_record(
+    jobs: Sequence[RenderJob],
+    catalog: Catalog,
+    engine: InpaintEngine,
+    *,
+    config: RenderConfig,
+    judge: Judge | None = None,
+    run_id: str | None,
+    generation: str | None = None,
+    workers: int = 1,
+    timer: StageTimer | None = None,
+) -> StageOutput:
+    """Render, score and record a batch with an engine that is already set up, pipelined (``tasks.pipeline``): the
+    next job renders while the previous render is stored, scored, judged and recorded on ``workers`` threads.
+
+    Each render is recorded as soon as it is done: its ``renders`` row (after its media), then its ``pairs`` rows,
+    so a batch stopped after k renders keeps those k. Any exception of one job, expected or not, becomes a
+    ``failures`` row (stage ``render``, ``score`` or ``record``) recorded at once, and the batch goes on.
+    ``workers=0``: the sequential reference (one job after another, no threads). ``generation``: see
+    :func:`store_render`.
+
+    Returns counts (``renders``, ``skipped``, ``pairs``, ``accepted``, ``judged``, ``failures``: all recorded
+    already), the failures, ``rows["previews"]`` (``{"preview_uri": …}`` per pair with a preview) and ``timer``.
+    """
+    from threading import Lock
+
+    from tasks.pipeline import RenderPipeline
+
+    timer = timer or StageTimer()
+    out = StageOutput(rows={"previews": []}, timer=timer)
+    lock = Lock()
+
+    def failed(failure: Failure, *, skipped: bool = False) -> None:
+        record_rows(catalog, "failures", failure_rows([failure], run_id))
+        with lock:
+            out.failures.append(failure)
+            out.add("skipped" if skipped else "failures")
+
+    def on_error(job: RenderJob, step: str, exc: BaseException) -> None:
+        failed(Failure.from_exception("render", "instruction", job.instruction_id, exc),
+               skipped=isinstance(exc, UnsupportedEditError))  # fmt: skip
+
+    def finish(job: RenderJob, item: tuple[Loaded, Inpainted]) -> None:
+        loaded, result = item
+        stored = store_render(
+            job, loaded, result, catalog, engine, seed=config.seed, run_id=run_id, generation=generation
+        )
+        del loaded, result
+        record_rows(catalog, "renders", [stored.render_row])  # durable before it is scored
+        with lock:
+            out.add("renders")
+        render_id = stored.render_row["render_id"]
+        try:
+            scored = score_stage([stored], catalog, config=config, judge=judge, run_id=run_id)
+        except Exception as exc:  # a bug or a broken judge: this render's pairs fail, the batch goes on
+            failed(Failure.from_exception("score", "render", render_id, exc))
+            return
+        try:
+            record_tables(catalog, {"pairs": scored.rows["pairs"], "failures": failure_rows(scored.failures, run_id)})
+        except Exception as exc:
+            failed(Failure.from_exception("record", "render", render_id, exc))
+            return
+        with lock:
+            out.failures.extend(scored.failures)
+            out.add("failures", len(scored.failures))
+            for key in ("pairs", "accepted", "judged"):
+                out.add(key, scored.counts.get(key, 0))
+            out.rows["previews"].extend(
+                {"preview_uri": p["preview_uri"]} for p in scored.rows["pairs"] if p.get("preview_uri")
+            )
+
+    pipeline: RenderPipeline[RenderJob, Loaded, tuple[Loaded, Inpainted]] = RenderPipeline(
+        lambda job: load_job(job, catalog, engine),
+        lambda job, loaded: (loaded, inpaint_job(job, loaded, engine, seed=config.seed)),
+        finish,
+        on_error,
+        workers=workers,
+    )
+    with use_timer(timer):
+        pipeline.run(list(jobs))
+    for key in ("renders", "pairs", "accepted", "failures", "skipped"):
+        out.counts.setdefault(key, 0)
+    return out
 
 
 # --------------------------------------------------------------------------------------------------------- score
@@ -480,17 +624,21 @@ def score_stage(
     judged: list[tuple[dict[str, Any], dict[str, Any], np.ndarray, np.ndarray]] = []
     for r in rendered:
         try:
-            stored = read_frames(catalog.full_url(r.render_row["video_uri"]), storage_options=catalog.storage_options)
-            objects = decode_masks_npz(catalog.read_media(r.job.mask_uri))
-            quality = gate.score_render(
-                r.frames, stored, r.masks, object_masks=objects, flags=r.flags, label=r.job.label, clip=clip
-            )
+            with span("score", items=1):  # the stored render, decoded back, as a trainer reads it
+                stored = read_frames(
+                    catalog.full_url(r.render_row["video_uri"]), storage_options=catalog.storage_options
+                )
+                objects = decode_masks_npz(catalog.read_media(r.job.mask_uri))
+                quality = gate.score_render(
+                    r.frames, stored, r.masks, object_masks=objects, flags=r.flags, label=r.job.label, clip=clip
+                )
             preview_uri = sheet_uri = None
             if config.previews:
-                preview_uri = catalog.put_media(
-                    previews_mod.side_by_side_mp4(r.frames, r.masks, stored, r.job.fps), "mp4"
-                )
-                sheet_uri = catalog.put_media(previews_mod.contact_sheet_png(r.frames, r.masks, stored), "png")
+                with span("encode", items=1):
+                    preview_uri = catalog.put_media(
+                        previews_mod.side_by_side_mp4(r.frames, r.masks, stored, r.job.fps), "mp4"
+                    )
+                    sheet_uri = catalog.put_media(previews_mod.contact_sheet_png(r.frames, r.masks, stored), "png")
             rows = pairs.pair_rows(
                 r.render_row,
                 r.job.model_dump(),
@@ -514,7 +662,8 @@ def score_stage(
                     r.frames, stored)  # fmt: skip
                 judged.append((row, quality, source, target))
     if judged:
-        _judge_pairs(judge, judged, rule, out)
+        with span("score"):
+            _judge_pairs(judge, judged, rule, out)
     out.add("pairs", len(out.rows["pairs"]))
     out.add("accepted", sum(1 for p in out.rows["pairs"] if p.get("decision") == "accepted"))
     return out
@@ -563,6 +712,4 @@ discover_task = task(
 )
 ingest_task = task(ingest_stage, name="ingest", retry_condition_fn=_retry_on_io, **_TASK_OPTIONS)
 propose_task = task(propose_stage, name="propose", retry_condition_fn=_retry_on_io, **_TASK_OPTIONS)
-inpaint_task = task(inpaint_stage, name="inpaint", retry_condition_fn=_retry_on_io, **_TASK_OPTIONS)
-score_task = task(score_stage, name="score", retry_condition_fn=_retry_on_io, **_TASK_OPTIONS)
 record_task = task(record_tables, name="record", retry_condition_fn=_retry_on_io, **_TASK_OPTIONS)

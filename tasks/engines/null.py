@@ -6,6 +6,7 @@ almost no cost per clip, with outputs that still respect the engine contract (pi
 
 from __future__ import annotations
 
+import cv2
 import numpy as np
 
 from tasks.engines.base import Inpainted, InpaintEngine
@@ -20,7 +21,7 @@ class NullEngine(InpaintEngine):
 
     @property
     def version(self) -> str:
-        return "null-1"
+        return "null-2"  # 2: means from cv2.mean (may round a tie the other way)
 
     def fill(
         self,
@@ -32,11 +33,17 @@ class NullEngine(InpaintEngine):
         seed: int,
         first_frame: np.ndarray | None,
     ) -> Inpainted:
-        """The masked pixels set to a flat colour per frame."""
-        keep = (~masks)[..., None].astype(np.float64)
-        sums = (frames * keep).sum(axis=(1, 2))  # [num_frames, 3]
-        counts = keep.sum(axis=(1, 2))  # [num_frames, 1]
-        clip_mean = sums.sum(0) / counts.sum() if counts.sum() else np.full(3, 128.0)
-        means = np.where(counts > 0, sums / np.maximum(counts, 1), clip_mean)
+        """The masked pixels set to a flat colour per frame.
+
+        Means come from ``cv2.mean`` over each frame's unmasked pixels (no full-resolution float copy of the clip), and
+        the fill is a broadcast view: the base class pastes it into the mask, so the whole engine costs about one
+        pass over the clip.
+        """
+        keep = np.logical_not(masks).view(np.uint8)  # 1 = background, the mask cv2.mean averages over
+        counts = np.count_nonzero(keep.reshape(len(keep), -1), axis=1).astype(np.float64)  # [num_frames]
+        means = np.array([cv2.mean(frames[t], mask=keep[t])[:3] for t in range(len(frames))])  # [num_frames, 3]
+        total = counts.sum()
+        clip_mean = (means * counts[:, None]).sum(0) / total if total else np.full(3, 128.0)
+        means = np.where(counts[:, None] > 0, means, clip_mean)
         fill = np.rint(means).astype(np.uint8)[:, None, None, :]
         return Inpainted(np.broadcast_to(fill, frames.shape))

@@ -1,4 +1,6 @@
-"""Engines by name: ``get_engine("auto" | "propagation" | "cv2-inpaint" | "null" | "videopainter", **kwargs)``.
+"""Engines by name: ``get_engine("auto" | "propagation" | "cv2-inpaint" | "null" | "videopainter" | "sleep", **kwargs)``.
+
+``sleep`` stands in for an accelerator (waits ``seconds`` per clip, holds no CPU): dry runs of a fleet, benchmarks.
 
 ``auto`` picks VideoPainter when its weights are configured (a ``base`` keyword argument, or the environment
 variable ``VPF_VIDEOPAINTER_BASE``) and a CUDA device is present, otherwise the CPU ``propagation`` engine.
@@ -21,7 +23,7 @@ from tasks.engines.base import InpaintEngine
 
 logger = logging.getLogger(__name__)
 
-ENGINE_NAMES = ("auto", "propagation", "cv2-inpaint", "null", "videopainter")
+ENGINE_NAMES = ("auto", "propagation", "cv2-inpaint", "null", "videopainter", "sleep")
 VIDEOPAINTER_ENV = {
     "base": "VPF_VIDEOPAINTER_BASE",
     "branch": "VPF_VIDEOPAINTER_BRANCH",
@@ -48,6 +50,10 @@ def _engine_class(name: str) -> type[InpaintEngine]:
         from tasks.engines.baseline import Cv2InpaintEngine
 
         return Cv2InpaintEngine
+    if name == "sleep":
+        from tasks.engines.sleep import SleepEngine
+
+        return SleepEngine
     if name == "null":
         from tasks.engines.null import NullEngine
 
@@ -79,6 +85,18 @@ def cuda_available() -> bool:
     except ImportError:
         return False
     return bool(torch.cuda.is_available())
+
+
+def gpu_present() -> bool:
+    """Whether this machine has an NVIDIA GPU driver loaded (``/proc/driver/nvidia/version``), or torch is already
+    imported and sees CUDA; never imports torch. Nothing can put a model on a GPU where this is False."""
+    import sys
+    from pathlib import Path
+
+    torch = sys.modules.get("torch")
+    if torch is not None and torch.cuda.is_available():
+        return True
+    return Path("/proc/driver/nvidia/version").exists()
 
 
 def resolve_engine(name: str, **kwargs: Any) -> EngineChoice:

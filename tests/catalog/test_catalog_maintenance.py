@@ -33,6 +33,7 @@ def test_stats(catalog: Catalog) -> None:
         "pairs": 6,
         "runs": 0,
         "failures": 3,
+        "stage_timings": 0,
     }
     assert stats["tables"]["pairs"]["fragments"] == 1
     by = {(r["edit_type"], r["decision"], r["engine"]): r["n"] for r in stats["pairs_by"]}

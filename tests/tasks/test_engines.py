@@ -104,6 +104,32 @@ def test_null_engine_fills_with_the_frame_mean_of_the_background() -> None:
     assert len(np.unique(out[2].reshape(-1, 3), axis=0)) == 1
 
 
+def test_null_engine_with_every_frame_masked_fills_grey() -> None:
+    frames, masks = _clip(1)
+    masks[:] = True
+    out = NullEngine().inpaint(frames, masks)
+    assert (out == 128).all()
+
+
+def test_sleep_engine_waits_holds_no_cpu_and_keeps_the_contract() -> None:
+    import time
+
+    from tasks.engines.sleep import SleepEngine
+
+    frames, masks = _clip(1)
+    engine = registry.get_engine("sleep", seconds=0.3)
+    assert isinstance(engine, SleepEngine) and engine.params() == {"seconds": 0.3}
+    wall, cpu = time.perf_counter(), time.process_time()
+    out = engine.inpaint(frames, masks)
+    wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+    assert wall >= 0.3 and cpu < 0.25  # it waits; the wait is not CPU work
+    assert np.array_equal(out[~masks], frames[~masks]) and (out[masks] == 128).all()
+    with pytest.raises(UnsupportedEditError):
+        engine.inpaint(frames, masks, edit_type="add")
+    with pytest.raises(ValueError, match="seconds"):
+        SleepEngine(seconds=-1)
+
+
 def test_cv2_baseline_settings() -> None:
     assert Cv2InpaintEngine(method="ns").params() == {"radius": 5, "method": "ns"}
     with pytest.raises(ValueError, match="method"):

@@ -1,0 +1,128 @@
+"""A render worker's pipeline: the device renders one item after another while CPU threads work beside it.
+
+For each item of a batch::
+
+    load (a loader thread, one item ahead)  →  render (the calling thread, in order)  →  finish (a pool of threads)
+
+``load`` reads what the device needs (decode the clip and mask), ``render`` uses the device (inpaint), ``finish`` does
+the CPU work behind it (encode, store, score, judge, record). So the next item's render starts as soon as the previous
+one is rendered, while that one is scored, encoded and recorded on the other cores.
+
+- Bounded: at most ``max_pending`` rendered items wait for or run ``finish`` (the render thread blocks beyond that),
+  and one item is loaded ahead, so memory stays flat however long the batch.
+- Isolation: an ``Exception`` raised while loading, rendering or finishing one item goes to ``on_error`` with the item
+  and the step; the batch goes on with the next item. An exception of ``on_error`` itself ends the batch (raised
+  once every started ``finish`` is done).
+- Durability: ``finish`` of each item runs as soon as its render is done (it records the item), and the batch waits
+  for every started ``finish`` before it returns or re-raises: a ``BaseException`` (an interrupt) stops rendering, yet
+  the items already rendered are still finished.
+- ``workers=0`` runs everything on the calling thread, one item after another (no overlap): the sequential reference.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import threading
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Generic, Literal, TypeVar
+
+
+Item = TypeVar("Item")
+Loaded = TypeVar("Loaded")
+Rendered = TypeVar("Rendered")
+Step = Literal["load", "render", "finish"]
+
+
+class RenderPipeline(Generic[Item, Loaded, Rendered]):
+    """Run batches of items through ``load → render → finish`` (see the module docstring).
+
+    Args:
+        load: ``item -> loaded``; CPU and I/O, on a loader thread one item ahead of the render.
+        render: ``(item, loaded) -> rendered``; the device's work, on the calling thread, one item at a time in order.
+        finish: ``(item, rendered) -> None``; CPU work behind the render, on ``workers`` threads.
+        on_error: ``(item, step, exception) -> None``; called (on any thread) for an ``Exception`` of one item.
+        workers: threads for ``finish`` (0: no threads at all, the sequential reference).
+        max_pending: rendered items allowed to wait for or run ``finish`` (default ``workers + 1``).
+    """
+
+    def __init__(
+        self,
+        load: Callable[[Item], Loaded],
+        render: Callable[[Item, Loaded], Rendered],
+        finish: Callable[[Item, Rendered], None],
+        on_error: Callable[[Item, Step, BaseException], None],
+        *,
+        workers: int = 1,
+        max_pending: int | None = None,
+    ) -> None:
+        if workers < 0:
+            raise ValueError(f"workers must be >= 0, got {workers}")
+        if max_pending is not None and max_pending < 1:
+            raise ValueError(f"max_pending must be >= 1, got {max_pending}")
+        self._load, self._render, self._finish, self._on_error = load, render, finish, on_error
+        self.workers = workers
+        self.max_pending = max_pending or workers + 1
+
+    def run(self, items: Sequence[Item]) -> None:
+        """Load, render and finish every item; returns when every started ``finish`` is done."""
+        if self.workers == 0:
+            for item in items:
+                loaded = self._guard(item, "load", self._load, item)
+                if loaded is _FAILED:
+                    continue
+                rendered = self._guard(item, "render", self._render, item, loaded)
+                if rendered is not _FAILED:
+                    self._guard(item, "finish", self._finish, item, rendered)
+            return
+        slots = threading.BoundedSemaphore(self.max_pending)
+        # Threads get a copy of the caller's context (the Prefect run context, the current stage timer).
+        context = contextvars.copy_context()
+        finishing: list[Future[None]] = []
+        errors: list[BaseException] = []
+        with (
+            ThreadPoolExecutor(1, "vpf-load", initializer=_enter, initargs=(context,)) as loader,
+            ThreadPoolExecutor(self.workers, "vpf-finish", initializer=_enter, initargs=(context,)) as pool,
+        ):
+            try:
+                ahead = loader.submit(self._guard, items[0], "load", self._load, items[0]) if items else None
+                for index, item in enumerate(items):
+                    loaded = ahead.result() if ahead is not None else _FAILED
+                    nxt = items[index + 1] if index + 1 < len(items) else None
+                    ahead = loader.submit(self._guard, nxt, "load", self._load, nxt) if nxt is not None else None
+                    if loaded is _FAILED:
+                        continue
+                    rendered = self._guard(item, "render", self._render, item, loaded)
+                    del loaded
+                    if rendered is _FAILED:
+                        continue
+                    slots.acquire()  # bounded: wait while max_pending rendered items are being finished
+                    finishing.append(pool.submit(self._finish_and_release, slots, item, rendered))
+                    del rendered
+            finally:
+                # the batch's rendered items are finished even when rendering stopped
+                errors = [exc for future in finishing if (exc := future.exception()) is not None]
+        if errors:  # on_error itself failed (e.g. the catalog is unreachable): the batch cannot go on
+            raise errors[0]
+
+    def _finish_and_release(self, slots: threading.BoundedSemaphore, item: Item, rendered: Rendered) -> None:
+        try:
+            self._guard(item, "finish", self._finish, item, rendered)
+        finally:
+            slots.release()
+
+    def _guard(self, item: Item, step: Step, fn: Callable, *args: object) -> object:
+        try:
+            return fn(*args)
+        except Exception as exc:
+            self._on_error(item, step, exc)
+            return _FAILED
+
+
+_FAILED = object()
+
+
+def _enter(context: contextvars.Context) -> None:
+    """Thread initializer: run this worker thread in a copy of ``context``."""
+    for var, value in context.items():
+        var.set(value)
