@@ -80,5 +80,3 @@ def test_mask_statistics() -> None:
     assert s["mask_area_ratio_min"] == 0 and s["mask_area_ratio_max"] == 1
     assert s["mask_max_area_change"] == pytest.approx(1.0)
     assert s["mask_empty_frames"] == 2 and s["mask_full_frames"] == 1
-
-
