@@ -18,25 +18,12 @@ from typing import Any
 
 from catalog import ids
 from catalog.schema import PAIRS
+from tasks.gate import GATE_COLUMNS
 
 
+# what a pair row copies from the render's score: the gate's columns, then the engine's flags and the judge's scores
 _QUALITY_COLUMNS = (
-    "psnr_bg",
-    "ssim_bg",
-    "mse_bg",
-    "mae_bg",
-    "hole_change",
-    "object_match",
-    "ring_colour_gap",
-    "ring_texture_ratio",
-    "seam_error",
-    "flicker_ratio",
-    "motion_gap",
-    "temporal_warp_error",
-    "mask_area_ratio",
-    "object_frames_ratio",
-    "clip_label_src",
-    "clip_label_tgt",
+    *GATE_COLUMNS,
     "quality_flags",
     "metrics_json",
     "judge_compliance",
