@@ -1,13 +1,13 @@
 """The factory's stages in one plain process, for kill -9 trials (tests/tasks/test_kill_and_resume.py).
 
 ``pipeline`` runs what ``build_pairs`` runs, batch by batch (discover, ingest recording each clip, propose, plan,
-render the pending jobs, score, record renders then pairs, compact), with the null engine and no Prefect, so a trial
+render, score and record the pending jobs one by one as the render flow does, compact), with the null engine and no Prefect, so a trial
 costs a process start and a few tiny clips.
 
 ``python -m tests.tasks.chaos_driver MANIFEST CATALOG POINT`` runs it and SIGKILLs itself at ``POINT``:
 
 - ``ingest:N``: when ingest starts encoding its N-th clip (clips before it are recorded, this one is not);
-- ``render:N``: inside the engine, rendering the N-th job;
+- ``render:N``: inside the engine, rendering the N-th job (the jobs before it are recorded);
 - ``write:N``: in the middle of the N-th atomic catalog write (media or fragment): the temporary file is written and
   synced, not yet renamed into place;
 - ``compact:N``: in the N-th compaction, after its merged fragment is written, before the merged ones are deleted;
@@ -28,7 +28,9 @@ GEOMETRY = Geometry(num_frames=17, fps=8.0, height=64, width=96)
 BATCH_SIZE = 1  # two batches of one clip: kills can land between batches and in each batch's compaction
 
 
-def pipeline(manifest: str, catalog: str, run_id: str = "run_chaos", *, compact: bool = True) -> dict[str, int]:
+def pipeline(
+    manifest: str, catalog: str, run_id: str = "run_chaos", *, compact: bool = True, batch_size: int = BATCH_SIZE
+) -> dict[str, int]:
     from catalog.store import Catalog
     from tasks import stages
     from tasks.config import RenderConfig
@@ -44,8 +46,8 @@ def pipeline(manifest: str, catalog: str, run_id: str = "run_chaos", *, compact:
     engine = get_engine("null")
     engine.setup()
     counts = {"renders": 0, "already_done": 0}
-    for start in range(0, len(items), BATCH_SIZE):
-        batch = items[start : start + BATCH_SIZE]
+    for start in range(0, len(items), batch_size):
+        batch = items[start : start + batch_size]
         ingested = stages.ingest_stage(batch, cat, geometry=GEOMETRY, segmenter=segmenter, run_id=run_id)
         objects, clips = ingested.rows.get("objects", []), ingested.rows.get("clips", [])
         rows: dict[str, Any] = {t: ingested.rows.get(t, []) for t in ("sources", "clips", "objects")}
@@ -55,12 +57,9 @@ def pipeline(manifest: str, catalog: str, run_id: str = "run_chaos", *, compact:
         stages.record_tables(cat, {"instructions": instructions})
         jobs = stages.plan_stage(instructions, objects, clips)
         todo, done = stages.pending_jobs(cat, jobs, engine, 0)
-        rendered, inpainted = stages.inpaint_stage(todo, cat, engine, seed=0, run_id=run_id)
-        scored = stages.score_stage(rendered, cat, config=RenderConfig(), run_id=run_id)
-        failed = stages.failure_rows([*inpainted.failures, *scored.failures], run_id)
-        stages.record_tables(cat, {"renders": inpainted.rows["renders"], "pairs": scored.rows["pairs"],
-                                   "failures": failed})  # fmt: skip
-        counts["renders"] += len(rendered)
+        # what the render flow runs: each render recorded (media, renders row, pairs) before the next one starts
+        rendered = stages.render_score_record(todo, cat, engine, config=RenderConfig(), run_id=run_id, workers=0)
+        counts["renders"] += rendered.counts["renders"]
         counts["already_done"] += done
         if compact:
             cat.compact(small_bytes=1 << 30)

@@ -27,10 +27,10 @@ from tests.tasks.chaos_driver import arm, pipeline
 FORK = multiprocessing.get_context("fork")  # a forked child starts in milliseconds, with everything imported
 
 
-def _killed_run(manifest: str, catalog_root: str, point: str) -> None:
+def _killed_run(manifest: str, catalog_root: str, point: str, batch_size: int = 1) -> None:
     """The child: the same stages as ``python -m tests.tasks.chaos_driver``, dying at ``point``."""
     arm(point)
-    pipeline(manifest, catalog_root)
+    pipeline(manifest, catalog_root, batch_size=batch_size)
 
 
 CONTENT_TABLES = [t for t in TABLES if t != "runs"]
@@ -158,3 +158,21 @@ def test_kill_9_at_random_points_then_rerun(manifest: str, reference: dict, tmp_
         assert files == _referenced_media(cat) and not partial, f"{point}: orphan media after gc"
         assert not cat.check(), f"{point}: gc removed media a row names"
     assert {"ingest", "render", "compact", "media", "fragment"} <= phases_hit, phases_hit
+
+
+def test_a_render_batch_killed_at_its_second_render_keeps_the_first(manifest: str, reference: dict, tmp_path) -> None:
+    """Both clips in one render batch, kill -9 inside the engine on the second job: the first render, its media and
+    its pairs are in the catalog; the rerun renders only the second one."""
+    cat = Catalog(tmp_path / "cat")
+    child = FORK.Process(target=_killed_run, args=(manifest, str(cat.root), "render:2", 2))
+    child.start()
+    child.join(timeout=300)
+    assert child.exitcode == -signal.SIGKILL, f"the run was not killed in its second render (exit {child.exitcode})"
+    assert len(_view_ids(cat, "renders")) == 1
+    assert len(_view_ids(cat, "pairs")) == 2  # the first render's remove and add pairs
+    assert not cat.check()
+
+    counts = pipeline(manifest, str(cat.root), compact=False, batch_size=2)
+    assert counts == {"renders": 1, "already_done": 1}
+    for table in CONTENT_TABLES:
+        assert _view_ids(cat, table) == reference["ids"][table], f"{table} differs from a clean run"
