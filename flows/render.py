@@ -109,7 +109,8 @@ def render_flow(
     """
     cat = Catalog(catalog, storage_options=storage_options)
     engine = make_engine(config)
-    with gpu_slot(config.gpu_slots):
+    with gpu_slot(config.gpu_slots) as limit:
+        get_run_logger().info("holding %s; %d jobs: engine %s", limit, len(jobs), engine.engine_id)
         judge = make_judge(config, cat)
         summary = render_and_record(
             jobs, cat, engine, config=config, judge=judge, run_id=run_id, batch_label=batch_label, hold_slot=False
