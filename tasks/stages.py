@@ -38,7 +38,7 @@ from tasks.config import AnnotateConfig, RenderConfig, parse_sam_spec
 from tasks.contracts import InpaintEngine, Judge, Proposer, Segmenter
 from tasks.engines.base import Inpainted
 from tasks.errors import InputError, UnsupportedEditError
-from tasks.gate import AcceptRule
+from tasks.gate import AcceptRule, ClipScorer
 from tasks.timings import StageTimer, span, use_timer
 from tasks.types import Failure, Geometry, SourceItem
 
@@ -538,6 +538,7 @@ def render_score_record(
     timer = timer or StageTimer()
     out = StageOutput(rows={"previews": []}, timer=timer)
     lock = Lock()
+    clip = clip_scorer(config)  # once for the batch, not per render
 
     def failed(failure: Failure, *, skipped: bool = False) -> None:
         record_rows(catalog, "failures", failure_rows([failure], run_id))
@@ -560,7 +561,7 @@ def render_score_record(
             out.add("renders")
         render_id = stored.render_row["render_id"]
         try:
-            scored = score_stage([stored], catalog, config=config, judge=judge, run_id=run_id)
+            scored = score_stage([stored], catalog, config=config, judge=judge, run_id=run_id, clip=clip)
         except Exception as exc:  # a bug or a broken judge: this render's pairs fail, the batch goes on
             failed(Failure.from_exception("score", "render", render_id, exc))
             return
@@ -593,6 +594,16 @@ def render_score_record(
 
 
 # --------------------------------------------------------------------------------------------------------- score
+def clip_scorer(config: RenderConfig) -> ClipScorer | None:
+    """The CLIP scorer of ``config.clip_weights``, loaded (None without weights): build it once per render batch. A
+    missing folder fails the batch loudly."""
+    if not config.clip_weights:
+        return None
+    clip = ClipScorer(config.clip_weights)
+    clip.setup()
+    return clip
+
+
 def score_stage(
     rendered: Sequence[Rendered],
     catalog: Catalog,
@@ -600,6 +611,7 @@ def score_stage(
     config: RenderConfig,
     judge: Judge | None = None,
     run_id: str | None,
+    clip: ClipScorer | None = None,
 ) -> StageOutput:
     """The quality gate, accept/reject decisions and previews for each render; returns ``pairs`` rows.
 
@@ -607,8 +619,8 @@ def score_stage(
     render decoded back from the catalog, with the inpainted (dilated) mask and the object's own mask. Each render is
     scored once; a removal render yields two pairs from that one score: ``remove`` (original → inpainted) with the
     removal decision, and ``add`` (inpainted → original), which must pass the same checks plus its own
-    (``AcceptRule.decide(..., "add")``). With ``config.clip_weights`` the CLIP label check runs, the model loaded once
-    for the batch. With a ``judge`` every pair is also scored by the judge from its own source and target frames, in
+    (``AcceptRule.decide(..., "add")``). With ``config.clip_weights`` the CLIP label check runs with ``clip`` (the
+    batch's scorer, see :func:`clip_scorer`; built here when not given, i.e. once per call). With a ``judge`` every pair is also scored by the judge from its own source and target frames, in
     one batch; its scores are stored with the pair and the rule is applied to gate and judge columns together.
     """
     from tasks import gate, pairs
@@ -617,9 +629,8 @@ def score_stage(
     from tasks.video_io import read_frames
 
     rule = config.accept_rule
-    clip = gate.ClipScorer(config.clip_weights) if config.clip_weights else None
-    if clip is not None:
-        clip.setup()  # once per batch; a missing folder fails the batch loudly
+    if clip is None:
+        clip = clip_scorer(config)
     out = StageOutput(rows={"pairs": []})
     judged: list[tuple[dict[str, Any], dict[str, Any], np.ndarray, np.ndarray]] = []
     for r in rendered:

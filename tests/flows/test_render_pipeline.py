@@ -190,3 +190,27 @@ def test_each_batch_records_its_time_by_stage(clips, tmp_path, monkeypatch) -> N
     assert [s["stage"] for s in status["stages"]["rows"]] == [
         "ingest", "annotate", "propose", "render", "score", "encode", "record"
     ]  # fmt: skip
+
+
+def test_clip_weights_load_once_per_render_batch_and_fill_the_clip_columns(clips, tmp_path, monkeypatch) -> None:
+    """The CLIP label check of the gate: one model load for a batch of renders (not one per render), and both CLIP
+    columns filled on every pair."""
+    from tests.tasks.test_gate import _tiny_clip
+
+    weights = _tiny_clip(tmp_path)
+    loads: list[str] = []
+    setup = gate.ClipScorer.setup
+
+    def counting(self) -> None:
+        if self._model is None:
+            loads.append(self.model_path)
+        setup(self)
+
+    monkeypatch.setattr(gate.ClipScorer, "setup", counting)
+    summary = _run(clips, tmp_path / "cat", ScriptedEngine(), monkeypatch, clip_weights=weights)
+    assert summary.status == "completed", summary
+    assert summary.counts["renders"] == N_CLIPS
+    assert len(loads) == 2  # the render batches: a first one of one clip, then the rest
+    pairs = Catalog(str(tmp_path / "cat")).query("SELECT clip_label_src, clip_label_tgt FROM pairs").to_pylist()
+    assert len(pairs) == 2 * N_CLIPS
+    assert all(p["clip_label_src"] is not None and p["clip_label_tgt"] is not None for p in pairs)
