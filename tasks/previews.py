@@ -23,9 +23,11 @@ def mask_overlay(frames: np.ndarray, masks: np.ndarray) -> np.ndarray:
     Returns:
         `(num_frames, height, width, 3)` uint8.
     """
-    tinted = frames.astype(np.float32)
-    tinted[masks] = tinted[masks] * (1 - OVERLAY_ALPHA) + OVERLAY_COLOUR * OVERLAY_ALPHA
-    out = np.clip(np.rint(tinted), 0, 255).astype(np.uint8)
+    out = frames.copy()
+    inside = frames[masks].astype(np.float32)  # only the masked pixels: [n, 3]
+    out[masks] = np.clip(np.rint(inside * (1 - OVERLAY_ALPHA) + OVERLAY_COLOUR * OVERLAY_ALPHA), 0, 255).astype(
+        np.uint8
+    )
     kernel = np.ones((3, 3), np.uint8)
     for t, m in enumerate(masks):
         edge = m & ~(cv2.erode(m.astype(np.uint8), kernel, borderType=cv2.BORDER_REPLICATE) > 0)
@@ -44,12 +46,27 @@ def _fit_height(frames: np.ndarray, height: int) -> np.ndarray:
     return np.stack([cv2.resize(f, (new_w, new_h), interpolation=cv2.INTER_AREA) for f in frames])
 
 
+def _fit_masks(masks: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """`(num_frames, h, w)` bool masks resized to ``size`` = ``(height, width)``: a pixel is in the mask when at
+    least half of the area it covers is."""
+    if masks.shape[1:] == tuple(size):
+        return masks
+    h, w = size
+    if masks.shape[1] >= h and masks.shape[2] >= w:  # shrinking: area average, then the majority
+        scaled = [cv2.resize(m, (w, h), interpolation=cv2.INTER_AREA) for m in masks.astype(np.uint8) * 255]
+        return np.stack(scaled) >= 128
+    return np.stack([cv2.resize(m.view(np.uint8), (w, h), interpolation=cv2.INTER_NEAREST) for m in masks]).astype(
+        bool
+    )
+
+
 def side_by_side(frames: np.ndarray, masks: np.ndarray, edited: np.ndarray, *, height: int = 240) -> np.ndarray:
     """`(num_frames, height, 3 * width', 3)` uint8 panels: original | mask overlay | edited."""
     if not (frames.shape == edited.shape and frames.shape[:3] == masks.shape):
         raise ValueError(f"shapes differ: frames {frames.shape}, masks {masks.shape}, edited {edited.shape}")
-    panels = [frames, mask_overlay(frames, masks), edited]
-    return np.concatenate([_fit_height(p, height) for p in panels], axis=2)
+    small = _fit_height(frames, height)  # overlay drawn at preview size: a full-size overlay costs 10x more
+    panels = [small, mask_overlay(small, _fit_masks(masks, small.shape[1:3])), _fit_height(edited, height)]
+    return np.concatenate(panels, axis=2)
 
 
 def side_by_side_mp4(
@@ -69,8 +86,12 @@ def contact_sheet(
     Returns `(3 * thumb_height + 4, columns * thumb_width + 2 * (columns - 1), 3)` uint8.
     """
     index = np.linspace(0, len(frames) - 1, min(columns, len(frames))).round().astype(int)
-    panels = (frames[index], mask_overlay(frames[index], masks[index]), edited[index])
-    rows = [_fit_height(panel, thumb_height) for panel in panels]
+    small = _fit_height(frames[index], thumb_height)
+    rows = [
+        small,
+        mask_overlay(small, _fit_masks(masks[index], small.shape[1:3])),
+        _fit_height(edited[index], thumb_height),
+    ]
     gap = 2
     th, tw = rows[0].shape[1:3]
     sheet = np.full((3 * th + 2 * gap, len(index) * tw + (len(index) - 1) * gap, 3), 255, np.uint8)

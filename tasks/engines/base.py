@@ -102,7 +102,7 @@ class InpaintEngine(ABC):
                 f"expected uint8 {frames.shape}"
             )
         region = masks if result.filled is None else result.filled | masks
-        result.frames = np.where(region[..., None], result.frames, frames)
+        result.frames = paste_region(frames, result.frames, region)
         return result
 
     def inpaint(
@@ -139,6 +139,30 @@ class InpaintEngine(ABC):
         Returns:
             ``Inpainted``; its frames outside the mask (or ``filled``) are replaced by the input by :meth:`run`.
         """
+
+
+def paste_region(frames: np.ndarray, filled: np.ndarray, region: np.ndarray) -> np.ndarray:
+    """``frames`` with ``filled`` pasted where ``region`` is True: a new array, inputs untouched.
+
+    Only the region's bounding box is visited, so a small hole in a long clip costs little more than the copy.
+
+    Args:
+        frames (`np.ndarray` of shape `(num_frames, height, width, 3)`): the original clip.
+        filled (`np.ndarray`, broadcastable to ``frames``): the engine's output (a view is fine).
+        region (`np.ndarray` of shape `(num_frames, height, width)`): bool, True = take ``filled``.
+
+    Returns:
+        `(num_frames, height, width, 3)` array of ``frames``' dtype.
+    """
+    out = frames.copy()
+    if not region.any():
+        return out
+    box = tuple(
+        slice(int(i[0]), int(i[-1]) + 1)
+        for i in (np.flatnonzero(region.any(axis=a)) for a in ((1, 2), (0, 2), (0, 1)))
+    )
+    np.copyto(out[box], np.broadcast_to(filled, frames.shape)[box], where=region[box][..., None])
+    return out
 
 
 def check_inputs(frames: np.ndarray, masks: np.ndarray, *, name: str = "clip") -> tuple[np.ndarray, np.ndarray]:

@@ -186,3 +186,18 @@ def test_the_base_class_rejects_bad_inputs_before_fill_and_a_bad_fill_after_it()
     assert engine.calls == []  # none of these reached the engine
     with pytest.raises(RuntimeError, match="scribbler"):
         _Scribbler(shape=(4, 24, 30, 3)).run(frames, masks)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_paste_region_takes_the_fill_exactly_inside_the_region(seed: int) -> None:
+    """The bounding-box paste equals a whole-clip select, for scattered regions, a broadcast fill and no region."""
+    from tasks.engines.base import paste_region
+
+    rng = np.random.default_rng(seed)
+    frames = rng.integers(0, 256, size=(5, 20, 30, 3), dtype=np.uint8)
+    filled = rng.integers(0, 256, size=(5, 20, 30, 3), dtype=np.uint8)
+    region = rng.random((5, 20, 30)) < 0.05 * seed  # seed 0: empty
+    for fill in (filled, np.broadcast_to(filled[:, :1, :1], frames.shape)):
+        out = paste_region(frames, fill, region)
+        np.testing.assert_array_equal(out, np.where(region[..., None], fill, frames))
+        assert out is not frames and not np.shares_memory(out, fill)
