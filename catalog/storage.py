@@ -16,8 +16,10 @@ reader never sees a partial file. Media is written (and made durable) before any
 from __future__ import annotations
 
 import os
+import threading
 import time
 import uuid
+from collections import OrderedDict
 from collections.abc import Iterable, Mapping
 from datetime import datetime, timezone
 from pathlib import Path
@@ -207,39 +209,79 @@ class CatalogStorage:
     def existing_ids(self, table: str, ids: Iterable[str]) -> set[str]:
         """The subset of ``ids`` that some row of ``table`` already has (any version of the row).
 
-        Reads only the id column of that table's fragments (no views), so flows can call it per batch cheaply.
+        Reads only the id column of that table's fragments (no views), so flows can call it per item cheaply:
+        fragments never change once written, so the ids of small fragments are kept in memory (:class:`_FragmentIds`)
+        and each call reads only the fragments written since the last one. Large (compacted) fragments are filtered
+        by DuckDB instead, without holding their ids.
         """
         self._check_table(table)
         ids = list(dict.fromkeys(ids))
         if not ids:
             return set()
         key = ID_COLUMNS[table]
+        wanted = set(ids)
         for attempt in range(MISSING_FRAGMENT_ATTEMPTS):
-            urls = [self.fragment_url(p) for p in self.fragments(table)]
-            if not urls:
-                return set()
-            files = "[" + ", ".join("'" + u.replace("'", "''") + "'" for u in urls) + "]"
-            con = duckdb.connect(":memory:")
             try:
-                if not self.is_local:
-                    con.register_filesystem(self.fs)
-                rows = con.execute(
-                    f'SELECT DISTINCT "{key}" FROM read_parquet({files}, union_by_name = true) '
-                    f'WHERE "{key}" IN (SELECT unnest(?))',
-                    [ids],
-                ).fetchall()
-                return {r[0] for r in rows}
-            except duckdb.Error as exc:
-                if attempt + 1 < MISSING_FRAGMENT_ATTEMPTS and is_missing_file(exc):
+                present: set[str] = set()
+                large = []
+                for path in self.fragments(table):
+                    url = self.fragment_url(path)
+                    known = _FRAGMENT_IDS.get(url, key)
+                    if known is None:
+                        known = self._small_fragment_ids(path, url, key)
+                    if known is None:
+                        large.append(url)
+                    else:
+                        present |= wanted & known
+                if large:
+                    present |= self._ids_in(large, key, ids)
+                return present
+            except (FileNotFoundError, duckdb.Error) as exc:
+                if attempt + 1 < MISSING_FRAGMENT_ATTEMPTS and (
+                    isinstance(exc, FileNotFoundError) or is_missing_file(exc)
+                ):
                     time.sleep(0.01 * 2**attempt)  # a compaction is swapping fragments: list again
                     continue
+                if isinstance(exc, FileNotFoundError):
+                    raise
                 bad = self.unreadable_fragments(table)
                 if bad:
                     raise CatalogError(f"{table}: unreadable fragment(s) {bad}: {exc}") from exc
                 raise
-            finally:
-                con.close()
         raise AssertionError("unreachable")
+
+    def _small_fragment_ids(self, path: str, url: str, key: str) -> frozenset[str] | None:
+        """The ``key`` column of a fragment of at most ``_FragmentIds.MAX_ROWS`` rows as a set, remembered; None for a
+        larger one. Raises ``FileNotFoundError`` when it was compacted away, ``CatalogError`` when unreadable."""
+        try:
+            with self.fs.open(path, "rb") as f:
+                reader = pq.ParquetFile(f)
+                if reader.metadata.num_rows > _FragmentIds.MAX_ROWS:
+                    return None
+                column = reader.read(columns=[key]).column(key)
+        except FileNotFoundError:
+            raise
+        except (OSError, pa.ArrowException, KeyError) as exc:
+            raise CatalogError(f"unreadable fragment {url}: {exc}") from exc
+        known = frozenset(v for v in column.to_pylist() if v is not None)
+        _FRAGMENT_IDS.put(url, key, known)
+        return known
+
+    def _ids_in(self, urls: list[str], key: str, ids: list[str]) -> set[str]:
+        """The ``ids`` found in the ``key`` column of the fragments ``urls``, filtered by DuckDB."""
+        files = "[" + ", ".join("'" + u.replace("'", "''") + "'" for u in urls) + "]"
+        con = duckdb.connect(":memory:")
+        try:
+            if not self.is_local:
+                con.register_filesystem(self.fs)
+            rows = con.execute(
+                f'SELECT DISTINCT "{key}" FROM read_parquet({files}, union_by_name = true) '
+                f'WHERE "{key}" IN (SELECT unnest(?))',
+                [ids],
+            ).fetchall()
+            return {r[0] for r in rows}
+        finally:
+            con.close()
 
     # ---------------------------------------------------------------- internals
     def _check_table(self, table: str) -> pa.Schema:
@@ -280,3 +322,40 @@ def is_missing_file(exc: Exception) -> bool:
     """Whether a DuckDB/fsspec error says a file vanished (a fragment compacted away after listing)."""
     text = str(exc)
     return any(m in text for m in ("No such file", "No files found", "FileNotFoundError", "does not exist"))
+
+
+class _FragmentIds:
+    """The id sets of small fragments, by fragment URL and column, shared by every ``CatalogStorage`` of the process.
+
+    A fragment's name is unique and its bytes never change after it is written (compaction writes new fragments and
+    deletes the old ones), so an entry never goes stale; an entry of a deleted fragment is simply never asked for
+    again and ages out. Bounded by the number of ids held (least recently used out first).
+    """
+
+    MAX_ROWS = 50_000  # fragments up to this size are remembered (per-render and per-batch writes)
+    MAX_IDS = 2_000_000  # about 200 MB of short strings at most
+
+    def __init__(self) -> None:
+        self._sets: OrderedDict[tuple[str, str], frozenset[str]] = OrderedDict()
+        self._held = 0
+        self._lock = threading.Lock()
+
+    def get(self, url: str, key: str) -> frozenset[str] | None:
+        with self._lock:
+            known = self._sets.get((url, key))
+            if known is not None:
+                self._sets.move_to_end((url, key))
+            return known
+
+    def put(self, url: str, key: str, known: frozenset[str]) -> None:
+        with self._lock:
+            if (url, key) in self._sets:
+                return
+            self._sets[(url, key)] = known
+            self._held += len(known)
+            while self._held > self.MAX_IDS and len(self._sets) > 1:
+                _, old = self._sets.popitem(last=False)
+                self._held -= len(old)
+
+
+_FRAGMENT_IDS = _FragmentIds()

@@ -108,6 +108,35 @@ def test_existing_ids(catalog: Catalog) -> None:
     assert catalog.existing_ids("runs", ["run-x"]) == set()
 
 
+@pytest.mark.parametrize("remembered", [True, False], ids=["small-fragments", "large-fragments"])
+def test_existing_ids_reads_each_fragment_once_and_follows_compaction(
+    catalog: Catalog, monkeypatch: pytest.MonkeyPatch, remembered: bool
+) -> None:
+    """Ids of small fragments are remembered, so a call reads only fragments written since the last one; large
+    fragments go through DuckDB. Either way the answer follows new writes and compaction."""
+    from catalog import storage
+
+    if not remembered:
+        monkeypatch.setattr(storage._FragmentIds, "MAX_ROWS", 0)
+    opened: list[str] = []
+    real_open = catalog.fs.open
+    monkeypatch.setattr(catalog.fs, "open", lambda path, *a, **k: opened.append(path) or real_open(path, *a, **k))
+    ids = [full_row("pairs", i)["pair_id"] for i in range(4)]
+    catalog.append("pairs", [full_row("pairs", 0)])
+    catalog.append("pairs", [full_row("pairs", 1)])
+    assert catalog.existing_ids("pairs", ids) == set(ids[:2])
+    first = len(opened)
+    assert first == 2  # both fragments' footers
+    assert catalog.existing_ids("pairs", ids) == set(ids[:2])
+    assert len(opened) == (first if remembered else 2 * first)  # remembered: nothing read again
+    catalog.append("pairs", [full_row("pairs", 2)])
+    assert catalog.existing_ids("pairs", ids) == set(ids[:3])
+    catalog.compact("pairs")
+    assert len(catalog.fragments("pairs")) == 1
+    assert catalog.existing_ids("pairs", ids) == set(ids[:3])
+    assert catalog.existing_ids("pairs", ["pair_unknown"]) == set()
+
+
 @pytest.mark.parametrize(
     ("row", "field"),
     [
