@@ -70,7 +70,7 @@ from tasks.scenes import detect_scenes
 from tasks.segment import ProvidedSegmenter, Segmenter
 from tasks.timings import span
 from tasks.types import Clip, Failure, Geometry, ObjectMask, SourceItem, VideoInfo
-from tasks.video_io import encode_mp4, probe_video
+from tasks.video_io import STORED_CRF, STORED_PRESET, encode_mp4, probe_video
 
 
 @dataclass
@@ -247,8 +247,8 @@ def ingest_batch(
     scene_threshold: float = 27.0,
     max_clips_per_source: int | None = None,
     qa: MaskQAOptions | None = None,
-    crf: int = 18,
-    preset: str = "medium",
+    crf: int = STORED_CRF,
+    preset: str = STORED_PRESET,
     storage_options: Mapping[str, Any] | None = None,
     keep_arrays: bool = False,
     record: bool = False,

@@ -177,11 +177,11 @@ def _stored(frames: np.ndarray, fps: float) -> np.ndarray:
     import tempfile
     from pathlib import Path
 
-    from tasks.video_io import encode_mp4, read_frames
+    from tasks.video_io import encode_stored, read_frames
 
     with tempfile.TemporaryDirectory(prefix="vpf-gate-") as tmp:
         path = Path(tmp) / "clip.mp4"
-        path.write_bytes(encode_mp4(frames, fps))
+        path.write_bytes(encode_stored(frames, fps))
         return read_frames(str(path))
 
 

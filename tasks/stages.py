@@ -443,10 +443,10 @@ def store_render(
     (``generation``: recorded with the render and part of its id, ``vpf run --rerender``)."""
     from tasks.masks import encode_masks_npz
     from tasks.pairs import renders_table_row
-    from tasks.video_io import encode_mp4
+    from tasks.video_io import encode_stored
 
     with span("encode", items=1):
-        video_uri = catalog.put_media(encode_mp4(result.frames, job.fps), "mp4")
+        video_uri = catalog.put_media(encode_stored(result.frames, job.fps), "mp4")
         mask_uri = catalog.put_media(encode_masks_npz(loaded.masks), "npz")
     row = renders_table_row(
         instruction_id=job.instruction_id,
