@@ -633,8 +633,9 @@ def score_stage(
     removal decision, and ``add`` (inpainted → original), which must pass the same checks plus its own
     (``AcceptRule.decide(..., "add")``). With ``config.clip_weights`` the CLIP label check runs with ``clip`` (the
     batch's scorer, see :func:`clip_scorer`; built here when not given, i.e. once per call); with
-    ``config.reseg_segmenter`` the re-segmentation check runs with ``reseg`` (likewise, :func:`reseg_scorer`). With a ``judge`` every pair is also scored by the judge from its own source and target frames, in
-    one batch; its scores are stored with the pair and the rule is applied to gate and judge columns together.
+    ``config.reseg_segmenter`` the re-segmentation check runs with ``reseg`` (likewise, :func:`reseg_scorer`). With a
+    ``judge`` every pair is also scored by the judge from its own source and target frames, in one batch; its scores
+    are stored with the pair and the rule is applied to gate and judge columns together.
     """
     from tasks import gate, pairs
     from tasks import previews as previews_mod
