@@ -17,8 +17,8 @@ import pyarrow as pa
 # 2: objects.dilation_px (a kernel side) became dilation_radius; 3: sources.license, attribution;
 # 4: objects.caption, objects.row_key, renders.generation, clips.plan_id, clips.plan_clips;
 # 5: clips/objects annotation and selection columns; 6: the pair-quality gate's columns replace pairs.lpips /
-# clip_sim / clip_sim_masked; 7: stage_timings
-SCHEMA_VERSION = 7
+# clip_sim / clip_sim_masked; 7: stage_timings; 8: pairs.reseg_iou_src, reseg_iou_tgt (the gate's re-segmentation check)
+SCHEMA_VERSION = 8
 
 EDIT_TYPES = ("remove", "add", "replace", "attribute")
 DECISIONS = ("accepted", "rejected")
@@ -183,9 +183,11 @@ PAIRS = pa.schema(
         _f("temporal_warp_error", pa.float64()),  # the hole's warp residual, [0, 1] scale
         _f("mask_area_ratio", pa.float64()),
         _f("object_frames_ratio", pa.float64()),  # share of frames where the object is visible
-        # removal checks with weights (null unless CLIP weights are configured)
+        # removal checks with weights (null unless CLIP weights / a re-segmentation segmenter are configured)
         _f("clip_label_src", pa.float64()),  # CLIP similarity of the label with the hole region, before
         _f("clip_label_tgt", pa.float64()),  # ... and after
+        _f("reseg_iou_src", pa.float64()),  # the label re-segmented in the source: mean best IoU with the object
+        _f("reseg_iou_tgt", pa.float64()),  # ... and in the target (near 0 after a removal)
         _f("quality_flags", pa.list_(pa.string())),
         _f("metrics_json", pa.string()),
         _f("judge_compliance", pa.int32()),

@@ -60,7 +60,8 @@ SegmenterOpt = Annotated[
         "--segmenter",
         help="provided (manifest masks or masks next to the videos) | sam:CHECKPOINT[#model_type=vit_h&auto=1] "
         "(segment-anything) | detect+track:DETECTOR#tracker=sam2:PATH[&threshold=0.3&keyframe_every=8] "
-        "(Grounding DINO/OWLv2 + SAM2 video) | sam3:PATH[#threshold=0.5] (SAM3 video); paths or URLs",
+        "(Grounding DINO/OWLv2 + SAM2 video) | sam3:PATH[#threshold=0.5] (SAM3 video); paths or URLs. The last two "
+        "also re-segment each render for the quality gate (--set render.reseg_segmenter=null: off)",
     ),
 ]
 FramesOpt = Annotated[int, typer.Option("--frames", min=2, help="frames per clip")]

@@ -67,9 +67,19 @@ def score_command(
             "run's, 16 px at 720 px wide). 0 when --mask already is the inpainted region.",
         ),
     ] = None,  # fmt: skip
-    label: Annotated[str | None, typer.Option("--label", help="The object's name (for the CLIP check).")] = None,
+    label: Annotated[
+        str | None, typer.Option("--label", help="The object's name (for the CLIP and re-segmentation checks).")
+    ] = None,
     clip_weights: Annotated[
         str | None, typer.Option("--clip-weights", help="Local CLIP folder (transformers); enables the CLIP check.")
+    ] = None,
+    reseg_segmenter: Annotated[
+        str | None,
+        typer.Option(
+            "--reseg-segmenter",
+            help="Open-vocabulary segmenter (detect+track:… or sam3:…, as --segmenter of vpf run) that looks for "
+            "--label in the source and the target: the re-segmentation check (reseg_iou_src/reseg_iou_tgt).",
+        ),
     ] = None,
     accept: Annotated[
         list[str] | None, typer.Option("--accept", help="KEY=VALUE of the accept rule (repeat), as in vpf run.")
@@ -79,12 +89,19 @@ def score_command(
 ) -> None:
     """Score one source/target/mask triple with the gate a run uses, and print the metrics and the decision."""
     from tasks.errors import InputError
-    from tasks.gate import GATE_COLUMNS, ClipScorer, score_render
+    from tasks.gate import GATE_COLUMNS, ClipScorer, ResegScorer, score_render
     from tasks.masks import default_dilation_radius, dilate_masks
 
     if direction not in ("remove", "add"):
         raise typer.BadParameter(f"{direction!r}: expected remove or add", param_hint="--direction")
     rule = _rule(accept)
+    if reseg_segmenter is not None:
+        try:
+            reseg: ResegScorer | None = ResegScorer(reseg_segmenter)
+        except ValueError as exc:
+            raise typer.BadParameter(str(exc), param_hint="--reseg-segmenter") from None
+    else:
+        reseg = None
     try:
         src, tgt, objects = load_triple(source, target, mask, mask_id=mask_id)
         px = default_dilation_radius(src.shape[2]) if dilation_radius is None else dilation_radius
@@ -95,7 +112,9 @@ def score_command(
                 clip.setup()
             except (FileNotFoundError, OSError) as exc:
                 raise InputError(clip_weights, "not_found", f"CLIP weights cannot be loaded ({exc})") from None
-        quality = score_render(src, tgt, hole, object_masks=objects, label=label, clip=clip)
+        if reseg is not None:
+            reseg.setup()  # InputError naming the spec and the path
+        quality = score_render(src, tgt, hole, object_masks=objects, label=label, clip=clip, reseg=reseg)
     except InputError as exc:
         _fail(str(exc))
     decision, reason = rule.decide(quality, direction)

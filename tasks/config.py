@@ -142,6 +142,12 @@ class RenderConfig(BaseModel):
         None,
         description="local CLIP folder (transformers): the quality gate's CLIP label check, loaded once per batch",
     )
+    reseg_segmenter: str | None = Field(
+        None,
+        description="open-vocabulary segmenter (detect+track:… or sam3:…) that looks for each removed object's label "
+        "in the stored source and edited clip: the gate's reseg_iou_src/reseg_iou_tgt check, loaded once per batch; "
+        "default: the run's --segmenter when it is one of these (null turns the check off)",
+    )
     previews: bool = Field(True, description="store a side-by-side preview mp4 and a contact sheet per pair")
     gpu_slots: int = Field(1, ge=1, description="slots of the per-worker limit gpu:<worker id> when it is created")
     score_workers: int | None = Field(
@@ -177,6 +183,18 @@ class RenderConfig(BaseModel):
             unknown = set(value) - {f.name for f in dataclasses.fields(AcceptRule)}
             if unknown:
                 raise ValueError(f"unknown accept-rule key(s) {sorted(unknown)}")
+        return value
+
+    @field_validator("reseg_segmenter")
+    @classmethod
+    def _reseg_spec(cls, value: str | None) -> str | None:
+        from tasks.annotate.specs import is_vocab_segmenter, parse_segmenter_spec
+
+        if value is None:
+            return value
+        if not is_vocab_segmenter(value):
+            raise ValueError(f"{value!r}: the re-segmentation check needs an open-vocabulary detect+track:… or sam3:…")
+        parse_segmenter_spec(value)
         return value
 
     @field_validator("judge")
@@ -263,6 +281,16 @@ class RunConfig(BaseModel):
         elif value != "provided":
             parse_sam_spec(value)
         return value
+
+    @model_validator(mode="after")
+    def _reseg_with_the_run_segmenter(self) -> "RunConfig":
+        """The gate re-segments with the run's own open-vocabulary segmenter unless ``render.reseg_segmenter`` was
+        set (to another spec, or to None: off)."""
+        from tasks.annotate.specs import is_vocab_segmenter
+
+        if "reseg_segmenter" not in self.render.model_fields_set and is_vocab_segmenter(self.segmenter):
+            self.render.reseg_segmenter = self.segmenter
+        return self
 
     def recorded(self) -> dict[str, Any]:
         """The settings as recorded in ``runs.parameters_json`` (no storage options: they may hold credentials)."""

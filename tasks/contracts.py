@@ -13,11 +13,16 @@ from tasks.engines.base import InpaintEngine
 
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    import numpy as np
+
+    from tasks.annotate.segmenters import Track
     from tasks.judge import JudgeRequest, JudgeVerdict
     from tasks.proposers.base import ProposalOutcome, ProposalRequest
     from tasks.types import Clip, ObjectMask, VideoInfo
 
-__all__ = ["InpaintEngine", "Judge", "Proposer", "Segmenter"]
+__all__ = ["InpaintEngine", "Judge", "PhraseSegmenter", "Proposer", "Segmenter"]
 
 
 @runtime_checkable
@@ -28,6 +33,19 @@ class Segmenter(Protocol):
 
     def segment(self, clip: Clip, *, video: VideoInfo | None = None) -> list[ObjectMask]:
         """The objects of ``clip`` (masks `(num_frames, height, width)` bool); raises ``InputError`` for bad input."""
+        ...
+
+
+@runtime_checkable
+class PhraseSegmenter(Protocol):
+    """Finds the instances of given noun phrases in a clip: the core of the open-vocabulary segmenters
+    (``tasks.annotate.segmenters``), used by the quality gate to look for a removed object in the edited clip."""
+
+    def setup(self) -> None: ...
+
+    def track(self, frames: np.ndarray, phrases: Sequence[str]) -> list[Track]:
+        """Every instance found in ``frames`` `(num_frames, height, width, 3)` uint8, each a ``Track`` whose ``masks``
+        are `(num_frames, height, width)` bool; an empty list when nothing is found."""
         ...
 
 

@@ -35,8 +35,16 @@ Checks that need no weights (they run everywhere):
 Background fidelity (``psnr_bg``, ``ssim_bg``, ``mse_bg``, ``mae_bg``: stored target against stored source outside
 the mask) measures encoding loss and engines that do not keep the background; it proves nothing about the hole.
 
-Weighted checks run only where weights are configured, loaded once per batch (``ClipScorer``): CLIP
-similarity of the object's label with the hole's region before (``clip_label_src``) and after (``clip_label_tgt``).
+Weighted checks run only where weights are configured, loaded once per batch:
+
+``clip_label_src`` and ``clip_label_tgt`` (``ClipScorer``)
+    CLIP similarity of the object's label with the hole's region before and after.
+``reseg_iou_src`` and ``reseg_iou_tgt`` (``ResegScorer``)
+    Re-segmentation: an open-vocabulary segmenter (the run's ``detect+track:…`` or ``sam3:…``) looks for the object's
+    label, as its only phrase, in the source and in the target; each is the mean over the object's frames of the best
+    IoU of an instance found there with the object's mask (0 in a frame where nothing is found). A removal leaves
+    nothing to find (``reseg_iou_tgt`` near 0); the unedited clip is found again. ``reseg_iou_src`` tells whether the
+    segmenter sees the object at all: it is the ``add`` pair's own check (its target is the original footage).
 
 Cost: the checks run on the mask's bounding region (plus a ring), downscaled so its longer side is at most
 ``WORK_SIDE`` pixels; background fidelity runs at full resolution with OpenCV's masked norms (SSIM on luma at half
@@ -47,6 +55,7 @@ from __future__ import annotations
 
 import json
 import math
+import threading
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -86,6 +95,8 @@ GATE_COLUMNS = (
     "object_frames_ratio",
     "clip_label_src",
     "clip_label_tgt",
+    "reseg_iou_src",
+    "reseg_iou_tgt",
 )
 
 
@@ -426,6 +437,94 @@ class ClipScorer:
         }
 
 
+class ResegScorer:
+    """Re-segmentation check: an open-vocabulary segmenter looks for the object's label in a clip, and what it finds is
+    compared with the object's own masks (see the module docstring). Build one per batch: the models load on first use
+    (``setup()``), once; calls from several threads take turns.
+
+    Args:
+        spec: a ``detect+track:…`` or ``sam3:…`` segmenter spec (``tasks.annotate.specs``), built here.
+        segmenter: or a ``tasks.contracts.PhraseSegmenter`` already built (``setup()`` and ``track(frames, phrases)``).
+        storage_options: fsspec options of model URLs in ``spec``.
+        found_iou: a frame counts as "found" in the details when its best IoU reaches this.
+    """
+
+    def __init__(
+        self,
+        spec: str | None = None,
+        *,
+        segmenter: Any = None,
+        storage_options: dict[str, Any] | None = None,
+        found_iou: float = 0.5,
+    ) -> None:
+        if (spec is None) == (segmenter is None):
+            raise ValueError("ResegScorer: give a segmenter spec or a segmenter, not both or neither")
+        if spec is not None:
+            from tasks.annotate.specs import build_segmenter, is_vocab_segmenter
+            from tasks.annotate.vocab import Vocabulary
+
+            if not is_vocab_segmenter(spec):
+                raise ValueError(
+                    f"reseg segmenter {spec!r}: expected an open-vocabulary detect+track:… or sam3:… spec"
+                )
+            # the phrases are passed with each call (the object's label); this vocabulary is never asked
+            segmenter = build_segmenter(spec, Vocabulary(from_caption=True), storage_options=storage_options)
+        self.name = spec or getattr(segmenter, "name", type(segmenter).__name__)
+        self.segmenter = segmenter
+        self.found_iou = float(found_iou)
+        self._lock = threading.Lock()
+        self._ready = False
+
+    def setup(self) -> None:
+        """Load the segmenter's models (idempotent). Raises ``InputError`` naming the spec and the path at fault."""
+        with self._lock:
+            if self._ready:
+                return
+            try:
+                self.segmenter.setup()
+            except Exception as exc:
+                raise InputError(
+                    self.name, "reseg_not_loaded", f"the gate's re-segmentation models cannot be loaded ({exc})"
+                ) from exc
+            self._ready = True
+
+    def find(self, frames: np.ndarray, label: str) -> np.ndarray:
+        """Masks `(num_instances, num_frames, height, width)` bool of every instance of ``label`` found in ``frames``
+        `(num_frames, height, width, 3)` uint8."""
+        self.setup()
+        with self._lock:
+            tracks = self.segmenter.track(frames, [label])
+        masks = [np.asarray(t.masks, dtype=bool) for t in tracks]
+        for m in masks:
+            if m.shape != frames.shape[:3]:
+                raise ValueError(f"reseg segmenter {self.name}: masks of shape {m.shape} for frames {frames.shape}")
+        return np.stack(masks) if masks else np.zeros((0, *frames.shape[:3]), bool)
+
+    def iou(self, frames: np.ndarray, object_masks: np.ndarray, label: str) -> tuple[float, dict[str, Any]]:
+        """``(mean over the object's frames of the best instance IoU, details)``; ``object_masks`` `(T, H, W)` bool
+        must be visible in some frame."""
+        frames_with = np.flatnonzero(object_masks.any(axis=(1, 2)))
+        found = self.find(frames, label)
+        best = np.zeros(len(frames_with))
+        for k, t in enumerate(frames_with):
+            obj = object_masks[t]
+            for inst in found[:, t]:
+                union = np.count_nonzero(inst | obj)
+                best[k] = max(best[k], np.count_nonzero(inst & obj) / union)
+        details = {"instances": int(len(found)), "object_frames": int(len(frames_with)),
+                   "found_frames": int((best >= self.found_iou).sum())}  # fmt: skip
+        return float(best.mean()), details
+
+    def scores(
+        self, source: np.ndarray, target: np.ndarray, object_masks: np.ndarray, label: str
+    ) -> tuple[dict[str, float], dict[str, Any]]:
+        """``reseg_iou_src`` / ``reseg_iou_tgt`` and their details (instances, frames found)."""
+        src, src_details = self.iou(source, object_masks, label)
+        tgt, tgt_details = self.iou(target, object_masks, label)
+        details = {"segmenter": self.name, "label": label, "src": src_details, "tgt": tgt_details}
+        return {"reseg_iou_src": src, "reseg_iou_tgt": tgt}, details
+
+
 # ----------------------------------------------------------------------------------------------- one render
 def score_render(
     source: np.ndarray,
@@ -436,6 +535,7 @@ def score_render(
     flags: list[str] | None = None,
     label: str | None = None,
     clip: ClipScorer | None = None,
+    reseg: ResegScorer | None = None,
 ) -> dict[str, Any]:
     """Every gate column of one removal render, keyed like the ``pairs`` columns.
 
@@ -446,12 +546,14 @@ def score_render(
         object_masks (`np.ndarray` of the same shape, bool, optional): the object itself; default ``masks`` (then
             the seam check has no band to look at and is absent).
         flags: quality flags reported by the engine.
-        label: the object's name, for the CLIP check.
+        label: the object's name, for the CLIP and re-segmentation checks.
         clip: a ``ClipScorer`` built for the batch; None = CLIP columns absent.
+        reseg: a ``ResegScorer`` built for the batch; None = re-segmentation columns absent.
 
     Returns:
         ``GATE_COLUMNS`` (None = absent, with the reason in ``metrics_json["absent"]``), ``quality_flags``,
-        ``metrics_json`` and ``clip_configured`` (whether the CLIP check could run; not a column).
+        ``metrics_json``, and ``clip_configured`` / ``reseg_configured`` (whether the CLIP / re-segmentation check
+        could run; not columns).
 
     Raises:
         InputError: unreadable shapes or values, mismatched clips or masks, an empty mask.
@@ -499,12 +601,24 @@ def score_render(
         absent["clip_label_src"] = absent["clip_label_tgt"] = "no object label"
     else:
         columns.update(clip.label_scores(source, target, masks, label))
+    columns["reseg_iou_src"] = columns["reseg_iou_tgt"] = None
+    reseg_details = None
+    if reseg is None:
+        absent["reseg_iou_src"] = absent["reseg_iou_tgt"] = "no re-segmentation segmenter configured"
+    elif not label:
+        absent["reseg_iou_src"] = absent["reseg_iou_tgt"] = "no object label"
+    elif not object_masks.any():
+        absent["reseg_iou_src"] = absent["reseg_iou_tgt"] = "the object is visible in no frame"
+    else:
+        reseg_columns, reseg_details = reseg.scores(source, target, object_masks, label)
+        columns.update(reseg_columns)
     metrics_details = {
         **columns,
         "gate_version": GATE_VERSION,
         "psnr_bg_capped": columns["psnr_bg"] == PSNR_CAP_DB,
         **stats,
         **details,
+        **({"reseg": reseg_details} if reseg_details else {}),
         "absent": absent,
         "quality_flags": quality_flags,
     }
@@ -512,6 +626,7 @@ def score_render(
         **columns,
         "quality_flags": quality_flags,
         "clip_configured": clip is not None,
+        "reseg_configured": reseg is not None,
         "metrics_json": json.dumps(metrics_details, sort_keys=True),
     }
 
@@ -559,6 +674,8 @@ class AcceptRule:
     min_mask_area_ratio: float | None = 0.001
     max_mask_area_ratio: float | None = 0.9
     min_clip_label_drop: float | None = 0.0
+    max_reseg_iou: float | None = 0.3
+    min_add_reseg_iou: float | None = 0.5
     min_add_object_frames: float | None = 0.5
     min_judge_compliance: int | None = None
     min_judge_consistency: int | None = None
@@ -575,7 +692,13 @@ class AcceptRule:
 
         ``direction="add"``: an ``add`` pair reverses a removal render, so it must pass every removal check (the
         same render, the same values) and its own: the object it adds is visible in at least
-        ``min_add_object_frames`` of the target's frames (``object_frames_ratio``).
+        ``min_add_object_frames`` of the target's frames (``object_frames_ratio``) and, with a re-segmentation
+        segmenter, found there again (``reseg_iou_src`` at least ``min_add_reseg_iou``: the ``add`` target is the
+        original footage, the removal's source).
+
+        Checks with weights (CLIP, re-segmentation) apply only where they were configured (``clip_configured``,
+        ``reseg_configured`` or a value present); then an absent value is skipped or, with ``reject_missing``,
+        rejected.
         """
         failed: list[str] = []
         skipped: list[str] = []
@@ -595,8 +718,13 @@ class AcceptRule:
         drop = None if src is None or tgt is None else src - tgt
         if drop is not None or metrics.get("clip_configured"):  # a check with weights: only where they are
             check("clip_label_drop", drop, self.min_clip_label_drop, ">=")
+        resegmented = metrics.get("reseg_configured") or metrics.get("reseg_iou_tgt") is not None
+        if resegmented:
+            check("reseg_iou_tgt", metrics.get("reseg_iou_tgt"), self.max_reseg_iou, "<=")
         if direction == "add":
             check("object_frames_ratio", metrics.get("object_frames_ratio"), self.min_add_object_frames, ">=")
+            if resegmented:
+                check("reseg_iou_src", metrics.get("reseg_iou_src"), self.min_add_reseg_iou, ">=")
         for flag in metrics.get("quality_flags") or []:
             if flag in self.reject_flags:
                 failed.append(f"flag {flag}")

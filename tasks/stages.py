@@ -38,7 +38,7 @@ from tasks.config import AnnotateConfig, RenderConfig, parse_sam_spec
 from tasks.contracts import InpaintEngine, Judge, Proposer, Segmenter
 from tasks.engines.base import Inpainted
 from tasks.errors import InputError, UnsupportedEditError
-from tasks.gate import AcceptRule, ClipScorer
+from tasks.gate import AcceptRule, ClipScorer, ResegScorer
 from tasks.timings import StageTimer, span, use_timer
 from tasks.types import Failure, Geometry, SourceItem
 
@@ -539,6 +539,7 @@ def render_score_record(
     out = StageOutput(rows={"previews": []}, timer=timer)
     lock = Lock()
     clip = clip_scorer(config)  # once for the batch, not per render
+    reseg = reseg_scorer(config, storage_options=catalog.storage_options)
 
     def failed(failure: Failure, *, skipped: bool = False) -> None:
         record_rows(catalog, "failures", failure_rows([failure], run_id))
@@ -561,7 +562,7 @@ def render_score_record(
             out.add("renders")
         render_id = stored.render_row["render_id"]
         try:
-            scored = score_stage([stored], catalog, config=config, judge=judge, run_id=run_id, clip=clip)
+            scored = score_stage([stored], catalog, config=config, judge=judge, run_id=run_id, clip=clip, reseg=reseg)
         except Exception as exc:  # a bug or a broken judge: this render's pairs fail, the batch goes on
             failed(Failure.from_exception("score", "render", render_id, exc))
             return
@@ -604,6 +605,16 @@ def clip_scorer(config: RenderConfig) -> ClipScorer | None:
     return clip
 
 
+def reseg_scorer(config: RenderConfig, *, storage_options: Mapping[str, Any] | None = None) -> ResegScorer | None:
+    """The re-segmentation scorer of ``config.reseg_segmenter``, loaded (None without one): build it once per render
+    batch. Models that cannot be loaded fail the batch loudly, naming the spec and the path."""
+    if not config.reseg_segmenter:
+        return None
+    reseg = ResegScorer(config.reseg_segmenter, storage_options=dict(storage_options or {}))
+    reseg.setup()
+    return reseg
+
+
 def score_stage(
     rendered: Sequence[Rendered],
     catalog: Catalog,
@@ -612,6 +623,7 @@ def score_stage(
     judge: Judge | None = None,
     run_id: str | None,
     clip: ClipScorer | None = None,
+    reseg: ResegScorer | None = None,
 ) -> StageOutput:
     """The quality gate, accept/reject decisions and previews for each render; returns ``pairs`` rows.
 
@@ -620,8 +632,10 @@ def score_stage(
     scored once; a removal render yields two pairs from that one score: ``remove`` (original → inpainted) with the
     removal decision, and ``add`` (inpainted → original), which must pass the same checks plus its own
     (``AcceptRule.decide(..., "add")``). With ``config.clip_weights`` the CLIP label check runs with ``clip`` (the
-    batch's scorer, see :func:`clip_scorer`; built here when not given, i.e. once per call). With a ``judge`` every pair is also scored by the judge from its own source and target frames, in
-    one batch; its scores are stored with the pair and the rule is applied to gate and judge columns together.
+    batch's scorer, see :func:`clip_scorer`; built here when not given, i.e. once per call); with
+    ``config.reseg_segmenter`` the re-segmentation check runs with ``reseg`` (likewise, :func:`reseg_scorer`). With a
+    ``judge`` every pair is also scored by the judge from its own source and target frames, in one batch; its scores
+    are stored with the pair and the rule is applied to gate and judge columns together.
     """
     from tasks import gate, pairs
     from tasks import previews as previews_mod
@@ -631,6 +645,8 @@ def score_stage(
     rule = config.accept_rule
     if clip is None:
         clip = clip_scorer(config)
+    if reseg is None:
+        reseg = reseg_scorer(config, storage_options=catalog.storage_options)
     out = StageOutput(rows={"pairs": []})
     judged: list[tuple[dict[str, Any], dict[str, Any], np.ndarray, np.ndarray]] = []
     for r in rendered:
@@ -641,7 +657,14 @@ def score_stage(
                 )
                 objects = decode_masks_npz(catalog.read_media(r.job.mask_uri))
                 quality = gate.score_render(
-                    r.frames, stored, r.masks, object_masks=objects, flags=r.flags, label=r.job.label, clip=clip
+                    r.frames,
+                    stored,
+                    r.masks,
+                    object_masks=objects,
+                    flags=r.flags,
+                    label=r.job.label,
+                    clip=clip,
+                    reseg=reseg,
                 )
             preview_uri = sheet_uri = None
             if config.previews:

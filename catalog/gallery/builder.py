@@ -61,6 +61,8 @@ METRICS: tuple[tuple[str, str, bool], ...] = (
     ("mask_area_ratio", "mask area", False),
     ("clip_label_src", "CLIP label before", False),
     ("clip_label_tgt", "CLIP label after", False),
+    ("reseg_iou_src", "re-found before (IoU)", True),
+    ("reseg_iou_tgt", "re-found after (IoU)", False),
     ("judge_compliance", "judge compliance", True),
     ("judge_consistency", "judge consistency", True),
     ("judge_quality", "judge quality", True),

@@ -11,6 +11,9 @@ track's mask on that frame by more than ``match_iou`` is the same object; the ot
 :class:`Sam3Segmenter` hands the vocabulary to SAM3's video model (``Sam3VideoModel``), which detects, segments and
 tracks every phrase's instances in one model; objects are kept by score.
 
+Both also answer ``track(frames, phrases)``: the instances of phrases given directly (no vocabulary, no failures),
+which the quality gate uses to look for a removed object in the edited clip (``tasks.gate.ResegScorer``).
+
 Each object's label is the phrase that found it; its detector score and the phrase's source (file, caption, vlm)
 are recorded in ``ObjectMask.stats`` (``score``, ``vocab_source``). Refused vocabulary tags and tagger failures are
 collected as failures (stage ``segment``, item kind ``clip``), see :meth:`Segmenter.drain_failures`.
@@ -160,18 +163,25 @@ class DetectTrackSegmenter(_VocabSegmenter):
         self.tracker.setup()
         self.vocabulary.setup()
 
+    def track(self, frames: np.ndarray, phrases: Sequence[str]) -> list[Track]:
+        """Every object the detector finds for ``phrases`` on the key frames of ``frames`` ``(T, H, W, 3)`` uint8,
+        tracked to the end of the clip (empty when nothing is found)."""
+        self.setup()
+        keyframes = keyframe_indices(len(frames), self.keyframe_every)
+        found = self.detector.detect(frames[keyframes], list(phrases), frame_indices=keyframes)
+        if not any(found):
+            return []
+        return track_detections(
+            frames, dict(zip(keyframes, found)), self.tracker, match_iou=self.match_iou, max_objects=self.max_objects
+        )
+
     def segment(self, clip: Clip, *, video: VideoInfo | None = None) -> list[ObjectMask]:
         self.setup()
         phrases = self._phrases(clip)
         source = {p.text: p.source for p in phrases}
-        keyframes = keyframe_indices(len(clip.frames), self.keyframe_every)
-        found = self.detector.detect(clip.frames[keyframes], [p.text for p in phrases], frame_indices=keyframes)
-        detections = dict(zip(keyframes, found))
-        if not any(found):
+        tracks = self.track(clip.frames, [p.text for p in phrases])
+        if not tracks:
             raise InputError(clip.clip_id, "no_objects", f"the detector found none of {[p.text for p in phrases]}")
-        tracks = track_detections(
-            clip.frames, detections, self.tracker, match_iou=self.match_iou, max_objects=self.max_objects
-        )
         return [
             make_object(
                 clip,

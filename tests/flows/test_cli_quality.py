@@ -103,6 +103,26 @@ def test_score_bad_inputs_exit_2(files) -> None:
     assert code == 2
 
 
+def test_score_with_a_reseg_segmenter(files, tmp_path) -> None:
+    """``--reseg-segmenter`` fills both re-segmentation columns (a tiny SAM3 of random weights: any IoU in [0, 1]);
+    a spec that is not open-vocabulary and a folder that holds no model exit 2 naming them."""
+    from tests.tasks.annotate import tiny_models
+
+    sam3 = tiny_models.build_sam3_video(tmp_path / "sam3")
+    triple = ["--source", files["source"], "--target", files["removed"], "--mask", files["png"], "--label", "horse"]
+    code, out = _score(*triple, "--reseg-segmenter", f"sam3:{sam3}")
+    assert code == 0, out
+    assert 0 <= out["reseg_iou_src"] <= 1 and 0 <= out["reseg_iou_tgt"] <= 1
+    assert out["details"]["reseg"]["segmenter"] == f"sam3:{sam3}"
+    code, out = _score(*triple)
+    assert code == 0 and out["reseg_iou_tgt"] is None
+    assert out["details"]["absent"]["reseg_iou_tgt"] == "no re-segmentation segmenter configured"
+    code, output = _score(*triple, "--reseg-segmenter", "sam:/models/sam_vit_b.pth")
+    assert code == 2 and "open-vocabulary" in output, output
+    code, output = _score(*triple, "--reseg-segmenter", f"sam3:{tmp_path / 'nothing'}")
+    assert code == 2 and "error:" in output and str(tmp_path / "nothing") in output, output
+
+
 def test_eval_one_row_per_engine() -> None:
     args = ["eval", "--engine", "propagation", "--engine", "null", "--scenes", "pan,occlusion", "--frames", "9",
             "--height", "64", "--width", "96", "--json"]  # fmt: skip

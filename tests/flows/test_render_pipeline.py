@@ -214,3 +214,52 @@ def test_clip_weights_load_once_per_render_batch_and_fill_the_clip_columns(clips
     pairs = Catalog(str(tmp_path / "cat")).query("SELECT clip_label_src, clip_label_tgt FROM pairs").to_pylist()
     assert len(pairs) == 2 * N_CLIPS
     assert all(p["clip_label_src"] is not None and p["clip_label_tgt"] is not None for p in pairs)
+
+
+@pytest.fixture(scope="module")
+def tiny_sam3(tmp_path_factory: pytest.TempPathFactory) -> str:
+    from tests.tasks.annotate import tiny_models
+
+    return str(tiny_models.build_sam3_video(tmp_path_factory.mktemp("models") / "sam3"))
+
+
+def test_the_reseg_segmenter_loads_once_per_render_batch_and_fills_the_reseg_columns(
+    clips, tmp_path, monkeypatch, tiny_sam3
+) -> None:
+    """The gate's re-segmentation check in a run (provided masks, a segmenter named for the gate): one model load per
+    batch of renders, both columns filled on every pair and recorded with their details."""
+    import json
+
+    loads: list[str] = []
+    setup = gate.ResegScorer.setup
+
+    def counting(self) -> None:
+        if not self._ready:
+            loads.append(self.name)
+        setup(self)
+
+    monkeypatch.setattr(gate.ResegScorer, "setup", counting)
+    spec = f"sam3:{tiny_sam3}#max_objects=2"
+    summary = _run(clips, tmp_path / "cat", ScriptedEngine(), monkeypatch, reseg_segmenter=spec)
+    assert summary.status == "completed", summary
+    assert loads == [spec, spec]  # the render batches: a first one of one clip, then the rest
+    pairs = Catalog(str(tmp_path / "cat")).query("SELECT reseg_iou_src, reseg_iou_tgt, metrics_json FROM pairs")
+    pairs = pairs.to_pylist()
+    assert len(pairs) == 2 * N_CLIPS
+    assert all(0 <= p["reseg_iou_src"] <= 1 and 0 <= p["reseg_iou_tgt"] <= 1 for p in pairs)
+    assert all(json.loads(p["metrics_json"])["reseg"]["segmenter"] == spec for p in pairs)
+
+
+def test_an_unloadable_reseg_segmenter_fails_the_batch_naming_the_path(clips, tmp_path, monkeypatch) -> None:
+    """Loud, before any render: the run fails with the spec and the path in its message, and no pair is recorded."""
+    from tasks.errors import InputError
+
+    missing = tmp_path / "no-such-sam3"
+    engine = ScriptedEngine()
+    with pytest.raises(InputError) as err:
+        _run(clips, tmp_path / "cat", engine, monkeypatch, reseg_segmenter=f"sam3:{missing}")
+    assert f"sam3:{missing}" in str(err.value) and "re-segmentation models cannot be loaded" in str(err.value)
+    assert engine.calls == 0
+    cat = Catalog(str(tmp_path / "cat"))
+    assert [r["status"] for r in cat.query("SELECT status FROM runs", read_only=True).to_pylist()] == ["failed"]
+    assert cat.query("SELECT count(*) AS n FROM pairs", read_only=True).to_pylist()[0]["n"] == 0

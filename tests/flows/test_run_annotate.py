@@ -116,6 +116,10 @@ def test_detect_track_and_sam3_label_objects_from_the_vocabulary(env, footage, m
         assert counts["i"] > 0 and counts["r"] > 0 and counts["p"] > 0, (name, counts)
         instructions = _query(catalog, "SELECT instruction FROM instructions")
         assert any(word in i["instruction"] for i in instructions for word in ("horse", "ball", "star"))
+        # the gate re-segmented each render with the run's own segmenter (no option needed)
+        pairs = _query(catalog, "SELECT reseg_iou_src, reseg_iou_tgt, metrics_json FROM pairs")
+        assert all(0 <= p["reseg_iou_src"] <= 1 and 0 <= p["reseg_iou_tgt"] <= 1 for p in pairs), pairs
+        assert all(json.loads(p["metrics_json"])["reseg"]["segmenter"] == spec for p in pairs)
 
 
 def test_annotation_options_are_validated_and_name_the_option(tmp_path) -> None:
@@ -127,6 +131,9 @@ def test_annotation_options_are_validated_and_name_the_option(tmp_path) -> None:
                           annotate={"vocab": "v.txt", "select": {"min_track_iou": 0.3}})  # fmt: skip
     assert config.annotate.select.min_motion == 0.5 and config.annotate.select.min_track_iou == 0.3
     assert config.recorded()["annotate"]["vocab"] == "v.txt"
+    assert config.render.reseg_segmenter == "sam3:/m#threshold=0.4"  # the gate re-segments with the run's segmenter
+    off = build_config(("render.reseg_segmenter", None), source=str(tmp_path), segmenter="sam3:/m")
+    assert off.render.reseg_segmenter is None  # --set render.reseg_segmenter=null
     for settings, option in (
         ({"annotate": {"select": {"min_blur": 3}}}, "--select"),
         ({"annotate": {"select": {"min_area": 0.5, "max_area": 0.1}}}, "--select"),
@@ -134,6 +141,7 @@ def test_annotation_options_are_validated_and_name_the_option(tmp_path) -> None:
         ({"segmenter": "detect+track:/m"}, "--segmenter"),
         ({"annotate": {"captioner": "llava:/m"}}, "--captioner"),
         ({"annotate": {"aesthetic_clip": "/clip"}}, "--set"),
+        ({"render": {"reseg_segmenter": "sam:/m.pth"}}, "--set"),
     ):
         with pytest.raises(typer.BadParameter) as err:
             build_config(source=str(tmp_path), **settings)

@@ -32,6 +32,8 @@ def test_defaults_describe_the_models_geometry_and_the_cpu_safe_choices(monkeypa
         ({"edit_types": []}, "edit_types"),
         ({"render": {"engine": "gpt"}}, "engine"),
         ({"render": {"judge": "magic"}}, "judge"),
+        ({"render": {"reseg_segmenter": "sam:/m.pth"}}, "reseg_segmenter"),  # not an open-vocabulary segmenter
+        ({"render": {"reseg_segmenter": "sam3:/m#colour=red"}}, "reseg_segmenter"),
         ({"render": {"accept_rule": {"min_psnr": 3}}}, "accept_rule"),
         ({"render": {"accept_rule": {"min_psnr_bg": "high"}}}, "accept_rule"),
         ({"batch_size": 0}, "batch_size"),
@@ -68,3 +70,18 @@ def test_recorded_settings_leave_out_storage_credentials() -> None:
 def test_geometry_config_gives_the_tasks_geometry() -> None:
     geometry = GeometryConfig(num_frames=9, height=32, width=48, fps=4.0).to_geometry()
     assert (geometry.num_frames, geometry.height, geometry.width, geometry.fps) == (9, 32, 48, 4.0)
+
+
+def test_the_run_segmenter_re_segments_unless_another_or_none_is_set() -> None:
+    spec = "detect+track:/m/gdino#tracker=sam2:/m/sam2&threshold=0.3"
+    assert RunConfig(source="clips/", segmenter=spec).render.reseg_segmenter == spec
+    assert RunConfig(source="clips/", segmenter="sam3:/m/sam3").render.reseg_segmenter == "sam3:/m/sam3"
+    for segmenter in ("provided", "sam:/m/sam_vit_b.pth"):  # not open-vocabulary: nothing to re-segment with
+        assert RunConfig(source="clips/", segmenter=segmenter).render.reseg_segmenter is None
+    other = RunConfig(source="clips/", segmenter=spec, render={"reseg_segmenter": "sam3:/m/sam3"})
+    assert other.render.reseg_segmenter == "sam3:/m/sam3"
+    assert RunConfig(source="clips/", segmenter=spec, render={"reseg_segmenter": None}).render.reseg_segmenter is None
+    # what travels to the render workers and what the runs table records
+    config = RunConfig(source="clips/", segmenter=spec)
+    assert RenderConfig.model_validate(config.render.model_dump(mode="json")).reseg_segmenter == spec
+    assert config.recorded()["render"]["reseg_segmenter"] == spec
