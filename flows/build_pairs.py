@@ -17,6 +17,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
 import json
 import platform
@@ -41,7 +42,7 @@ from pydantic import BaseModel, Field
 from catalog import ids
 from catalog.store import Catalog
 from flows.progress import report
-from flows.render import BatchSummary, make_engine, make_judge, render_and_record
+from flows.render import BatchSummary, gpu_slot, make_engine, make_judge, render_and_record
 from tasks.annotate.specs import check_masks_or_segmenter
 from tasks.config import RunConfig
 from tasks.contracts import Judge, Proposer, Segmenter
@@ -285,14 +286,21 @@ def propose(
 
 
 class LocalRenderer:
-    """Renders the run's batches in this flow run, on a render thread, while the flow goes on ingesting and
-    proposing the next batches: ``submit`` hands a batch over and returns (it waits only while one batch is already
-    queued, so memory stays flat), ``finish`` waits for the last one.
+    """Renders the run's batches in this flow run while the flow goes on ingesting and proposing the next batches:
+    ``submit`` hands a batch over and returns (it waits only while one batch is already queued, so memory stays
+    flat), ``finish`` waits for the last one.
 
-    One engine (and judge) for the run, loaded by the first batch that renders. On a machine with a GPU, each batch
-    holds the GPU slot ``gpu:<worker id>`` from before its models load until its last pair is recorded (without one,
+    Batches run on ``LANES`` threads (one when ``render.score_workers`` is 0), each batch pipelined as the
+    ``render`` flow does it (``render_and_record``). The engine renders one clip at a time (``InpaintEngine.run``
+    holds the engine's lock around ``fill``), so a second lane can render the next batch's first clip while the first
+    lane stores, scores and records the end of its batch: the device never waits at a batch boundary.
+
+    One engine (and judge) for the run, set up by the first batch that renders. On a machine with a GPU, the run
+    holds the GPU slot ``gpu:<worker id>`` from before the models load until the last batch is done (without one,
     no model can reach a GPU and no slot is taken: a killed run leaves no lease for its rerun to wait out).
     """
+
+    LANES = 2  # batches rendered at once (their renders take turns on the engine)
 
     def __init__(self, config: RunConfig, cat: Catalog, tally: RunTally):
         self.config, self.cat, self.tally = config.render, cat, tally
@@ -303,7 +311,10 @@ class LocalRenderer:
         self.submitted_jobs = self.rendered_jobs = 0
         self.judge: Judge | None = None
         self.hold_slot = gpu_present()
-        self.judge_loaded = False
+        self.lanes = self.LANES if self.config.finish_workers() > 0 else 1
+        self.prepared = False
+        self._lock = threading.Lock()
+        self._slot = contextlib.ExitStack()  # the run's GPU slot, entered by the first batch that renders
         # the render thread runs in a copy of the flow's context (run logger, task runs of this flow run)
         self.thread = threading.Thread(
             target=contextvars.copy_context().run, args=(self._work,), name="vpf-render", daemon=True
@@ -325,26 +336,65 @@ class LocalRenderer:
         if self.error is not None:
             raise self.error
 
-    def _load_judge(self) -> Judge | None:
-        if not self.judge_loaded:
-            self.judge, self.judge_loaded = make_judge(self.config, self.cat), True
-        return self.judge
+    def _prepare(self) -> Judge | None:
+        """Once per run, before the first render: take the GPU slot (where a GPU is present), set the engine up and
+        load the judge. Every lane calls it; the first does the work."""
+        with self._lock:
+            if not self.prepared:
+                if self.hold_slot:
+                    limit = self._slot.enter_context(gpu_slot(self.config.gpu_slots))
+                    get_run_logger().info("holding %s for the run's renders", limit)
+                self.engine.setup()
+                self.judge, self.prepared = make_judge(self.config, self.cat), True
+            return self.judge
+
+    def _render(self, jobs: list[RenderJob], label: str) -> None:
+        summary = render_and_record(
+            jobs, self.cat, self.engine, config=self.config, judge=None, run_id=self.tally.run_id,
+            batch_label=label, judge_in_slot=self._prepare, hold_slot=False,
+        )  # fmt: skip
+        with self._lock:
+            self.summaries.append(summary)
+            self.rendered_jobs += len(jobs)
+            done = self.rendered_jobs
+        report("render", done, self.submitted_jobs)
 
     def _work(self) -> None:
+        context = contextvars.copy_context()
+        free = threading.BoundedSemaphore(self.lanes)
+
+        def lane(jobs: list[RenderJob], label: str) -> None:
+            try:
+                self._render(jobs, label)
+            except BaseException as exc:  # handed to the flow thread by submit/finish
+                with self._lock:
+                    self.error = self.error or exc
+            finally:
+                free.release()
+
+        ended = False  # the flow has sent its last batch (None)
         try:
-            while (batch := self.batches.get()) is not None:
-                jobs, label = batch
-                summary = render_and_record(
-                    jobs, self.cat, self.engine, config=self.config, judge=self.judge, run_id=self.tally.run_id,
-                    batch_label=label, judge_in_slot=self._load_judge, hold_slot=self.hold_slot,
-                )  # fmt: skip
-                self.summaries.append(summary)
-                self.rendered_jobs += len(jobs)
-                report("render", self.rendered_jobs, self.submitted_jobs)
-        except BaseException as exc:  # handed to the flow thread by submit/finish
-            self.error = exc
-            while self.batches.get() is not None:  # let submit() return; the flow then raises the error
-                pass
+            with self._slot, ThreadPoolExecutor(self.lanes, "vpf-render-lane", initializer=_enter,
+                                                initargs=(context,)) as pool:  # fmt: skip
+                while self.error is None:
+                    if (batch := self.batches.get()) is None:
+                        ended = True
+                        break
+                    free.acquire()  # at most ``lanes`` batches at once
+                    if self.error is None:
+                        pool.submit(lane, *batch)
+                # leaving the pool waits for every started batch, also after another lane failed
+        except BaseException as exc:
+            with self._lock:
+                self.error = self.error or exc
+        while not ended and self.batches.get() is not None:  # after an error: let submit() return until the flow,
+            pass  # which then raises the error, sends its last batch
+
+
+def _enter(context: contextvars.Context) -> None:
+    """Thread initializer: run this worker thread in a copy of ``context``."""
+    for var, value in context.items():
+        var.set(value)
 
 
 class DeploymentRenderer:
@@ -407,9 +457,15 @@ def _batches(items: Sequence[T], size: int) -> list[Sequence[T]]:
 
 
 def _ramp_batches(items: Sequence[T], size: int) -> list[Sequence[T]]:
-    """Batches of ``size`` after a first one of one item: rendering starts after one item is ingested instead of a
-    whole batch."""
-    return [items[:1], *_batches(items[1:], size)] if len(items) > 1 and size > 1 else _batches(items, size)
+    """Batches growing 1, 2, 4, … up to ``size`` items, then ``size`` each: the render starts once one item is
+    ingested, and in the first minutes the render is never kept waiting for a whole large batch to be ingested."""
+    out: list[Sequence[T]] = []
+    start, step = 0, 1
+    while start < len(items):
+        n = min(step, size)
+        out.append(items[start : start + n])
+        start, step = start + n, step * 2
+    return out
 
 
 def _runs_row(

@@ -133,8 +133,9 @@ def render_and_record(
     """Inpaint → score → record one batch inside the current flow run (the ``render`` flow's body; ``build_pairs``
     calls it directly when rendering in-process, so the engine's models load once for the whole run).
 
-    ``hold_slot``: take the GPU slot around the batch here (False: the caller holds it, and has loaded the judge
-    inside it). ``judge_in_slot``: when ``judge`` is None, called inside the slot for the judge (loads it once).
+    ``hold_slot``: take the GPU slot around the batch here (False: the caller holds it). ``judge_in_slot``: when
+    ``judge`` is None, called inside the slot before the engine's set-up, for the judge; a caller rendering many
+    batches takes its GPU slot, sets the engine up and loads the judge there, once for all of them.
     Records the batch's ``stage_timings``.
     """
     logger = get_run_logger()
@@ -148,9 +149,9 @@ def render_and_record(
     timer = StageTimer()
     with gpu_slot(config.gpu_slots) if hold_slot else nullcontext(None) as limit:
         logger.info("%s rendering %d jobs with %s", f"holding {limit};" if limit else "", len(todo), engine.engine_id)
-        engine.setup()  # idempotent: loads models on the first batch only
         if judge is None and judge_in_slot is not None:
-            judge = judge_in_slot()
+            judge = judge_in_slot()  # first: the caller may set the engine up here (once for all its batches)
+        engine.setup()  # idempotent: loads models on the first batch only
         out: StageOutput = render_task.with_options(task_run_name=f"render {batch_label} ({len(todo)} jobs)")(
             todo, cat, engine, config=config, judge=judge, run_id=run_id, generation=generation,
             workers=config.finish_workers(), timer=timer,

@@ -245,7 +245,7 @@ class RunConfig(BaseModel):
     # batching and placement
     batch_size: int = Field(16, ge=1, description="items per ingest/propose task and jobs per render batch")
     ingest_in_flight: int = Field(
-        1, ge=1, description="batches ingested ahead on the flow's task runner (the worker count with Dask/Ray)"
+        2, ge=1, description="batches ingested ahead on the flow's task runner (the worker count with Dask/Ray)"
     )
     render_deployment: str | None = Field(
         None, description="hand render batches to this deployment (e.g. render/render) instead of rendering here"

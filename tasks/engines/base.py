@@ -8,6 +8,7 @@ render; ``version`` must change whenever the output could change (code version, 
 
 from __future__ import annotations
 
+import threading
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
@@ -47,6 +48,19 @@ class InpaintEngine(ABC):
     @abstractmethod
     def version(self) -> str:
         """Identity of code + weights; recorded as ``renders.engine_version``."""
+
+    def device_lock(self) -> threading.Lock:
+        """The lock ``run`` holds around :meth:`fill`: an engine renders one clip at a time, so several threads (the
+        render lanes of a run) can share one engine and its device while their CPU work runs side by side."""
+        lock = self.__dict__.get("_device_lock")
+        if lock is None:  # dict.setdefault is atomic: two first callers get the same lock
+            lock = self.__dict__.setdefault("_device_lock", threading.Lock())
+        return lock
+
+    def __getstate__(self) -> dict[str, Any]:  # picklable (Dask/Ray workers): the lock stays behind
+        state = self.__dict__.copy()
+        state.pop("_device_lock", None)
+        return state
 
     def setup(self) -> None:
         """Load models. Called once before a batch; must be idempotent."""
@@ -95,7 +109,8 @@ class InpaintEngine(ABC):
         """
         self.check_edit_type(edit_type)
         frames, masks = check_inputs(frames, masks, name=name)
-        result = self.fill(frames, masks, prompt=prompt, edit_type=edit_type, seed=seed, first_frame=first_frame)
+        with self.device_lock():  # one clip at a time on the engine's device, whichever thread asks
+            result = self.fill(frames, masks, prompt=prompt, edit_type=edit_type, seed=seed, first_frame=first_frame)
         if result.frames.shape != frames.shape or result.frames.dtype != np.uint8:
             raise RuntimeError(
                 f"engine {self.engine_id!r} filled {result.frames.dtype} {result.frames.shape}, "

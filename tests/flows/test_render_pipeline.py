@@ -129,6 +129,39 @@ def test_without_overlap_the_rendezvous_fails(clips, tmp_path, monkeypatch) -> N
     assert {f["error_type"] for f in failures} == {"BrokenBarrierError"}
 
 
+def _batch_rendezvous(monkeypatch, wait_s: float) -> ScriptedEngine:
+    """Scoring the first render (the first batch holds one clip) waits until the second render (the next batch's
+    first) has started, and that render waits for it: the run completes only when the next batch renders while the
+    previous batch is still being scored."""
+    meet = threading.Barrier(2, timeout=wait_s)
+    scored: list[int] = []
+    score_render = gate.score_render
+
+    def scoring(*args, **kwargs):
+        scored.append(1)
+        if len(scored) == 1:
+            meet.wait()
+        return score_render(*args, **kwargs)
+
+    monkeypatch.setattr(gate, "score_render", scoring)
+    return ScriptedEngine(on_call=lambda n: meet.wait() if n == 2 else None)
+
+
+def test_the_next_batch_renders_while_the_previous_batch_is_scored(clips, tmp_path, monkeypatch) -> None:
+    summary = _run(clips, tmp_path / "cat", _batch_rendezvous(monkeypatch, wait_s=60), monkeypatch)
+    assert summary.status == "completed", summary
+    assert summary.counts["renders"] == N_CLIPS and summary.counts["pairs"] == 2 * N_CLIPS
+
+
+def test_with_one_render_lane_the_batch_rendezvous_fails(clips, tmp_path, monkeypatch) -> None:
+    """Negative control of the test above: with one lane, a batch's renders wait for the previous batch's scoring."""
+    monkeypatch.setattr(flows.build_pairs.LocalRenderer, "LANES", 1)
+    summary = _run(clips, tmp_path / "cat", _batch_rendezvous(monkeypatch, wait_s=1), monkeypatch)
+    assert summary.status == "completed_with_failures"
+    failures = Catalog(str(tmp_path / "cat")).query("SELECT error_type FROM failures", read_only=True).to_pylist()
+    assert {f["error_type"] for f in failures} == {"BrokenBarrierError"}
+
+
 def test_a_render_that_raises_is_a_failure_row_and_every_other_render_is_kept(clips, tmp_path, monkeypatch) -> None:
     k = 2
 
@@ -156,7 +189,7 @@ def test_a_batch_stopped_after_k_renders_keeps_those_k_renders_and_their_pairs(c
     k = 3
 
     def stop(n: int) -> None:
-        if n == k + 1:
+        if n > k:  # the process is gone: no later render of any render lane gets through
             raise Killed()
 
     with pytest.raises(Killed):
@@ -183,7 +216,7 @@ def test_each_batch_records_its_time_by_stage(clips, tmp_path, monkeypatch) -> N
     assert {"ingest", "annotate", "propose", "render", "score", "encode", "record"} <= set(by_stage)
     assert by_stage["render"]["items"] == N_CLIPS and by_stage["score"]["items"] == N_CLIPS  # one scoring per render
     assert by_stage["annotate"]["items"] == N_CLIPS
-    assert by_stage["ingest"]["batches"] == 2  # a first batch of one item, then the rest
+    assert by_stage["ingest"]["batches"] == 3  # batches of 1, 2 and 2 items: growing 1, 2, 4… up to batch_size
     assert all(r["wall_s"] > 0 for r in rows)
     status = catalog_status(str(tmp_path / "cat"))
     assert status["stages"]["run_id"] == summary.run_id
@@ -210,7 +243,7 @@ def test_clip_weights_load_once_per_render_batch_and_fill_the_clip_columns(clips
     summary = _run(clips, tmp_path / "cat", ScriptedEngine(), monkeypatch, clip_weights=weights)
     assert summary.status == "completed", summary
     assert summary.counts["renders"] == N_CLIPS
-    assert len(loads) == 2  # the render batches: a first one of one clip, then the rest
+    assert len(loads) == 3  # the render batches: 1, 2 and 2 clips (growing 1, 2, 4… up to batch_size)
     pairs = Catalog(str(tmp_path / "cat")).query("SELECT clip_label_src, clip_label_tgt FROM pairs").to_pylist()
     assert len(pairs) == 2 * N_CLIPS
     assert all(p["clip_label_src"] is not None and p["clip_label_tgt"] is not None for p in pairs)
@@ -242,7 +275,7 @@ def test_the_reseg_segmenter_loads_once_per_render_batch_and_fills_the_reseg_col
     spec = f"sam3:{tiny_sam3}#max_objects=2"
     summary = _run(clips, tmp_path / "cat", ScriptedEngine(), monkeypatch, reseg_segmenter=spec)
     assert summary.status == "completed", summary
-    assert loads == [spec, spec]  # the render batches: a first one of one clip, then the rest
+    assert loads == [spec] * 3  # the render batches: 1, 2 and 2 clips (growing 1, 2, 4… up to batch_size)
     pairs = Catalog(str(tmp_path / "cat")).query("SELECT reseg_iou_src, reseg_iou_tgt, metrics_json FROM pairs")
     pairs = pairs.to_pylist()
     assert len(pairs) == 2 * N_CLIPS

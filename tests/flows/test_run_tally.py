@@ -48,3 +48,16 @@ def test_batch_summaries_add_up_and_previews_are_capped() -> None:
         tally.rendered(BatchSummary(counts={"pairs": 4, "failures": 0}, previews=[f"p{i}" for i in range(5)]), _Cat())
     assert tally.counts == {"pairs": 12, "failures": 0}
     assert len(tally.previews) == 12 and tally.previews[0] == "/cat/p0"
+
+
+@pytest.mark.parametrize(
+    ("n", "size", "expected"),
+    [(0, 8, []), (1, 8, [1]), (5, 8, [1, 2, 2]), (20, 8, [1, 2, 4, 8, 5]), (40, 16, [1, 2, 4, 8, 16, 9]),
+     (5, 1, [1, 1, 1, 1, 1]), (7, 3, [1, 2, 3, 1])],
+)  # fmt: skip
+def test_batches_grow_from_one_item_to_the_batch_size(n: int, size: int, expected: list[int]) -> None:
+    from flows.build_pairs import _ramp_batches
+
+    batches = _ramp_batches(list(range(n)), size)
+    assert [len(b) for b in batches] == expected
+    assert [i for b in batches for i in b] == list(range(n))  # every item once, in order
