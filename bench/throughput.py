@@ -68,7 +68,7 @@ def write_clips(out: Path, n: int, *, num_frames: int, height: int, width: int, 
             scene = make_scene(CAMERAS[i % len(CAMERAS)], num_frames=num_frames, height=height, width=width,
                                num_objects=1, seed=i)  # fmt: skip
             video.write_bytes(encode_mp4(scene.frames, fps=fps))
-            np.savez_compressed(masks, scene.label_map)
+            np.savez_compressed(masks, scene.label_map.astype(np.uint8))  # a VPData-style uint8 label map
             meta.write_text(json.dumps({"caption": scene.caption, "label": scene.labels[0]}))
         info = json.loads(meta.read_text())
         rows.append({"uri": video.name, "caption": info["caption"], "mask_uri": masks.name, "mask_id": 1,

@@ -150,8 +150,8 @@ def select_label(labels: np.ndarray, mask_id: int | None, uri: str, frames: Sequ
     """One object of a label map ``(F, H, W)`` → ``(F', H, W)`` bool: ``labels == mask_id`` (``!= 0`` without an id),
     on the given ``frames`` only (all by default). A bool array is returned as it is.
 
-    Raises ``mask_id_absent`` when ``mask_id`` occurs nowhere in the map (checked frame by frame, so a large map
-    never gets a full-size temporary).
+    Raises ``mask_id_absent`` when ``mask_id`` occurs nowhere in the map (one pass over the picked frames; the rest
+    of the map is searched frame by frame only when they do not hold it).
     """
     picked = labels if frames is None else labels[np.asarray(list(frames), dtype=np.int64)]
     if labels.dtype == bool:
@@ -160,11 +160,14 @@ def select_label(labels: np.ndarray, mask_id: int | None, uri: str, frames: Sequ
         return picked
     if mask_id is None:
         return picked != 0
-    if not any(np.any(frame == mask_id) for frame in labels):
-        present = np.unique(labels)
-        shown = ", ".join(str(int(v)) for v in present[:20]) + (" …" if present.size > 20 else "")
-        raise InputError(uri, "mask_id_absent", f"mask_id {mask_id} does not occur in the label map (labels: {shown})")
-    return picked == mask_id
+    selected = picked == mask_id
+    if selected.any():
+        return selected
+    if frames is not None and any(np.any(frame == mask_id) for frame in labels):
+        return selected  # present in the map, just not on these frames
+    present = np.unique(labels)
+    shown = ", ".join(str(int(v)) for v in present[:20]) + (" …" if present.size > 20 else "")
+    raise InputError(uri, "mask_id_absent", f"mask_id {mask_id} does not occur in the label map (labels: {shown})")
 
 
 MAX_MASK_BYTES = 8 << 30
