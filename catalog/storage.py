@@ -206,19 +206,22 @@ class CatalogStorage:
                     bad.append(f"{self.fragment_url(path)} ({exc})" if full else self.fragment_url(path))
         return bad
 
-    def existing_ids(self, table: str, ids: Iterable[str]) -> set[str]:
-        """The subset of ``ids`` that some row of ``table`` already has (any version of the row).
+    def existing_ids(self, table: str, ids: Iterable[str], *, column: str | None = None) -> set[str]:
+        """The subset of ``ids`` that some row of ``table`` already has (any version of the row) in its id column, or
+        in the string ``column`` given (e.g. ``clips.plan_id``).
 
         Reads only the id column of that table's fragments (no views), so flows can call it per item cheaply:
         fragments never change once written, so the ids of small fragments are kept in memory (:class:`_FragmentIds`)
         and each call reads only the fragments written since the last one. Large (compacted) fragments are filtered
         by DuckDB instead, without holding their ids.
         """
-        self._check_table(table)
+        schema = self._check_table(table)
         ids = list(dict.fromkeys(ids))
         if not ids:
             return set()
-        key = ID_COLUMNS[table]
+        key = column or ID_COLUMNS[table]
+        if key not in schema.names or not pa.types.is_string(schema.field(key).type):
+            raise CatalogError(f"{table}.{key}: not a string column of the table")
         wanted = set(ids)
         for attempt in range(MISSING_FRAGMENT_ATTEMPTS):
             try:
@@ -258,7 +261,10 @@ class CatalogStorage:
                 reader = pq.ParquetFile(f)
                 if reader.metadata.num_rows > _FragmentIds.MAX_ROWS:
                     return None
-                column = reader.read(columns=[key]).column(key)
+                if key not in reader.schema_arrow.names:  # written before the column existed
+                    column = pa.chunked_array([], pa.string())
+                else:
+                    column = reader.read(columns=[key]).column(key)
         except FileNotFoundError:
             raise
         except (OSError, pa.ArrowException, KeyError) as exc:
@@ -274,11 +280,14 @@ class CatalogStorage:
         try:
             if not self.is_local:
                 con.register_filesystem(self.fs)
-            rows = con.execute(
-                f'SELECT DISTINCT "{key}" FROM read_parquet({files}, union_by_name = true) '
-                f'WHERE "{key}" IN (SELECT unnest(?))',
-                [ids],
-            ).fetchall()
+            try:
+                rows = con.execute(
+                    f'SELECT DISTINCT "{key}" FROM read_parquet({files}, union_by_name = true) '
+                    f'WHERE "{key}" IN (SELECT unnest(?))',
+                    [ids],
+                ).fetchall()
+            except duckdb.BinderException:  # no fragment has the column yet (written before it existed)
+                return set()
             return {r[0] for r in rows}
         finally:
             con.close()

@@ -218,7 +218,7 @@ def _planned_windows(catalog: Catalog, plan_id: str) -> list[ClipWindow] | None:
     """The windows of ``plan_id`` when the catalog holds every clip it cut (each clip row says how many), so a
     rerun neither decodes the source for scene detection nor decodes its clips; else None."""
     try:
-        if not catalog.fragments("clips"):
+        if not catalog.existing_ids("clips", [plan_id], column="plan_id"):  # a cheap look before the query
             return None
         rows = catalog.query(
             "SELECT start_frame, end_frame, frame_stride, scene_index, plan_clips FROM clips WHERE plan_id = ? "

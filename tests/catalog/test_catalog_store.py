@@ -137,6 +137,18 @@ def test_existing_ids_reads_each_fragment_once_and_follows_compaction(
     assert catalog.existing_ids("pairs", ["pair_unknown"]) == set()
 
 
+def test_existing_values_of_another_string_column(catalog: Catalog) -> None:
+    """``column=``: the same lookup on a string column other than the id, e.g. a clip's plan."""
+    rows = [full_row("clips", i) for i in range(2)]
+    catalog.append("clips", rows)
+    plans = [r["plan_id"] for r in rows]
+    assert all(plans)
+    assert catalog.existing_ids("clips", [*plans, "plan_unknown"], column="plan_id") == set(plans)
+    assert catalog.existing_ids("clips", ["plan_unknown"], column="plan_id") == set()
+    with pytest.raises(CatalogError, match="not a string column"):
+        catalog.existing_ids("clips", ["x"], column="start_frame")
+
+
 @pytest.mark.parametrize(
     ("row", "field"),
     [
