@@ -372,7 +372,9 @@ def _ingest_group(
         return
     for clip in iter_clips(lead, info, todo, geometry, source_id, storage_options=storage_options):
         if clip.clip_id not in done_clips:
-            video_uri = _store(catalog, encode_mp4(clip.frames, geometry.fps, crf=crf, preset=preset), "mp4")
+            video_uri = _store(
+                catalog, encode_mp4(clip.frames, geometry.fps, crf=crf, preset=preset, threads=1), "mp4"
+            )
             extra = _annotate_clip(clip, group, annotation, result)
             row = {**_clip_row(clip, geometry, video_uri, run_id, plan_id, len(windows)), **extra}
             result.rows["clips"].append(row)

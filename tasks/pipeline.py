@@ -17,6 +17,8 @@ one is rendered, while that one is scored, encoded and recorded on the other cor
   for every started ``finish`` before it returns or re-raises: a ``BaseException`` (an interrupt) stops rendering, yet
   the items already rendered are still finished.
 - ``workers=0`` runs everything on the calling thread, one item after another (no overlap): the sequential reference.
+- ``concurrent=True`` is for renders that hold no device (CPU engines, pure functions of their input): each item's
+  load, render and finish run together on the ``workers`` threads, so up to ``workers`` items render at once.
 """
 
 from __future__ import annotations
@@ -44,6 +46,7 @@ class RenderPipeline(Generic[Item, Loaded, Rendered]):
         on_error: ``(item, step, exception) -> None``; called (on any thread) for an ``Exception`` of one item.
         workers: threads for ``finish`` (0: no threads at all, the sequential reference).
         max_pending: rendered items allowed to wait for or run ``finish`` (default ``workers + 1``).
+        concurrent: render on the ``workers`` threads too, several items at once (engines that hold no device).
     """
 
     def __init__(
@@ -55,6 +58,7 @@ class RenderPipeline(Generic[Item, Loaded, Rendered]):
         *,
         workers: int = 1,
         max_pending: int | None = None,
+        concurrent: bool = False,
     ) -> None:
         if workers < 0:
             raise ValueError(f"workers must be >= 0, got {workers}")
@@ -63,6 +67,7 @@ class RenderPipeline(Generic[Item, Loaded, Rendered]):
         self._load, self._render, self._finish, self._on_error = load, render, finish, on_error
         self.workers = workers
         self.max_pending = max_pending or workers + 1
+        self.concurrent = concurrent
 
     def run(self, items: Sequence[Item]) -> None:
         """Load, render and finish every item; returns when every started ``finish`` is done."""
@@ -74,6 +79,9 @@ class RenderPipeline(Generic[Item, Loaded, Rendered]):
                 rendered = self._guard(item, "render", self._render, item, loaded)
                 if rendered is not _FAILED:
                     self._guard(item, "finish", self._finish, item, rendered)
+            return
+        if self.concurrent:
+            self._run_concurrent(items)
             return
         slots = threading.BoundedSemaphore(self.max_pending)
         # Threads get a copy of the caller's context (the Prefect run context, the current stage timer).
@@ -104,6 +112,36 @@ class RenderPipeline(Generic[Item, Loaded, Rendered]):
                 errors = [exc for future in finishing if (exc := future.exception()) is not None]
         if errors:  # on_error itself failed (e.g. the catalog is unreachable): the batch cannot go on
             raise errors[0]
+
+    def _run_concurrent(self, items: Sequence[Item]) -> None:
+        """Each item's load → render → finish as one unit on the worker threads; at most ``max_pending`` units are
+        queued or running, so memory stays bounded."""
+        slots = threading.BoundedSemaphore(self.max_pending)
+        context = contextvars.copy_context()
+        started: list[Future[None]] = []
+        with ThreadPoolExecutor(self.workers, "vpf-render", initializer=_enter, initargs=(context,)) as pool:
+            try:
+                for item in items:
+                    slots.acquire()
+                    if any(f.done() and f.exception() is not None for f in started):
+                        break  # an interrupt (or a failing on_error): start nothing more
+                    started.append(pool.submit(self._whole_item, slots, item))
+            finally:
+                errors = [exc for future in started if (exc := future.exception()) is not None]
+        if errors:  # on_error itself failed, or an interrupt: the batch cannot go on
+            raise errors[0]
+
+    def _whole_item(self, slots: threading.BoundedSemaphore, item: Item) -> None:
+        try:
+            loaded = self._guard(item, "load", self._load, item)
+            if loaded is _FAILED:
+                return
+            rendered = self._guard(item, "render", self._render, item, loaded)
+            del loaded
+            if rendered is not _FAILED:
+                self._guard(item, "finish", self._finish, item, rendered)
+        finally:
+            slots.release()
 
     def _finish_and_release(self, slots: threading.BoundedSemaphore, item: Item, rendered: Rendered) -> None:
         try:

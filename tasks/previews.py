@@ -75,7 +75,7 @@ def side_by_side_mp4(
     """H.264 mp4 bytes of ``side_by_side`` (see there)."""
     from tasks.video_io import encode_mp4
 
-    return encode_mp4(side_by_side(frames, masks, edited, height=height), fps, crf=crf, preset="veryfast")
+    return encode_mp4(side_by_side(frames, masks, edited, height=height), fps, crf=crf, preset="veryfast", threads=1)
 
 
 def contact_sheet(

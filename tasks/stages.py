@@ -586,6 +586,7 @@ def render_score_record(
         finish,
         on_error,
         workers=workers,
+        concurrent=not engine.exclusive,  # CPU engines render on every finishing thread at once
     )
     with use_timer(timer):
         pipeline.run(list(jobs))

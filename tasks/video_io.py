@@ -493,17 +493,25 @@ of the factory's CPU work per clip, and every clip is encoded twice (the ingeste
 
 
 def encode_stored(frames: np.ndarray | Iterable[np.ndarray], fps: float) -> bytes:
-    """:func:`encode_mp4` with the catalog's settings (:data:`STORED_CRF`, :data:`STORED_PRESET`)."""
-    return encode_mp4(frames, fps, crf=STORED_CRF, preset=STORED_PRESET)
+    """:func:`encode_mp4` with the catalog's settings (:data:`STORED_CRF`, :data:`STORED_PRESET`), one encoding thread
+    (the factory encodes many clips side by side)."""
+    return encode_mp4(frames, fps, crf=STORED_CRF, preset=STORED_PRESET, threads=1)
 
 
 def encode_mp4(
-    frames: np.ndarray | Iterable[np.ndarray], fps: float, *, crf: int = 18, preset: str = "medium"
+    frames: np.ndarray | Iterable[np.ndarray],
+    fps: float,
+    *,
+    crf: int = 18,
+    preset: str = "medium",
+    threads: int | None = None,
 ) -> bytes:
     """Encode ``frames`` (a ``(T, H, W, 3)`` uint8 RGB array, or an iterable of ``(H, W, 3)`` frames, encoded as they
     arrive) with even H and W as H.264 yuv420p mp4 bytes at ``fps``.
 
-    ``crf`` (0–51, lower is better) and ``preset`` (ultrafast … veryslow) are libx264's. The mp4 index is written at
+    ``crf`` (0–51, lower is better) and ``preset`` (ultrafast … veryslow) are libx264's; ``threads``: libx264's
+    encoding threads (None: its own choice, about 1.5 per core; 1 costs about a quarter less CPU per clip, the better
+    choice when many clips are encoded side by side). The mp4 index is written at
     the front (``+faststart``) for web playback. Raises ``ValueError`` for no frames, odd sizes or a wrong dtype.
     """
     if fps <= 0:
@@ -522,6 +530,9 @@ def encode_mp4(
                     stream.height, stream.width = shape[:2]
                     stream.pix_fmt = "yuv420p"
                     stream.options = {"crf": str(int(crf)), "preset": preset}
+                    if threads is not None:
+                        stream.options["threads"] = str(int(threads))
+                        stream.thread_count = int(threads)
                 for packet in stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")):
                     container.mux(packet)
             if stream is None:

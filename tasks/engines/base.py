@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import threading
 from abc import ABC, abstractmethod
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -43,6 +44,10 @@ class InpaintEngine(ABC):
     edit_types: ClassVar[frozenset[str]]
     device: str = "cpu"
     selection_reason: str = "requested"  # why the registry chose this engine (``auto``)
+    exclusive: ClassVar[bool] = True
+    """Renders one clip at a time (a device, models with state): ``run`` holds :meth:`device_lock` around ``fill``.
+    False for engines whose ``fill`` is a pure function of its input on the CPU: the factory then renders several
+    clips at once, one per core."""
 
     @property
     @abstractmethod
@@ -109,7 +114,7 @@ class InpaintEngine(ABC):
         """
         self.check_edit_type(edit_type)
         frames, masks = check_inputs(frames, masks, name=name)
-        with self.device_lock():  # one clip at a time on the engine's device, whichever thread asks
+        with self.device_lock() if self.exclusive else nullcontext():  # one clip at a time on a device
             result = self.fill(frames, masks, prompt=prompt, edit_type=edit_type, seed=seed, first_frame=first_frame)
         if result.frames.shape != frames.shape or result.frames.dtype != np.uint8:
             raise RuntimeError(

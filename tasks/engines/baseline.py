@@ -52,6 +52,7 @@ class Cv2InpaintEngine(InpaintEngine):
 
     engine_id = "cv2-inpaint"
     edit_types = frozenset({"remove"})
+    exclusive = False  # a pure function of its input on the CPU: several clips render at once
 
     def __init__(self, *, radius: int = 5, method: Method = "telea"):
         if method not in _METHODS:

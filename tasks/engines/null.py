@@ -18,6 +18,7 @@ class NullEngine(InpaintEngine):
 
     engine_id = "null"
     edit_types = frozenset({"remove"})
+    exclusive = False  # a pure function of its input on the CPU: several clips render at once
 
     @property
     def version(self) -> str:

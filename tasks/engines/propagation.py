@@ -538,6 +538,7 @@ class PropagationEngine(InpaintEngine):
 
     engine_id = "propagation"
     edit_types = frozenset({"remove"})
+    exclusive = False  # a pure function of its input on the CPU: several clips render at once
 
     def __init__(
         self,

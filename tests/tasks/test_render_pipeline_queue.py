@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextvars
 import threading
+import time
 
 import pytest
 
@@ -75,6 +76,53 @@ def test_the_sequential_reference_does_not_overlap() -> None:
     rec.pipeline(workers=0).run([1, 2, 3])
     assert [(item, step) for item, step, _ in rec.errors] == [(1, "finish"), (2, "render")]
     assert rec.finished == [3]
+
+
+def _render_rendezvous(rec: Recorder, wait_s: float) -> Recorder:
+    """Rendering items 1 and 2 each wait until the other has started: only two renders at once complete."""
+    meet = threading.Barrier(2, timeout=wait_s)
+    render = rec.render
+
+    def render_together(item: int, loaded: int) -> int:
+        if item in (1, 2):
+            meet.wait()
+        return render(item, loaded)
+
+    rec.render = render_together  # type: ignore[method-assign]
+    return rec
+
+
+def test_concurrent_renders_run_several_items_at_once() -> None:
+    """``concurrent=True`` (engines that hold no device): renders of different items run at the same time."""
+    rec = _render_rendezvous(Recorder(), wait_s=60)
+    rec.pipeline(workers=2, concurrent=True).run([1, 2, 3, 4, 5])
+    assert rec.errors == []
+    assert sorted(rec.rendered) == sorted(rec.finished) == sorted(rec.loaded) == [1, 2, 3, 4, 5]
+
+
+def test_without_concurrent_renders_the_device_renders_one_item_at_a_time() -> None:
+    """Negative control of the test above: by default the renders take turns, so the rendezvous times out."""
+    rec = _render_rendezvous(Recorder(), wait_s=0.2)
+    rec.pipeline(workers=2).run([1, 2, 3])
+    assert [(item, step) for item, step, _ in rec.errors] == [(1, "render"), (2, "render")]
+    assert rec.finished == [3]
+
+
+def test_concurrent_renders_stop_starting_items_after_an_interrupt() -> None:
+    rec = Recorder()
+    render = rec.render
+
+    def killed(item: int, loaded: int) -> int:
+        if item == 2:
+            raise KeyboardInterrupt("worker stopped")
+        time.sleep(0.01)  # 200 items would take about a second on two threads
+        return render(item, loaded)
+
+    rec.render = killed  # type: ignore[method-assign]
+    with pytest.raises(KeyboardInterrupt):
+        rec.pipeline(workers=2, concurrent=True).run(list(range(1, 201)))
+    assert 2 not in rec.finished and sorted(rec.rendered) == sorted(rec.finished)  # every render is finished
+    assert len(rec.loaded) < 100  # nothing more was started once the interrupt was seen
 
 
 def test_an_exception_of_one_item_is_reported_and_the_batch_goes_on() -> None:
