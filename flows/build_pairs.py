@@ -172,8 +172,8 @@ def build_pairs(config: RunConfig) -> RunSummary:
 def make_pairs(config: RunConfig, cat: Catalog, tally: RunTally, logger: RunLogger) -> None:
     """The stages of a run, batch by batch: discover once; then per batch ingest (running ahead on the task
     runner), propose, plan, and render (on this flow run's render thread, or handed to the render deployment), so
-    ingest, proposals and renders of different batches overlap. The first batch is a single item, so the render
-    starts as soon as one clip is ingested. Each ingest batch's busy time per stage is recorded in ``stage_timings``."""
+    ingest, proposals and renders of different batches overlap. Batches grow 1, 2, 4, … items up to the batch size,
+    so the render starts as soon as one clip is ingested. Each ingest batch's busy time per stage is recorded in ``stage_timings``."""
     from tasks.proposers import get_proposer
 
     items = discover(config, cat, tally)

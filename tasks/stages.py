@@ -23,6 +23,7 @@ import os
 import socket
 import time
 from collections.abc import Iterable, Mapping, Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -421,8 +422,9 @@ def load_job(job: RenderJob, catalog: Catalog, engine: InpaintEngine) -> Loaded:
 
 
 def inpaint_job(job: RenderJob, loaded: Loaded, engine: InpaintEngine, *, seed: int) -> Inpainted:
-    """The engine's render of one loaded job (the device's part of the work)."""
-    with span("render", items=1):
+    """The engine's render of one loaded job (the device's part of the work). The wait for an exclusive engine's
+    device (another render lane is rendering) is not counted as render time."""
+    with engine.device_lock() if engine.exclusive else nullcontext(), span("render", items=1):
         return engine.run(
             loaded.frames, loaded.masks, prompt=job.prompt, edit_type=job.edit_type, seed=seed, name=job.clip_video_uri
         )

@@ -54,12 +54,13 @@ class InpaintEngine(ABC):
     def version(self) -> str:
         """Identity of code + weights; recorded as ``renders.engine_version``."""
 
-    def device_lock(self) -> threading.Lock:
-        """The lock ``run`` holds around :meth:`fill`: an engine renders one clip at a time, so several threads (the
-        render lanes of a run) can share one engine and its device while their CPU work runs side by side."""
+    def device_lock(self) -> threading.RLock:
+        """The lock ``run`` holds around :meth:`fill` when the engine is ``exclusive``: it renders one clip at a time,
+        so several threads (the render lanes of a run) can share one engine and its device while their CPU work runs
+        side by side. Re-entrant: a caller may take it around ``run`` (to time the render without the wait)."""
         lock = self.__dict__.get("_device_lock")
         if lock is None:  # dict.setdefault is atomic: two first callers get the same lock
-            lock = self.__dict__.setdefault("_device_lock", threading.Lock())
+            lock = self.__dict__.setdefault("_device_lock", threading.RLock())
         return lock
 
     def __getstate__(self) -> dict[str, Any]:  # picklable (Dask/Ray workers): the lock stays behind
