@@ -312,6 +312,8 @@ class LocalRenderer:
         self.judge: Judge | None = None
         self.hold_slot = gpu_present()
         self.lanes = self.LANES if self.config.finish_workers() > 0 else 1
+        # renders held in memory, all lanes together: as many as one batch alone may hold, so memory stays flat
+        self.in_flight = threading.BoundedSemaphore(self.config.finish_workers() + 1)
         self.prepared = False
         self._lock = threading.Lock()
         self._slot = contextlib.ExitStack()  # the run's GPU slot, entered by the first batch that renders
@@ -351,7 +353,7 @@ class LocalRenderer:
     def _render(self, jobs: list[RenderJob], label: str) -> None:
         summary = render_and_record(
             jobs, self.cat, self.engine, config=self.config, judge=None, run_id=self.tally.run_id,
-            batch_label=label, judge_in_slot=self._prepare, hold_slot=False,
+            batch_label=label, judge_in_slot=self._prepare, hold_slot=False, in_flight=self.in_flight,
         )  # fmt: skip
         with self._lock:
             self.summaries.append(summary)

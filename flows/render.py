@@ -18,6 +18,7 @@ as soon as it is done. Each batch's busy time per stage is recorded in ``stage_t
 from __future__ import annotations
 
 import json
+import threading
 from contextlib import contextmanager, nullcontext
 from typing import Any, Callable, Iterator
 
@@ -129,13 +130,15 @@ def render_and_record(
     batch_label: str = "batch",
     hold_slot: bool = True,
     judge_in_slot: Callable[[], Judge | None] | None = None,
+    in_flight: threading.Semaphore | None = None,
 ) -> BatchSummary:
     """Inpaint → score → record one batch inside the current flow run (the ``render`` flow's body; ``build_pairs``
     calls it directly when rendering in-process, so the engine's models load once for the whole run).
 
     ``hold_slot``: take the GPU slot around the batch here (False: the caller holds it). ``judge_in_slot``: when
     ``judge`` is None, called inside the slot before the engine's set-up, for the judge; a caller rendering many
-    batches takes its GPU slot, sets the engine up and loads the judge there, once for all of them.
+    batches takes its GPU slot, sets the engine up and loads the judge there, once for all of them. ``in_flight``:
+    bounds the renders held in memory across batches rendering at once (see ``render_score_record``).
     Records the batch's ``stage_timings``.
     """
     logger = get_run_logger()
@@ -154,7 +157,7 @@ def render_and_record(
         engine.setup()  # idempotent: loads models on the first batch only
         out: StageOutput = render_task.with_options(task_run_name=f"render {batch_label} ({len(todo)} jobs)")(
             todo, cat, engine, config=config, judge=judge, run_id=run_id, generation=generation,
-            workers=config.finish_workers(), timer=timer,
+            workers=config.finish_workers(), timer=timer, in_flight=in_flight,
         )  # fmt: skip
     for key, n in out.counts.items():
         counts[key] = counts.get(key, 0) + n

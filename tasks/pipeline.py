@@ -46,6 +46,8 @@ class RenderPipeline(Generic[Item, Loaded, Rendered]):
         on_error: ``(item, step, exception) -> None``; called (on any thread) for an ``Exception`` of one item.
         workers: threads for ``finish`` (0: no threads at all, the sequential reference).
         max_pending: rendered items allowed to wait for or run ``finish`` (default ``workers + 1``).
+        slots: a semaphore to share that bound with other pipelines (several batches rendering at once in one
+            process); built from ``max_pending`` when None.
         concurrent: render on the ``workers`` threads too, several items at once (engines that hold no device).
     """
 
@@ -59,6 +61,7 @@ class RenderPipeline(Generic[Item, Loaded, Rendered]):
         workers: int = 1,
         max_pending: int | None = None,
         concurrent: bool = False,
+        slots: threading.Semaphore | None = None,
     ) -> None:
         if workers < 0:
             raise ValueError(f"workers must be >= 0, got {workers}")
@@ -68,6 +71,7 @@ class RenderPipeline(Generic[Item, Loaded, Rendered]):
         self.workers = workers
         self.max_pending = max_pending or workers + 1
         self.concurrent = concurrent
+        self._slots = slots
 
     def run(self, items: Sequence[Item]) -> None:
         """Load, render and finish every item; returns when every started ``finish`` is done."""
@@ -83,7 +87,7 @@ class RenderPipeline(Generic[Item, Loaded, Rendered]):
         if self.concurrent:
             self._run_concurrent(items)
             return
-        slots = threading.BoundedSemaphore(self.max_pending)
+        slots = self._slots or threading.BoundedSemaphore(self.max_pending)
         # Threads get a copy of the caller's context (the Prefect run context, the current stage timer).
         context = contextvars.copy_context()
         finishing: list[Future[None]] = []
@@ -116,7 +120,7 @@ class RenderPipeline(Generic[Item, Loaded, Rendered]):
     def _run_concurrent(self, items: Sequence[Item]) -> None:
         """Each item's load → render → finish as one unit on the worker threads; at most ``max_pending`` units are
         queued or running, so memory stays bounded."""
-        slots = threading.BoundedSemaphore(self.max_pending)
+        slots = self._slots or threading.BoundedSemaphore(self.max_pending)
         context = contextvars.copy_context()
         started: list[Future[None]] = []
         with ThreadPoolExecutor(self.workers, "vpf-render", initializer=_enter, initargs=(context,)) as pool:
@@ -131,7 +135,7 @@ class RenderPipeline(Generic[Item, Loaded, Rendered]):
         if errors:  # on_error itself failed, or an interrupt: the batch cannot go on
             raise errors[0]
 
-    def _whole_item(self, slots: threading.BoundedSemaphore, item: Item) -> None:
+    def _whole_item(self, slots: threading.Semaphore, item: Item) -> None:
         try:
             loaded = self._guard(item, "load", self._load, item)
             if loaded is _FAILED:
@@ -143,7 +147,7 @@ class RenderPipeline(Generic[Item, Loaded, Rendered]):
         finally:
             slots.release()
 
-    def _finish_and_release(self, slots: threading.BoundedSemaphore, item: Item, rendered: Rendered) -> None:
+    def _finish_and_release(self, slots: threading.Semaphore, item: Item, rendered: Rendered) -> None:
         try:
             self._guard(item, "finish", self._finish, item, rendered)
         finally:

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import os
 import socket
+import threading
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from contextlib import nullcontext
@@ -520,6 +521,7 @@ def render_score_record(
     generation: str | None = None,
     workers: int = 1,
     timer: StageTimer | None = None,
+    in_flight: threading.Semaphore | None = None,
 ) -> StageOutput:
     """Render, score and record a batch with an engine that is already set up, pipelined (``tasks.pipeline``): the
     next job renders while the previous render is stored, scored, judged and recorded on ``workers`` threads.
@@ -528,7 +530,8 @@ def render_score_record(
     so a batch stopped after k renders keeps those k. Any exception of one job, expected or not, becomes a
     ``failures`` row (stage ``render``, ``score`` or ``record``) recorded at once, and the batch goes on.
     ``workers=0``: the sequential reference (one job after another, no threads). ``generation``: see
-    :func:`store_render`.
+    :func:`store_render`. ``in_flight``: a semaphore bounding the renders held in memory, shared by batches that
+    render at once (default: ``workers + 1`` for this batch alone).
 
     Returns counts (``renders``, ``skipped``, ``pairs``, ``accepted``, ``judged``, ``failures``: all recorded
     already), the failures, ``rows["previews"]`` (``{"preview_uri": …}`` per pair with a preview) and ``timer``.
@@ -589,6 +592,7 @@ def render_score_record(
         on_error,
         workers=workers,
         concurrent=not engine.exclusive,  # CPU engines render on every finishing thread at once
+        slots=in_flight,
     )
     with use_timer(timer):
         pipeline.run(list(jobs))

@@ -199,6 +199,46 @@ def test_pending_work_is_bounded() -> None:
     assert peak[0] <= 2 + 1  # max_pending being finished, plus the one the render thread holds
 
 
+@pytest.mark.parametrize("concurrent", [False, True])
+def test_pipelines_sharing_their_slots_share_the_bound(concurrent: bool) -> None:
+    """Two batches rendering at once with one ``slots`` semaphore hold no more renders together than it allows."""
+    shared = threading.BoundedSemaphore(2)
+    held, peak = [0], [0]
+    lock = threading.Lock()
+
+    def make() -> Recorder:
+        rec = Recorder()
+        render, finish = rec.render, rec.finish
+
+        def counted_render(item: int, loaded: int) -> int:
+            out = render(item, loaded)
+            with lock:
+                held[0] += 1
+                peak[0] = max(peak[0], held[0])
+            return out
+
+        def slow_finish(item: int, rendered: int) -> None:
+            time.sleep(0.005)
+            with lock:
+                held[0] -= 1
+            finish(item, rendered)
+
+        rec.render, rec.finish = counted_render, slow_finish  # type: ignore[method-assign]
+        return rec
+
+    recs = [make(), make()]
+    runs = [threading.Thread(target=r.pipeline(workers=3, concurrent=concurrent, slots=shared).run,
+                             args=(list(range(15)),)) for r in recs]  # fmt: skip
+    for t in runs:
+        t.start()
+    for t in runs:
+        t.join()
+    assert all(sorted(r.finished) == list(range(15)) for r in recs)
+    # concurrent: each render holds a slot from load to finish; otherwise the render threads may hold one more each
+    assert peak[0] <= (2 if concurrent else 2 + len(recs))
+    assert peak[0] >= 2  # the bound was reached: the test could fail
+
+
 def test_threads_see_the_callers_context() -> None:
     var: contextvars.ContextVar[str] = contextvars.ContextVar("var", default="unset")
     seen: list[str] = []
