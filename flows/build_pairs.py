@@ -48,6 +48,7 @@ from tasks.config import RunConfig
 from tasks.contracts import Judge, Proposer, Segmenter
 from tasks.engines.registry import gpu_present
 from tasks.stages import (
+    GateScorers,
     RenderJob,
     StageOutput,
     discover_task,
@@ -231,10 +232,10 @@ def ingest_ahead(
     run_id: str,
     annotation: Any = None,
 ) -> Iterator[tuple[int, StageOutput]]:
-    """Ingest + segment each batch, in order, with up to ``config.ingest_in_flight`` batches running ahead on the
+    """Ingest + segment each batch, in order, with up to ``config.ingest_ahead()`` batches running ahead on the
     flow's task runner (threads, or Dask/Ray workers with their own segmenter copy) while the caller proposes and
     renders the batch before. Yields ``(batch number from 1, stage output)``."""
-    ahead = config.ingest_in_flight
+    ahead = config.ingest_ahead()
 
     def submit(index: int) -> Any:
         batch = batches[index - 1]
@@ -314,6 +315,7 @@ class LocalRenderer:
         self.lanes = self.LANES if self.config.finish_workers() > 0 else 1
         # renders held in memory, all lanes together: as many as one batch alone may hold, so memory stays flat
         self.in_flight = threading.BoundedSemaphore(self.config.finish_workers() + 1)
+        self.scorers = GateScorers()  # the gate's models, loaded by the first batch and shared by all
         self.prepared = False
         self._lock = threading.Lock()
         self._slot = contextlib.ExitStack()  # the run's GPU slot, entered by the first batch that renders
@@ -354,6 +356,7 @@ class LocalRenderer:
         summary = render_and_record(
             jobs, self.cat, self.engine, config=self.config, judge=None, run_id=self.tally.run_id,
             batch_label=label, judge_in_slot=self._prepare, hold_slot=False, in_flight=self.in_flight,
+            scorers=self.scorers,
         )  # fmt: skip
         with self._lock:
             self.summaries.append(summary)

@@ -34,7 +34,7 @@ from pydantic import BaseModel, Field
 from catalog.store import Catalog
 from tasks.config import RenderConfig
 from tasks.contracts import InpaintEngine, Judge
-from tasks.stages import RenderJob, StageOutput, pending_jobs, record_rows, render_score_record, worker_id
+from tasks.stages import GateScorers, RenderJob, StageOutput, pending_jobs, record_rows, render_score_record, worker_id
 from tasks.timings import StageTimer
 
 
@@ -131,6 +131,7 @@ def render_and_record(
     hold_slot: bool = True,
     judge_in_slot: Callable[[], Judge | None] | None = None,
     in_flight: threading.Semaphore | None = None,
+    scorers: GateScorers | None = None,
 ) -> BatchSummary:
     """Inpaint → score → record one batch inside the current flow run (the ``render`` flow's body; ``build_pairs``
     calls it directly when rendering in-process, so the engine's models load once for the whole run).
@@ -138,7 +139,8 @@ def render_and_record(
     ``hold_slot``: take the GPU slot around the batch here (False: the caller holds it). ``judge_in_slot``: when
     ``judge`` is None, called inside the slot before the engine's set-up, for the judge; a caller rendering many
     batches takes its GPU slot, sets the engine up and loads the judge there, once for all of them. ``in_flight``:
-    bounds the renders held in memory across batches rendering at once (see ``render_score_record``).
+    bounds the renders held in memory across batches rendering at once; ``scorers``: the gate's models shared by
+    those batches (see ``render_score_record``).
     Records the batch's ``stage_timings``.
     """
     logger = get_run_logger()
@@ -157,7 +159,7 @@ def render_and_record(
         engine.setup()  # idempotent: loads models on the first batch only
         out: StageOutput = render_task.with_options(task_run_name=f"render {batch_label} ({len(todo)} jobs)")(
             todo, cat, engine, config=config, judge=judge, run_id=run_id, generation=generation,
-            workers=config.finish_workers(), timer=timer, in_flight=in_flight,
+            workers=config.finish_workers(), timer=timer, in_flight=in_flight, scorers=scorers,
         )  # fmt: skip
     for key, n in out.counts.items():
         counts[key] = counts.get(key, 0) + n

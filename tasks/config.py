@@ -244,8 +244,11 @@ class RunConfig(BaseModel):
     render: RenderConfig = Field(default_factory=RenderConfig)
     # batching and placement
     batch_size: int = Field(16, ge=1, description="items per ingest/propose task and jobs per render batch")
-    ingest_in_flight: int = Field(
-        2, ge=1, description="batches ingested ahead on the flow's task runner (the worker count with Dask/Ray)"
+    ingest_in_flight: int | None = Field(
+        None,
+        ge=1,
+        description="batches ingested ahead on the flow's task runner (the worker count with Dask/Ray); default 2 "
+        "when no model annotates (provided masks), else 1 (threads would take turns on one model)",
     )
     render_deployment: str | None = Field(
         None, description="hand render batches to this deployment (e.g. render/render) instead of rendering here"
@@ -263,6 +266,15 @@ class RunConfig(BaseModel):
         le=1,
         description="mark the run failed when its failures outnumber this share of its items (None: never)",
     )
+
+    def ingest_ahead(self) -> int:
+        """``ingest_in_flight``, or its default: 2 batches when no model annotates (provided masks, no captioner or
+        aesthetic score), else 1 (ingest threads would share one model)."""
+        if self.ingest_in_flight is not None:
+            return self.ingest_in_flight
+        a = self.annotate
+        models = self.segmenter != "provided" or a.captioner or a.tagger or a.aesthetic_clip
+        return 1 if models else 2
 
     @field_validator("proposer")
     @classmethod

@@ -63,6 +63,7 @@ from typing import Any
 import cv2
 import numpy as np
 
+from tasks.annotate.loading import under_load_lock
 from tasks.engines.base import check_inputs
 from tasks.engines.propagation import NO_OBSERVED_BACKGROUND
 from tasks.errors import InputError
@@ -377,6 +378,7 @@ class ClipScorer:
         self._model: Any = None
         self._processor: Any = None
 
+    @under_load_lock
     def setup(self) -> None:
         """Load the model (idempotent). Raises ``FileNotFoundError`` when the folder does not exist."""
         if self._model is not None:

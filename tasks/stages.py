@@ -522,6 +522,7 @@ def render_score_record(
     workers: int = 1,
     timer: StageTimer | None = None,
     in_flight: threading.Semaphore | None = None,
+    scorers: GateScorers | None = None,
 ) -> StageOutput:
     """Render, score and record a batch with an engine that is already set up, pipelined (``tasks.pipeline``): the
     next job renders while the previous render is stored, scored, judged and recorded on ``workers`` threads.
@@ -531,7 +532,8 @@ def render_score_record(
     ``failures`` row (stage ``render``, ``score`` or ``record``) recorded at once, and the batch goes on.
     ``workers=0``: the sequential reference (one job after another, no threads). ``generation``: see
     :func:`store_render`. ``in_flight``: a semaphore bounding the renders held in memory, shared by batches that
-    render at once (default: ``workers + 1`` for this batch alone).
+    render at once (default: ``workers + 1`` for this batch alone). ``scorers``: the gate's CLIP and re-segmentation
+    models, shared by the batches of one run (default: loaded for this batch).
 
     Returns counts (``renders``, ``skipped``, ``pairs``, ``accepted``, ``judged``, ``failures``: all recorded
     already), the failures, ``rows["previews"]`` (``{"preview_uri": …}`` per pair with a preview) and ``timer``.
@@ -543,8 +545,8 @@ def render_score_record(
     timer = timer or StageTimer()
     out = StageOutput(rows={"previews": []}, timer=timer)
     lock = Lock()
-    clip = clip_scorer(config)  # once for the batch, not per render
-    reseg = reseg_scorer(config, storage_options=catalog.storage_options)
+    # the gate's models: once for the batch (or once for the run, from the caller's ``scorers``), never per render
+    clip, reseg = (scorers or GateScorers()).get(config, catalog.storage_options)
 
     def failed(failure: Failure, *, skipped: bool = False) -> None:
         record_rows(catalog, "failures", failure_rows([failure], run_id))
@@ -602,6 +604,24 @@ def render_score_record(
 
 
 # --------------------------------------------------------------------------------------------------------- score
+class GateScorers:
+    """The gate's weighted scorers (CLIP, re-segmentation) of one render configuration, loaded on first use and then
+    shared: one per render batch, or one per run when a caller renders several batches in one process."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._loaded: tuple[ClipScorer | None, ResegScorer | None] | None = None
+
+    def get(
+        self, config: RenderConfig, storage_options: Mapping[str, Any] | None = None
+    ) -> tuple[ClipScorer | None, ResegScorer | None]:
+        """``(clip, reseg)`` for ``config`` (None where not configured), loaded once."""
+        with self._lock:
+            if self._loaded is None:
+                self._loaded = (clip_scorer(config), reseg_scorer(config, storage_options=storage_options))
+            return self._loaded
+
+
 def clip_scorer(config: RenderConfig) -> ClipScorer | None:
     """The CLIP scorer of ``config.clip_weights``, loaded (None without weights): build it once per render batch. A
     missing folder fails the batch loudly."""

@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from tasks.annotate.loading import local_model_dir, pick_device, torch_dtype
+from tasks.annotate.loading import local_model_dir, pick_device, torch_dtype, under_load_lock
 
 
 @dataclass(frozen=True)
@@ -147,6 +147,7 @@ class ZeroShotDetector:
     def model_id(self) -> str:
         return self.path.rstrip("/").rsplit("/", 1)[-1]
 
+    @under_load_lock
     def setup(self) -> None:
         """Load model and processor once (idempotent)."""
         if self.model is not None:

@@ -2,15 +2,37 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
+import threading
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, TypeVar
 
 import fsspec
 
 from tasks.errors import InputError
+
+
+MODEL_LOAD_LOCK = threading.RLock()
+"""Held while a model is imported and loaded from its folder. transformers' lazily imported module is not safe to
+import from several threads at once (a class can come out missing: ``cannot import name … from transformers``), and
+a run loads models on several threads (ingest batches, render lanes, the gate's scorers): they take turns here."""
+
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def under_load_lock(method: F) -> F:
+    """Run a model's ``setup`` under :data:`MODEL_LOAD_LOCK` (see there)."""
+
+    @functools.wraps(method)
+    def locked(*args: Any, **kwargs: Any) -> Any:
+        with MODEL_LOAD_LOCK:
+            return method(*args, **kwargs)
+
+    return locked  # type: ignore[return-value]
 
 
 def local_model_dir(uri: str, storage_options: Mapping[str, Any] | None = None) -> Path:

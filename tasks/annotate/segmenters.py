@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 
 from tasks.annotate.detect import Detection, ZeroShotDetector, box_iou
-from tasks.annotate.loading import local_model_dir, pick_device, torch_dtype
+from tasks.annotate.loading import local_model_dir, pick_device, torch_dtype, under_load_lock
 from tasks.annotate.track import VideoTracker
 from tasks.annotate.vocab import Phrase, Vocabulary
 from tasks.errors import InputError
@@ -239,6 +239,7 @@ class Sam3Segmenter(_VocabSegmenter):
     def model_id(self) -> str:
         return self.path.rstrip("/").rsplit("/", 1)[-1]
 
+    @under_load_lock
     def setup(self) -> None:
         self.vocabulary.setup()
         if self.model is not None:

@@ -34,6 +34,7 @@ import cv2
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from tasks.annotate.loading import under_load_lock
 from tasks.masks import qa_masks
 
 
@@ -221,6 +222,7 @@ class AestheticScorer:
         self.processor: Any = None
         self.layers: list[tuple[Any, Any]] = []
 
+    @under_load_lock
     def setup(self) -> None:
         if self.model is not None:
             return

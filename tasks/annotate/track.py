@@ -17,7 +17,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from tasks.annotate.loading import local_model_dir, pick_device, torch_dtype
+from tasks.annotate.loading import local_model_dir, pick_device, torch_dtype, under_load_lock
 
 
 Box = Sequence[float]
@@ -66,6 +66,7 @@ class Sam2VideoTracker:
     def model_id(self) -> str:
         return self.path.rstrip("/").rsplit("/", 1)[-1]
 
+    @under_load_lock
     def setup(self) -> None:
         if self.model is not None:
             return

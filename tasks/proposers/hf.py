@@ -17,6 +17,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
+from tasks.annotate.loading import under_load_lock
 from tasks.proposers.llm import BackendError, ChatBackend, Message, OnAnswer
 
 
@@ -85,6 +86,7 @@ class TransformersBackend(ChatBackend):
                 digest.update(file.read_bytes())
         return digest.hexdigest()[:16]
 
+    @under_load_lock
     def setup(self) -> None:
         if self.model is not None:
             return
@@ -198,6 +200,7 @@ class TransformersVisionBackend(TransformersBackend):
 
     backend = "transformers"
 
+    @under_load_lock
     def setup(self) -> None:
         if self.model is not None:
             return

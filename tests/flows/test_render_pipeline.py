@@ -85,22 +85,22 @@ def _table(cat: Catalog, table: str, key: str) -> list[dict]:
     return [{k: v for k, v in row.items() if k not in VOLATILE and not k.endswith("_uri")} for row in rows]
 
 
-def _rendezvous(monkeypatch, wait_s: float) -> ScriptedEngine:
-    """Scoring the second render and rendering the third (both in the second batch: the first is one item) each wait
-    until the other has started: the run completes only when the next render runs while the previous one is
-    scored."""
+def _rendezvous(monkeypatch, wait_s: float, *, scoring: int = 2, render: int = 3) -> ScriptedEngine:
+    """The ``scoring``-th scoring and the ``render``-th render each wait until the other has started: the run completes
+    only when that render runs while that scoring does. Defaults: the second and third clips (both in the second
+    batch, of two: batches grow 1, 2, 4, …), so a render must run while the previous one is scored."""
     meet = threading.Barrier(2, timeout=wait_s)
     scored: list[int] = []
     score_render = gate.score_render
 
-    def scoring(*args, **kwargs):
+    def scoring_waits(*args, **kwargs):
         scored.append(1)
-        if len(scored) == 2:
+        if len(scored) == scoring:
             meet.wait()
         return score_render(*args, **kwargs)
 
-    monkeypatch.setattr(gate, "score_render", scoring)
-    return ScriptedEngine(on_call=lambda n: meet.wait() if n == 3 else None)
+    monkeypatch.setattr(gate, "score_render", scoring_waits)
+    return ScriptedEngine(on_call=lambda n: meet.wait() if n == render else None)
 
 
 def test_a_render_runs_while_the_previous_one_is_scored_and_the_catalog_equals_a_sequential_run(
@@ -129,26 +129,9 @@ def test_without_overlap_the_rendezvous_fails(clips, tmp_path, monkeypatch) -> N
     assert {f["error_type"] for f in failures} == {"BrokenBarrierError"}
 
 
-def _batch_rendezvous(monkeypatch, wait_s: float) -> ScriptedEngine:
-    """Scoring the first render (the first batch holds one clip) waits until the second render (the next batch's
-    first) has started, and that render waits for it: the run completes only when the next batch renders while the
-    previous batch is still being scored."""
-    meet = threading.Barrier(2, timeout=wait_s)
-    scored: list[int] = []
-    score_render = gate.score_render
-
-    def scoring(*args, **kwargs):
-        scored.append(1)
-        if len(scored) == 1:
-            meet.wait()
-        return score_render(*args, **kwargs)
-
-    monkeypatch.setattr(gate, "score_render", scoring)
-    return ScriptedEngine(on_call=lambda n: meet.wait() if n == 2 else None)
-
-
 def test_the_next_batch_renders_while_the_previous_batch_is_scored(clips, tmp_path, monkeypatch) -> None:
-    summary = _run(clips, tmp_path / "cat", _batch_rendezvous(monkeypatch, wait_s=60), monkeypatch)
+    # the first clip (the first batch) is scored while the second (the next batch's first) renders
+    summary = _run(clips, tmp_path / "cat", _rendezvous(monkeypatch, 60, scoring=1, render=2), monkeypatch)
     assert summary.status == "completed", summary
     assert summary.counts["renders"] == N_CLIPS and summary.counts["pairs"] == 2 * N_CLIPS
 
@@ -156,7 +139,7 @@ def test_the_next_batch_renders_while_the_previous_batch_is_scored(clips, tmp_pa
 def test_with_one_render_lane_the_batch_rendezvous_fails(clips, tmp_path, monkeypatch) -> None:
     """Negative control of the test above: with one lane, a batch's renders wait for the previous batch's scoring."""
     monkeypatch.setattr(flows.build_pairs.LocalRenderer, "LANES", 1)
-    summary = _run(clips, tmp_path / "cat", _batch_rendezvous(monkeypatch, wait_s=1), monkeypatch)
+    summary = _run(clips, tmp_path / "cat", _rendezvous(monkeypatch, 1, scoring=1, render=2), monkeypatch)
     assert summary.status == "completed_with_failures"
     failures = Catalog(str(tmp_path / "cat")).query("SELECT error_type FROM failures", read_only=True).to_pylist()
     assert {f["error_type"] for f in failures} == {"BrokenBarrierError"}
@@ -225,9 +208,9 @@ def test_each_batch_records_its_time_by_stage(clips, tmp_path, monkeypatch) -> N
     ]  # fmt: skip
 
 
-def test_clip_weights_load_once_per_render_batch_and_fill_the_clip_columns(clips, tmp_path, monkeypatch) -> None:
-    """The CLIP label check of the gate: one model load for a batch of renders (not one per render), and both CLIP
-    columns filled on every pair."""
+def test_clip_weights_load_once_per_run_and_fill_the_clip_columns(clips, tmp_path, monkeypatch) -> None:
+    """The CLIP label check of the gate: one model load for all the run's render batches in one process (never one
+    per render), and both CLIP columns filled on every pair."""
     from tests.tasks.test_gate import _tiny_clip
 
     weights = _tiny_clip(tmp_path)
@@ -243,7 +226,7 @@ def test_clip_weights_load_once_per_render_batch_and_fill_the_clip_columns(clips
     summary = _run(clips, tmp_path / "cat", ScriptedEngine(), monkeypatch, clip_weights=weights)
     assert summary.status == "completed", summary
     assert summary.counts["renders"] == N_CLIPS
-    assert len(loads) == 3  # the render batches: 1, 2 and 2 clips (growing 1, 2, 4… up to batch_size)
+    assert len(loads) == 1  # three render batches (1, 2 and 2 clips) in one process share the gate's models
     pairs = Catalog(str(tmp_path / "cat")).query("SELECT clip_label_src, clip_label_tgt FROM pairs").to_pylist()
     assert len(pairs) == 2 * N_CLIPS
     assert all(p["clip_label_src"] is not None and p["clip_label_tgt"] is not None for p in pairs)
@@ -256,7 +239,7 @@ def tiny_sam3(tmp_path_factory: pytest.TempPathFactory) -> str:
     return str(tiny_models.build_sam3_video(tmp_path_factory.mktemp("models") / "sam3"))
 
 
-def test_the_reseg_segmenter_loads_once_per_render_batch_and_fills_the_reseg_columns(
+def test_the_reseg_segmenter_loads_once_per_run_and_fills_the_reseg_columns(
     clips, tmp_path, monkeypatch, tiny_sam3
 ) -> None:
     """The gate's re-segmentation check in a run (provided masks, a segmenter named for the gate): one model load per
@@ -275,7 +258,7 @@ def test_the_reseg_segmenter_loads_once_per_render_batch_and_fills_the_reseg_col
     spec = f"sam3:{tiny_sam3}#max_objects=2"
     summary = _run(clips, tmp_path / "cat", ScriptedEngine(), monkeypatch, reseg_segmenter=spec)
     assert summary.status == "completed", summary
-    assert loads == [spec] * 3  # the render batches: 1, 2 and 2 clips (growing 1, 2, 4… up to batch_size)
+    assert loads == [spec]  # three render batches (1, 2 and 2 clips) in one process share the gate's models
     pairs = Catalog(str(tmp_path / "cat")).query("SELECT reseg_iou_src, reseg_iou_tgt, metrics_json FROM pairs")
     pairs = pairs.to_pylist()
     assert len(pairs) == 2 * N_CLIPS

@@ -85,3 +85,12 @@ def test_the_run_segmenter_re_segments_unless_another_or_none_is_set() -> None:
     config = RunConfig(source="clips/", segmenter=spec)
     assert RenderConfig.model_validate(config.render.model_dump(mode="json")).reseg_segmenter == spec
     assert config.recorded()["render"]["reseg_segmenter"] == spec
+
+
+def test_ingest_runs_two_batches_ahead_unless_a_model_annotates() -> None:
+    """Provided masks: two ingest batches at once (CPU work side by side); a segmenter or captioner model: one, so
+    ingest threads never share one model; an explicit setting wins."""
+    assert RunConfig(source="clips/").ingest_ahead() == 2
+    assert RunConfig(source="clips/", segmenter="sam3:/models/sam3").ingest_ahead() == 1
+    assert RunConfig(source="clips/", annotate={"captioner": "transformers:/models/vlm"}).ingest_ahead() == 1
+    assert RunConfig(source="clips/", segmenter="sam3:/models/sam3", ingest_in_flight=3).ingest_ahead() == 3

@@ -50,3 +50,43 @@ def test_vocabulary_options(tmp_path) -> None:
         make_vocabulary(str(tmp_path / "missing.txt"))
     with pytest.raises(ValueError, match="vocabulary has no source"):
         build_segmenter("sam3:/m", make_vocabulary(None, from_caption=False))
+
+
+def test_models_load_one_at_a_time_across_threads() -> None:
+    """transformers' lazy module is not safe to import from several threads at once: every model ``setup`` that
+    imports from it runs under one process-wide lock, so two threads never load at the same time."""
+    import threading
+    import time
+
+    from tasks.annotate.detect import ZeroShotDetector
+    from tasks.annotate.loading import MODEL_LOAD_LOCK, under_load_lock
+    from tasks.annotate.segmenters import Sam3Segmenter
+    from tasks.annotate.selection import AestheticScorer
+    from tasks.annotate.track import Sam2VideoTracker
+    from tasks.gate import ClipScorer
+    from tasks.proposers.hf import TransformersBackend, TransformersVisionBackend
+
+    loaders = (ZeroShotDetector, Sam2VideoTracker, Sam3Segmenter, AestheticScorer, ClipScorer, TransformersBackend,
+               TransformersVisionBackend)  # fmt: skip
+    for cls in loaders:
+        assert getattr(cls.setup, "__wrapped__", None) is not None, cls  # decorated with under_load_lock
+    inside, peak = [0], [0]
+    lock = threading.Lock()
+
+    @under_load_lock
+    def load() -> None:
+        with lock:
+            inside[0] += 1
+            peak[0] = max(peak[0], inside[0])
+        time.sleep(0.02)
+        with lock:
+            inside[0] -= 1
+
+    threads = [threading.Thread(target=load) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert peak[0] == 1
+    with MODEL_LOAD_LOCK:  # re-entrant: a setup may load another model inside its own
+        load()
