@@ -47,6 +47,7 @@ from tasks.annotate.specs import check_masks_or_segmenter
 from tasks.config import RunConfig
 from tasks.contracts import Judge, Proposer, Segmenter
 from tasks.engines.registry import gpu_present
+from tasks.pipeline import enter_context
 from tasks.stages import (
     GateScorers,
     RenderJob,
@@ -292,9 +293,10 @@ class LocalRenderer:
     flat), ``finish`` waits for the last one.
 
     Batches run on ``LANES`` threads (one when ``render.score_workers`` is 0), each batch pipelined as the
-    ``render`` flow does it (``render_and_record``). The engine renders one clip at a time (``InpaintEngine.run``
-    holds the engine's lock around ``fill``), so a second lane can render the next batch's first clip while the first
-    lane stores, scores and records the end of its batch: the device never waits at a batch boundary.
+    ``render`` flow does it (``render_and_record``). An engine that holds a device renders one clip at a time
+    (``InpaintEngine.exclusive``: ``run`` holds the engine's lock around ``fill``), so a second lane can render the
+    next batch's first clip while the first lane stores, scores and records the end of its batch: the device never
+    waits at a batch boundary.
 
     One engine (and judge) for the run, set up by the first batch that renders. On a machine with a GPU, the run
     holds the GPU slot ``gpu:<worker id>`` from before the models load until the last batch is done (without one,
@@ -379,7 +381,7 @@ class LocalRenderer:
 
         ended = False  # the flow has sent its last batch (None)
         try:
-            with self._slot, ThreadPoolExecutor(self.lanes, "vpf-render-lane", initializer=_enter,
+            with self._slot, ThreadPoolExecutor(self.lanes, "vpf-render-lane", initializer=enter_context,
                                                 initargs=(context,)) as pool:  # fmt: skip
                 while self.error is None:
                     if (batch := self.batches.get()) is None:
@@ -394,12 +396,6 @@ class LocalRenderer:
                 self.error = self.error or exc
         while not ended and self.batches.get() is not None:  # after an error: let submit() return until the flow,
             pass  # which then raises the error, sends its last batch
-
-
-def _enter(context: contextvars.Context) -> None:
-    """Thread initializer: run this worker thread in a copy of ``context``."""
-    for var, value in context.items():
-        var.set(value)
 
 
 class DeploymentRenderer:

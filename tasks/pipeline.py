@@ -93,8 +93,8 @@ class RenderPipeline(Generic[Item, Loaded, Rendered]):
         finishing: list[Future[None]] = []
         errors: list[BaseException] = []
         with (
-            ThreadPoolExecutor(1, "vpf-load", initializer=_enter, initargs=(context,)) as loader,
-            ThreadPoolExecutor(self.workers, "vpf-finish", initializer=_enter, initargs=(context,)) as pool,
+            ThreadPoolExecutor(1, "vpf-load", initializer=enter_context, initargs=(context,)) as loader,
+            ThreadPoolExecutor(self.workers, "vpf-finish", initializer=enter_context, initargs=(context,)) as pool,
         ):
             try:
                 ahead = loader.submit(self._guard, items[0], "load", self._load, items[0]) if items else None
@@ -123,7 +123,7 @@ class RenderPipeline(Generic[Item, Loaded, Rendered]):
         slots = self._slots or threading.BoundedSemaphore(self.max_pending)
         context = contextvars.copy_context()
         started: list[Future[None]] = []
-        with ThreadPoolExecutor(self.workers, "vpf-render", initializer=_enter, initargs=(context,)) as pool:
+        with ThreadPoolExecutor(self.workers, "vpf-render", initializer=enter_context, initargs=(context,)) as pool:
             try:
                 for item in items:
                     slots.acquire()
@@ -164,7 +164,7 @@ class RenderPipeline(Generic[Item, Loaded, Rendered]):
 _FAILED = object()
 
 
-def _enter(context: contextvars.Context) -> None:
+def enter_context(context: contextvars.Context) -> None:
     """Thread initializer: run this worker thread in a copy of ``context``."""
     for var, value in context.items():
         var.set(value)
