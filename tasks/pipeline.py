@@ -128,6 +128,7 @@ class RenderPipeline(Generic[Item, Loaded, Rendered]):
                 for item in items:
                     slots.acquire()
                     if any(f.done() and f.exception() is not None for f in started):
+                        slots.release()  # the slot is shared with other batches: give it back
                         break  # an interrupt (or a failing on_error): start nothing more
                     started.append(pool.submit(self._whole_item, slots, item))
             finally:

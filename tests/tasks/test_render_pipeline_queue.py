@@ -119,8 +119,10 @@ def test_concurrent_renders_stop_starting_items_after_an_interrupt() -> None:
         return render(item, loaded)
 
     rec.render = killed  # type: ignore[method-assign]
+    shared = threading.BoundedSemaphore(3)
     with pytest.raises(KeyboardInterrupt):
-        rec.pipeline(workers=2, concurrent=True).run(list(range(1, 201)))
+        rec.pipeline(workers=2, concurrent=True, slots=shared).run(list(range(1, 201)))
+    assert all(shared.acquire(blocking=False) for _ in range(3))  # every slot came back (other batches share them)
     assert 2 not in rec.finished and sorted(rec.rendered) == sorted(rec.finished)  # every render is finished
     assert len(rec.loaded) < 100  # nothing more was started once the interrupt was seen
 
