@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from tasks.annotate.loading import local_model_dir, pick_device, torch_dtype, under_load_lock
+from tasks.annotate.loading import load_pretrained, torch_dtype, under_load_lock
 
 
 @dataclass(frozen=True)
@@ -152,13 +152,12 @@ class ZeroShotDetector:
         """Load model and processor once (idempotent)."""
         if self.model is not None:
             return
-        from transformers import AutoModelForZeroShotObjectDetection, AutoProcessor
+        from transformers import AutoModelForZeroShotObjectDetection
 
-        folder = local_model_dir(self.path, self.storage_options)
-        device = pick_device(self.device)
-        model = AutoModelForZeroShotObjectDetection.from_pretrained(
-            folder, local_files_only=True, dtype=torch_dtype(self.dtype)
-        )
+        model, processor, device = load_pretrained(
+            AutoModelForZeroShotObjectDetection, self.path, storage_options=self.storage_options,
+            device=self.device, dtype=self.dtype,
+        )  # fmt: skip
         kind = model.config.model_type
         if kind == "grounding-dino":
             self.family = "grounding-dino"
@@ -166,9 +165,7 @@ class ZeroShotDetector:
             self.family = "owl"
         else:
             raise ValueError(f"detector {self.path}: model type {kind!r} is neither Grounding DINO nor OWLv2/OWL-ViT")
-        self.processor = AutoProcessor.from_pretrained(folder, local_files_only=True)
-        self.model = model.to(device).eval()
-        self.device = device
+        self.model, self.processor, self.device = model, processor, device
 
     def detect(self, frames: np.ndarray, phrases: Sequence[str], *, frame_indices: Sequence[int] | None = None
                ) -> list[list[Detection]]:  # fmt: skip

@@ -76,3 +76,25 @@ def torch_dtype(name: str) -> Any:
     if name not in ("float32", "bfloat16", "float16"):
         raise ValueError(f"dtype: expected float32, bfloat16 or float16, got {name!r}")
     return getattr(torch, name)
+
+
+def load_pretrained(
+    model_class: Any,
+    path: str,
+    *,
+    storage_options: Mapping[str, Any] | None = None,
+    device: str | None = None,
+    dtype: str = "float32",
+    **overrides: Any,
+) -> tuple[Any, Any, str]:
+    """``(model, processor, device)``: a transformers model of ``model_class`` and its ``AutoProcessor`` from the saved
+    folder at ``path`` (local, or an fsspec URL cached by :func:`local_model_dir`; never downloaded), the model in
+    eval mode on :func:`pick_device`'s choice. ``overrides`` go to the model's config (``from_pretrained``)."""
+    from transformers import AutoProcessor
+
+    with MODEL_LOAD_LOCK:
+        folder = local_model_dir(path, storage_options)
+        device = pick_device(device)
+        model = model_class.from_pretrained(folder, local_files_only=True, dtype=torch_dtype(dtype), **overrides)
+        processor = AutoProcessor.from_pretrained(folder, local_files_only=True)
+    return model.to(device).eval(), processor, device

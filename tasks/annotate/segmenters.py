@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 
 from tasks.annotate.detect import Detection, ZeroShotDetector, box_iou
-from tasks.annotate.loading import local_model_dir, pick_device, torch_dtype, under_load_lock
+from tasks.annotate.loading import load_pretrained, torch_dtype, under_load_lock
 from tasks.annotate.track import VideoTracker
 from tasks.annotate.vocab import Phrase, Vocabulary
 from tasks.errors import InputError
@@ -244,19 +244,15 @@ class Sam3Segmenter(_VocabSegmenter):
         self.vocabulary.setup()
         if self.model is not None:
             return
-        from transformers import AutoProcessor, Sam3VideoModel
+        from transformers import Sam3VideoModel
 
-        folder = local_model_dir(self.path, self.storage_options)
-        device = pick_device(self.device)
         overrides: dict[str, Any] = {}
         if self.threshold is not None:
             overrides = {"score_threshold_detection": self.threshold, "new_det_thresh": self.threshold}
-        model = Sam3VideoModel.from_pretrained(
-            folder, local_files_only=True, dtype=torch_dtype(self.dtype), **overrides
-        )
-        self.model = model.to(device).eval()
-        self.processor = AutoProcessor.from_pretrained(folder, local_files_only=True)
-        self.device = device
+        self.model, self.processor, self.device = load_pretrained(
+            Sam3VideoModel, self.path, storage_options=self.storage_options, device=self.device, dtype=self.dtype,
+            **overrides,
+        )  # fmt: skip
 
     def track(self, frames: np.ndarray, phrases: Sequence[str]) -> list[Track]:
         """Every instance SAM3 finds for ``phrases`` in ``frames`` ``(T, H, W, 3)`` uint8, best score first."""

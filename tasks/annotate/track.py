@@ -17,7 +17,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from tasks.annotate.loading import local_model_dir, pick_device, torch_dtype, under_load_lock
+from tasks.annotate.loading import load_pretrained, torch_dtype, under_load_lock
 
 
 Box = Sequence[float]
@@ -70,14 +70,11 @@ class Sam2VideoTracker:
     def setup(self) -> None:
         if self.model is not None:
             return
-        from transformers import AutoProcessor, Sam2VideoModel
+        from transformers import Sam2VideoModel
 
-        folder = local_model_dir(self.path, self.storage_options)
-        device = pick_device(self.device)
-        self.model = Sam2VideoModel.from_pretrained(folder, local_files_only=True, dtype=torch_dtype(self.dtype))
-        self.model = self.model.to(device).eval()
-        self.processor = AutoProcessor.from_pretrained(folder, local_files_only=True)
-        self.device = device
+        self.model, self.processor, self.device = load_pretrained(
+            Sam2VideoModel, self.path, storage_options=self.storage_options, device=self.device, dtype=self.dtype
+        )
 
     def track(self, frames: np.ndarray, boxes: Sequence[Box]) -> np.ndarray:
         import torch
