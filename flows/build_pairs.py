@@ -41,6 +41,7 @@ from pydantic import BaseModel, Field
 
 from catalog import ids
 from catalog.store import Catalog
+from flows.env import serial_opencv
 from flows.progress import report
 from flows.render import BatchSummary, gpu_slot, make_engine, make_judge, render_and_record
 from tasks.annotate.specs import check_masks_or_segmenter
@@ -150,7 +151,8 @@ def build_pairs(config: RunConfig) -> RunSummary:
     tally = RunTally(run_id)
     status: RunStatus = "failed"
     try:
-        make_pairs(config, cat, tally, logger)
+        with serial_opencv():  # the run's own threads use the cores
+            make_pairs(config, cat, tally, logger)
         status = tally.status(config)
     finally:
         finished = datetime.now(timezone.utc)

@@ -1,4 +1,5 @@
-"""Prefect defaults for local use, applied before Prefect is imported by the ``vpf`` CLI.
+"""Process settings: Prefect defaults for local use, applied before Prefect is imported by the ``vpf`` CLI, and
+OpenCV's threading during a run (``serial_opencv``).
 
 Without a Prefect server (no ``PREFECT_API_URL`` in the environment or the active Prefect profile) Prefect runs in
 ephemeral mode (a temporary local API, no server to start) and only warnings are logged. With a server, runs ship
@@ -10,8 +11,10 @@ Each default yields to a value already in the environment.
 from __future__ import annotations
 
 import os
+import threading
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 
 
@@ -55,3 +58,34 @@ def apply_local_defaults(environ: dict[str, str] | None = None) -> None:
         defaults.update(SERVER_LOGGING)
     for key, value in defaults.items():
         env.setdefault(key, value)
+
+
+_opencv_lock = threading.Lock()
+_opencv_users = 0
+_opencv_before = 0
+
+
+@contextmanager
+def serial_opencv() -> Iterator[None]:
+    """Run OpenCV's operations on the calling thread for the block (``cv2.setNumThreads(1)``), then restore its
+    previous setting when the last block in the process ends.
+
+    The factory renders, scores and encodes several clips at once on threads of its own; OpenCV splitting each small
+    operation across its own pool on top of that only costs CPU (its workers spin while they wait for work): the
+    propagation engine takes about a tenth less CPU per clip without it, and no less wall time in a full run.
+    """
+    import cv2
+
+    global _opencv_users, _opencv_before
+    with _opencv_lock:
+        if _opencv_users == 0:
+            _opencv_before = cv2.getNumThreads()
+            cv2.setNumThreads(1)
+        _opencv_users += 1
+    try:
+        yield
+    finally:
+        with _opencv_lock:
+            _opencv_users -= 1
+            if _opencv_users == 0:
+                cv2.setNumThreads(_opencv_before)

@@ -32,6 +32,7 @@ from prefect.states import Completed
 from pydantic import BaseModel, Field
 
 from catalog.store import Catalog
+from flows.env import serial_opencv
 from tasks.config import RenderConfig
 from tasks.contracts import InpaintEngine, Judge
 from tasks.stages import GateScorers, RenderJob, StageOutput, pending_jobs, record_rows, render_score_record, worker_id
@@ -110,7 +111,7 @@ def render_flow(
     """
     cat = Catalog(catalog, storage_options=storage_options)
     engine = make_engine(config)
-    with gpu_slot(config.gpu_slots) as limit:
+    with gpu_slot(config.gpu_slots) as limit, serial_opencv():
         get_run_logger().info("holding %s; %d jobs: engine %s", limit, len(jobs), engine.engine_id)
         judge = make_judge(config, cat)
         summary = render_and_record(

@@ -492,6 +492,22 @@ STORED_PRESET = "veryfast"
 of the factory's CPU work per clip, and every clip is encoded twice (the ingested clip and its render)."""
 
 
+def _yuv420p_frame(image: np.ndarray) -> av.VideoFrame:
+    """An `(H, W, 3)` uint8 RGB image (even H and W) as a yuv420p frame, converted by OpenCV: BT.601 limited range,
+    the matrix FFmpeg assumes when it decodes untagged video. OpenCV's 4:2:0 conversion takes each 2×2 block's chroma
+    from one pixel; converting the image whose blocks hold their mean colour instead gives each block's mean chroma.
+
+    FFmpeg's own converter costs ≈ 0.11 s of CPU per 49×480×720 clip (a third of a ``veryfast`` encode), this one
+    ≈ 0.03 s, and its clips decode closer to the input (41.7 dB against 40.9 dB PSNR on a synthetic clip at crf 16).
+    """
+    height, width = image.shape[:2]
+    planes = cv2.cvtColor(image, cv2.COLOR_RGB2YUV_I420)  # (H * 3 / 2, W): Y, then U and V
+    means = cv2.resize(image, (width // 2, height // 2), interpolation=cv2.INTER_AREA)
+    blocks = cv2.resize(means, (width, height), interpolation=cv2.INTER_NEAREST)
+    planes[height:] = cv2.cvtColor(blocks, cv2.COLOR_RGB2YUV_I420)[height:]
+    return av.VideoFrame.from_ndarray(planes, format="yuv420p")
+
+
 def encode_stored(frames: np.ndarray | Iterable[np.ndarray], fps: float) -> bytes:
     """:func:`encode_mp4` with the catalog's settings (:data:`STORED_CRF`, :data:`STORED_PRESET`), one encoding thread
     (the factory encodes many clips side by side)."""
@@ -533,7 +549,7 @@ def encode_mp4(
                     if threads is not None:
                         stream.options["threads"] = str(int(threads))
                         stream.thread_count = int(threads)
-                for packet in stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")):
+                for packet in stream.encode(_yuv420p_frame(image)):
                     container.mux(packet)
             if stream is None:
                 raise ValueError("frames is empty: nothing to encode")

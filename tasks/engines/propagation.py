@@ -40,7 +40,7 @@ from tasks.masks import dilate_masks
 
 
 # Bump whenever the output of the same inputs can change.
-ALGORITHM_VERSION = "prop-1"
+ALGORITHM_VERSION = "prop-2"
 
 FlowPreset = Literal["ultrafast", "fast", "medium"]
 _PRESETS = {
@@ -50,7 +50,9 @@ _PRESETS = {
 }
 
 _HOLE_GROW = 4  # flow-resolution pixels added around holes: DIS vectors there are disturbed by the object
+_FLOW_MARGIN = 16  # flow-resolution pixels of background around the holes on which the residual flow is measured
 _MIN_FLOW_SIDE = 32
+_OBSERVED = np.array([0, 0, 0, 1], np.float32)  # an observed pixel's propagation state (see _propagate_sources)
 _COLS = 4096  # point lists are remapped as (rows, _COLS) images: OpenCV maps must stay under 32767 per side
 
 # quality flags
@@ -220,6 +222,33 @@ def _invert_affine(affine: np.ndarray) -> np.ndarray:
     return np.linalg.inv(full)[:2]
 
 
+def _crop_box(hole: np.ndarray, margin: int) -> tuple[int, int, int, int]:
+    """``(y0, y1, x0, x1)``: the bounding box of ``hole`` (`(h, w)` bool, not empty) grown by ``margin`` and to at
+    least ``_MIN_FLOW_SIDE`` per side (DIS needs the room; see ``flow_size``), within the frame."""
+    h, w = hole.shape
+    rows, cols = np.flatnonzero(hole.any(1)), np.flatnonzero(hole.any(0))
+    box = []
+    for lo, hi, size in ((rows[0], rows[-1] + 1, h), (cols[0], cols[-1] + 1, w)):
+        lo, hi = max(int(lo) - margin, 0), min(int(hi) + margin, size)
+        short = _MIN_FLOW_SIDE - (hi - lo)
+        if short > 0:  # grow both ways, then shift into the frame
+            lo, hi = lo - short // 2, hi + short - short // 2
+            lo, hi = (0, min(hi - lo, size)) if lo < 0 else (lo, hi)
+            lo, hi = (max(size - (hi - lo), 0), size) if hi > size else (lo, hi)
+        box += [lo, hi]
+    return box[0], box[1], box[2], box[3]
+
+
+@dataclass
+class _Flow:
+    """A completed flow on the window ``[y0:y0+h, x0:x0+w]`` of the flow-resolution frame: ``field`` `(h, w, 2)`
+    float32 holds the displacement of each pixel of the window (in flow-resolution pixels)."""
+
+    field: np.ndarray
+    x0: int = 0
+    y0: int = 0
+
+
 def _stabilised_flow(
     a: np.ndarray,
     b: np.ndarray,
@@ -227,33 +256,41 @@ def _stabilised_flow(
     hole_b: np.ndarray,
     dis: cv2.DISOpticalFlow,
     affine: np.ndarray | None,
-) -> np.ndarray:
-    """Background flow from grey frame ``a`` to ``b`` (`(h, w)` uint8), completed inside the holes.
+) -> _Flow:
+    """Background flow from grey frame ``a`` to ``b`` (`(h, w)` uint8), completed inside the holes, on the window
+    around them that propagation reads (the holes' bounding box plus ``_FLOW_MARGIN``).
 
-    ``affine`` is the camera's motion ``a -> b`` (see ``_fit_affine``); ``b`` is warped onto ``a`` with it, both holes (union, in ``a``'s coordinates) are filled with the same smooth surface in both frames, and
-    DIS measures only the residual motion, which is completed harmonically inside the union. The result is the
-    affine motion composed with the residual, so a rigid camera's motion is exact inside the hole.
+    ``affine`` is the camera's motion ``a -> b`` (see ``_fit_affine``); ``b`` is warped onto ``a``'s window with it,
+    both holes (union, in ``a``'s coordinates) are filled with the same smooth surface in both frames, and DIS
+    measures only the residual motion, which is completed harmonically inside the union. The result is the affine
+    motion composed with the residual, so a rigid camera's motion is exact inside the hole.
 
     Returns:
-        `(h, w, 2)` float32, the flow ``a -> b``.
+        The flow ``a -> b`` on the window (see ``_Flow``).
     """
-    h, w = a.shape
     if affine is None:  # too little background to fit a camera motion: plain flow, completed
-        return harmonic_fill(dis.calc(a, b, None), hole_a | hole_b, iterations=4)
+        return _Flow(harmonic_fill(dis.calc(a, b, None), hole_a | hole_b, iterations=4))
     flags = cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP
-    b_on_a = cv2.warpAffine(b, affine, (w, h), flags=flags, borderMode=cv2.BORDER_REPLICATE)
-    hole_b_on_a = cv2.warpAffine(hole_b.astype(np.uint8), affine, (w, h), flags=flags, borderValue=0) > 0
-    hole = hole_a | hole_b_on_a
-    pair = np.stack([a, b_on_a], axis=-1).astype(np.float32)
+    # window of a; the affine map moved so that the window's corner is its origin
+    y0, y1, x0, x1 = _crop_box(hole_a | hole_b, _FLOW_MARGIN)
+    size = (x1 - x0, y1 - y0)
+    shifted = affine.copy()
+    shifted[:, 2] += affine[:, :2] @ np.array([x0, y0], np.float64)
+    b_on_a = cv2.warpAffine(b, shifted, size, flags=flags, borderMode=cv2.BORDER_REPLICATE)
+    hole_b_on_a = cv2.warpAffine(hole_b.view(np.uint8), shifted, size, flags=flags, borderValue=0) > 0
+    hole = hole_a[y0:y1, x0:x1] | hole_b_on_a
+    pair = np.empty((y1 - y0, x1 - x0, 2), np.float32)
+    pair[..., 0], pair[..., 1] = a[y0:y1, x0:x1], b_on_a
     pair = np.clip(np.rint(harmonic_fill(pair, hole, iterations=0)), 0, 255).astype(np.uint8)
     residual = dis.calc(np.ascontiguousarray(pair[..., 0]), np.ascontiguousarray(pair[..., 1]), None)
     residual = harmonic_fill(residual, hole, iterations=4)
-    gx, gy = np.meshgrid(np.arange(w, dtype=np.float32), np.arange(h, dtype=np.float32))
+    gx = np.arange(x0, x1, dtype=np.float32)[None, :]
+    gy = np.arange(y0, y1, dtype=np.float32)[:, None]
     px, py = gx + residual[..., 0], gy + residual[..., 1]
-    flow = np.empty((h, w, 2), np.float32)
-    flow[..., 0] = affine[0, 0] * px + affine[0, 1] * py + affine[0, 2] - gx
-    flow[..., 1] = affine[1, 0] * px + affine[1, 1] * py + affine[1, 2] - gy
-    return flow
+    flow = np.empty_like(residual)
+    flow[..., 0] = affine[0, 0] * px + affine[0, 1] * py + (affine[0, 2] - gx)
+    flow[..., 1] = affine[1, 0] * px + affine[1, 1] * py + (affine[1, 2] - gy)
+    return _Flow(flow, x0, y0)
 
 
 def _grow(mask: np.ndarray, pixels: int) -> np.ndarray:
@@ -263,7 +300,7 @@ def _grow(mask: np.ndarray, pixels: int) -> np.ndarray:
 
 def _completed_flows(
     grey: np.ndarray, holes: np.ndarray, preset: FlowPreset
-) -> tuple[list[np.ndarray | None], list[np.ndarray | None]]:
+) -> tuple[list[_Flow | None], list[_Flow | None]]:
     """Background flows between neighbouring frames, completed inside the holes (see ``_stabilised_flow``).
 
     Args:
@@ -271,13 +308,14 @@ def _completed_flows(
         holes (`np.ndarray` of shape `(num_frames, h, w)`, bool): downscaled, grown masks.
 
     Returns:
-        ``forward[t]`` (t → t+1, None for the last frame) and ``backward[t]`` (t → t-1, None for the first), each
-        `(h, w, 2)` float32 in downscaled pixels; None as well where frame t has no hole (never needed).
+        ``forward[t]`` (t → t+1, None for the last frame) and ``backward[t]`` (t → t-1, None for the first), each a
+        ``_Flow`` in downscaled pixels covering frame t's hole; None as well where frame t has no hole (never
+        needed).
     """
     num_frames = grey.shape[0]
     dis = cv2.DISOpticalFlow_create(_PRESETS[preset])
-    forward: list[np.ndarray | None] = [None] * num_frames
-    backward: list[np.ndarray | None] = [None] * num_frames
+    forward: list[_Flow | None] = [None] * num_frames
+    backward: list[_Flow | None] = [None] * num_frames
     for t in range(num_frames - 1):
         if not (holes[t].any() or holes[t + 1].any()):
             continue
@@ -293,10 +331,19 @@ def _completed_flows(
 
 
 # ----------------------------------------------------------------------------------------------- propagation
+def _as_grid(values: np.ndarray) -> np.ndarray:
+    """`(n,)` values as a `(rows, _COLS)` float32 image (zero-padded) that OpenCV can use as a remap coordinate map;
+    the first ``n`` entries of the flattened result are the values."""
+    rows = -(-len(values) // _COLS)
+    grid = np.zeros(rows * _COLS, np.float32)
+    grid[: len(values)] = values
+    return grid.reshape(rows, _COLS)
+
+
 def _propagate_sources(
     masks: np.ndarray,
     holes_at: list[tuple[np.ndarray, np.ndarray]],
-    flows: list[np.ndarray | None],
+    flows: list[_Flow | None],
     order: range,
     step: int,
     scale: tuple[float, float],
@@ -315,9 +362,7 @@ def _propagate_sources(
         frame t in row-major order (``np.nonzero(masks[t])``).
     """
     num_frames, height, width = masks.shape
-    identity = np.zeros((height * width, 4), np.float32)
-    identity[:, 3] = 1.0
-    state = identity.copy()  # flat (height * width, 4)
+    state = np.tile(_OBSERVED, (height * width, 1))  # flat (height * width, 4)
     state_image = state.reshape(height, width, 4)
     flat_at = [ys * width + xs for ys, xs in holes_at]
     sources: list[np.ndarray] = [np.zeros((0, 3), np.float32)] * num_frames
@@ -339,15 +384,12 @@ def _propagate_sources(
             inherited[:, 3] = valid[n]
             state[flat_at[n]] = inherited
         # hole pixels as a (rows, cols) grid of points; the flow sampled there from the low-resolution field
-        rows = -(-len(ys) // _COLS)
-        px = np.zeros(rows * _COLS, np.float32)
-        py = np.zeros(rows * _COLS, np.float32)
-        px[: len(xs)], py[: len(ys)] = xs, ys
-        px, py = px.reshape(rows, _COLS), py.reshape(rows, _COLS)
+        px, py = _as_grid(xs), _as_grid(ys)
+        window = flows[t]
         flow = cv2.remap(
-            flows[t],
-            (px + 0.5) * scale[0] - 0.5,
-            (py + 0.5) * scale[1] - 0.5,
+            window.field,
+            (px + 0.5) * scale[0] - 0.5 - window.x0,
+            (py + 0.5) * scale[1] - 0.5 - window.y0,
             cv2.INTER_LINEAR,
             borderMode=cv2.BORDER_REPLICATE,
         )
@@ -356,7 +398,7 @@ def _propagate_sources(
         lin = cv2.remap(state_image, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
         near = cv2.remap(state_image, map_x, map_y, cv2.INTER_NEAREST, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
         if len(flat_at[n]):
-            state[flat_at[n]] = identity[flat_at[n]]
+            state[flat_at[n]] = _OBSERVED
         lin, near = lin.reshape(-1, 4)[: len(ys)], near.reshape(-1, 4)[: len(ys)]
         # bilinear coordinates are exact where all four neighbours share one source frame; otherwise take the nearest
         smooth = (lin[:, 3] > 0.999) & (np.abs(lin[:, 0] - near[:, 0]) < 1e-3)
@@ -378,35 +420,42 @@ def _sample_sources(frames: np.ndarray, masks: np.ndarray, src: np.ndarray) -> n
     Returns `(n, 3)` float32.
     """
     n = len(src)
-    out = np.zeros((n, 3), np.float32)
     frame_of = np.rint(src[:, 0]).astype(np.int16)
     order = np.argsort(frame_of, kind="stable")
     bounds = np.searchsorted(frame_of[order], np.arange(masks.shape[0] + 1))
-    cols = _COLS
+    by_frame = src[order]  # the points grouped by source frame: each frame's points are one slice
+    colours = np.empty((n, 3), np.float32)
+    height, width = masks.shape[1:]
     for f in range(masks.shape[0]):
-        sel = order[bounds[f] : bounds[f + 1]]
-        if not len(sel):
+        lo, hi = int(bounds[f]), int(bounds[f + 1])
+        if lo == hi:
             continue
+        xs, ys = by_frame[lo:hi, 1], by_frame[lo:hi, 2]
         # only the bounding box of the requested points (plus the bilinear neighbours) is premultiplied
-        height, width = masks.shape[1:]
-        x0 = int(np.clip(np.floor(src[sel, 1].min()) - 1, 0, width - 1))
-        x1 = int(np.clip(np.ceil(src[sel, 1].max()) + 2, x0 + 1, width))
-        y0 = int(np.clip(np.floor(src[sel, 2].min()) - 1, 0, height - 1))
-        y1 = int(np.clip(np.ceil(src[sel, 2].max()) + 2, y0 + 1, height))
+        x0 = int(np.clip(np.floor(xs.min()) - 1, 0, width - 1))
+        x1 = int(np.clip(np.ceil(xs.max()) + 2, x0 + 1, width))
+        y0 = int(np.clip(np.floor(ys.min()) - 1, 0, height - 1))
+        y1 = int(np.clip(np.ceil(ys.max()) + 2, y0 + 1, height))
         observed = (~masks[f, y0:y1, x0:x1]).astype(np.float32)
         crop = frames[f, y0:y1, x0:x1]
         premultiplied = np.dstack([crop.astype(np.float32) * observed[..., None], observed])
-        rows = -(-len(sel) // cols)
-        map_x = np.zeros(rows * cols, np.float32)
-        map_y = np.zeros(rows * cols, np.float32)
-        map_x[: len(sel)], map_y[: len(sel)] = src[sel, 1] - x0, src[sel, 2] - y0
-        map_x, map_y = map_x.reshape(rows, cols), map_y.reshape(rows, cols)
+        map_x, map_y = _as_grid(xs - x0), _as_grid(ys - y0)
         lin = cv2.remap(premultiplied, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
-        lin = lin.reshape(-1, 4)[: len(sel)]
-        near = cv2.remap(np.ascontiguousarray(crop), map_x, map_y, cv2.INTER_NEAREST, borderMode=cv2.BORDER_REPLICATE)
-        near = near.reshape(-1, 3)[: len(sel)].astype(np.float32)
-        weight = lin[:, 3:]
-        out[sel] = np.where(weight > 1e-3, lin[:, :3] / np.maximum(weight, 1e-3), near)
+        lin = lin.reshape(-1, 4)[: hi - lo]
+        weight = lin[:, 3]
+        np.divide(lin[:, :3], np.maximum(weight, 1e-3)[:, None], out=colours[lo:hi])
+        lonely = np.flatnonzero(weight <= 1e-3)  # no observed neighbour: the nearest pixel, masked or not
+        if len(lonely):
+            near = cv2.remap(
+                np.ascontiguousarray(crop),
+                _as_grid(xs[lonely] - x0),
+                _as_grid(ys[lonely] - y0),
+                cv2.INTER_NEAREST,
+                borderMode=cv2.BORDER_REPLICATE,
+            )
+            colours[lo + lonely] = near.reshape(-1, 3)[: len(lonely)]
+    out = np.empty((n, 3), np.float32)
+    out[order] = colours
     return out
 
 
@@ -450,7 +499,7 @@ def propagate_inpaint(
         report.elapsed_s = time.perf_counter() - start
         return PropagationResult(out, report)
 
-    holes_at = [np.nonzero(m) for m in masks]  # (ys, xs) of each frame's hole, row-major
+    holes_at = [np.divmod(np.flatnonzero(m), width) for m in masks]  # (ys, xs) of each frame's hole, row-major
     filled_at = [np.zeros(len(ys), bool) for ys, _ in holes_at]
     if num_frames > 1:
         # 1-2. flows on downscaled grey frames, completed inside the holes
@@ -499,9 +548,7 @@ def propagate_inpaint(
             if FRAME_WITHOUT_BACKGROUND not in flags:
                 flags.append(FRAME_WITHOUT_BACKGROUND)
             continue
-        remaining = np.zeros((height, width), bool)
-        remaining[ys[left], xs[left]] = True
-        out[t, ys[left], xs[left]] = _spatial_fill(out[t], remaining, spatial_radius)[ys[left], xs[left]]
+        out[t, ys[left], xs[left]] = _spatial_fill(out[t], ys[left], xs[left], spatial_radius)
     if hole_pixels and spatial > 0.5 * hole_pixels:
         flags.append(MOSTLY_SPATIAL_FILL)
 
@@ -511,16 +558,16 @@ def propagate_inpaint(
     return PropagationResult(out, report)
 
 
-def _spatial_fill(frame: np.ndarray, hole: np.ndarray, radius: int) -> np.ndarray:
-    """Telea inpainting of ``hole`` in one `(height, width, 3)` uint8 frame, on the hole's bounding box + margin."""
-    ys, xs = np.nonzero(hole)
+def _spatial_fill(frame: np.ndarray, ys: np.ndarray, xs: np.ndarray, radius: int) -> np.ndarray:
+    """Telea inpainting of the pixels ``(ys, xs)`` (not empty) of one `(height, width, 3)` uint8 frame, on their
+    bounding box + margin. Returns their colours, `(n, 3)` uint8."""
     margin = 2 * radius + 2
-    y0, y1 = max(ys.min() - margin, 0), min(ys.max() + margin + 1, hole.shape[0])
-    x0, x1 = max(xs.min() - margin, 0), min(xs.max() + margin + 1, hole.shape[1])
-    out = frame.copy()
-    crop = np.ascontiguousarray(frame[y0:y1, x0:x1])
-    out[y0:y1, x0:x1] = cv2.inpaint(crop, hole[y0:y1, x0:x1].astype(np.uint8), radius, cv2.INPAINT_TELEA)
-    return out
+    y0, y1 = max(int(ys.min()) - margin, 0), min(int(ys.max()) + margin + 1, frame.shape[0])
+    x0, x1 = max(int(xs.min()) - margin, 0), min(int(xs.max()) + margin + 1, frame.shape[1])
+    hole = np.zeros((y1 - y0, x1 - x0), np.uint8)
+    hole[ys - y0, xs - x0] = 1
+    filled = cv2.inpaint(np.ascontiguousarray(frame[y0:y1, x0:x1]), hole, radius, cv2.INPAINT_TELEA)
+    return filled[ys - y0, xs - x0]
 
 
 class PropagationEngine(InpaintEngine):

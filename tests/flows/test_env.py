@@ -47,3 +47,33 @@ def test_values_already_set_win(tmp_path: Path) -> None:
 def test_an_unreadable_profiles_file_means_no_server(tmp_path: Path) -> None:
     (tmp_path / "profiles.toml").write_text("this is [ not toml")
     assert configured_api_url({"PREFECT_HOME": str(tmp_path)}) is None
+
+
+def test_serial_opencv_holds_until_the_last_overlapping_block_ends() -> None:
+    import threading
+
+    import cv2
+
+    from flows.env import serial_opencv
+
+    before = cv2.getNumThreads()
+    cv2.setNumThreads(2)
+    try:
+        first_in, second_out = threading.Event(), threading.Event()
+
+        def other_run() -> None:
+            with serial_opencv():
+                first_in.wait(10)
+            second_out.set()
+
+        thread = threading.Thread(target=other_run)
+        with serial_opencv():
+            thread.start()
+            assert cv2.getNumThreads() == 1
+            first_in.set()
+            assert second_out.wait(10)
+            assert cv2.getNumThreads() == 1  # the other block ended, this one still runs
+        thread.join()
+        assert cv2.getNumThreads() == 2
+    finally:
+        cv2.setNumThreads(before)

@@ -279,3 +279,21 @@ def test_an_unloadable_reseg_segmenter_fails_the_batch_naming_the_path(clips, tm
     cat = Catalog(str(tmp_path / "cat"))
     assert [r["status"] for r in cat.query("SELECT status FROM runs", read_only=True).to_pylist()] == ["failed"]
     assert cat.query("SELECT count(*) AS n FROM pairs", read_only=True).to_pylist()[0]["n"] == 0
+
+
+def test_opencv_runs_on_the_calling_thread_during_a_run_and_its_setting_comes_back(
+    clips, tmp_path, monkeypatch
+) -> None:
+    import cv2
+
+    seen: list[int] = []
+    before = cv2.getNumThreads()
+    cv2.setNumThreads(2)
+    try:
+        summary = _run(clips, tmp_path / "cat", ScriptedEngine(on_call=lambda n: seen.append(cv2.getNumThreads())),
+                       monkeypatch)  # fmt: skip
+        assert summary.status == "completed"
+        assert seen == [1] * N_CLIPS  # the run's threads share the cores; OpenCV adds no pool of its own
+        assert cv2.getNumThreads() == 2  # the caller's setting is back
+    finally:
+        cv2.setNumThreads(before)

@@ -163,3 +163,22 @@ def test_small_and_thin_clips(shape: tuple[int, int, int]) -> None:
     result = propagate_inpaint(frames, masks)
     assert np.array_equal(result.frames[~masks], frames[~masks])
     assert result.report.propagated_pixels + result.report.spatial_pixels == int(masks.sum())
+
+
+@pytest.mark.parametrize(
+    "shape, box",
+    [((240, 360), (100, 130, 200, 260)), ((240, 360), (0, 3, 0, 2)), ((240, 360), (230, 240, 350, 360)),
+     ((32, 40), (10, 12, 30, 31)), ((240, 360), (0, 240, 0, 360))],
+)  # fmt: skip
+def test_the_flow_window_holds_the_holes_with_a_margin_and_room_for_dis(shape, box) -> None:
+    from tasks.engines.propagation import _FLOW_MARGIN, _MIN_FLOW_SIDE, _crop_box
+
+    hole = np.zeros(shape, bool)
+    hole[box[0] : box[1], box[2] : box[3]] = True
+    y0, y1, x0, x1 = _crop_box(hole, _FLOW_MARGIN)
+    assert 0 <= y0 < y1 <= shape[0] and 0 <= x0 < x1 <= shape[1]
+    assert not hole[:y0].any() and not hole[y1:].any() and not hole[:, :x0].any() and not hole[:, x1:].any()
+    assert y1 - y0 >= min(_MIN_FLOW_SIDE, shape[0]) and x1 - x0 >= min(_MIN_FLOW_SIDE, shape[1])
+    # the margin is there wherever the frame has room for it
+    assert y0 == max(box[0] - _FLOW_MARGIN, 0) or y1 - y0 == _MIN_FLOW_SIDE
+    assert x1 == min(box[3] + _FLOW_MARGIN, shape[1]) or x1 - x0 == _MIN_FLOW_SIDE

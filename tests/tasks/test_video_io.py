@@ -237,3 +237,18 @@ def test_a_frame_size_over_the_limit_is_refused_before_decoding(good_clips: dict
     with pytest.raises(InputError) as info:
         probe_video(path)
     assert info.value.reason == "frame_too_large" and info.value.input == path and "96x64" in str(info.value)
+
+
+def test_encoded_chroma_is_each_blocks_mean_colour() -> None:
+    from tasks.video_io import _yuv420p_frame
+
+    image = np.zeros((4, 6, 3), np.uint8)
+    image[0::2, 0::2] = (255, 0, 0)  # each 2x2 block: one red pixel, three blue ones
+    image[image.sum(-1) == 0] = (0, 0, 255)
+    planes = _yuv420p_frame(image).to_ndarray()  # (6, 6): 4 rows of Y, then U (one row of 2x3), then V
+    mean = np.full((2, 2, 3), np.round(image[:2, :2].reshape(-1, 3).mean(0)), np.uint8)
+    u, v = cv2.cvtColor(mean, cv2.COLOR_RGB2YUV_I420)[2]  # a uniform 2x2 image's chroma: its colour's
+    assert np.all(planes[4] == u) and np.all(planes[5] == v)  # the mean colour's chroma in every block
+    assert np.array_equal(planes[:4], cv2.cvtColor(image, cv2.COLOR_RGB2YUV_I420)[:4])  # luma per pixel
+    top_left_only = cv2.cvtColor(image, cv2.COLOR_RGB2YUV_I420)[4:]  # OpenCV's own 4:2:0 chroma
+    assert not np.array_equal(top_left_only, planes[4:])
