@@ -116,15 +116,22 @@ def iter_clips(
     source_id: str,
     *,
     storage_options: Mapping[str, Any] | None = None,
+    fitted: Mapping[int, np.ndarray] | None = None,
 ) -> Iterator[Clip]:
     """Decode the ``windows`` of one source in a single forward pass and yield one normalised :class:`Clip` at a time
-    (``frames`` ``(geometry.num_frames, geometry.height, geometry.width, 3)`` uint8)."""
+    (``frames`` ``(geometry.num_frames, geometry.height, geometry.width, 3)`` uint8).
+
+    ``fitted``: native frame index → that frame already decoded and fitted to the geometry, for every frame of the
+    windows (nothing is decoded then)."""
     check_geometry(geometry)
     indices = (i for window in windows for i in window.indices)
-    decoded = iter_frames_at(item.uri, indices, storage_options=storage_options)
+    decoded = iter(()) if fitted is not None else iter_frames_at(item.uri, indices, storage_options=storage_options)
     for window in windows:
         frames = np.empty((geometry.num_frames, geometry.height, geometry.width, 3), np.uint8)
         for slot, expected in enumerate(window.indices):
+            if fitted is not None:
+                frames[slot] = fitted[expected]
+                continue
             index, image = next(decoded)
             if index != expected:  # iter_frames_at yields exactly the wanted indices; anything else is a bad file
                 raise InputError(item.uri, "corrupt_video", f"expected frame {expected}, decoded frame {index}")

@@ -5,7 +5,9 @@ object (an ``InputError``, or anything unforeseen: a damaged archive, a decoder 
 and the batch goes on. Unforeseen ones get reason ``unexpected_error`` with the exception's type and text. Only
 problems of the run itself propagate: the catalog cannot be written, the segmenter's model does not load.
 Sources are processed one at a time and clips are decoded, encoded and stored one at a time, so memory stays
-bounded by one clip (plus one provided label map) whatever the sources' length.
+bounded by one clip (plus one provided label map) whatever the sources' length; a short range (at most
+``ONE_PASS_BYTES`` of frames at the clip geometry) is decoded once for both scene detection and its clips, and held
+while its clips are cut.
 
 Durability and resume (``record=True``, ``resume=True``): each clip's rows (its source, the clip, its objects, the
 failures met so far) are appended to the catalog as soon as the clip is done, so a killed run loses at most the clip
@@ -49,7 +51,7 @@ clip's, which is the first row's) and its ``label``, and its id includes the row
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -66,11 +68,17 @@ from tasks.annotate.selection import SelectionOptions, clip_measures, select_cli
 from tasks.clips import ClipWindow, check_geometry, frame_stride, item_range, iter_clips, plan_windows
 from tasks.errors import InputError
 from tasks.masks import encode_masks_npz
-from tasks.scenes import detect_scenes
+from tasks.scenes import detect_scenes, scenes_in_frames
 from tasks.segment import ProvidedSegmenter, Segmenter
 from tasks.timings import span
 from tasks.types import Clip, Failure, Geometry, ObjectMask, SourceItem, VideoInfo
-from tasks.video_io import STORED_CRF, STORED_PRESET, encode_mp4, probe_video
+from tasks.video_io import STORED_CRF, STORED_PRESET, STORED_TUNE, encode_mp4, fit_frame, iter_frames, probe_video
+
+
+ONE_PASS_BYTES = 128 << 20
+"""A frame range whose frames, fitted to the geometry, take at most this many bytes is decoded once: scenes are found
+on the decoded frames and the clips cut from them (holding them all). Longer ranges are decoded twice (scene detection
+on its own, then the clips' frames), so memory stays a few frames whatever the video's length."""
 
 
 @dataclass
@@ -341,15 +349,20 @@ def _ingest_group(
     plan_id = make_id("plan", source_id, start, end, geometry.as_dict(), scene_threshold, min_scene_len,
                       max_clips_per_source)  # fmt: skip
     windows = _planned_windows(catalog, plan_id) if resume else None
+    fitted: dict[int, np.ndarray] | None = None
     if windows is None:  # not every clip of this plan is in the catalog: split the range into scenes
-        scenes = detect_scenes(
-            lead.uri,
-            start=start,
-            end=end,
-            threshold=scene_threshold,
-            min_scene_len=min_scene_len,
-            storage_options=storage_options,
-        )
+        if (end - start) * geometry.height * geometry.width * 3 <= ONE_PASS_BYTES:
+            scenes, fitted = _scan_range(lead.uri, start, end, info, geometry, scene_threshold, min_scene_len,
+                                         storage_options)  # fmt: skip
+        else:
+            scenes = detect_scenes(
+                lead.uri,
+                start=start,
+                end=end,
+                threshold=scene_threshold,
+                min_scene_len=min_scene_len,
+                storage_options=storage_options,
+            )
         stride = frame_stride(info.fps, geometry)
         windows = plan_windows(scenes, start, end, stride, geometry, uri=lead.uri, max_clips=max_clips_per_source)
     keys = [item_row_key(item, segmenter) for item in group]
@@ -370,10 +383,12 @@ def _ingest_group(
     recorder.flush()
     if not todo:
         return
-    for clip in iter_clips(lead, info, todo, geometry, source_id, storage_options=storage_options):
+    for clip in iter_clips(lead, info, todo, geometry, source_id, storage_options=storage_options, fitted=fitted):
         if clip.clip_id not in done_clips:
             video_uri = _store(
-                catalog, encode_mp4(clip.frames, geometry.fps, crf=crf, preset=preset, threads=1), "mp4"
+                catalog,
+                encode_mp4(clip.frames, geometry.fps, crf=crf, preset=preset, tune=STORED_TUNE, threads=1),
+                "mp4",
             )
             extra = _annotate_clip(clip, group, annotation, result)
             row = {**_clip_row(clip, geometry, video_uri, run_id, plan_id, len(windows)), **extra}
@@ -401,6 +416,30 @@ def _ingest_group(
             clip.frames = np.empty((0, *clip.frames.shape[1:]), clip.frames.dtype)
         result.clips.append(clip)
         recorder.flush()  # this clip is durable before the next one is decoded
+
+
+def _scan_range(
+    uri: str,
+    start: int,
+    end: int,
+    info: VideoInfo,
+    geometry: Geometry,
+    scene_threshold: float,
+    min_scene_len: int,
+    storage_options: Mapping[str, Any] | None,
+) -> tuple[list[tuple[int, int]], dict[int, np.ndarray]]:
+    """One decoding pass over native frames ``[start, end)``: their scenes (``scenes_in_frames``, as
+    ``detect_scenes`` finds them) and every frame fitted to the geometry, by native index, for ``iter_clips``."""
+    fitted: dict[int, np.ndarray] = {}
+
+    def frames() -> Iterator[np.ndarray]:
+        for index, image in enumerate(iter_frames(uri, start, end, storage_options=storage_options), start):
+            fitted[index] = fit_frame(image, geometry.height, geometry.width, geometry.resize_mode)
+            yield image
+
+    scenes = scenes_in_frames(frames(), fps=info.fps, start=start, threshold=scene_threshold,
+                              min_scene_len=min_scene_len, uri=uri)  # fmt: skip
+    return scenes, fitted
 
 
 def _annotate_clip(

@@ -490,6 +490,11 @@ STORED_PRESET = "veryfast"
 """libx264 preset of the clips and renders the catalog stores. ``veryfast`` at crf 16 costs about half the CPU of
 ``medium`` at crf 18 for a similar picture (≈ 0.5–1 dB PSNR less, files ≈ 10–25% larger): encoding is a large share
 of the factory's CPU work per clip, and every clip is encoded twice (the ingested clip and its render)."""
+STORED_TUNE = "fastdecode"
+"""libx264 tuning of the clips and renders the catalog stores: no CABAC, no deblocking filter. They decode about a
+third faster (0.15 s against 0.22 s of CPU per 49×480×720 clip), for the factory (each render reads its clip, each
+score reads its render back) and for every training epoch that reads them, at the same PSNR (42.5 dB) and ≈ 8% larger
+files."""
 
 
 def _yuv420p_frame(image: np.ndarray) -> av.VideoFrame:
@@ -509,9 +514,9 @@ def _yuv420p_frame(image: np.ndarray) -> av.VideoFrame:
 
 
 def encode_stored(frames: np.ndarray | Iterable[np.ndarray], fps: float) -> bytes:
-    """:func:`encode_mp4` with the catalog's settings (:data:`STORED_CRF`, :data:`STORED_PRESET`), one encoding thread
-    (the factory encodes many clips side by side)."""
-    return encode_mp4(frames, fps, crf=STORED_CRF, preset=STORED_PRESET, threads=1)
+    """:func:`encode_mp4` with the catalog's settings (:data:`STORED_CRF`, :data:`STORED_PRESET`,
+    :data:`STORED_TUNE`), one encoding thread (the factory encodes many clips side by side)."""
+    return encode_mp4(frames, fps, crf=STORED_CRF, preset=STORED_PRESET, tune=STORED_TUNE, threads=1)
 
 
 def encode_mp4(
@@ -520,12 +525,14 @@ def encode_mp4(
     *,
     crf: int = 18,
     preset: str = "medium",
+    tune: str | None = None,
     threads: int | None = None,
 ) -> bytes:
     """Encode ``frames`` (a ``(T, H, W, 3)`` uint8 RGB array, or an iterable of ``(H, W, 3)`` frames, encoded as they
     arrive) with even H and W as H.264 yuv420p mp4 bytes at ``fps``.
 
-    ``crf`` (0–51, lower is better) and ``preset`` (ultrafast … veryslow) are libx264's; ``threads``: libx264's
+    ``crf`` (0–51, lower is better), ``preset`` (ultrafast … veryslow) and ``tune`` (film, fastdecode, …) are
+    libx264's; ``threads``: libx264's
     encoding threads (None: its own choice, about 1.5 per core; 1 costs about a quarter less CPU per clip, the better
     choice when many clips are encoded side by side). The mp4 index is written at
     the front (``+faststart``) for web playback. Raises ``ValueError`` for no frames, odd sizes or a wrong dtype.
@@ -546,6 +553,8 @@ def encode_mp4(
                     stream.height, stream.width = shape[:2]
                     stream.pix_fmt = "yuv420p"
                     stream.options = {"crf": str(int(crf)), "preset": preset}
+                    if tune:
+                        stream.options["tune"] = tune
                     if threads is not None:
                         stream.options["threads"] = str(int(threads))
                         stream.thread_count = int(threads)

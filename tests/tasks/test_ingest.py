@@ -288,3 +288,44 @@ def test_no_masks_and_no_segmenter_stops_before_ingest() -> None:
     check_masks_or_segmenter(bare, "sam3:/models/sam3")  # a segmenter: fine
     check_masks_or_segmenter([*bare, SourceItem(uri="c.mp4", mask_uri="c.npz")], "provided")  # some masks: fine
     check_masks_or_segmenter([], "provided")  # nothing discovered: the discovery failures say why
+
+
+def test_a_short_range_is_decoded_once_and_cut_like_two_passes(bikes: str, tmp_path, monkeypatch) -> None:
+    """Real footage with cuts: the one-pass path (scenes found on the frames decoded for the clips) gives the same
+    scenes, windows, clips and pixels as scene detection on the file followed by decoding the windows."""
+    import tasks.clips
+    import tasks.ingest
+
+    item = SourceItem(uri=bikes, label="bike")  # no mask: the object fails, the clips are what is compared
+
+    def ingest(name: str):
+        return ingest_batch([item], Catalog(tmp_path / name), geometry=CORPUS_GEOMETRY,
+                            segmenter=ProvidedSegmenter(), run_id=name, keep_arrays=True, preset="ultrafast")  # fmt: skip
+
+    two_pass = ingest("two")  # the file's scenes, then the windows decoded
+    opened: list[str] = []
+    iter_frames = tasks.ingest.iter_frames
+    monkeypatch.setattr(
+        tasks.ingest, "iter_frames", lambda uri, *a, **k: opened.append(uri) or iter_frames(uri, *a, **k)
+    )
+    monkeypatch.setattr(tasks.ingest, "detect_scenes", lambda *a, **k: pytest.fail("scenes detected on the file"))
+    monkeypatch.setattr(tasks.clips, "iter_frames_at", lambda *a, **k: pytest.fail("the windows decoded again"))
+    one_pass = ingest("one")
+    assert opened == [bikes]  # one decoding pass
+    clips = [(c["clip_id"], c["start_frame"], c["end_frame"], c["scene_index"]) for c in one_pass.rows["clips"]]
+    assert clips == [
+        (c["clip_id"], c["start_frame"], c["end_frame"], c["scene_index"]) for c in two_pass.rows["clips"]
+    ]
+    assert len({scene for *_, scene in clips}) > 1  # windows in several scenes: the cuts were found
+    for a, b in zip(one_pass.clips, two_pass.clips, strict=True):
+        assert np.array_equal(a.frames, b.frames)
+
+
+def test_a_long_range_is_scanned_for_scenes_without_holding_its_frames(bikes: str, tmp_path, monkeypatch) -> None:
+    import tasks.ingest
+
+    monkeypatch.setattr(tasks.ingest, "ONE_PASS_BYTES", 64 * 96 * 3 * 100)  # bikes' 250 frames do not fit
+    monkeypatch.setattr(tasks.ingest, "iter_frames", lambda *a, **k: pytest.fail("the range held in memory"))
+    result = ingest_batch([SourceItem(uri=bikes, label="bike")], Catalog(tmp_path / "c"), geometry=CORPUS_GEOMETRY,
+                          segmenter=ProvidedSegmenter(), run_id="r", preset="ultrafast")  # fmt: skip
+    assert len({c["scene_index"] for c in result.rows["clips"]}) > 1

@@ -86,6 +86,7 @@ def test_each_clip_is_recorded_when_done_and_a_rerun_decodes_nothing(good_clips:
     ]
     recorded_at_clip: list[int] = []
     real_iter, real_detect = ingest_module.iter_clips, ingest_module.detect_scenes
+    real_frames, real_scenes = ingest_module.iter_frames, ingest_module.scenes_in_frames
 
     def watching_iter(*args, **kwargs):  # how many clips the catalog holds when each next clip is decoded
         for clip in real_iter(*args, **kwargs):
@@ -102,6 +103,7 @@ def test_each_clip_is_recorded_when_done_and_a_rerun_decodes_nothing(good_clips:
 
     monkeypatch.setattr(ingest_module, "iter_clips", no_decoding)
     monkeypatch.setattr(ingest_module, "detect_scenes", no_decoding)  # every clip of each plan is there: no split
+    monkeypatch.setattr(ingest_module, "iter_frames", no_decoding)  # (short sources split on decoded frames)
     fragments = {t: len(catalog.fragments(t)) for t in ("sources", "clips", "objects")}
     second = _ingest(items, catalog, record=True)
     assert second.skipped_clips == 2 and not second.failures
@@ -115,6 +117,10 @@ def test_each_clip_is_recorded_when_done_and_a_rerun_decodes_nothing(good_clips:
     detected = []
     monkeypatch.setattr(
         ingest_module, "detect_scenes", lambda uri, **kw: detected.append(uri) or real_detect(uri, **kw)
+    )
+    monkeypatch.setattr(ingest_module, "iter_frames", real_frames)
+    monkeypatch.setattr(
+        ingest_module, "scenes_in_frames", lambda frames, **kw: detected.append(kw["uri"]) or real_scenes(frames, **kw)
     )
     third = _ingest(items, catalog, record=True, scene_threshold=30.0)
     assert sorted(detected) == sorted(good_clips["videos"]) and third.skipped_clips == 2
@@ -150,14 +156,15 @@ def test_an_unexpected_exception_fails_only_its_item(bad_corpus: dict, good_clip
     """A bug-like exception in one source (scene detection) and in one row's segmentation: failure rows naming the
     input, stage and exception; the other rows still give objects."""
     broken_video, fine_video = good_clips["videos"]
-    real_detect = ingest_module.detect_scenes
+    real_scenes = ingest_module.scenes_in_frames
 
-    def detect(uri, **kwargs):
-        if uri == broken_video:
+    def scenes(frames, **kwargs):  # (these short sources are split on the frames decoded for their clips)
+        if kwargs["uri"] == broken_video:
             raise ZeroDivisionError("scene detector blew up")
-        return real_detect(uri, **kwargs)
+        return real_scenes(frames, **kwargs)
 
-    monkeypatch.setattr(ingest_module, "detect_scenes", detect)
+    monkeypatch.setattr(ingest_module, "scenes_in_frames", scenes)
+    monkeypatch.setattr(ingest_module, "detect_scenes", lambda *a, **k: pytest.fail("short sources: one pass"))
     real_segment = ProvidedSegmenter.segment
 
     def segment(self, clip, *, video=None):

@@ -37,3 +37,22 @@ def test_single_shot_and_truncated_range(bunny: str, bad_corpus: dict) -> None:
     with pytest.raises(InputError) as err:
         detect_scenes(bad_corpus["good"], end=80)  # the file has 40 frames
     assert err.value.reason == "truncated_video" and bad_corpus["good"] in str(err.value)
+
+
+@pytest.mark.parametrize("start, end, min_scene_len", [(0, 250, 15), (50, 200, 15), (0, 250, 50), (100, 160, 15)])
+def test_scenes_of_decoded_frames_equal_the_videos(bikes: str, start: int, end: int, min_scene_len: int) -> None:
+    from tasks.scenes import scenes_in_frames
+    from tasks.video_io import iter_frames, probe_video
+
+    fps = probe_video(bikes).fps
+    decoded = scenes_in_frames(iter_frames(bikes, start, end), fps=fps, start=start, min_scene_len=min_scene_len)
+    assert decoded == detect_scenes(bikes, start=start, end=end, min_scene_len=min_scene_len)
+    assert len(decoded) > 1 or (start, end) == (100, 160)  # cuts were there to find
+
+
+def test_scenes_of_no_frames_is_an_input_error() -> None:
+    from tasks.scenes import scenes_in_frames
+
+    with pytest.raises(InputError) as err:
+        scenes_in_frames(iter([]), fps=25.0, uri="empty.mp4")
+    assert err.value.reason == "too_few_frames" and "empty.mp4" in str(err.value)
