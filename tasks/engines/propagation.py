@@ -7,7 +7,8 @@ How a clip is filled (all steps vectorised with OpenCV/numpy; no per-pixel Pytho
 2. Flow completion, estimated on the background only: the camera's motion between the two frames is fitted as an
    affine map on the vectors outside both holes; the second frame is warped onto the first with it, both holes are
    painted over with the same smooth surface in both frames (so the object leaves no motion signal), and DIS
-   measures the residual motion, which is replaced inside the holes by a harmonic (Laplace) interpolation from the
+   measures the residual motion on a window around the holes (their bounding box plus ``_FLOW_MARGIN`` pixels: the
+   only flow propagation reads), which is replaced inside the holes by a harmonic (Laplace) interpolation from the
    boundary, solved coarse to fine. The flow is the affine motion composed with the residual: exact inside the hole
    for static, panning and zooming cameras, and a smooth continuation of the surroundings otherwise.
 3. Propagation by chained flows: a backward-in-time pass (t = T-2 … 0) lets each hole pixel follow the completed
