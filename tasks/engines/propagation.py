@@ -466,7 +466,7 @@ def propagate_inpaint(
     *,
     flow_scale: float = 0.5,
     flow_preset: FlowPreset = "ultrafast",
-    spatial_radius: int = 5,
+    spatial_radius: int = 3,
     name: str = "clip",
 ) -> PropagationResult:
     """Fill ``masks`` in ``frames`` by bidirectional flow propagation, then spatial inpainting.
@@ -594,7 +594,7 @@ class PropagationEngine(InpaintEngine):
         flow_scale: float = 0.5,
         flow_preset: FlowPreset = "ultrafast",
         dilation_radius: int = 0,
-        spatial_radius: int = 5,
+        spatial_radius: int = 3,
     ):
         if not 0 < flow_scale <= 1:
             raise ValueError(f"PropagationEngine: flow_scale must be in (0, 1], got {flow_scale}")
