@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import sys
 from pathlib import Path
+
+import pytest
 
 from flows.env import apply_local_defaults, configured_api_url
 
@@ -77,3 +81,49 @@ def test_serial_opencv_holds_until_the_last_overlapping_block_ends() -> None:
         assert cv2.getNumThreads() == 2
     finally:
         cv2.setNumThreads(before)
+
+
+_ARENAS_PROBE = """
+import ctypes, os, sys, threading
+sys.path.insert(0, {root!r})
+from flows.env import limit_malloc_arenas
+if sys.argv[1] == "capped":
+    assert limit_malloc_arenas(2)
+libc = ctypes.CDLL("libc.so.6")
+libc.malloc.restype, libc.malloc.argtypes = ctypes.c_void_p, [ctypes.c_size_t]
+libc.free.argtypes = [ctypes.c_void_p]
+start = threading.Barrier(8)
+
+def churn():
+    start.wait()
+    for _ in range(2000):
+        libc.free(libc.malloc(4096))
+
+threads = [threading.Thread(target=churn) for _ in range(8)]
+[t.start() for t in threads]
+[t.join() for t in threads]
+libc.open_memstream.restype = ctypes.c_void_p
+libc.malloc_info.argtypes, libc.fclose.argtypes = [ctypes.c_int, ctypes.c_void_p], [ctypes.c_void_p]
+buf, size = ctypes.c_char_p(), ctypes.c_size_t()
+stream = libc.open_memstream(ctypes.byref(buf), ctypes.byref(size))
+libc.malloc_info(0, stream)
+libc.fclose(stream)
+print(ctypes.string_at(buf, size.value).decode().count("<heap nr="))
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's malloc arenas")
+def test_threads_share_at_most_two_malloc_arenas(tmp_path: Path) -> None:
+    import subprocess
+
+    root = str(Path(__file__).resolve().parents[2])
+    probe = tmp_path / "probe.py"
+    probe.write_text(_ARENAS_PROBE.format(root=root))
+    env = {k: v for k, v in os.environ.items() if k != "MALLOC_ARENA_MAX"}
+
+    def heaps(mode: str) -> int:
+        out = subprocess.run([sys.executable, str(probe), mode], capture_output=True, text=True, env=env, check=True)
+        return int(out.stdout.strip())
+
+    assert heaps("capped") <= 2
+    assert heaps("default") > 2  # negative control: eight threads allocating at once get arenas of their own
