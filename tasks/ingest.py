@@ -257,6 +257,7 @@ def ingest_batch(
     qa: MaskQAOptions | None = None,
     crf: int = STORED_CRF,
     preset: str = STORED_PRESET,
+    tune: str | None = STORED_TUNE,
     storage_options: Mapping[str, Any] | None = None,
     keep_arrays: bool = False,
     record: bool = False,
@@ -274,7 +275,7 @@ def ingest_batch(
         min_scene_len, scene_threshold: PySceneDetect ContentDetector settings (native frames, HSV score).
         max_clips_per_source: at most this many windows per item (per group of items sharing a video and range).
         qa: mask QA thresholds (ignored when ``annotation`` is given: its ``selection`` holds them).
-        crf, preset: libx264 settings of the normalised clip mp4.
+        crf, preset, tune: libx264 settings of the normalised clip mp4.
         storage_options: fsspec options for reading sources and masks.
         keep_arrays: keep clip frames and object masks in the result (memory grows with the batch).
         record: append the rows and failures to the catalog as each clip is done (ids already there are skipped),
@@ -302,10 +303,11 @@ def ingest_batch(
     for item in items:
         groups.setdefault(_group_key(item), []).append(item)
 
+    encoding = {"crf": crf, "preset": preset, "tune": tune}  # of the stored clips
     seen_sources: set[str] = set()
     for group in groups.values():
         try:
-            _ingest_group(group, catalog, geometry, segmenter, provided, run_id, annotation, crf, preset, storage_options,
+            _ingest_group(group, catalog, geometry, segmenter, provided, run_id, annotation, encoding, storage_options,
                           keep_arrays, resume, min_scene_len, scene_threshold, max_clips_per_source, seen_sources,
                           result, recorder)  # fmt: skip
         except _CatalogWriteError as exc:
@@ -326,8 +328,7 @@ def _ingest_group(
     provided: ProvidedSegmenter,
     run_id: str,
     annotation: Annotation,
-    crf: int,
-    preset: str,
+    encoding: dict[str, Any],
     storage_options: Mapping[str, Any] | None,
     keep_arrays: bool,
     resume: bool,
@@ -387,7 +388,7 @@ def _ingest_group(
         if clip.clip_id not in done_clips:
             video_uri = _store(
                 catalog,
-                encode_mp4(clip.frames, geometry.fps, crf=crf, preset=preset, tune=STORED_TUNE, threads=1),
+                encode_mp4(clip.frames, geometry.fps, **encoding, threads=1),
                 "mp4",
             )
             extra = _annotate_clip(clip, group, annotation, result)
