@@ -104,6 +104,14 @@ class PropagationResult:
 _LAPLACE = np.array([[0, 0.25, 0], [0.25, 0, 0.25], [0, 0.25, 0]], np.float32)
 
 
+def _points_box(ys: np.ndarray, xs: np.ndarray, margin: int, shape: tuple[int, ...]) -> tuple[int, int, int, int]:
+    """``(y0, y1, x0, x1)``: the bounding box of the points ``(ys, xs)`` (not empty) grown by ``margin``, within a
+    frame of ``shape`` ``(height, width)``."""
+    y0, y1 = max(int(ys.min()) - margin, 0), min(int(ys.max()) + margin + 1, shape[0])
+    x0, x1 = max(int(xs.min()) - margin, 0), min(int(xs.max()) + margin + 1, shape[1])
+    return y0, y1, x0, x1
+
+
 def harmonic_fill(values: np.ndarray, unknown: np.ndarray, *, iterations: int = 6) -> np.ndarray:
     """Fill ``unknown`` pixels by a harmonic (Laplace) interpolation of the known ones, coarse to fine.
 
@@ -122,10 +130,7 @@ def harmonic_fill(values: np.ndarray, unknown: np.ndarray, *, iterations: int = 
         out[:] = 0
         return out
     # work on the bounding box of the unknown pixels plus a margin of known ones
-    ys, xs = np.nonzero(unknown)
-    margin = 4
-    y0, y1 = max(ys.min() - margin, 0), min(ys.max() + margin + 1, unknown.shape[0])
-    x0, x1 = max(xs.min() - margin, 0), min(xs.max() + margin + 1, unknown.shape[1])
+    y0, y1, x0, x1 = _points_box(*np.nonzero(unknown), 4, unknown.shape)
     out[y0:y1, x0:x1] = _fill_pyramid(out[y0:y1, x0:x1], unknown[y0:y1, x0:x1], iterations)
     return out
 
@@ -564,9 +569,7 @@ def propagate_inpaint(
 def _spatial_fill(frame: np.ndarray, ys: np.ndarray, xs: np.ndarray, radius: int) -> np.ndarray:
     """Telea inpainting of the pixels ``(ys, xs)`` (not empty) of one `(height, width, 3)` uint8 frame, on their
     bounding box + margin. Returns their colours, `(n, 3)` uint8."""
-    margin = 2 * radius + 2
-    y0, y1 = max(int(ys.min()) - margin, 0), min(int(ys.max()) + margin + 1, frame.shape[0])
-    x0, x1 = max(int(xs.min()) - margin, 0), min(int(xs.max()) + margin + 1, frame.shape[1])
+    y0, y1, x0, x1 = _points_box(ys, xs, 2 * radius + 2, frame.shape[:2])
     hole = np.zeros((y1 - y0, x1 - x0), np.uint8)
     hole[ys - y0, xs - x0] = 1
     filled = cv2.inpaint(np.ascontiguousarray(frame[y0:y1, x0:x1]), hole, radius, cv2.INPAINT_TELEA)
