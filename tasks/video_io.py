@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import functools
 import itertools
 import os
 import queue
@@ -497,6 +498,39 @@ score reads its render back) and for every training epoch that reads them, at th
 files."""
 
 
+_X264_AVX512 = frozenset({"avx512f", "avx512cd", "avx512bw", "avx512dq", "avx512vl"})  # what libx264 needs for it
+X264_WITHOUT_AVX512 = "asm=SSE2Fast,AVX2"
+"""libx264's CPU features on a processor with AVX-512: everything it detects on such a processor except AVX-512."""
+
+
+def x264_params(cpu_flags: Iterable[str] | None = None) -> str | None:
+    """Extra libx264 parameters that make its output a function of its input, or None where none are needed.
+
+    With its AVX-512 code, libx264 (as PyAV bundles it) encodes the same frames into different streams from one call
+    to the next: on an AVX-512 machine, 2 to 11 of 12 encodes of one clip in one process differed from the first
+    (decoded pixels up to 20 levels apart; the first encode of a process was always the same). Its macroblock-tree
+    rate control is where it happens (``mbtree=0`` is deterministic, at ≈ 0.3 dB less for the same size); without
+    AVX-512 every encode is identical. Stored media are content-addressed and ``vpf reproduce`` expects a CPU engine's
+    render to be bit-identical, so encodes leave AVX-512 out (≈ 5% more CPU per encode). ``cpu_flags``: the processor's feature flags as Linux names them
+    (default: read from ``/proc/cpuinfo``; elsewhere none are known and libx264 keeps its own choice).
+    """
+    if cpu_flags is None:
+        cpu_flags = _cpu_flags()
+    return X264_WITHOUT_AVX512 if _X264_AVX512 <= set(cpu_flags) else None
+
+
+@functools.cache
+def _cpu_flags() -> frozenset[str]:
+    try:
+        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    return frozenset(line.partition(":")[2].split())
+    except OSError:
+        pass
+    return frozenset()
+
+
 def _yuv420p_frame(image: np.ndarray) -> av.VideoFrame:
     """An `(H, W, 3)` uint8 RGB image (even H and W) as a yuv420p frame, converted by OpenCV: BT.601 limited range,
     the matrix FFmpeg assumes when it decodes untagged video. OpenCV's 4:2:0 conversion takes each 2×2 block's chroma
@@ -555,6 +589,8 @@ def encode_mp4(
                     stream.options = {"crf": str(int(crf)), "preset": preset}
                     if tune:
                         stream.options["tune"] = tune
+                    if params := x264_params():
+                        stream.options["x264-params"] = params
                     if threads is not None:
                         stream.options["threads"] = str(int(threads))
                         stream.thread_count = int(threads)

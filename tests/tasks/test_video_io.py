@@ -13,6 +13,7 @@ import pytest
 from tasks.errors import InputError
 from tasks.video_io import (
     encode_mp4,
+    encode_stored,
     fit_box,
     fit_frame,
     iter_frames,
@@ -252,3 +253,23 @@ def test_encoded_chroma_is_each_blocks_mean_colour() -> None:
     assert np.array_equal(planes[:4], cv2.cvtColor(image, cv2.COLOR_RGB2YUV_I420)[:4])  # luma per pixel
     top_left_only = cv2.cvtColor(image, cv2.COLOR_RGB2YUV_I420)[4:]  # OpenCV's own 4:2:0 chroma
     assert not np.array_equal(top_left_only, planes[4:])
+
+
+def test_stored_encodes_are_bit_identical_at_clip_size() -> None:
+    """Content-addressed media and ``vpf reproduce`` need one stream per input; libx264's AVX-512 code gave a
+    different one in most later encodes of a process (see ``x264_params``)."""
+    from tasks.synthetic import CAMERAS, make_scene
+
+    frames = make_scene(CAMERAS[1], num_frames=17, height=480, width=720, num_objects=1, seed=3).frames
+    streams = {encode_stored(frames, 8.0) for _ in range(8)}
+    assert len(streams) == 1
+
+
+def test_x264_leaves_avx512_out_only_where_the_cpu_has_it() -> None:
+    from tasks.video_io import X264_WITHOUT_AVX512, x264_params
+
+    skylake_x = "fpu sse2 ssse3 sse4_1 sse4_2 avx avx2 fma bmi1 bmi2 avx512f avx512dq avx512cd avx512bw avx512vl"
+    assert x264_params(skylake_x.split()) == X264_WITHOUT_AVX512
+    assert x264_params(skylake_x.replace(" avx512vl", "").split()) is None  # libx264 needs all five to use it
+    assert x264_params("fpu sse2 ssse3 sse4_1 sse4_2 avx avx2 fma bmi1 bmi2".split()) is None
+    assert x264_params([]) is None  # not Linux, or no /proc: libx264 keeps its own choice
