@@ -41,7 +41,7 @@ from pydantic import BaseModel, Field
 
 from catalog import ids
 from catalog.store import Catalog
-from flows.env import limit_malloc_arenas, serial_opencv
+from flows.env import limit_malloc_arenas, numpy_without_huge_pages, serial_opencv
 from flows.progress import report
 from flows.render import BatchSummary, gpu_slot, make_engine, make_judge, render_and_record
 from tasks.annotate.specs import check_masks_or_segmenter
@@ -143,6 +143,7 @@ def build_pairs(config: RunConfig) -> RunSummary:
     """Make editing pairs from ``config.source`` into ``config.catalog`` (see ``tasks.config.RunConfig``)."""
     logger = get_run_logger()
     limit_malloc_arenas()  # before the run's threads start (a no-op when the CLI did it)
+    numpy_without_huge_pages()
     started = datetime.now(timezone.utc)
     run_id, flow_run_id = _run_id()
     cat = Catalog(config.catalog, storage_options=config.storage_options)

@@ -32,7 +32,7 @@ from prefect.states import Completed
 from pydantic import BaseModel, Field
 
 from catalog.store import Catalog
-from flows.env import limit_malloc_arenas, serial_opencv
+from flows.env import limit_malloc_arenas, numpy_without_huge_pages, serial_opencv
 from tasks.config import RenderConfig
 from tasks.contracts import InpaintEngine, Judge
 from tasks.stages import GateScorers, RenderJob, StageOutput, pending_jobs, record_rows, render_score_record, worker_id
@@ -110,6 +110,7 @@ def render_flow(
     ``run_deployment`` callers read from the API without any shared result storage.
     """
     limit_malloc_arenas()  # a worker's flow-run process: before the batch's threads start
+    numpy_without_huge_pages()
     cat = Catalog(catalog, storage_options=storage_options)
     engine = make_engine(config)
     with gpu_slot(config.gpu_slots) as limit, serial_opencv():

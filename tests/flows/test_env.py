@@ -127,3 +127,56 @@ def test_threads_share_at_most_two_malloc_arenas(tmp_path: Path) -> None:
 
     assert heaps("capped") <= 2
     assert heaps("default") > 2  # negative control: eight threads allocating at once get arenas of their own
+
+
+@pytest.fixture
+def numpy_huge_pages():
+    """numpy's huge-page setting, restored after the test; yields a function that reads it."""
+    from numpy._core.multiarray import _set_madvise_hugepage
+
+    before = _set_madvise_hugepage(True)
+
+    def current() -> bool:
+        value = _set_madvise_hugepage(True)
+        _set_madvise_hugepage(value)
+        return bool(value)
+
+    yield current
+    _set_madvise_hugepage(before)
+
+
+@pytest.mark.parametrize(
+    ("policy", "turned_off"),
+    [
+        ("always defer defer+madvise [madvise] never", True),
+        ("[always] defer defer+madvise madvise never", True),
+        ("always defer [defer+madvise] madvise never", True),
+        ("always [defer] defer+madvise madvise never", False),  # faults never wait for compaction: keep them
+        ("always defer defer+madvise madvise [never]", False),
+    ],
+)
+def test_numpy_huge_pages_go_only_where_their_faults_wait_for_compaction(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, numpy_huge_pages, policy: str, turned_off: bool
+) -> None:
+    from flows.env import numpy_without_huge_pages
+
+    monkeypatch.delenv("NUMPY_MADVISE_HUGEPAGE", raising=False)
+    defrag = tmp_path / "defrag"
+    defrag.write_text(policy + "\n")
+    assert numpy_huge_pages()
+    assert numpy_without_huge_pages(str(defrag)) is turned_off
+    assert numpy_huge_pages() is not turned_off
+
+
+def test_numpy_huge_pages_setting_in_the_environment_wins(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, numpy_huge_pages
+) -> None:
+    from flows.env import numpy_without_huge_pages
+
+    defrag = tmp_path / "defrag"
+    defrag.write_text("always defer defer+madvise [madvise] never\n")
+    monkeypatch.setenv("NUMPY_MADVISE_HUGEPAGE", "1")
+    assert not numpy_without_huge_pages(str(defrag)) and numpy_huge_pages()
+    monkeypatch.delenv("NUMPY_MADVISE_HUGEPAGE")
+    assert not numpy_without_huge_pages(str(tmp_path / "missing"))  # no such kernel setting: nothing changes
+    assert numpy_huge_pages()
