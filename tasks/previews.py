@@ -5,6 +5,8 @@ Both return bytes for ``Catalog.put_media``. Videos go through ``tasks.video_io.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import cv2
 import numpy as np
 
@@ -62,20 +64,30 @@ def _fit_masks(masks: np.ndarray, size: tuple[int, int]) -> np.ndarray:
 
 def side_by_side(frames: np.ndarray, masks: np.ndarray, edited: np.ndarray, *, height: int = 240) -> np.ndarray:
     """`(num_frames, height, 3 * width', 3)` uint8 panels: original | mask overlay | edited."""
+    return np.stack(list(_side_by_side_frames(frames, masks, edited, height)))
+
+
+def _side_by_side_frames(
+    frames: np.ndarray, masks: np.ndarray, edited: np.ndarray, height: int
+) -> Iterator[np.ndarray]:
+    """``side_by_side``'s frames one at a time, `(height, 3 * width', 3)` uint8 each (an encoder takes them as they
+    come: no clip-sized array of panels)."""
     if not (frames.shape == edited.shape and frames.shape[:3] == masks.shape):
         raise ValueError(f"shapes differ: frames {frames.shape}, masks {masks.shape}, edited {edited.shape}")
-    small = _fit_height(frames, height)  # overlay drawn at preview size: a full-size overlay costs 10x more
-    panels = [small, mask_overlay(small, _fit_masks(masks, small.shape[1:3])), _fit_height(edited, height)]
-    return np.concatenate(panels, axis=2)
+    for t in range(len(frames)):
+        small = _fit_height(frames[t : t + 1], height)  # overlay drawn at preview size: full size costs 10x more
+        overlay = mask_overlay(small, _fit_masks(masks[t : t + 1], small.shape[1:3]))
+        yield np.concatenate([small[0], overlay[0], _fit_height(edited[t : t + 1], height)[0]], axis=1)
 
 
 def side_by_side_mp4(
     frames: np.ndarray, masks: np.ndarray, edited: np.ndarray, fps: float, *, height: int = 240, crf: int = 23
 ) -> bytes:
-    """H.264 mp4 bytes of ``side_by_side`` (see there)."""
+    """H.264 mp4 bytes of ``side_by_side`` (see there), encoded frame by frame."""
     from tasks.video_io import encode_mp4
 
-    return encode_mp4(side_by_side(frames, masks, edited, height=height), fps, crf=crf, preset="veryfast", threads=1)
+    panels = _side_by_side_frames(frames, masks, edited, height)
+    return encode_mp4(panels, fps, crf=crf, preset="veryfast", threads=1)
 
 
 def contact_sheet(
