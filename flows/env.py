@@ -135,8 +135,8 @@ def numpy_without_huge_pages(defrag_path: str = THP_DEFRAG) -> bool:
     ``NUMPY_MADVISE_HUGEPAGE`` is set in the environment (numpy reads that itself). Returns whether it was turned off.
 
     A run allocates and frees arrays of tens of megabytes per clip (decoded clips, renders, masks) all the time; with
-    the ``madvise`` policy many of their first touches stalled in the kernel: in a 12-clip propagation run (2 cores,
-    49×480×720) the process spent 9–10 s in the kernel with huge pages and 5–5.5 s without, 0.3 s less CPU per clip.
+    the ``madvise`` policy many of their first touches stalled in the kernel: over six paired 12-clip propagation runs
+    (2 cores, 49×480×720) the process spent 7.5–10 s in the kernel with huge pages and 5.1–6.1 s without.
     """
     if os.environ.get("NUMPY_MADVISE_HUGEPAGE") is not None:
         return False

@@ -507,8 +507,8 @@ def x264_params(cpu_flags: Iterable[str] | None = None) -> str | None:
     """Extra libx264 parameters that make its output a function of its input, or None where none are needed.
 
     With its AVX-512 code, libx264 (as PyAV bundles it) encodes the same frames into different streams from one call
-    to the next: on an AVX-512 machine, 2 to 11 of 12 encodes of one clip in one process differed from the first
-    (decoded pixels up to 20 levels apart; the first encode of a process was always the same). Its macroblock-tree
+    to the next: on an AVX-512 machine, 12 encodes of one clip in one process gave 3 to 10 distinct streams (decoded
+    pixels up to 20 levels apart; the first encode of a process was always the same). Its macroblock-tree
     rate control is where it happens (``mbtree=0`` is deterministic, at 0.2–0.7 dB less for a similar size); without
     AVX-512 every encode is identical. Stored media are content-addressed and ``vpf reproduce`` expects a CPU engine's
     render to be bit-identical, so encodes leave AVX-512 out (≈ 5% more CPU per encode).
