@@ -1,23 +1,13 @@
 """Throughput of the annotation stage: the segmenters at real model sizes on CUDA, and the CPU cost of the glue.
 
-1. Glue (CPU, always): on the synthetic scenes (static, pan, zoom; ``--frames`` at ``--height``×``--width``), the
-   work ingest adds around the models per clip: clip measures (optical flow, blur, brightness), object selection
-   (mask QA, track continuity), track bookkeeping (boxes → tracks with an oracle tracker) and vocabulary building.
-   Reported as milliseconds per clip and frames per second.
-2. Segmenters (CUDA): ``detect+track`` (a Grounding DINO of grounding-dino-base's architecture on key frames + a
-   SAM2 video model of sam2.1-hiera-large's architecture propagating the boxes), the OWLv2 detector of
-   owlv2-base-patch16-ensemble's architecture on every frame, and ``sam3`` (facebook/sam3's architecture), all with
-   random weights in ``--dtype`` over ``--clips`` clips of ``--frames`` frames at ``--height``×``--width``; frames/s,
-   after one warm-up clip. Random weights detect arbitrary boxes: the figures measure the models' cost per frame for
-   ``--objects`` objects, not their quality.
-
-Without CUDA the script prints the glue figures and exits 2 (``--glue-only`` runs only part 1 and exits 0).
-``--scale tiny`` swaps in the tiny test configurations, to check the script itself on CPU (``--device cpu``).
+1. Glue (CPU, always): the work ingest adds around the models per clip on the synthetic scenes (clip measures,
+   object selection, track bookkeeping, vocabulary building), in milliseconds per clip and frames per second.
+2. Segmenters (CUDA): ``detect+track`` (Grounding DINO + SAM2 video), OWLv2 and ``sam3`` at their released
+   architectures with random weights, frames/s after one warm-up clip: cost per frame, not quality.
 
     .venv/bin/python bench/annotate.py [--json] [--glue-only] [--clips 3 --frames 49 --height 480 --width 720]
 
-With ``--json`` the last line is one JSON object: ``glue_ms_per_clip``, ``glue_fps`` and, with CUDA,
-``<segmenter>_fps`` per segmenter and the settings behind them.
+Without CUDA it prints the glue figures and exits 2; ``--scale tiny`` checks the script on CPU. See docs/annotation.md.
 """
 
 from __future__ import annotations
@@ -176,7 +166,7 @@ def bench_models(args: argparse.Namespace, work: Path) -> dict[str, Any]:
         for name in ("gdino", "owlv2"):
             detector[name].path = str(folders[name])
         tracker.path, sam3.path = str(folders["sam2"]), str(folders["sam3"])
-    else:  # build on the device, inject: saving ~4 GB of random weights would only measure the disk
+    else:  # build on the device, inject: saving gigabytes of random weights would only measure the disk
         for name, (cls, config, processor) in real_models(work).items():
             with torch.device(args.device):
                 model = cls(config).to(dtype).eval()

@@ -1,19 +1,12 @@
 """Any-length chaining cost: per-frame time and peak memory of 4 windows against 1 (CPU, small random model).
 
-``VideoPainterPipeline`` with windows of ``--window`` frames overlapping by ``--overlap`` frames (0, the released
-setting, by default: stride = window): one window covers ``window`` frames, four cover
-``window + 3 * (window - overlap)``. Each configuration runs in its own child
-process; it reports process CPU time per output frame (one intra-op thread, so other processes on a shared
-machine do not distort it) and the peak resident memory reached during the call above the resident memory just
-before it (sampled every 2 ms; glibc returns freed tensors at once via ``MALLOC_MMAP_THRESHOLD_``), after a
-one-window warm-up call that keeps one-time costs out. Targets: per-frame time ratio <= 1.10 and memory ratio <= 1.25, i.e. the
-windows cost what their frames cost and memory stays bounded per window (only the latent accumulator and the
-decoded video grow with length; "denoise MB" is the peak before decoding, "total MB" includes decoding the whole
-video once). The same is measured with the ID adapter (a random LoRA, ``prev_clip_weight``
-0.5, so every window keeps the previous window's per-block memory).
+``VideoPainterPipeline`` with windows of ``--window`` frames overlapping by ``--overlap`` frames; each configuration
+runs in its own child process after a one-window warm-up and reports process CPU time per output frame and the peak
+resident memory of the call above the memory just before it, with and without the ID adapter. Targets: per-frame
+time ratio <= 1.10 and memory ratio <= 1.25 (docs/method.md, "Benchmarks of the model code").
 
-Usage: ``python bench/any_length.py [--json] [--window 17] [--overlap 0] [--size 128] [--steps 3]``. With ``--json`` the last
-line is ``{"time_ratio": ..., "mem_ratio": ..., ...}``.
+Usage: ``python bench/any_length.py [--json] [--window 17] [--overlap 0] [--size 128] [--steps 3]``. With ``--json``
+the last line is ``{"time_ratio": ..., "mem_ratio": ..., ...}``.
 """
 
 from __future__ import annotations

@@ -1,11 +1,9 @@
 """Context-encoder overhead: one denoising step with and without VideoPainter's encoder (CPU, reduced width).
 
-The depth ratio is the paper's: 2 encoder blocks next to a 42-block backbone. Width, tokens and
-text length are reduced so the step runs on a CPU in well under a second; a step is one CFG batch of 2, exactly as
-in the pipeline. "without" = the backbone alone (no branch arguments); "with" = the encoder forward plus the
-backbone with the group-wise, token-selective add. Target: ratio <= 1.06. Steps are interleaved, timed in process
-CPU time (one intra-op thread, so other processes on a shared machine do not distort it; wall time is printed too)
-and the median of ``--repeats`` is taken.
+The depth ratio is the paper's (2 encoder blocks next to a 42-block backbone); width, tokens and text length are
+reduced so a step (one CFG batch of 2) runs on a CPU. "without" = the backbone alone; "with" = the encoder forward
+plus the backbone with the token-selective add. Steps are interleaved, timed in process CPU time (one intra-op
+thread) and the median of ``--repeats`` is taken. Target: ratio <= 1.06.
 
 Usage: ``python bench/branch_overhead.py [--json] [--heads 6] [--head-dim 64] [--latent 16] [--frames 4]``. With
 ``--json`` the last line is ``{"ratio": ..., ...}``.

@@ -2,8 +2,7 @@
 
 Each engine inpaints the three synthetic ground-truth scenes (static, pan, zoom; 49 frames) ``--repeat`` times,
 interleaved so both see the same machine load; the best run per scene counts. Prints frames/s of each, the ratio,
-and CPU seconds per frame (steadier than wall time on a shared machine: ``fps_cpu`` = frames per CPU second, what
-the engine reaches with a core to itself). Target: >= 8 frames/s.
+and CPU seconds per frame (``fps_cpu`` = frames per CPU second, steadier on a shared machine). Target: >= 8 frames/s.
 
     .venv/bin/python bench/engine.py [--frames 49 --height 480 --width 720 --repeat 2] [--json]
 

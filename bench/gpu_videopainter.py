@@ -1,30 +1,13 @@
 """VideoPainter at full size on one CUDA GPU: step time, projected clip time, peak memory and speed options.
 
-Builds the real architecture: the CogVideoX-5B-I2V transformer (42 layers, 48 x 64 heads, 480x720, 49 frames ->
-13 x 30 x 45 = 17,550 video + 226 text tokens) and the 2-block context encoder, with random weights in bf16.
-
-Part 1 times single denoising steps of one window with CFG (batch 2), as the pipeline runs them:
-
-1. backbone alone (the plain CogVideoX-I2V step);
-2. VideoPainter: context encoder + backbone with the token-selective injection;
-3. + ID adapter, self-resample (LoRA r=256 on to_q/to_k/to_v/to_out.0 of all 42 blocks, K/V length doubled);
-4. + ID adapter, previous-clip mode (the previous window's 42 per-block outputs held in memory).
-
-Part 2 (speed options) denoises one whole window with the pipeline's own loop (``--window-steps`` steps of the
-DPM sampler, trailing spacing, dynamic CFG, replace-gt, ID adapter in self-resample mode) once per option set,
-each on a fresh copy of the same weights with the same conditioning and noise: plain, pyramid attention broadcast,
-TaylorSeer, fused QKV, regional torch.compile, and combinations. Per row: s/step (compilation excluded by a
-warm-up window), projected s/clip, peak GPU memory of that row, and the error of its latents against the plain row
-(max |diff| / max |plain| and relative L2). The caches act on a part of the schedule, so their s/step depends on
-the step count; use ``--window-steps 50`` for the released schedule.
-
-Projected s/clip = 50 steps x s/step + one VAE encode of the masked video, the source video and the first frame +
-one VAE decode (the VAE, also random, is timed once). Goal: <= 45 s per 49-frame clip on an H100-class GPU with an
-option set whose error is reported (plain CogVideoX-5B-I2V: ~90 s). Without CUDA it prints a message and exits 2.
+Builds the real architecture (CogVideoX-5B-I2V transformer and the 2-block context encoder) with random weights in
+bf16. Part 1 times single denoising steps of the backbone alone, VideoPainter, and VideoPainter with the ID adapter in
+both modes; part 2 denoises one window per speed-option set and reports s/step, projected s/clip, peak memory and
+the error of its latents against the plain run (docs/method.md, "Benchmarks of the model code"). Goal: <= 45 s per
+49-frame clip on an H100-class GPU with an option set whose error is reported. Without CUDA it exits 2.
 
 Usage: ``python bench/gpu_videopainter.py [--json] [--steps 3] [--window-steps 20] [--no-vae] [--no-id]
-[--no-options] [--options-only] [--tiny]`` (``--tiny``: a tiny configuration on the CPU that only checks the script
-runs; compiling uses the ``eager`` backend there). With ``--json`` the last line is one JSON object of the figures.
+[--no-options] [--options-only] [--tiny]``. With ``--json`` the last line is one JSON object of the figures.
 """
 
 from __future__ import annotations

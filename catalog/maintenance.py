@@ -1,19 +1,9 @@
 """Catalog upkeep: ``stats``, ``compact``, ``check`` and ``gc`` (the Python API behind ``vpf catalog …``).
 
-``gc`` deletes what a killed writer leaves behind: media files no row names (a process stores media before the rows
-naming them; killed in between, or re-rendering bytes that differ, it leaves the earlier file unnamed) and the
-temporary files of atomic writes cut short. Only files older than a grace period go, so media that a live writer has
-stored but not yet named survive.
-
-Compaction is safe with concurrent readers and writers:
-
-- it merges only fragments it listed, writes the merged fragment (one atomic write) first, and only then deletes
-  exactly the fragments it merged; fragments written meanwhile by other writers are never touched;
-- a reader that lists fragments while both the merged fragment and the old ones exist sees every row twice, and
-  the views' latest-row-per-id deduplication returns each row once; a reader whose listed fragment is deleted
-  before it reads it gets "file not found", and ``Catalog.query`` lists again and retries (with back-off);
-- two compactions racing merge the same rows into two fragments; views deduplicate them and the next compaction
-  merges them.
+``compact`` is safe with concurrent readers and writers: it deletes only the fragments it merged, after the merged
+fragment is written, and the views' latest-row-per-id deduplication hides the moment both exist. ``gc`` deletes what
+a killed writer leaves behind (media no row names, temporary files of cut-short writes), only when older than a grace
+period, so media a live writer has stored but not yet named survive.
 """
 
 from __future__ import annotations
@@ -137,8 +127,16 @@ class Compaction:
 def compact(catalog: CatalogStorage, table: str | None = None, small_bytes: int = 64 << 20) -> dict[str, Any]:
     """Merge every table's fragments smaller than ``small_bytes`` into one deduplicated fragment per table.
 
-    Returns ``{table: Compaction as dict}`` for the tables that were compacted. See the module docstring for why
-    this is safe with concurrent readers and writers.
+    Returns ``{table: Compaction as dict}`` for the tables that were compacted. Safe with concurrent readers and
+    writers:
+
+    - it merges only fragments it listed, writes the merged fragment (one atomic write) first, and only then deletes
+      exactly the fragments it merged; fragments written meanwhile by other writers are never touched;
+    - a reader that lists fragments while both the merged fragment and the old ones exist sees every row twice, and
+      the views' latest-row-per-id deduplication returns each row once; a reader whose listed fragment is deleted
+      before it reads it gets "file not found", and ``Catalog.query`` lists again and retries (with back-off);
+    - two compactions racing merge the same rows into two fragments; views deduplicate them and the next compaction
+      merges them.
     """
     results: dict[str, Any] = {}
     for name in [table] if table else list(TABLES):
@@ -257,7 +255,11 @@ def gc(catalog: CatalogStorage, *, older_than_s: float = 86400.0, dry_run: bool 
     """Delete media files that no row of any table names (every version of every row counts) and temporary files of
     interrupted writes, when older than ``older_than_s`` seconds (default one day: longer than any writer holds media
     it has not named yet). Returns ``{"orphan_media": [...], "partial_writes": [...], "deleted": n,
-    "referenced": n}``; ``dry_run`` only lists. A file whose age the store does not report is kept."""
+    "referenced": n}``; ``dry_run`` only lists. A file whose age the store does not report is kept.
+
+    Orphan media come from writers killed between storing media and recording the rows that name them (a process
+    stores media first), or from a re-render whose bytes differ, which leaves the earlier file unnamed.
+    """
     referenced: set[str] = set()
     for table in TABLES:
         columns = media_columns(table)

@@ -1,19 +1,10 @@
 """Read-only SQL over the catalog: what ``vpf sql`` and ``vpf export --where`` accept.
 
-Two independent layers:
-
-1. ``check_read_only`` parses the text with DuckDB itself (``extract_statements`` for the statement count and
-   kind, ``json_serialize_sql`` for the syntax tree) and accepts exactly one ``SELECT`` whose tables are the
-   catalog's views or the query's own CTEs (also as ``DESCRIBE``/``SUMMARIZE``/``SHOW`` of a view or a query, and
-   ``SHOW TABLES``/``SHOW ALL TABLES``: what users type first to look around), whose table functions are on a
-   short allowlist (``range``, ``unnest``, …) and whose scalar/aggregate/window functions are DuckDB built-ins minus those that reach files,
-   settings, the environment or other SQL text (``getenv``, ``current_setting``, ``json_execute_serialized_sql``…).
-   Everything else (writes, DDL, ``COPY``, ``EXPORT``, ``ATTACH``, ``INSTALL``/``LOAD``, ``SET``/``PRAGMA``/
-   ``CALL``, several statements, ``read_csv('/etc/passwd')``, ``FROM '/etc/passwd'``) raises ``SqlRejected``
-   naming what was rejected.
-2. The query then runs on a connection sandboxed by ``catalog.views.sandbox``: ``enable_external_access =
-   false``, ``allowed_directories`` = the catalog root, ``lock_configuration = true``. Even a gap in layer 1
-   cannot read outside the catalog.
+Two independent layers: ``check_read_only`` parses the text with DuckDB itself and accepts exactly one ``SELECT``
+over the catalog's views (or ``DESCRIBE``/``SUMMARIZE``/``SHOW`` of one) with allowlisted functions, raising
+``SqlRejected`` naming anything else; the query then runs on a connection sandboxed by ``catalog.views.sandbox``
+(no external access, file access limited to the catalog root, configuration locked), so even a gap in the first
+layer cannot read outside the catalog.
 """
 
 from __future__ import annotations
@@ -168,7 +159,19 @@ _TABLE_REF_TYPES = {
 
 
 def check_read_only(sql: str, allowed_tables: set[str] | None = None) -> None:
-    """Accept exactly one read-only ``SELECT`` over the catalog views, else raise ``SqlRejected`` (see module)."""
+    """Accept exactly one read-only ``SELECT`` over the catalog views, else raise ``SqlRejected`` naming what was
+    rejected.
+
+    The text is parsed by DuckDB itself (``extract_statements`` for the statement count and kind,
+    ``json_serialize_sql`` for the syntax tree). Accepted: one ``SELECT`` whose tables are the catalog's views
+    (``allowed_tables`` when given) or the query's own CTEs, also as ``DESCRIBE``/``SUMMARIZE``/``SHOW`` of a view or a query, and
+    ``SHOW TABLES``/``SHOW ALL TABLES`` (what users type first to look around); its table functions must be on a
+    short allowlist (``range``, ``unnest``, …) and its scalar/aggregate/window functions DuckDB built-ins minus those
+    that reach files, settings, the environment or other SQL text (``getenv``, ``current_setting``,
+    ``json_execute_serialized_sql``…). Everything else is rejected: writes, DDL, ``COPY``, ``EXPORT``, ``ATTACH``,
+    ``INSTALL``/``LOAD``, ``SET``/``PRAGMA``/``CALL``, several statements, ``read_csv('/etc/passwd')``,
+    ``FROM '/etc/passwd'``.
+    """
     if not sql or not sql.strip():
         raise SqlRejected("empty query")
     try:

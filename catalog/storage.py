@@ -1,10 +1,6 @@
 """The catalog's storage over any fsspec root: content-addressed media and immutable Parquet fragments.
 
-The bottom of the ``catalog`` package: it imports only ``catalog.ids`` and ``catalog.schema``. SQL views, queries,
-maintenance and export are built on it (``catalog.views``, ``catalog.sql``, ``catalog.maintenance``,
-``catalog.export``), and ``catalog.store.Catalog`` puts them together for callers.
-
-Layout under the root::
+The bottom of the ``catalog`` package (it imports only ``catalog.ids`` and ``catalog.schema``). Layout under the root::
 
     media/<aa>/<sha256>.<ext>            content-addressed files (videos, masks, previews)
     tables/<table>/<fragment>.parquet    immutable fragments; a fragment is never rewritten

@@ -1,16 +1,11 @@
 """DuckDB views over the catalog's Parquet fragments: one view per table (latest row per id) plus convenience views.
 
-A connection is a snapshot: the fragment list of every table is read once, when the views are created.
-
-Latest row per id means: the row with the greatest ``created_at``; ties go to the later fragment (fragment names
-start with their write time), then to the later row in the fragment. Fragments whose name ends in
-``.u.parquet`` hold each id at most once (``Catalog.append`` marks batches with unique ids, compaction always
-writes them). A table made of one such fragment needs no deduplication, so after ``Catalog.compact`` a view costs
-what a plain ``read_parquet`` costs. With more fragments, the largest ``.u`` fragment is the "base": its rows are
-kept unless their id appears in the other ("delta") fragments, and only those ids go through the window.
-
-With ``guard=True`` the connection is then sandboxed: external access off, file access limited to the catalog
-root, configuration locked (see ``catalog.sql``).
+A connection is a snapshot: the fragment list of every table is read once, when the views are created. Latest row
+per id means: the row with the greatest ``created_at``; ties go to the later fragment (fragment names start with
+their write time), then to the later row in the fragment. Fragments whose name ends in ``.u.parquet`` hold each id
+at most once (``Catalog.append`` marks batches with unique ids, compaction always writes them), so a table made of
+one such fragment needs no deduplication (see :func:`table_view_sql`). With ``guard=True`` the connection is then
+sandboxed: external access off, file access limited to the catalog root, configuration locked (see ``catalog.sql``).
 """
 
 from __future__ import annotations
@@ -118,7 +113,8 @@ def table_view_sql(table: str, urls: list[str], aligned: bool = False, base: str
     ``base``: one of ``urls`` that holds each id once (a ``.u.parquet`` fragment, typically the compacted bulk of
     the table). Its rows whose id appears in no other fragment are taken as they are (an anti-join against the
     ids of the small "delta" fragments); only the ids present in the delta go through the window. Same result as
-    the window over everything, at a fraction of the cost when the delta is small.
+    the window over everything, at a fraction of the cost when the delta is small. A table made of one ``.u``
+    fragment (after ``Catalog.compact``) needs no window at all: its view costs what a plain ``read_parquet`` costs.
     """
     schema = TABLES[table]
     empty = empty_select(schema)
@@ -158,6 +154,8 @@ def _columns(con: duckdb.DuckDBPyConnection, name: str) -> list[tuple[str, str]]
 
 
 def _create_table_view(con: duckdb.DuckDBPyConnection, table: str, listing: list[tuple[str, int]]) -> None:
+    """The latest-row-per-id view of ``table``; with several fragments the largest ``.u`` one is the base (see
+    :func:`table_view_sql`)."""
     name = quote_ident(table)
     urls = [u for u, _ in listing]
     unique = [(size, u) for u, size in listing if is_unique_fragment(u)]

@@ -1,14 +1,12 @@
 """Cut sources into clip windows of the model's geometry and normalise their frames.
 
 A window takes ``geometry.num_frames`` native frames ``stride`` apart, ``stride = max(1, int(fps // geometry.fps))``
-(VideoPainter's ``fps // 8``), inside one scene and inside the item's ``start``/``end`` range. Windows follow each
-other without overlap from the start of each scene. The normalised clip is encoded at ``geometry.fps`` (so a 25 fps
-source, stride 3, plays 4% slower, exactly as the model was trained).
-
-Each frame is rotated as the file's display matrix says (see :mod:`tasks.video_io`), then fitted to
-``geometry.height`` × ``geometry.width`` by :func:`tasks.video_io.fit_frame` (``resize`` or centre ``crop``); masks
-go through the same transform with nearest-neighbour sampling (:func:`tasks.masks.resample_masks`). Odd source sizes
-are fine; the geometry itself must have even height and width (H.264 yuv420p).
+(VideoPainter's ``fps // 8``), inside one scene and inside the item's ``start``/``end`` range; windows follow each
+other without overlap from the start of each scene. The clip is encoded at ``geometry.fps`` (a 25 fps source at
+stride 3 plays 4% slower, as the model was trained). Each frame is rotated as the file's display matrix says, then
+fitted to ``geometry.height`` × ``geometry.width`` by :func:`tasks.video_io.fit_frame` (``resize`` or centre ``crop``);
+masks go through the same transform with nearest-neighbour sampling (:func:`tasks.masks.resample_masks`). The
+geometry must have even height and width (H.264 yuv420p); odd source sizes are fine.
 """
 
 from __future__ import annotations

@@ -1,18 +1,10 @@
 """``vpf eval``: the paper-style evaluation table of inpainting engines on clips with a known clean background.
 
-For every engine and every clip: the engine fills the (dilated) mask, then its output is compared with the ground
-truth, the clip without the objects:
-
-- inside the mask and outside it: PSNR, SSIM, MSE and MAE (``tasks.metrics.region_metrics``);
-- the flow-warp error of the filled region (``tasks.metrics.temporal_warp_error``);
-- with CLIP weights configured (a local folder): CLIP text similarity of the edited frames with the clip's
-  background caption, and CLIP temporal consistency (mean cosine similarity × 100 of consecutive frames'
-  embeddings). Without weights these columns are absent, never estimated.
-
-Clips come from the synthetic scenes (``tasks.synthetic``) or from a ground-truth folder laid out as ``vpf samples``
-writes it: ``manifest.csv`` (``uri``, ``mask_uri``, optional ``mask_id`` and ``caption``; one row per object, the
-masks of a clip's rows are united) and ``ground_truth/<clip stem>_background.mp4`` (the clip without its objects).
-LPIPS is not part of the table: the project ships no LPIPS implementation.
+For every engine and every clip the engine fills the (dilated) mask and its output is compared with the ground truth
+(the clip without the objects): PSNR, SSIM, MSE and MAE inside and outside the mask, the flow-warp error of the
+filled region, and with CLIP weights configured CLIP text similarity and temporal consistency (absent without
+weights, never estimated). Clips come from the synthetic scenes (``tasks.synthetic``) or a ground-truth folder
+(:func:`folder_clips`). LPIPS is not part of the table: the project ships no LPIPS implementation.
 """
 
 from __future__ import annotations
@@ -63,7 +55,12 @@ def synthetic_clips(
 
 
 def folder_clips(folder: str | Path) -> Iterator[GroundTruthClip]:
-    """Clips of a ground-truth folder (see the module docstring). Raises ``InputError`` naming the file at fault."""
+    """Clips of a ground-truth folder laid out as ``vpf samples`` writes it. Raises ``InputError`` naming the file at
+    fault.
+
+    ``manifest.csv`` holds ``uri``, ``mask_uri``, optional ``mask_id`` and ``caption``, one row per object (the masks
+    of a clip's rows are united); ``ground_truth/<clip stem>_background.mp4`` is the clip without its objects.
+    """
     from tasks.masks import load_masks
     from tasks.video_io import read_frames
 
@@ -99,7 +96,13 @@ def folder_clips(folder: str | Path) -> Iterator[GroundTruthClip]:
 
 
 def clip_metrics(edited: np.ndarray, clip: GroundTruthClip, hole: np.ndarray, scorer: Any = None) -> dict[str, Any]:
-    """The table's metrics of one edited clip against its truth (``hole``: the dilated mask that was filled)."""
+    """The table's metrics of one edited clip against its truth (``hole``: the dilated mask that was filled).
+
+    Region metrics come from ``tasks.metrics.region_metrics``, the warp error from
+    ``tasks.metrics.temporal_warp_error``; with a CLIP ``scorer``, ``clip_text_sim`` is the similarity of sampled
+    edited frames with the clip's background caption and ``clip_temporal`` the mean cosine similarity × 100 of
+    consecutive frames' embeddings.
+    """
     inside = region_metrics(edited, clip.truth, hole)
     outside = region_metrics(edited, clip.truth, ~hole)
     row: dict[str, Any] = {f"{k}_in": v for k, v in inside.items()}

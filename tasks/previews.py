@@ -75,7 +75,7 @@ def _side_by_side_frames(
     if not (frames.shape == edited.shape and frames.shape[:3] == masks.shape):
         raise ValueError(f"shapes differ: frames {frames.shape}, masks {masks.shape}, edited {edited.shape}")
     for t in range(len(frames)):
-        small = _fit_height(frames[t : t + 1], height)  # overlay drawn at preview size: full size costs 10x more
+        small = _fit_height(frames[t : t + 1], height)  # overlay drawn at preview size, far cheaper than at full size
         overlay = mask_overlay(small, _fit_masks(masks[t : t + 1], small.shape[1:3]))
         yield np.concatenate([small[0], overlay[0], _fit_height(edited[t : t + 1], height)[0]], axis=1)
 

@@ -1,17 +1,9 @@
 """Discover the videos to ingest: folders, globs and manifests on any fsspec URL, and VPData/VPBench CSVs.
 
-``discover_sources(source)`` accepts
-
-- a video file, a folder (searched recursively for video files) or a glob (``s3://bucket/clips/**/*.mp4``); each
-  video's masks are picked up when they lie next to it (:func:`sibling_mask`);
-- a manifest (``.csv``, ``.jsonl``/``.ndjson``, ``.parquet``) with the columns of :data:`MANIFEST_COLUMNS`. ``uri`` is
-  required; relative ``uri``/``mask_uri`` resolve against the manifest's folder. A column outside that set fails the
-  whole manifest (naming the columns); a bad row becomes a :class:`Failure` and the other rows go on;
-- a VPData/VPBench CSV, recognised by its header (``path`` and ``mask_id`` columns, no ``uri``). See
-  :func:`_vpdata_item` for how its videos and ``all_masks.npz`` label maps are found.
-
-With ``roots`` set, every video and mask must lie under one of them (after resolving ``..`` and symlinks), else the
-row fails with ``outside_roots``. A video that does not exist fails with ``not_found``.
+:func:`discover_sources` turns a video, a folder, a glob, a manifest (columns :data:`MANIFEST_COLUMNS`) or a
+VPData/VPBench CSV into ``SourceItem``s, with masks found next to videos (:func:`sibling_mask`) or named by the
+manifest. A bad row becomes a :class:`Failure` and the other rows go on. With ``roots`` set, every video and mask
+must lie under one of them (after resolving ``..`` and symlinks), else the row fails with ``outside_roots``.
 """
 
 from __future__ import annotations
@@ -120,6 +112,19 @@ def discover_sources(
     source: str, *, roots: list[str] | None = None, storage_options: Mapping[str, Any] | None = None
 ) -> tuple[list[SourceItem], list[Failure]]:
     """Expand ``source`` (a video, folder, glob, manifest or VPData CSV) into work items.
+
+    ``source`` is one of:
+
+    - a video file, a folder (searched recursively for video files) or a glob (``s3://bucket/clips/**/*.mp4``); each
+      video's masks are picked up when they lie next to it (:func:`sibling_mask`);
+    - a manifest (``.csv``, ``.jsonl``/``.ndjson``, ``.parquet``) with the columns of :data:`MANIFEST_COLUMNS`.
+      ``uri`` is required; relative ``uri``/``mask_uri`` resolve against the manifest's folder. A column outside that
+      set fails the whole manifest (naming the columns); a bad row becomes a failure and the other rows go on;
+    - a VPData/VPBench CSV, recognised by its header (``path`` and ``mask_id`` columns, no ``uri``). See
+      :func:`_vpdata_item` for how its videos and ``all_masks.npz`` label maps are found.
+
+    With ``roots`` set, every video and mask must lie under one of them (after resolving ``..`` and symlinks), else
+    the row fails with ``outside_roots``. A video that does not exist fails with ``not_found``.
 
     Returns ``(items, failures)``; failures have stage ``"ingest"`` and item kind ``"source"``. Never raises for bad
     input.

@@ -1,17 +1,11 @@
 """Synthetic ground-truth scenes: real stills filmed by a virtual camera, with moving cut-out objects.
 
-A scene is a real scikit-image still (coffee, rocket, astronaut, …) seen through a camera window that stays put
-(``static``), slides sideways (``pan``), zooms in (``zoom``) or shakes in the hand (``handheld``: a small random
-rotation and translation every frame). One to three foreground objects of real shapes (the scikit-image ``horse``
-silhouette, a ball, a star) textured with other stills move across it. In ``occlusion`` scenes (static camera) one
-object moves on its own and passes *behind* a post that belongs to the scene: only the
-moving object is labelled (its visible part), and the clean background keeps the post in front. Because the clean
-background video is rendered separately, an inpainting engine's output can be compared with the truth inside the
-hole: that is what ``tasks.quality_bench`` does.
-
-Everything is deterministic for a seed. ``write_samples`` writes the scenes as the ingest path reads them: H.264 mp4
-clips, VPData-style ``.npz`` label maps (``arr_0`` of shape ``(frames, height, width)``, 0 = background, k = object
-k) and a manifest CSV with one row per object (``uri, caption, mask_uri, mask_id, label``).
+A scene is a real scikit-image still (coffee, rocket, astronaut, …) seen through a moving or still camera window
+(:func:`make_scene`), with one to three foreground objects of real shapes (the ``horse`` silhouette, a ball, a star)
+textured with other stills moving across it. Because the clean background video is rendered separately, an
+inpainting engine's output can be compared with the truth inside the hole (``tasks.quality_bench``). Everything is
+deterministic for a seed; :func:`write_samples` writes the scenes as the ingest path reads them (H.264 mp4 clips,
+VPData-style ``.npz`` label maps, a manifest CSV with one row per object).
 """
 
 from __future__ import annotations
@@ -203,7 +197,8 @@ def make_scene(
     Args:
         camera: ``static``, ``pan`` (sideways, 2–3.5 px per frame at 720 px width), ``zoom`` (in, to 72–82 %),
             ``handheld`` (a random walk of about 0.35° and 2 px per frame at 720 px, pulled back to the centre) or
-            ``occlusion`` (static; the first object passes behind a post that stays in the clean background).
+            ``occlusion`` (static; the first object moves on its own and passes *behind* a post that belongs to the
+            scene: only that object is labelled, by its visible part, and the clean background keeps the post).
         num_objects: 1–3 moving objects; drawn from the seed when None.
         background: a key of ``BACKGROUNDS``; drawn from the seed when None.
         seed: everything (background, objects, paths) is a function of the arguments.

@@ -1,26 +1,11 @@
 """Video I/O with PyAV: probe, frame-accurate decode of a frame range, H.264 mp4 encode.
 
-Any fsspec URL can be read (``s3://…``, ``memory://…``, ``file://…`` or a plain local path); local files are handed
-to FFmpeg by path, anything else as a seekable file object.
-
-Conventions:
-- frames are ``(num_frames, height, width, 3)`` ``uint8`` RGB;
-- frame indices are native-fps indices counted from the first frame, ``end`` is exclusive;
-- the display matrix stored in the file (side data, as phones write it) is applied by default, exactly as FFmpeg
-  displays it (rotations and mirrored orientations), so :class:`VideoInfo` ``width``/``height`` are the *displayed*
-  size and ``rotation`` is the counter-clockwise angle that was applied (0, 90, 180 or 270);
-- a frame's index is derived from its timestamp at the stream's average rate (constant frame rate assumed; this is
-  also what decord and torchvision do for seeking). Variable-frame-rate sources are indexed at their average rate.
-
-Every problem with a file raises :class:`tasks.errors.InputError` naming the file, with one of these reasons:
-``not_found``, ``unreadable`` (permission denied, a folder), ``empty_file``, ``not_a_video`` (not a media container, or no video stream), ``truncated_video``
-(the container or its frames end early), ``unsupported_codec`` (see :data:`SUPPORTED_CODECS`), ``unknown_fps``,
-``too_few_frames``, ``frame_too_large`` (more than :data:`MAX_VIDEO_PIXELS` per frame), ``corrupt_video`` (a frame
-fails to decode).
-
-Encoding writes H.264 (libx264) yuv420p mp4 with the index at the front (``+faststart``) so browsers can play and
-seek it. yuv420p needs even width and height: :func:`encode_mp4` raises ``ValueError`` for odd sizes instead of
-silently changing the picture; call :func:`pad_to_even` first when that is what you want.
+Any fsspec URL can be read; local files go to FFmpeg by path, anything else as a seekable file object. Frames are
+``(num_frames, height, width, 3)`` uint8 RGB; frame indices are native-fps indices counted from the first frame
+(``end`` exclusive). The file's display matrix is applied as FFmpeg applies it, so :class:`VideoInfo` sizes are the
+*displayed* ones. Every problem with a file raises :class:`tasks.errors.InputError` naming the file and a reason
+(listed at :func:`probe_video`). :func:`encode_mp4` writes H.264 yuv420p mp4 with the index at the front
+(``+faststart``) and refuses odd sizes (call :func:`pad_to_even` first when that is what you want).
 """
 
 from __future__ import annotations
@@ -196,8 +181,15 @@ def probe_video(
     """Read a video's metadata and decode its first frame (to check that it decodes and to read the rotation).
 
     The frame count comes from the container index; when the container has none (Matroska, WebM) the packets are
-    counted without decoding. Raises ``InputError`` (see module docstring) for bad files, and ``too_few_frames`` when
-    the video has fewer than ``min_frames`` frames.
+    counted without decoding. The display matrix stored in the file (side data, as phones write it) is applied as
+    FFmpeg displays it (rotations and mirrored orientations): ``width``/``height`` are the displayed size and
+    ``rotation`` is the counter-clockwise angle that decoding applies (0, 90, 180 or 270).
+
+    Raises ``InputError`` with one of these reasons (the decoding functions use the same): ``not_found``,
+    ``unreadable`` (permission denied, a folder), ``empty_file``, ``not_a_video`` (not a media container, or no video
+    stream), ``truncated_video`` (the container or its frames end early), ``unsupported_codec`` (see
+    :data:`SUPPORTED_CODECS`), ``unknown_fps``, ``too_few_frames`` (fewer than ``min_frames`` frames),
+    ``frame_too_large`` (more than :data:`MAX_VIDEO_PIXELS` per frame), ``corrupt_video`` (a frame fails to decode).
     """
     uri = str(uri)
     with _open_container(uri, storage_options) as (container, size):
@@ -275,8 +267,10 @@ def iter_frames_at(
 
     Seeks to the key frame before the first index, then decodes forward (in a worker thread, at most
     ``_DECODE_AHEAD`` frames ahead) and converts only the wanted frames, so memory is a few frames whatever the
-    video's length. With ``strict``, wanted indices past the last decodable frame
-    raise ``truncated_video`` (after the frames that exist were yielded); without it the iteration just stops.
+    video's length. A frame's index is derived from its timestamp at the stream's average rate (constant frame rate
+    assumed, as decord and torchvision also assume for seeking; variable-frame-rate sources are indexed at their
+    average rate). With ``strict``, wanted indices past the last decodable frame raise ``truncated_video`` (after the
+    frames that exist were yielded); without it the iteration just stops.
     """
     uri = str(uri)
     wanted = iter(indices)
@@ -306,7 +300,7 @@ def iter_frames_at(
 
         def convert(frame: Any) -> np.ndarray:
             reformatter = getattr(local, "reformatter", None)
-            if reformatter is None:  # one swscale context per converting thread, not one per frame (15% less CPU)
+            if reformatter is None:  # one swscale context per converting thread, not one per frame (less CPU)
                 reformatter = local.reformatter = VideoReformatter()
             return reformatter.reformat(frame, format="rgb24").to_ndarray()
 
@@ -488,14 +482,13 @@ def _check_frame(image: np.ndarray, shape: tuple[int, ...] | None) -> tuple[int,
 STORED_CRF = 16
 """libx264 quality (crf) of the clips and renders the catalog stores."""
 STORED_PRESET = "veryfast"
-"""libx264 preset of the clips and renders the catalog stores. ``veryfast`` at crf 16 costs about half the CPU of
-``medium`` at crf 18 for a similar picture (≈ 0.5–1 dB PSNR less, files ≈ 10–25% larger): encoding is a large share
-of the factory's CPU work per clip, and every clip is encoded twice (the ingested clip and its render)."""
+"""libx264 preset of the clips and renders the catalog stores. Chosen with :data:`STORED_CRF` for a similar picture
+at far less CPU than ``medium`` at crf 18: encoding is a large share of the factory's CPU work per clip, and every
+clip is encoded twice (the ingested clip and its render). Measurements: docs/throughput.md, "Encoding"."""
 STORED_TUNE = "fastdecode"
-"""libx264 tuning of the clips and renders the catalog stores: no CABAC, no deblocking filter. They decode about a
-third faster (0.15 s against 0.22 s of CPU per 49×480×720 clip), for the factory (each render reads its clip, each
-score reads its render back) and for every training epoch that reads them, at the same PSNR (42.5 dB) and ≈ 8% larger
-files."""
+"""libx264 tuning of the clips and renders the catalog stores: no CABAC, no deblocking filter, so they decode with
+less CPU, for the factory (each render reads its clip, each score reads its render back) and for every training epoch
+that reads them, at the cost of somewhat larger files (figures: docs/throughput.md, "Encoding")."""
 
 
 _X264_AVX512 = frozenset({"avx512f", "avx512cd", "avx512bw", "avx512dq", "avx512vl"})  # what libx264 needs for it
@@ -506,12 +499,10 @@ X264_WITHOUT_AVX512 = "asm=SSE2Fast,AVX2"
 def x264_params(cpu_flags: Iterable[str] | None = None) -> str | None:
     """Extra libx264 parameters that make its output a function of its input, or None where none are needed.
 
-    With its AVX-512 code, libx264 (as PyAV bundles it) encodes the same frames into different streams from one call
-    to the next: on an AVX-512 machine, 12 encodes of one clip in one process gave 3 to 10 distinct streams (decoded
-    pixels up to 20 levels apart; the first encode of a process was always the same). Its macroblock-tree
-    rate control is where it happens (``mbtree=0`` is deterministic, at 0.2–0.7 dB less for a similar size); without
-    AVX-512 every encode is identical. Stored media are content-addressed and ``vpf reproduce`` expects a CPU engine's
-    render to be bit-identical, so encodes leave AVX-512 out (≈ 5% more CPU per encode).
+    With its AVX-512 code, libx264 (as PyAV bundles it) can encode the same frames into different streams from one
+    call to the next (in its macroblock-tree rate control); without AVX-512 every encode is identical. Stored media are
+    content-addressed and ``vpf reproduce`` expects a CPU engine's render to be bit-identical, so encodes leave
+    AVX-512 out, at a small CPU cost (the observations and their cost: docs/throughput.md, "Encoding").
 
     ``cpu_flags``: the processor's feature flags as Linux names them (default: read from ``/proc/cpuinfo``; elsewhere
     none are known and libx264 keeps its own choice).
@@ -538,8 +529,7 @@ def _yuv420p_frame(image: np.ndarray) -> av.VideoFrame:
     the matrix FFmpeg assumes when it decodes untagged video. OpenCV's 4:2:0 conversion takes each 2×2 block's chroma
     from one pixel; converting the image whose blocks hold their mean colour instead gives each block's mean chroma.
 
-    FFmpeg's own converter costs ≈ 0.11 s of CPU per 49×480×720 clip (a third of a ``veryfast`` encode), this one
-    ≈ 0.03 s, and its clips decode closer to the input (41.7 dB against 40.9 dB PSNR on a synthetic clip at crf 16).
+    It takes less CPU than FFmpeg's own converter and its clips decode closer to the input (docs/throughput.md).
     """
     height, width = image.shape[:2]
     planes = cv2.cvtColor(image, cv2.COLOR_RGB2YUV_I420)  # (H * 3 / 2, W): Y, then U and V
@@ -568,10 +558,9 @@ def encode_mp4(
     arrive) with even H and W as H.264 yuv420p mp4 bytes at ``fps``.
 
     ``crf`` (0–51, lower is better), ``preset`` (ultrafast … veryslow) and ``tune`` (film, fastdecode, …) are
-    libx264's; ``threads``: libx264's
-    encoding threads (None: its own choice, about 1.5 per core; 1 costs about a quarter less CPU per clip, the better
-    choice when many clips are encoded side by side). The mp4 index is written at
-    the front (``+faststart``) for web playback. Raises ``ValueError`` for no frames, odd sizes or a wrong dtype.
+    libx264's; ``threads``: libx264's encoding threads (None: its own choice, about 1.5 per core; 1 costs less CPU per
+    clip, the better choice when many clips are encoded side by side). The mp4 index is written at the front
+    (``+faststart``) for web playback. Raises ``ValueError`` for no frames, odd sizes or a wrong dtype.
     """
     if fps <= 0:
         raise ValueError(f"fps must be positive, got {fps}")

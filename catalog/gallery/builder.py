@@ -1,15 +1,12 @@
-"""Build the static gallery site: a data index split into chunks, the pairs' media, and the page itself.
+"""Build the static gallery site under ``out``: a data index split into chunks, the pairs' media, and the page::
 
-Site layout under ``out``::
+    index.html  app.js  style.css   the page (package data of catalog.gallery)
+    data/index.js                   ``window.VPF_GALLERY_INDEX = …``: every pair's facets and metrics, column-wise
+    data/chunks/00000.js …          ``VPF_GALLERY_CHUNK(n, […])``: pair details, ``chunk_size`` per file, on demand
+    media/…                         the pairs' media and playable masks (see ``catalog.gallery.media``)
 
-    index.html  app.js  style.css          the page (package data of catalog.gallery)
-    data/index.js                          every selected pair's facets and metrics, column-wise (filter, sort, page)
-    data/chunks/00000.js …                 the pairs' details, ``chunk_size`` pairs per file, loaded on demand
-    media/<aa>/<sha256>.<ext>              the pairs' videos, same relative paths as in the catalog
-    media/masks/<sha256>.mp4               masks stored as ``.npz`` arrays, encoded once as playable H.264 video
-
-Data files are JavaScript (``window.VPF_GALLERY_INDEX = …``, ``VPF_GALLERY_CHUNK(n, […])``) loaded with ``<script>``
-tags, so the site works from ``file://`` (where ``fetch()`` of local files is refused) and from any static host.
+Data files are JavaScript loaded with ``<script>`` tags, so the site works from ``file://`` (where ``fetch()`` of
+local files is refused) and from any static host.
 """
 
 from __future__ import annotations

@@ -2,17 +2,10 @@
 
 :class:`VLMAnnotator` sends ``num_frames`` frames sampled evenly from a clip (PNG data URLs in ``image_url`` parts,
 built by :mod:`tasks.judge`) to a ``ChatBackend``: a local ``transformers`` image-text-to-text model
-(``transformers:PATH``) or an OpenAI-compatible server with image inputs (``openai:URL#MODEL``).
-
-- :meth:`VLMAnnotator.caption`: one or two sentences describing the clip. The answer is cleaned like any caption
-  (:meth:`SafetyPolicy.clean_caption`: controls, markup and instruction-like sentences removed); an empty result is
-  a failure (``caption_empty``). Recorded in the catalog with the model (``clips.caption_model``).
-- :meth:`VLMAnnotator.tags`: the salient objects as the JSON document ``{"objects": ["...", ...]}`` validated by
-  :class:`TagDocument`; an answer that is not that document is a failure (``tags_invalid_output``); each tag is then
-  checked as a label by the vocabulary (:mod:`tasks.annotate.vocab`).
-
-Answers are cached under ``<catalog>/cache/llm/`` (key: backend, model, messages with their images, parameters), so
-a resumed run never asks twice.
+(``transformers:PATH``) or an OpenAI-compatible server with image inputs (``openai:URL#MODEL``). Captions are cleaned
+like any caption; tags must be the JSON document ``{"objects": [...]}``. Answers are cached under
+``<catalog>/cache/llm/`` (key: backend, model, messages with their images, parameters), so a resumed run never asks
+twice.
 """
 
 from __future__ import annotations
@@ -112,7 +105,12 @@ class VLMAnnotator:
 
     def caption(self, frames: np.ndarray) -> tuple[str | None, list[tuple[str, str]]]:
         """``(caption, problems)`` for a clip's ``frames`` ``(T, H, W, 3)`` uint8; ``problems`` are
-        ``(reason, message)`` pairs (the caption is ``None`` when there is one)."""
+        ``(reason, message)`` pairs (the caption is ``None`` when there is one).
+
+        The caption is one or two sentences describing the clip, cleaned like any caption
+        (:meth:`SafetyPolicy.clean_caption`: controls, markup and instruction-like sentences removed); an empty result
+        is a ``caption_empty`` problem. Callers record it with :attr:`model_id` (``clips.caption_model``).
+        """
         answer = self._ask(frames, CAPTION_PROMPT)
         if isinstance(answer, BackendError):
             return None, [(answer.reason, f"{self.model_id}: {answer.message}")]
@@ -122,8 +120,13 @@ class VLMAnnotator:
         return text.strip(), []
 
     def tags(self, frames: np.ndarray, *, key: str = "") -> tuple[list[str], list[tuple[str, str]]]:
-        """``(tags, problems)``: the raw tags of a clip (cleaned later as labels) and ``(reason, message)`` pairs.
-        ``key`` names the clip in messages."""
+        """``(tags, problems)``: the raw tags of a clip and ``(reason, message)`` pairs. ``key`` names the clip in
+        messages.
+
+        The answer must be the JSON document ``{"objects": ["...", ...]}`` (:class:`TagDocument`), else it is a
+        ``tags_invalid_output`` problem; each tag is then checked as a label by the vocabulary
+        (:mod:`tasks.annotate.vocab`).
+        """
         answer = self._ask(frames, TAGS_PROMPT)
         where = f"{self.model_id} ({key})" if key else self.model_id
         if isinstance(answer, BackendError):

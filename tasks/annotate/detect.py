@@ -4,11 +4,6 @@
 and ``AutoProcessor`` from a local folder. Both families are scored the same way: every query box gets one score
 per phrase and keeps the best phrase, so a box's label is always one of the vocabulary's phrases.
 
-- Grounding DINO reads one text of ``"phrase . phrase ."``; a phrase's score for a box is the highest token
-  probability over the phrase's tokens (found between the ``.`` separators of the tokenised text). Vocabularies
-  longer than the text encoder's ``max_text_len`` are split over several passes.
-- OWLv2 scores each phrase as its own text query; its boxes are relative to the padded square image.
-
 Boxes are ``(x0, y0, x1, y1)`` floats in the frame's pixels, clipped to the frame.
 """
 
@@ -103,6 +98,11 @@ def decode_detections(
 
 class ZeroShotDetector:
     """Grounding DINO / OWLv2 from a local folder (or fsspec URL), batched over frames.
+
+    Grounding DINO reads one text of ``"phrase . phrase ."``; a phrase's score for a box is the highest token
+    probability over the phrase's tokens (found between the ``.`` separators of the tokenised text). Vocabularies
+    longer than the text encoder's ``max_text_len`` are split over several passes. OWLv2 scores each phrase as its
+    own text query; its boxes are relative to the padded square image.
 
     Args:
         path: the checkpoint folder (``save_pretrained`` layout with its processor), e.g. a local copy of

@@ -3,12 +3,7 @@
 Every phrase passes :meth:`tasks.proposers.safety.SafetyPolicy.clean_label` (the rule for object labels): a phrase
 that is too long, holds markup/code characters, an instruction or disallowed content is refused with its reason,
 never used as a label. Phrases are lower-cased and deduplicated; the first source that named a phrase is kept
-(order: file, caption, VLM).
-
-Caption nouns are found by a small deterministic chunker (no language model): the words after a determiner or
-number (``a``, ``the``, ``two``, …) up to the next function word, verb-like word (``-ing``/``-ed``) or punctuation,
-at most the last ``max_words`` of them (``"a tabby cat looking at the camera"`` → ``tabby cat``). Chunks
-whose head word names the footage rather than a thing in it (``shot``, ``view``, ``camera`` …) are skipped.
+(order: file, caption, VLM). Caption nouns come from a small deterministic chunker (:func:`caption_nouns`).
 """
 
 from __future__ import annotations
@@ -51,7 +46,13 @@ class Phrase:
 
 
 def caption_nouns(caption: str | None, *, max_words: int = 2) -> list[str]:
-    """Noun phrases of ``caption`` (see the module docstring), in order, without repeats."""
+    """Noun phrases of ``caption``, in order, without repeats, found with no language model.
+
+    A phrase is the words after a determiner or number (``a``, ``the``, ``two``, …) up to the next function word,
+    verb-like word (``-ing``/``-ed``) or punctuation, at most the last ``max_words`` of them (``"a tabby cat looking
+    at the camera"`` → ``tabby cat``). Chunks whose head word names the footage rather than a thing in it (``shot``,
+    ``view``, ``camera`` …) are skipped.
+    """
     if not caption:
         return []
     words = _WORD.findall(caption.lower())

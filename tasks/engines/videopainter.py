@@ -1,20 +1,9 @@
 """The VideoPainter engine: the factory's generative (GPU) inpainting engine (docs/architecture.md, docs/method.md).
 
-``VideoPainterEngine`` adapts ``videopainter.VideoPainterPipeline`` to the ``InpaintEngine`` interface. The
-pipeline is loaded once in ``setup()`` and kept for the whole batch. Per clip (``InpaintEngine.run`` checks the
-arrays before and keeps the source outside the mask after) it
-
-1. checks the first frame (``InputError`` for a bad clip, so the batch goes on);
-2. resizes the clip to the model's geometry (480x720 for CogVideoX-5B-I2V, whose learned positional embeddings
-   accept no other size) and pads it, by repeating the last frame, to a length the windows cover exactly
-   (``num_frames_per_window + n * stride``);
-3. takes the first frame from ``first_frame`` (an edited frame for ``add``/``replace``/``attribute``), else from
-   FLUX Fill when ``flux_fill`` is configured, else (removal only) from the CPU propagation engine's frame 0;
-4. runs the pipeline with a seeded generator and undoes the padding and resizing.
-
-The pipeline settings default to the released inference (windows of 49 frames side by side, no dilation unless FLUX
-Fill makes the first frame; ``docs/method.md``). Speed options (``cache``, ``fuse_qkv``, ``compile_blocks``) are off
-by default; ``bench/gpu_videopainter.py`` measures their speed, memory and error.
+``VideoPainterEngine`` adapts ``videopainter.VideoPainterPipeline`` to the ``InpaintEngine`` interface; the pipeline
+is loaded once in ``setup()`` and kept for the whole batch. Its settings default to the released inference (windows
+of 49 frames side by side, no dilation unless FLUX Fill makes the first frame). Speed options (``cache``,
+``fuse_qkv``, ``compile_blocks``) are off by default; ``bench/gpu_videopainter.py`` measures them.
 
 ``version`` names the code and the checkpoints by content: the SHA-256 of every file of the base folder, the
 branch and the ID LoRA (hashed once per process and file; a changed size or mtime re-hashes).
@@ -78,7 +67,7 @@ class VideoPainterEngine(InpaintEngine):
         id_lora_scale: 1.0 reproduces the release, 0.5 is the training scale.
         flux_fill: a local FLUX.1-Fill-dev folder for first frames (optional).
         device, dtype: where and in which precision to run.
-        offload: ``"model"`` / ``"sequential"`` CPU offload for small GPUs (about 23-25 GB with sequential offload).
+        offload: ``"model"`` / ``"sequential"`` CPU offload for small GPUs (memory: ``docs/method.md``, "Memory").
         vae_tiling: tile the VAE (long clips).
         num_inference_steps, guidance_scale, use_dynamic_cfg, replace_gt, conditioning_scale, prev_clip_weight,
             num_frames_per_window, window_overlap: pipeline settings (the release's defaults: 50, 6.0, True, True,
@@ -289,7 +278,19 @@ class VideoPainterEngine(InpaintEngine):
         seed: int,
         first_frame: np.ndarray | None,
     ) -> Inpainted:
-        """See ``InpaintEngine.fill`` (inputs already checked; the base class pastes the source outside ``masks``)."""
+        """See ``InpaintEngine.fill`` (inputs already checked; the base class pastes the source outside ``masks``).
+
+        Per clip:
+
+        1. checks the first frame (``InputError`` for a bad one, so the batch goes on);
+        2. resizes the clip to the model's geometry (480x720 for CogVideoX-5B-I2V, whose learned positional
+           embeddings accept no other size) and pads it, by repeating the last frame, to a length the windows cover
+           exactly (``num_frames_per_window + n * stride``);
+        3. takes the first frame from ``first_frame`` (an edited frame for ``add``/``replace``/``attribute``), else
+           from FLUX Fill when ``flux_fill`` is configured, else (removal only) from the CPU propagation engine's
+           frame 0;
+        4. runs the pipeline with a seeded generator and undoes the padding and resizing.
+        """
         if first_frame is not None and (first_frame.dtype != np.uint8 or first_frame.shape != frames.shape[1:]):
             raise InputError("first_frame", "bad_first_frame", f"first_frame must be uint8 {frames.shape[1:]}")
         if first_frame is None and edit_type != "remove" and not self.flux_fill:

@@ -4,19 +4,9 @@ Entry point for the flows::
 
     get_proposer(spec, *, cache_url=None, storage_options=None, **kwargs) -> Proposer
 
-``spec``:
-- ``"template"``: deterministic phrase templates, no model (the default). Takes only the safety keywords.
-- ``"transformers:PATH"``: a causal LM from a local folder (``hf.TransformersBackend`` keywords: ``device``,
-  ``dtype``, ``batch_size``, ``max_input_tokens``, ``generate_kwargs``).
-- ``"openai:URL#MODEL"``: an OpenAI-compatible server at API base ``URL`` serving ``MODEL`` (or pass ``model=``;
-  ``openai_compat.OpenAIBackend`` keywords: ``model``, ``timeout_s``, ``max_retries``, ``backoff_s``,
-  ``max_backoff_s``, ``max_concurrency``, ``rate_limit``, ``json_mode``). API key from ``$VPF_OPENAI_API_KEY`` or
-  ``$OPENAI_API_KEY``, never stored.
-
-Keywords for every spec: ``disallowed`` (terms rejected in outputs), ``max_caption_chars``; for model specs also
-``temperature`` (default 0) and ``max_tokens`` (default 768). ``cache_url`` is the catalog root: model responses
-are cached under ``<catalog>/cache/llm/`` so a resumed run never resends a completed request (the template needs no
-cache). Usage and the records returned: see ``tasks.proposers.base``.
+``spec`` is ``"template"`` (the default, no model), ``"transformers:PATH"`` (a local causal LM) or
+``"openai:URL#MODEL"`` (an OpenAI-compatible server); :func:`get_proposer` lists their keywords. Model responses are
+cached under ``<catalog>/cache/llm/``. Usage and the records returned: see ``tasks.proposers.base``.
 """
 
 from __future__ import annotations
@@ -94,7 +84,23 @@ def get_proposer(
     storage_options: Mapping[str, Any] | None = None,
     **kwargs: Any,
 ) -> Proposer:
-    """A proposer for ``spec`` (see the module docstring). Unknown keywords raise ``ValueError`` naming them."""
+    """A proposer for ``spec``. Unknown keywords raise ``ValueError`` naming them.
+
+    ``spec``:
+
+    - ``"template"``: deterministic phrase templates, no model (the default). Takes only the safety keywords.
+    - ``"transformers:PATH"``: a causal LM from a local folder (``hf.TransformersBackend`` keywords: ``device``,
+      ``dtype``, ``batch_size``, ``max_input_tokens``, ``generate_kwargs``).
+    - ``"openai:URL#MODEL"``: an OpenAI-compatible server at API base ``URL`` serving ``MODEL`` (or pass ``model=``;
+      ``openai_compat.OpenAIBackend`` keywords: ``model``, ``timeout_s``, ``max_retries``, ``backoff_s``,
+      ``max_backoff_s``, ``max_concurrency``, ``rate_limit``, ``json_mode``). API key from ``$VPF_OPENAI_API_KEY``
+      or ``$OPENAI_API_KEY``, never stored.
+
+    Keywords for every spec: ``disallowed`` (terms rejected in outputs), ``max_caption_chars``; for model specs also
+    ``temperature`` (default 0) and ``max_tokens`` (default 768). ``cache_url`` is the catalog root: model responses
+    are cached under ``<catalog>/cache/llm/`` so a resumed run never resends a completed request (the template needs
+    no cache).
+    """
     backend, _ = parse_spec(spec)
     kwargs = dict(kwargs)
     safety = _safety(kwargs)

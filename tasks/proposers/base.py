@@ -1,24 +1,10 @@
 """The proposer interface: requests in, instruction proposals (and recorded failures) out.
 
 A proposer turns one segmented object (its label, the clip caption and where the object sits in the frame) into one
-editing instruction per requested edit type. The flows call it in batches::
-
-    from tasks.proposers import ProposalRequest, get_proposer
-
-    proposer = get_proposer("template")  # or "transformers:/models/qwen", "openai:http://host:8000/v1#qwen2.5-7b"
-    proposer.setup()  # loads models once per batch; idempotent
-    outcomes = proposer.propose([ProposalRequest(object_id=..., clip_id=..., label="dog", caption="...",
-                                                 bbox=(x0, y0, x1, y1), frame_size=(width, height),
-                                                 edit_types=("remove", "add"), seed=0)])
-    for outcome in outcomes:
-        rows = [p.to_row(outcome.request.object_id, outcome.request.clip_id, run_id) for p in outcome.proposals]
-        failures = outcome.failures  # tasks.types.Failure, stage "propose": rejections and fallbacks
-
-Every outcome holds at most one ``Proposal`` per requested edit type, in the requested order; an edit type whose
-every candidate was rejected is missing from ``proposals`` and explained in ``failures``. Requesting
-``("remove", "add")`` yields a coherent reverse pair: the ``add`` proposal's ``source_caption`` is the ``remove``
-proposal's ``target_caption`` and its ``target_caption`` is the original caption (the add pair of a removal render
-goes from the inpainted clip back to the real footage).
+editing instruction per requested edit type; the flows call it in batches (usage: :class:`Proposer`). Every outcome
+holds at most one ``Proposal`` per requested edit type, in the requested order; an edit type whose every candidate
+was rejected is missing from ``proposals`` and explained in ``failures``. Requesting ``("remove", "add")`` yields a
+coherent reverse pair (see :meth:`Proposer.propose`).
 """
 
 from __future__ import annotations
@@ -193,7 +179,21 @@ class ProposalOutcome:
 
 
 class Proposer(ABC):
-    """Writes instructions for batches of objects. Construct with typed keyword arguments; ``setup()`` loads models."""
+    """Writes instructions for batches of objects. Construct with typed keyword arguments; ``setup()`` loads models.
+
+    How the flows use it::
+
+        from tasks.proposers import ProposalRequest, get_proposer
+
+        proposer = get_proposer("template")  # or "transformers:/models/qwen", "openai:http://host:8000/v1#qwen2.5-7b"
+        proposer.setup()  # loads models once per batch; idempotent
+        outcomes = proposer.propose([ProposalRequest(object_id=..., clip_id=..., label="dog", caption="...",
+                                                     bbox=(x0, y0, x1, y1), frame_size=(width, height),
+                                                     edit_types=("remove", "add"), seed=0)])
+        for outcome in outcomes:
+            rows = [p.to_row(outcome.request.object_id, outcome.request.clip_id, run_id) for p in outcome.proposals]
+            failures = outcome.failures  # tasks.types.Failure, stage "propose": rejections and fallbacks
+    """
 
     backend: ClassVar[str]
 
@@ -212,4 +212,9 @@ class Proposer(ABC):
 
     @abstractmethod
     def propose(self, requests: list[ProposalRequest]) -> list[ProposalOutcome]:
-        """One outcome per request, in order. Per-item problems become ``failures``; nothing raises for bad data."""
+        """One outcome per request, in order. Per-item problems become ``failures``; nothing raises for bad data.
+
+        Requesting ``("remove", "add")`` yields a coherent reverse pair: the ``add`` proposal's ``source_caption`` is
+        the ``remove`` proposal's ``target_caption`` and its ``target_caption`` is the original caption (the add pair
+        of a removal render goes from the inpainted clip back to the real footage).
+        """

@@ -3,18 +3,8 @@
 ``URL`` is the API base (``http://host:8000/v1``); requests go to ``URL/chat/completions``. The served model name
 comes from the spec's fragment (``openai:http://host:8000/v1#qwen2.5-7b-instruct``) or the ``model=`` keyword; one
 of them is required. The API key is read from ``$VPF_OPENAI_API_KEY`` (else ``$OPENAI_API_KEY``) at ``setup()`` and
-sent as a bearer token; it is never stored, hashed into cache keys, logged or shown in ``repr``.
-
-Requests run concurrently (``max_concurrency`` threads over one ``httpx.Client``). Timeouts, transport errors, 429
-and 5xx answers are retried ``max_retries`` times with exponential backoff (``backoff_s * 2**attempt``, or the
-server's ``Retry-After`` when shorter than ``max_backoff_s``); other 4xx answers and malformed bodies are not
-retried. A request that still fails yields a ``BackendError`` (``llm_timeout``, ``llm_http_<status>``,
-``llm_transport``, ``llm_bad_response``) which the proposer records before falling back to templates.
-
-Rate limiting: with ``rate_limit=True`` every attempt first takes a slot from the Prefect global concurrency limit
-``llm:<host>`` (``prefect.concurrency.sync.rate_limit``), or from the limit named by ``rate_limit="<name>"``.
-Create it with a slot decay, e.g. ``prefect gcl create llm:host --limit 5 --slot-decay-per-second 2``; a configured
-limit that does not exist (or has no slot decay) is an error at ``setup()``. Without ``rate_limit`` nothing is called (no Prefect API).
+sent as a bearer token; it is never stored, hashed into cache keys, logged or shown in ``repr``. Retries, errors and
+rate limiting: see :class:`OpenAIBackend`.
 """
 
 from __future__ import annotations
@@ -49,6 +39,18 @@ def parse_spec_url(spec_url: str, model: str | None) -> tuple[str, str]:
 
 class OpenAIBackend(ChatBackend):
     """OpenAI-compatible chat completions over httpx.
+
+    Requests run concurrently (``max_concurrency`` threads over one ``httpx.Client``). Timeouts, transport errors, 429
+    and 5xx answers are retried ``max_retries`` times with exponential backoff (``backoff_s * 2**attempt``, or the
+    server's ``Retry-After`` when shorter than ``max_backoff_s``); other 4xx answers and malformed bodies are not
+    retried. A request that still fails yields a ``BackendError`` (``llm_timeout``, ``llm_http_<status>``,
+    ``llm_transport``, ``llm_bad_response``) which the proposer records before falling back to templates.
+
+    Rate limiting: with ``rate_limit=True`` every attempt first takes a slot from the Prefect global concurrency limit
+    ``llm:<host>`` (``prefect.concurrency.sync.rate_limit``), or from the limit named by ``rate_limit="<name>"``.
+    Create it with a slot decay, e.g. ``prefect gcl create llm:host --limit 5 --slot-decay-per-second 2``; a
+    configured limit that does not exist (or has no slot decay) is an error at ``setup()``. Without ``rate_limit``
+    nothing is called (no Prefect API).
 
     Args:
         url: API base URL (``http://host:8000/v1``); a ``#model`` fragment names the model.

@@ -1,16 +1,10 @@
 """Safety for proposer inputs and outputs: captions and labels are data, never instructions.
 
-Inputs (labels, captions) are cleaned before anything sees them: unicode control and format characters are removed
-(bidi overrides, zero-width characters, escapes), markup is stripped, length is capped, the sentence that tries to
-instruct a model ("ignore previous instructions ...") and everything after it are dropped, sentences with
-disallowed terms are dropped, and a label must look like an object name
-(letters, digits, spaces, ``-`` and ``'``; at most 4 words). Models receive the cleaned data as a JSON document
-fenced between ``<<<DATA`` and ``DATA>>>`` with an explicit statement that it is data (see prompts/).
-
-Outputs (every proposal, from any backend) are checked the same way: no control characters, no markup or fence
-markers, no injection phrases, none of the configurable ``disallowed`` terms, within the length caps of
-``tasks.proposers.base.Proposal``. Every change or rejection is reported as a ``(reason, message)`` pair that the
-caller records as a ``Failure`` (stage "propose").
+Inputs (labels, captions) are cleaned before anything sees them (:meth:`SafetyPolicy.clean_label`,
+:meth:`SafetyPolicy.clean_caption`); models receive the cleaned data as a JSON document fenced between ``<<<DATA``
+and ``DATA>>>`` with an explicit statement that it is data (:func:`fence`, prompts/). Outputs (every proposal, from
+any backend) are checked the same way (:meth:`SafetyPolicy.check_output`). Every change or rejection is reported as a
+``(reason, message)`` pair that the caller records as a ``Failure`` (stage "propose").
 """
 
 from __future__ import annotations
@@ -104,7 +98,12 @@ class SafetyPolicy:
 
     # ------------------------------------------------------------------ inputs
     def clean_label(self, label: str | None) -> tuple[str, list[tuple[str, str]]]:
-        """A safe object name, or ``"object"`` with the reason when the label is missing or unusable."""
+        """A safe object name, or ``"object"`` with the reason when the label is missing or unusable.
+
+        Unicode control and format characters are removed; a usable label looks like an object name (letters, digits,
+        spaces, ``-`` and ``'``; at most ``max_label_words`` words and ``max_label_chars`` characters) and holds no
+        instruction or disallowed term. It is returned lower-cased.
+        """
         issues: list[tuple[str, str]] = []
         raw = label or ""
         text = strip_controls(unicodedata.normalize("NFKC", raw)).strip(" '-")
@@ -127,7 +126,12 @@ class SafetyPolicy:
         return text.lower(), issues
 
     def clean_caption(self, caption: str | None) -> tuple[str, list[tuple[str, str]]]:
-        """The caption with controls and markup removed, instruction-like sentences dropped, length capped."""
+        """The caption with controls and markup removed, instruction-like sentences dropped, length capped.
+
+        Unicode control and format characters (bidi overrides, zero-width characters, escapes) and markup are removed;
+        the sentence that tries to instruct a model ("ignore previous instructions ...") and everything after it are
+        dropped, and so are sentences with disallowed terms; the rest is capped at ``max_caption_chars``.
+        """
         issues: list[tuple[str, str]] = []
         raw = caption or ""
         text = strip_controls(unicodedata.normalize("NFKC", raw))
@@ -168,7 +172,11 @@ class SafetyPolicy:
 
     # ------------------------------------------------------------------ outputs
     def check_output(self, fields: dict[str, str], allowed: Iterable[str] = ()) -> str | None:
-        """Why these output fields must be rejected, or None. ``allowed`` are input texts the output may repeat."""
+        """Why these output fields must be rejected, or None. ``allowed`` are input texts the output may repeat.
+
+        Rejected: control characters, markup or fence markers, injection phrases, disallowed terms. The length caps
+        are those of ``tasks.proposers.base.Proposal``.
+        """
         for name, value in fields.items():
             if not isinstance(value, str):
                 continue

@@ -1,20 +1,9 @@
-"""Inpainting-region ID resampling : extra keys/values from the masked region.
+"""Inpainting-region ID resampling: extra keys/values from the masked region (see ``docs/method.md``).
 
 ``VideoPainterIDResampleAttnProcessor`` replaces ``CogVideoXAttnProcessor2_0`` on every backbone block. It has no
 weights; the trainable part is the LoRA (r=256, alpha=128 on ``to_q``, ``to_k``, ``to_v``, ``to_out.0``) loaded by
-the pipeline through diffusers' ``CogVideoXLoraLoaderMixin``.
-
-Two modes, chosen per call:
-
-- **self-resample** (training, and inference with ``prev_clip_weight == 0`` or no memory yet): ``K_id = K * m`` and
-  ``V_id = V * m`` over the *whole* sequence, with ``m`` = 0 for text tokens and unmasked video tokens. Zeroed rows
-  are kept, not gathered out ("zero-row convention" of the release): ``norm_k`` turns a zero key into the LayerNorm
-  bias, and RoPE is applied at the same positions as ``K``. The query attends over ``[K; K_id]`` and ``[V; V_id]``.
-- **previous-clip** (``prev_hidden_states`` given): the previous window's block output, already passed through this
-  block's ``norm1`` at the current timestep, is projected with ``to_k``/``to_v``, multiplied by the previous
-  window's token mask and by ``prev_clip_weight``, normalised with ``norm_k`` and rotated at the current positions,
-  then appended. The current window's own masked tokens are not appended in this mode. ``norm_k`` cancels the
-  weight on keys, so in effect ``prev_clip_weight`` scales only the values.
+the pipeline through diffusers' ``CogVideoXLoraLoaderMixin``. Per call it appends either the current window's masked
+tokens (self-resample) or the previous window's (previous-clip mode) to the keys and values.
 """
 
 from __future__ import annotations
@@ -59,7 +48,19 @@ def _sequence_mask(token_mask: torch.Tensor, text_seq_length: int, dtype: torch.
 
 
 class VideoPainterIDResampleAttnProcessor:
-    """Joint text-video attention with masked-region K/V appended (see the module docstring)."""
+    """Joint text-video attention with masked-region K/V appended. Two modes, chosen per call:
+
+    - **self-resample** (training, and inference with ``prev_clip_weight == 0`` or no memory yet): ``K_id = K * m`` and
+      ``V_id = V * m`` over the *whole* sequence, with ``m`` = 0 for text tokens and unmasked video tokens. Zeroed rows
+      are kept, not gathered out ("zero-row convention" of the release): ``norm_k`` turns a zero key into the
+      LayerNorm bias, and RoPE is applied at the same positions as ``K``. The query attends over ``[K; K_id]`` and
+      ``[V; V_id]``.
+    - **previous-clip** (``prev_hidden_states`` given): the previous window's block output, already passed through
+      this block's ``norm1`` at the current timestep, is projected with ``to_k``/``to_v``, multiplied by the previous
+      window's token mask and by ``prev_clip_weight``, normalised with ``norm_k`` and rotated at the current
+      positions, then appended. The current window's own masked tokens are not appended in this mode. ``norm_k``
+      cancels the weight on keys, so in effect ``prev_clip_weight`` scales only the values.
+    """
 
     def __call__(
         self,

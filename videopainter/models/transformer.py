@@ -5,8 +5,7 @@ configuration, same weights and state-dict keys; the stock CogVideoX-5B-I2V ``tr
 unchanged) whose ``forward`` additionally takes
 
 - ``branch_block_samples``: the context encoder's outputs. Output ``i // ceil(num_layers / N)`` is added after
-  backbone block ``i`` (layers 0-20 take output 0 and layers 21-41 output 1 for 42 layers and N = 2), only on
-  video tokens whose 2x2 latent patch contains no masked pixel (``branch_token_mask``). Text tokens never change.
+  block ``i``, only on video tokens whose 2x2 latent patch holds no masked pixel; text tokens never change.
 - ``id_memory``: the previous window's per-block outputs, read by the ID-resample attention processor
   (``videopainter.models.attention``) when it is installed.
 """
@@ -66,8 +65,8 @@ class VideoPainterTransformerOutput(BaseOutput):
 def hold_pos_embedding_in_model_dtype(model: torch.nn.Module) -> None:
     """Cast ``model.patch_embed.pos_embedding`` to the dtype of the model's parameters, in place.
 
-    diffusers builds the sin-cos table in float64 and a load without a dtype cast keeps it so: at full size
-    (226 + 17,550 tokens x 3072) that is 437 MB per model, twice the float32 size and four times bf16.
+    diffusers builds the sin-cos table in float64 and a load without a dtype cast keeps it so, at 8 bytes per value
+    (its full-size footprint: ``docs/method.md``, "Memory").
     """
     patch_embed = getattr(model, "patch_embed", None)
     table = getattr(patch_embed, "pos_embedding", None)

@@ -1,25 +1,9 @@
 """Speed options for ``VideoPainterPipeline`` on GPU workers, all off by default (see ``docs/method.md``).
 
-Each option changes how the models compute, not what the pipeline does, and each trades some exactness (except
-fused projections and compilation, which only reorder arithmetic):
-
-- ``cache="pyramid_attention_broadcast"``: diffusers' pyramid attention broadcast on the backbone's attention
-  layers: inside the timestep range ``(100, 800)`` an attention output is recomputed only every ``cache_interval``
-  steps and reused in between.
-- ``cache="taylorseer"``: diffusers' TaylorSeer cache on the backbone's attention layers: after 3 full warm-up steps,
-  attention outputs are computed every ``cache_interval`` steps and extrapolated (first-order Taylor) in between.
-- ``fuse_qkv``: one ``to_qkv`` matrix product instead of three per attention layer, in the backbone and the context
-  encoder. With the ID LoRA loaded, the LoRA is first merged into the base weights (its scale is then fixed); the
-  separate projections are then dropped, so an accelerated pipeline is for inference only (not saved, not trained).
-- ``compile_blocks``: regional ``torch.compile`` of every ``CogVideoXBlock`` (one compiled graph reused by all
-  blocks; compiles in seconds rather than minutes for the whole model).
-
-Not offered: first-block cache (its skip path returns the cached residual of the whole block stack from the first
-block, while VideoPainter adds context-encoder features between blocks, which would then be added twice) and
-FasterCache (it splits the CFG batch by argument name and does not know the context features, token mask and ID
-memory the backbone takes per sample).
-
-Caching hooks keep per-step state; the pipeline clears it at the start of every window.
+Each option changes how the models compute, not what the pipeline does. The caches (``pyramid_attention_broadcast``,
+``taylorseer``) reuse or extrapolate attention outputs between steps and so change the output; fused QKV projections
+and regional compilation only regroup arithmetic. Caching hooks keep per-step state; the pipeline clears it at the
+start of every window. First-block cache and FasterCache are not offered: ``docs/method.md`` says why.
 """
 
 from __future__ import annotations
@@ -50,10 +34,15 @@ class Acceleration:
     """Which speed options to apply (see the module docstring).
 
     Args:
-        cache: the caching hook on the backbone's attention layers.
+        cache: the caching hook on the backbone's attention layers. ``"pyramid_attention_broadcast"``: inside the
+            timestep range ``PAB_TIMESTEP_RANGE`` an attention output is recomputed only every `cache_interval` steps
+            and reused in between. ``"taylorseer"``: after ``TAYLORSEER_WARMUP_STEPS`` full steps, attention outputs
+            are computed every `cache_interval` steps and extrapolated (first-order Taylor) in between.
         cache_interval: attention is computed every `cache_interval` steps where the cache is active (>= 2).
-        fuse_qkv: fused query/key/value projections.
-        compile_blocks: regional `torch.compile` of the transformer blocks.
+        fuse_qkv: one `to_qkv` matrix product instead of three per attention layer, in the backbone and the context
+            encoder. A loaded ID LoRA is merged into the base weights first (its scale is then fixed) and the separate
+            projections are dropped, so the pipeline is then for inference only (not saved, not trained).
+        compile_blocks: regional `torch.compile` of every `CogVideoXBlock` (one compiled graph reused by all blocks).
         compile_backend: the `torch.compile` backend (`"inductor"` on GPUs; `"eager"` only traces, for tests).
     """
 
@@ -94,7 +83,7 @@ def _fuse_attention(model: torch.nn.Module, keep_processor: type | None) -> int:
     for module in model.modules():
         if isinstance(module, Attention) and not module.is_cross_attention and not module.fused_projections:
             module.fuse_projections()
-            # the separate projections are no longer read: drop them (inference only; ~2.4 GB in bf16 at full size)
+            # the separate projections are no longer read: drop them to free their memory (inference only)
             module.to_q = module.to_k = module.to_v = None
             if keep_processor is None or not isinstance(module.processor, keep_processor):
                 module.set_processor(FusedCogVideoXAttnProcessor2_0())

@@ -1,22 +1,11 @@
 """``VideoPainterPipeline``: CogVideoX-I2V + context encoder + optional ID adapter, over any-length videos.
 
-One call inpaints one video (``docs/method.md`` explains the method and every setting):
-
-- the first frame is given (an inpainted or edited frame) or made by ``first_frame_inpainter`` (e.g.
-  ``FluxFillFirstFrame``); only in that second case are the masks dilated by default, as the released script does;
-- the video is cut into windows of ``num_frames_per_window`` frames (4k + 1). ``window_overlap=0`` (the released
-  setting) puts windows side by side; an overlap of 4m + 1 frames makes consecutive windows share m + 1 latent frames;
-- window 0 is conditioned on the first frame, window k > 0 on the previous window's last latent before the overlap
-  (no decode/re-encode);
-- each window draws its own noise, is denoised with ``CogVideoXDPMScheduler`` (trailing spacing), dynamic CFG, the
-  context encoder on both CFG halves and, with ``replace_gt``, a latent hard blend that re-imposes the noised source
-  latent outside the mask after every step;
-- with ``strength < 1`` a window starts from its own source latent noised to the first kept timestep.
-
-Parity mode (the defaults) computes what the authors' released inference computes: the context encoder sees masked
-pixels at 0 (mid-grey), the replace-gt source sees them at ``source_fill`` (-1, black, as the released script fills
-them), masks reach latent resolution by nearest interpolation, and later windows encode their own masked frames with
-only the chained image latent set. ``TRAINING_STYLE`` holds the alternatives that follow the training script.
+One call inpaints one video: the first frame is given or made by ``first_frame_inpainter``; the video is cut into
+windows of ``num_frames_per_window`` (4k + 1) frames, window 0 conditioned on the first frame and window k > 0 on the
+previous window's last latent before the overlap; each window is denoised with dynamic CFG, the context encoder and,
+with ``replace_gt``, the noised source latent re-imposed outside the mask after every step. Output frame i is input
+frame i. The defaults compute what the authors' released inference computes (parity mode); ``TRAINING_STYLE`` holds
+the alternatives that follow the training script. ``docs/method.md`` explains the method and every setting.
 """
 
 from __future__ import annotations
