@@ -1,5 +1,5 @@
 """Orchestration overhead: ``build_pairs`` (Prefect, ephemeral API) against a plain Python loop over the same stage
-functions (``tasks.stages``), with the null engine on N small synthetic clips. Target: ratio ≤ 1.3.
+functions (``tasks.steps``), with the null engine on N small synthetic clips. Target: ratio ≤ 1.3.
 
     .venv/bin/python bench/orchestration.py [--clips 200] [--batch-size 50] [--json]
 
@@ -69,46 +69,39 @@ def write_clips(out: Path, n: int) -> Path:
 
 
 def plain_loop(manifest: Path, catalog: str, batch_size: int) -> dict[str, int]:
-    """The same stages as ``build_pairs``, called directly."""
+    """The same steps as ``build_pairs``, called directly, with no Prefect."""
     from catalog.ids import make_id
     from catalog.store import Catalog
-    from tasks import stages
-    from tasks.config import RenderConfig
+    from tasks.config import RunConfig
     from tasks.engines.registry import get_engine
+    from tasks.produce import PairMaker
     from tasks.proposers import get_proposer
-    from tasks.types import Geometry
+    from tasks.steps import discover, ingest, plan, propose, record
+    from tasks.steps.score import Scorers
 
     cat = Catalog(catalog)
     run_id = make_id("run", "plain", time.time())
-    geometry = Geometry(TINY["num_frames"], TINY["fps"], TINY["height"], TINY["width"])
-    items, failures = stages.discover_stage(str(manifest))
-    stages.record_failures(cat, failures, run_id)
-    segmenter = stages.make_segmenter("provided")
+    config = RunConfig(source=str(manifest), catalog=catalog, render={"engine": "null"}, geometry=TINY)
+    items, failures = discover.discover(config)
+    record.record_failures(cat, failures, run_id)
+    annotators = ingest.make_annotators(config, cat)
     proposer = get_proposer("template", cache_url=cat.full_url("cache/proposals"))
     proposer.setup()
+    engine = get_engine("null")
+    engine.setup()
+    maker = PairMaker(engine, Scorers(), config.render, config.score.model_copy(update={"workers": 0}))
     counts = {"pairs": 0}
     for start in range(0, len(items), batch_size):
         batch = items[start : start + batch_size]
-        ingested = stages.ingest_stage(batch, cat, geometry=geometry, segmenter=segmenter, run_id=run_id)
+        ingested = ingest.ingest(batch, cat, config.geometry, annotators, run_id=run_id)
         objects, clips = ingested.rows.get("objects", []), ingested.rows.get("clips", [])
-        media_rows = {t: ingested.rows.get(t, []) for t in ("sources", "clips", "objects")}
-        stages.record_tables(cat, {**media_rows, "failures": stages.failure_rows(ingested.failures, run_id)})
-        proposed = stages.propose_stage(objects, clips, proposer, edit_types=["remove", "add"], run_id=run_id)
+        proposed = propose.propose(objects, clips, proposer, edit_types=config.edit_types, seed=0, run_id=run_id)
         instructions = proposed.rows["instructions"]
-        stages.record_tables(
-            cat, {"instructions": instructions, "failures": stages.failure_rows(proposed.failures, run_id)}
+        record.record_tables(
+            cat, {"instructions": instructions, "failures": record.failure_rows(proposed.failures, run_id)}
         )
-        jobs = stages.plan_stage(instructions, objects, clips)
-        engine = get_engine("null")
-        todo, _ = stages.pending_jobs(cat, jobs, engine, 0)
-        engine.setup()
-        rendered, inpainted = stages.inpaint_stage(todo, cat, engine, seed=0, run_id=run_id)
-        scored = stages.score_stage(rendered, cat, config=RenderConfig(), run_id=run_id)
-        failures = stages.failure_rows([*inpainted.failures, *scored.failures], run_id)
-        stages.record_tables(
-            cat, {"renders": inpainted.rows["renders"], "pairs": scored.rows["pairs"], "failures": failures}
-        )
-        counts["pairs"] += len(scored.rows["pairs"])
+        jobs = plan.plan(instructions, objects, clips, dilation_radius=None)
+        counts["pairs"] += maker.make(jobs, cat, run_id=run_id).counts["pairs"]
     return counts
 
 

@@ -1,26 +1,12 @@
 """End-to-end throughput: ``build_pairs`` over N generated clips at the model geometry (49×480×720), in three modes.
 
     .venv/bin/python bench/throughput.py [--clips 12] [--modes propagation,null,sim] [--sim-seconds 20] [--json]
-    .venv/bin/python bench/throughput.py --clips 12,48 --modes null        # peak-memory growth with run size
 
-Modes (each in a fresh process, one after the other, on the same clips):
-
-- ``propagation``: the CPU inpainting engine, previews on (what ``vpf run --engine propagation`` does).
-- ``null``: the null engine, no previews, no gallery: the factory's own cost per clip (ingest, masks, metrics,
-  encoding, catalog writes, orchestration).
-- ``sim``: a simulated accelerator: the ``sleep`` engine holds no CPU and takes ``--sim-seconds`` per clip, like a
-  GPU render; previews on. Wall time near N × T means every CPU stage hides behind device time.
-
-Each mode starts the Prefect API with a warm-up run first (not timed). Figures per mode: pairs per hour, CPU
-utilisation of the process tree during the run (100% = one core busy) and CPU seconds per clip (less sensitive to
-other work on the machine than wall time), peak resident memory of the run's process,
-and the stage breakdown the flow recorded in the catalog's ``stage_timings`` table (busy seconds per stage, summed
-over batches; stages that overlap add up to more than the wall time). Clips are one object each (two pairs per
-clip: remove and add), generated once per geometry under ``--work-dir`` and reused.
-
-Targets (2 cores): propagation ≥ 3,000 pairs/hour and ≥ 180% CPU; null ≤ 1.5 s per clip; sim wall ≤ 1.05 × N × T;
-peak RSS growth < 10% between the smallest and the largest ``--clips`` value. The machine's load from other work
-distorts every figure: compare runs made one after the other. With ``--json`` the last line is one JSON object.
+Modes, each in a fresh process after an untimed warm-up: ``propagation`` (the CPU engine, previews on), ``null`` (the
+factory's own cost per clip) and ``sim`` (the ``sleep`` engine: T = ``--sim-seconds`` per clip of device time and no
+CPU). Prints pairs per hour, CPU utilisation, CPU seconds per clip, peak RSS and busy seconds per stage. Targets
+(2 cores): propagation ≥ 3,000 pairs/hour and ≥ 180% CPU; null ≤ 1.5 s per clip; sim wall ≤ 1.05 × N × T; peak RSS
+growth < 10% from the smallest to the largest ``--clips`` value. See docs/throughput.md, "The benchmark".
 """
 
 from __future__ import annotations
@@ -110,11 +96,11 @@ def run_mode(args: argparse.Namespace) -> dict[str, object]:
         tiny = {"num_frames": 9, "height": 64, "width": 96, "fps": 8.0}
         warm = write_clips(Path(args.child_clips).parent / "warm", 1, **tiny)
         build_pairs(RunConfig(source=str(warm), catalog=str(Path(tmp) / "warm"), geometry=tiny, gallery=False,
-                              render={"engine": engine, "engine_options": {"seconds": 0.0} if engine == "sleep" else {},
-                                      "previews": previews}))  # fmt: skip
+                              render={"engine": engine, "engine_options": {"seconds": 0.0} if engine == "sleep" else {}},
+                              score={"previews": previews}))  # fmt: skip
         config = RunConfig(source=args.child_clips, catalog=str(Path(tmp) / "cat"), geometry=geometry, gallery=False,
                            batch_size=args.batch_size,
-                           render={"engine": engine, "engine_options": options, "previews": previews})  # fmt: skip
+                           render={"engine": engine, "engine_options": options}, score={"previews": previews})  # fmt: skip
         me = psutil.Process()
         cpu0, t0 = _tree_cpu_s(me), time.perf_counter()
         summary = build_pairs(config)

@@ -1,16 +1,9 @@
 """Video I/O benchmark: PyAV (tasks.video_io) against the ffmpeg binary, and peak memory of a long ingest.
 
-1. Decode: a 720p H.264 clip (bigbuckbunny.mp4 looped to ``--decode-frames`` frames, stream copy) decoded to RGB24
-   by ``tasks.video_io.iter_frames`` vs ``ffmpeg -i clip -pix_fmt rgb24 -f null -`` (decode + the same colour
-   conversion, no output I/O). Ratio = ffmpeg time / our time, for wall time and for CPU time (steadier on a shared
-   machine); best of ``--repeats``, the two interleaved. Target: decode ≥ 1.0 (ingest must keep up with the
-   annotation models: at least as fast as the ffmpeg CLI; ``iter_frames`` decodes in a worker thread and converts
-   colours in two more, in order), encode ≥ 0.8.
-2. Encode: ``--encode-frames`` 720p frames of the same clip encoded by ``tasks.video_io.encode_mp4`` vs ffmpeg reading
-   the same raw RGB24 frames from a file, both libx264 ``-crf 18 -preset medium -pix_fmt yuv420p +faststart``.
-3. Memory: a ``--minutes``-long 720p video (ffmpeg ``testsrc2``, encoded once, cached in ``--workdir``) ingested by
-   ``tasks.ingest.ingest_batch`` with the default geometry (49 frames, 8 fps, 480×720) in a child process; peak RSS of
-   that process (target < 1.5 GB). Clip encoding there uses ``--ingest-preset`` (veryfast) to keep the run short.
+1. Decode: a 720p H.264 clip decoded to RGB24 by ``tasks.video_io.iter_frames`` vs the ffmpeg CLI; target ≥ 1.0.
+2. Encode: 720p frames encoded by ``tasks.video_io.encode_mp4`` vs the ffmpeg CLI, same libx264 settings; target ≥ 0.8.
+3. Memory: a ``--minutes``-long 720p video ingested by ``tasks.ingest.ingest_batch`` in a child process; peak RSS
+   target < 1.5 GB. Ratios are ffmpeg time / our time, wall and CPU. Details: docs/throughput.md, "Video I/O".
 
 Usage: ``python bench/video.py [--json] [--minutes 10] [--workdir DIR]``. With ``--json`` the last line is one JSON
 object: decode_ratio, encode_ratio, peak_mb and the timings behind them.
@@ -134,18 +127,19 @@ def long_video(workdir: Path, minutes: float) -> Path:
 def ingest_child(video: str, catalog_root: str, preset: str) -> None:
     """Runs in a child process so that its peak RSS is the ingest's alone."""
     from catalog.store import Catalog
-    from tasks.ingest import ingest_batch
+    from tasks.config import GeometryConfig
+    from tasks.ingest import IngestOptions, ingest_batch
     from tasks.segment import ProvidedSegmenter
-    from tasks.types import Geometry, SourceItem
+    from tasks.types import SourceItem
 
     start = time.perf_counter()
     result = ingest_batch(
         [SourceItem(uri=video)],
         Catalog(catalog_root),
-        geometry=Geometry(),
+        geometry=GeometryConfig().to_geometry(),
         segmenter=ProvidedSegmenter(),
         run_id="bench",
-        preset=preset,
+        options=IngestOptions(preset=preset),
     )
     failures = [f for f in result.failures if f.reason != "no_mask"]
     figures = {"clips": len(result.rows["clips"]), "ingest_s": time.perf_counter() - start}

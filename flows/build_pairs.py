@@ -1,31 +1,21 @@
-"""The ``build_pairs`` flow: ingest → segment → propose → plan → render → score → record, a batch of items per task.
+"""The ``build-pairs`` flow: discover → ingest → propose → plan → render → score → record, a batch of items per task.
 
-- One parameter, ``config`` (``tasks.config.RunConfig``): validated once by Prefect, passed down whole; the render
-  stage receives ``config.render``.
-- Per-item problems become ``failures`` rows (ids from stage + item + reason, so reruns never duplicate them) and the
-  batch goes on.
-- Resume is reconciled against the catalog: rows whose ids exist are not written again, and render jobs whose pairs
-  exist are skipped (``tasks.stages.pending_jobs``).
-- Rendering runs in this flow run through the ``render`` flow's body (``flows.render.render_and_record``, one engine
-  set up once for the whole run; a subflow per batch would cost seconds each), or on GPU workers when
-  ``config.render_deployment`` names a deployment (``"render/render"``): batches are handed over with
-  ``run_deployment`` as JSON (ids, uris, the catalog URL, ``config.render``) and run concurrently, one ``render`` flow
-  run per batch.
-- One ``runs`` row per run: ``running`` at the start, then ``completed``, ``completed_with_failures`` or ``failed``
-  with counts (``RunTally.status``). A table artifact summarises the run; a markdown artifact links the previews.
+One parameter, ``config`` (``tasks.config.RunConfig``), validated once and passed down in parts. Per-item problems
+are ``failures`` rows and the batch goes on; resume is reconciled against the catalog's ids. Render batches go to an
+executor (``flows/executors.py``): this process, or the ``render`` deployment on GPU workers. One ``runs`` row per
+run: ``running`` at the start and again every heartbeat (``RunHeartbeat``: a killed run reads as ``interrupted``), then
+its final status with counts (``RunTally.status``). Prefect records the run's name and parameters redacted.
 """
 
 from __future__ import annotations
 
-import contextlib
-import contextvars
 import json
+import logging
+import os
 import platform
-import queue
 import threading
 import uuid
 from collections.abc import Iterator, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from importlib.metadata import version
@@ -33,36 +23,29 @@ from logging import Logger, LoggerAdapter
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
-from prefect import flow, get_run_logger
+from prefect import Flow, flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
-from prefect.context import get_run_context
-from prefect.deployments import run_deployment
+from prefect.context import FlowRunContext, get_run_context
 from pydantic import BaseModel, Field
 
 from catalog import ids
+from catalog.ids import failure_id
+from catalog.maintenance import HEARTBEAT_ENV, HEARTBEAT_S
+from catalog.redact import install_log_redaction, redact, redact_value
 from catalog.store import Catalog
 from flows.env import limit_malloc_arenas, numpy_without_huge_pages, serial_opencv
+from flows.executors import BatchSummary, RenderExecutor, make_executor, worker_id
+from flows.options import deployment_hint, relative_note
+from flows.prefect_tasks import discover_task, ingest_task, propose_task, record_task
 from flows.progress import report
-from flows.render import BatchSummary, gpu_slot, make_engine, make_judge, render_and_record
-from tasks.annotate.specs import check_masks_or_segmenter
+from tasks.annotate.specs import check_annotation, check_masks_or_segmenter
 from tasks.config import RunConfig
-from tasks.contracts import Judge, Proposer, Segmenter
-from tasks.engines.registry import gpu_present
-from tasks.pipeline import enter_context
-from tasks.stages import (
-    GateScorers,
-    RenderJob,
-    StageOutput,
-    discover_task,
-    failure_rows,
-    ingest_task,
-    make_annotators,
-    plan_stage,
-    propose_task,
-    record_rows,
-    record_task,
-    worker_id,
-)
+from tasks.contracts import Proposer
+from tasks.steps.discover import SourceNotFoundError
+from tasks.steps.ingest import Annotators, make_annotators
+from tasks.steps.outputs import StepOutput
+from tasks.steps.plan import plan
+from tasks.steps.record import failure_rows, record_rows
 from tasks.timings import StageTimer, use_timer
 from tasks.types import Failure, SourceItem
 
@@ -102,15 +85,29 @@ class RunTally:
 
     def failed(self, failures: list[Failure]) -> list[dict[str, Any]]:
         """Count ``failures``; returns their catalog rows."""
-        self.failures.extend(failures)
-        self.add({"failures": len(failures)})
+        self._count_failures(failures)
         return failure_rows(failures, self.run_id)
 
-    def ingested(self, out: StageOutput) -> None:
-        """Items of one source may fall in several batches: clips and objects are counted as distinct ids."""
+    def ingested(self, out: StepOutput) -> None:
+        """Count an ingested batch (its rows and failures are recorded by ingest itself). Items of one source may
+        fall in several batches: clips and objects are counted as distinct ids."""
+        self._count_failures(out.failures)
         for table in ("clips", "objects"):
             self.seen[table].update(row[f"{table[:-1]}_id"] for row in out.rows.get(table, []))
             self.counts[table] = len(self.seen[table])
+
+    def _count_failures(self, failures: list[Failure]) -> None:
+        """Count each failure once by its catalog id (stage + item + reason), as the ``failures`` table holds it: the
+        same bad input met in two batches, or named by two rows, is one row there and one count here."""
+        seen = self.seen.setdefault("failures", set())
+        new = []
+        for failure in failures:
+            key = failure_id(failure.stage, failure.item_id, failure.reason)
+            if key not in seen:
+                seen.add(key)
+                new.append(failure)
+        self.failures.extend(new)
+        self.add({"failures": len(new)})
 
     def rendered(self, summary: BatchSummary | None, cat: Catalog) -> None:
         """Add a render batch's summary (None: the batch's flow run did not complete)."""
@@ -138,32 +135,83 @@ class RunTally:
         return "completed_with_failures" if failures else "completed"
 
 
-@flow(name="build-pairs", flow_run_name="build-pairs {config.source}", persist_result=False)
-def build_pairs(config: RunConfig) -> RunSummary:
-    """Make editing pairs from ``config.source`` into ``config.catalog`` (see ``tasks.config.RunConfig``)."""
+class RedactedParametersFlow(Flow):
+    """A flow whose parameters reach Prefect's flow-run record redacted: a ``RunConfig`` as ``RunConfig.recorded()``
+    (no storage options, no credentials), anything else through ``catalog.redact.redact_value``. The flow itself
+    gets the parameters as given. Kept by ``with_options``. Runs started from a deployment carry the parameters their
+    caller sent, unredacted: credentials belong in the workers' environment (``$VPF_OPENAI_API_KEY``, ``AWS_*``)."""
+
+    def serialize_parameters(self, parameters: dict[str, Any]) -> dict[str, Any]:
+        serialized = super().serialize_parameters(parameters)
+        return {
+            key: parameters[key].recorded() if isinstance(parameters.get(key), RunConfig) else redact_value(value)
+            for key, value in serialized.items()
+        }
+
+    def with_options(self, **kwargs: Any) -> RedactedParametersFlow:
+        copy = super().with_options(**kwargs)
+        copy.__class__ = type(self)  # Flow.with_options builds a plain Flow
+        return copy
+
+
+def _flow_run_name() -> str:
+    """``build-pairs <source>``, the source redacted (Prefect stores and shows run names)."""
+    context = FlowRunContext.get()
+    config = (context.parameters or {}).get("config") if context else None
+    source = config.get("source") if isinstance(config, dict) else getattr(config, "source", None)
+    return f"build-pairs {redact(str(source))}" if source else "build-pairs"
+
+
+@flow(name="build-pairs", flow_run_name=_flow_run_name, persist_result=False)
+def build_pairs(config: RunConfig, executor: RenderExecutor | None = None) -> RunSummary:
+    """Make editing pairs from ``config.source`` into ``config.catalog`` (see ``tasks.config.RunConfig``).
+
+    ``executor``: where render batches go (default :func:`flows.executors.make_executor` of ``config``); in-process
+    callers may pass one, e.g. a ``LocalExecutor`` with their own engine.
+
+    Raises before anything is written, the catalog folder included: ``SourceNotFoundError`` when the source does not
+    exist or holds no video (for a deployment's run, naming the parameter to set), ``NoMasksError`` when no source
+    has masks and no segmenter was chosen, ``AnnotationSpecError`` for a wrong annotation option or model folder.
+    """
     logger = get_run_logger()
+    install_log_redaction()  # what this process logs through Prefect's and the root handlers is redacted
     limit_malloc_arenas()  # before the run's threads start (a no-op when the CLI did it)
     numpy_without_huge_pages()
     started = datetime.now(timezone.utc)
     run_id, flow_run_id = _run_id()
+    try:
+        items, failures = discover_task(config)
+    except SourceNotFoundError as exc:  # a wrong source: stop before the catalog is touched
+        if hint := deployment_hint("config.source"):
+            notes = [exc.detail, relative_note(exc.source), hint]
+            raise SourceNotFoundError(exc.source, "; ".join(note for note in notes if note)) from None
+        raise
+    check_masks_or_segmenter(items, config.segmenter)  # no masks and no segmenter: stop before any write
+    check_annotation(config)  # wrong annotation options or model folders: stop before any write
     cat = Catalog(config.catalog, storage_options=config.storage_options)
-    cat.append("runs", [_runs_row(run_id, flow_run_id, config, "running", {}, started, None)])
-    logger.info("run %s → catalog %s", run_id, cat.url)
+    heartbeat = RunHeartbeat(cat, _runs_row(run_id, flow_run_id, config, "running", {}, started, None))
+    heartbeat.start()  # the running row now, then again every heartbeat until finish()
+    logger.info("run %s → catalog %s", run_id, redact(cat.url))
 
     tally = RunTally(run_id)
+    tally.add({"items": len(items)})
     status: RunStatus = "failed"
     try:
+        if failures:
+            record_task.with_options(task_run_name="record discover failures")(
+                cat, {"failures": tally.failed(failures)}
+            )
         with serial_opencv():  # the run's own threads use the cores
-            make_pairs(config, cat, tally, logger)
+            make_pairs(config, items, cat, tally, executor or make_executor(config))
         status = tally.status(config)
     finally:
         finished = datetime.now(timezone.utc)
         tally.add({"failures": 0})
-        cat.append("runs", [_runs_row(run_id, flow_run_id, config, status, tally.counts, started, finished)])
+        heartbeat.finish(_runs_row(run_id, flow_run_id, config, status, tally.counts, started, finished))
     summary = RunSummary(
         run_id=run_id,
         status=status,
-        catalog=cat.url,
+        catalog=redact(cat.url),
         counts=tally.counts,
         failures_by_reason=tally.failures_by_reason(),
         previews=tally.previews,
@@ -175,85 +223,59 @@ def build_pairs(config: RunConfig) -> RunSummary:
     return summary
 
 
-def make_pairs(config: RunConfig, cat: Catalog, tally: RunTally, logger: RunLogger) -> None:
-    """The stages of a run, batch by batch: discover once; then per batch ingest (running ahead on the task
-    runner), propose, plan, and render (on this flow run's render thread, or handed to the render deployment), so
-    ingest, proposals and renders of different batches overlap. Batches grow 1, 2, 4, … items up to the batch size,
-    so the render starts as soon as one clip is ingested. Each ingest batch's busy time per stage is recorded in ``stage_timings``."""
+build_pairs.__class__ = RedactedParametersFlow  # Prefect's record of each run's parameters is redacted
+
+
+def make_pairs(
+    config: RunConfig, items: list[SourceItem], cat: Catalog, tally: RunTally, executor: RenderExecutor
+) -> None:
+    """The steps of a run after discovery, batch by batch: ingest (running ahead on the task runner), propose and
+    plan, and hand the jobs to ``executor``, so ingest, proposals and renders of different batches overlap. Batches
+    grow 1, 2, 4, … items up to the batch size, so rendering starts once one clip is ingested."""
     from tasks.proposers import get_proposer
 
-    items = discover(config, cat, tally)
-    check_masks_or_segmenter(items, config.segmenter)  # no masks and no segmenter: stop before ingesting
+    logger = get_run_logger()
     batches = _ramp_batches(items, config.batch_size)
-    logger.info("%d items in %d batches of ≤ %d", tally.counts["items"], len(batches), config.batch_size)
+    logger.info("%d items in %d batches of ≤ %d", len(items), len(batches), config.batch_size)
     proposer = get_proposer(config.proposer, cache_url=cat.url, storage_options=cat.storage_options)
     proposer.setup()
-    renderer: LocalRenderer | DeploymentRenderer
-    if config.render_deployment:
-        renderer = DeploymentRenderer(config.render_deployment, config, cat, tally, logger, len(batches))
-    else:
-        renderer = LocalRenderer(config, cat, tally)
-    segmenter, annotation = make_annotators(
-        config.segmenter, config.annotate, cache_url=cat.url, storage_options=config.storage_options
-    )
+    annotators = make_annotators(config, cat)
+    executor.start(config, cat, tally.run_id)
     try:
-        for index, ingested in ingest_ahead(batches, config, cat, segmenter, tally.run_id, annotation):
+        for index, ingested in ingest_ahead(batches, config, cat, annotators, tally.run_id):
             label = f"{index}/{len(batches)}"
-            timer = ingested.timer or StageTimer()  # ingest's own spans; recording and proposing are added here
+            timer = ingested.timer or StageTimer()  # ingest's own spans; proposing is added here
+            tally.ingested(ingested)
             with use_timer(timer):
-                record_ingested(ingested, cat, tally, label)
                 proposed = propose(ingested, proposer, config, cat, tally, label)
             record_rows(cat, "stage_timings", timer.rows(run_id=tally.run_id, batch=label, worker=worker_id()))
             report("ingest", index, len(batches))
-            jobs = plan_stage(
+            jobs = plan(
                 proposed.rows["instructions"],
                 ingested.rows.get("objects", []),
                 ingested.rows.get("clips", []),
-                dilation_radius=config.dilation_radius,
+                dilation_radius=config.render.dilation_radius,
             )
             for part, chunk in enumerate(_batches(jobs, config.batch_size), start=1):
-                renderer.submit(chunk, f"{tally.run_id[-8:]} {label}.{part}")
+                executor.submit(list(chunk), f"{tally.run_id[-8:]} {label}.{part}")
     finally:
-        renderer.finish()  # also when ingest failed: the render thread stops and lets the GPU slot go
-
-
-# ------------------------------------------------------------------------------------------------------ stages
-def discover(config: RunConfig, cat: Catalog, tally: RunTally) -> list[SourceItem]:
-    """The run's work items; manifest rows that cannot be items are recorded as failures."""
-    items, failures = discover_task(
-        config.source, limit=config.limit, roots=config.roots, storage_options=config.storage_options
-    )
-    tally.add({"items": len(items)})
-    if failures:
-        record_task.with_options(task_run_name="record discover failures")(cat, {"failures": tally.failed(failures)})
-    return items
+        for summary in executor.collect():  # also when ingest failed: the executor stops and lets the GPU go
+            tally.rendered(summary, cat)
 
 
 def ingest_ahead(
-    batches: Sequence[Sequence[SourceItem]],
-    config: RunConfig,
-    cat: Catalog,
-    segmenter: Segmenter,
-    run_id: str,
-    annotation: Any = None,
-) -> Iterator[tuple[int, StageOutput]]:
-    """Ingest + segment each batch, in order, with up to ``config.ingest_ahead()`` batches running ahead on the
-    flow's task runner (threads, or Dask/Ray workers with their own segmenter copy) while the caller proposes and
-    renders the batch before. Yields ``(batch number from 1, stage output)``."""
+    batches: Sequence[Sequence[SourceItem]], config: RunConfig, cat: Catalog, annotators: Annotators, run_id: str
+) -> Iterator[tuple[int, StepOutput]]:
+    """Ingest each batch, in order, with up to ``config.ingest_ahead()`` batches running ahead on the flow's task
+    runner (threads, or Dask/Ray workers with their own annotators) while the caller proposes and renders the batch
+    before. Yields ``(batch number from 1, step output)``; ingest has recorded the batch's rows already."""
     ahead = config.ingest_ahead()
 
     def submit(index: int) -> Any:
         batch = batches[index - 1]
-        return ingest_task.with_options(
-            task_run_name=f"ingest+segment batch {index}/{len(batches)} ({len(batch)} items)"
-        ).submit(
-            batch,
-            cat,
-            geometry=config.geometry.to_geometry(),
-            segmenter=segmenter,
-            run_id=run_id,
-            storage_options=config.storage_options,
-            annotation=annotation,
+        name = f"ingest batch {index}/{len(batches)} ({len(batch)} items)"
+        return ingest_task.with_options(task_run_name=name).submit(
+            batch, cat, config.geometry, annotators, run_id=run_id
         )
 
     in_flight = {index: submit(index) for index in range(1, min(ahead, len(batches)) + 1)}
@@ -264,188 +286,23 @@ def ingest_ahead(
         yield index, ingested
 
 
-def record_ingested(ingested: StageOutput, cat: Catalog, tally: RunTally, label: str) -> None:
-    tally.ingested(ingested)
-    rows = {table: ingested.rows.get(table, []) for table in ("sources", "clips", "objects")}
-    record_task.with_options(task_run_name=f"record ingest {label}")(
-        cat, {**rows, "failures": tally.failed(ingested.failures)}
-    )
-
-
 def propose(
-    ingested: StageOutput, proposer: Proposer, config: RunConfig, cat: Catalog, tally: RunTally, label: str
-) -> StageOutput:
-    """Instructions for the batch's objects, recorded; returns the stage output."""
+    ingested: StepOutput, proposer: Proposer, config: RunConfig, cat: Catalog, tally: RunTally, label: str
+) -> StepOutput:
+    """Instructions for the batch's objects, recorded; returns the step output."""
     proposed = propose_task.with_options(task_run_name=f"propose batch {label}")(
         ingested.rows.get("objects", []),
         ingested.rows.get("clips", []),
         proposer,
         edit_types=config.edit_types,
-        run_id=tally.run_id,
         seed=config.render.seed,
+        run_id=tally.run_id,
     )
     tally.add(proposed.counts)
     record_task.with_options(task_run_name=f"record instructions {label}")(
         cat, {"instructions": proposed.rows["instructions"], "failures": tally.failed(proposed.failures)}
     )
     return proposed
-
-
-class LocalRenderer:
-    """Renders the run's batches in this flow run while the flow goes on ingesting and proposing the next batches:
-    ``submit`` hands a batch over and returns (it waits only while one batch is already queued, so memory stays
-    flat), ``finish`` waits for the last one.
-
-    Batches run on ``LANES`` threads (one when ``render.score_workers`` is 0), each batch pipelined as the
-    ``render`` flow does it (``render_and_record``). An engine that holds a device renders one clip at a time
-    (``InpaintEngine.exclusive``: ``run`` holds the engine's lock around ``fill``), so a second lane can render the
-    next batch's first clip while the first lane stores, scores and records the end of its batch: the device never
-    waits at a batch boundary.
-
-    One engine (and judge) for the run, set up by the first batch that renders. On a machine with a GPU, the run
-    holds the GPU slot ``gpu:<worker id>`` from before the models load until the last batch is done (without one,
-    no model can reach a GPU and no slot is taken: a killed run leaves no lease for its rerun to wait out).
-    """
-
-    LANES = 2  # batches rendered at once (their renders take turns on the engine)
-
-    def __init__(self, config: RunConfig, cat: Catalog, tally: RunTally):
-        self.config, self.cat, self.tally = config.render, cat, tally
-        self.engine = make_engine(self.config)
-        self.batches: queue.Queue[tuple[list[RenderJob], str] | None] = queue.Queue(maxsize=1)
-        self.summaries: list[BatchSummary] = []
-        self.error: BaseException | None = None
-        self.submitted_jobs = self.rendered_jobs = 0
-        self.judge: Judge | None = None
-        self.hold_slot = gpu_present()
-        self.lanes = self.LANES if self.config.finish_workers() > 0 else 1
-        # renders held in memory, all lanes together: as many as one batch alone may hold, so memory stays flat
-        self.in_flight = threading.BoundedSemaphore(self.config.finish_workers() + 1)
-        self.scorers = GateScorers()  # the gate's models, loaded by the first batch and shared by all
-        self.prepared = False
-        self._lock = threading.Lock()
-        self._slot = contextlib.ExitStack()  # the run's GPU slot, entered by the first batch that renders
-        # the render thread runs in a copy of the flow's context (run logger, task runs of this flow run)
-        self.thread = threading.Thread(
-            target=contextvars.copy_context().run, args=(self._work,), name="vpf-render", daemon=True
-        )
-        self.thread.start()
-
-    def submit(self, jobs: list[RenderJob], label: str) -> None:
-        if self.error is not None:
-            raise self.error
-        self.submitted_jobs += len(jobs)
-        self.batches.put((jobs, label))
-
-    def finish(self) -> None:
-        """Wait for every submitted batch; add their summaries to the tally; re-raise a render thread's error."""
-        self.batches.put(None)
-        self.thread.join()
-        for summary in self.summaries:
-            self.tally.rendered(summary, self.cat)
-        if self.error is not None:
-            raise self.error
-
-    def _prepare(self) -> Judge | None:
-        """Once per run, before the first render: take the GPU slot (where a GPU is present), set the engine up and
-        load the judge. Every lane calls it; the first does the work."""
-        with self._lock:
-            if not self.prepared:
-                if self.hold_slot:
-                    limit = self._slot.enter_context(gpu_slot(self.config.gpu_slots))
-                    get_run_logger().info("holding %s for the run's renders", limit)
-                self.engine.setup()
-                self.judge, self.prepared = make_judge(self.config, self.cat), True
-            return self.judge
-
-    def _render(self, jobs: list[RenderJob], label: str) -> None:
-        summary = render_and_record(
-            jobs, self.cat, self.engine, config=self.config, judge=None, run_id=self.tally.run_id,
-            batch_label=label, judge_in_slot=self._prepare, hold_slot=False, in_flight=self.in_flight,
-            scorers=self.scorers,
-        )  # fmt: skip
-        with self._lock:
-            self.summaries.append(summary)
-            self.rendered_jobs += len(jobs)
-            done = self.rendered_jobs
-        report("render", done, self.submitted_jobs)
-
-    def _work(self) -> None:
-        context = contextvars.copy_context()
-        free = threading.BoundedSemaphore(self.lanes)
-
-        def lane(jobs: list[RenderJob], label: str) -> None:
-            try:
-                self._render(jobs, label)
-            except BaseException as exc:  # handed to the flow thread by submit/finish
-                with self._lock:
-                    self.error = self.error or exc
-            finally:
-                free.release()
-
-        ended = False  # the flow has sent its last batch (None)
-        try:
-            with self._slot, ThreadPoolExecutor(self.lanes, "vpf-render-lane", initializer=enter_context,
-                                                initargs=(context,)) as pool:  # fmt: skip
-                while self.error is None:
-                    if (batch := self.batches.get()) is None:
-                        ended = True
-                        break
-                    free.acquire()  # at most ``lanes`` batches at once
-                    if self.error is None:
-                        pool.submit(lane, *batch)
-                # leaving the pool waits for every started batch, also after another lane failed
-        except BaseException as exc:
-            with self._lock:
-                self.error = self.error or exc
-        while not ended and self.batches.get() is not None:  # after an error: let submit() return until the flow,
-            pass  # which then raises the error, sends its last batch
-
-
-class DeploymentRenderer:
-    """Hands each batch to ``config.render_deployment`` (one ``render`` flow run per batch, concurrently) and
-    collects the summaries when the run's batches are all submitted."""
-
-    def __init__(
-        self, deployment: str, config: RunConfig, cat: Catalog, tally: RunTally, logger: RunLogger, in_flight: int
-    ):
-        self.deployment, self.config, self.cat, self.tally, self.logger = deployment, config, cat, tally, logger
-        # bounded: each batch in flight holds a thread that waits for its flow run
-        self.pool = ThreadPoolExecutor(max_workers=max(1, min(config.render_in_flight, in_flight)))
-        self.pending: list[Future[BatchSummary | None]] = []
-
-    def submit(self, jobs: list[RenderJob], label: str) -> None:
-        parameters = {
-            "jobs": [job.model_dump() for job in jobs],
-            "catalog": self.cat.url,
-            "config": self.config.render.model_dump(mode="json"),
-            "run_id": self.tally.run_id,
-            "batch_label": label,
-            "storage_options": self.config.storage_options,
-        }
-        self.pending.append(self.pool.submit(_run_render_deployment, self.deployment, parameters, label, self.logger))
-
-    def finish(self) -> None:
-        for done, future in enumerate(self.pending, start=1):
-            report("render", done, len(self.pending))
-            self.tally.rendered(future.result(), self.cat)
-        self.pool.shutdown()
-
-
-def _run_render_deployment(
-    deployment: str, parameters: dict[str, Any], label: str, logger: RunLogger
-) -> BatchSummary | None:
-    """Run one render batch on the deployment's pool and wait; returns its summary (None when it did not complete).
-
-    Runs in a worker thread, which has no Prefect run context: ``logger`` is the flow run's logger, taken by the caller.
-    """
-    flow_run = run_deployment(
-        deployment, parameters=parameters, flow_run_name=f"render {label}", timeout=None, poll_interval=2
-    )
-    if not flow_run.state or not flow_run.state.is_completed():
-        logger.error("render batch %s ended %s", label, flow_run.state)
-        return None
-    return BatchSummary.model_validate(json.loads(flow_run.state.message or "{}").get("result") or {})
 
 
 # ------------------------------------------------------------------------------------------------------ helpers
@@ -486,7 +343,7 @@ def _runs_row(
         "run_id": run_id,
         "flow_run_id": flow_run_id,
         "flow_name": "build-pairs",
-        "source": config.source,
+        "source": redact(config.source),
         "status": status,
         "parameters_json": json.dumps(config.recorded(), sort_keys=True, default=str),
         "counts_json": json.dumps(counts, sort_keys=True),
@@ -498,6 +355,71 @@ def _runs_row(
         "vpf_version": version("videopainter-factory"),
         "host": platform.node(),
     }
+
+
+def heartbeat_interval() -> float:
+    """Seconds between a run's heartbeats: ``$VPF_RUN_HEARTBEAT_S`` when set to a positive number, else
+    ``catalog.maintenance.HEARTBEAT_S``."""
+    try:
+        value = float(os.environ.get(HEARTBEAT_ENV, ""))
+    except ValueError:
+        return HEARTBEAT_S
+    return value if value > 0 else HEARTBEAT_S
+
+
+class RunHeartbeat:
+    """A run's ``runs`` row while it runs: written by :meth:`start`, written again (``heartbeat_at`` now) every
+    ``interval_s`` seconds by a daemon thread, and replaced by the final row in :meth:`finish`.
+
+    Readers show a ``running`` row whose heartbeat is older than a few intervals as ``interrupted``
+    (``catalog.maintenance.run_state``): a run killed with -9, or one whose final write failed (a full disk), stops
+    beating. Each beat deletes the beat before it (its row is superseded by the same run's newer row), so a run
+    leaves its first and final rows and at most one beat between them. A failed beat is logged and retried at the
+    next one.
+    """
+
+    def __init__(self, cat: Catalog, row: dict[str, Any], interval_s: float | None = None):
+        self.cat, self.row = cat, row
+        self.interval_s = interval_s or heartbeat_interval()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._last_beat: str | None = None
+
+    def _write(self, row: dict[str, Any]) -> str | None:
+        stamped = {**row, "heartbeat_at": datetime.now(timezone.utc), "heartbeat_s": self.interval_s}
+        return self.cat.append("runs", [stamped])
+
+    def _drop_last_beat(self) -> None:
+        if self._last_beat is not None:
+            try:
+                self.cat.fs.rm(self._last_beat)
+            except FileNotFoundError:
+                pass  # merged by a compaction: its row lives on in the merged fragment, superseded all the same
+            self._last_beat = None
+
+    def start(self) -> None:
+        """Write the row, then start beating."""
+        self._write(self.row)
+        self._thread = threading.Thread(target=self._beat, name=f"heartbeat {self.row['run_id']}", daemon=True)
+        self._thread.start()
+
+    def _beat(self) -> None:
+        while not self._stop.wait(self.interval_s):
+            try:
+                beat = self._write(self.row)
+                self._drop_last_beat()
+                self._last_beat = beat
+            except Exception as exc:  # a beat that fails (a store hiccup) must not end the run
+                logging.getLogger(__name__).warning("run %s: heartbeat not written: %s", self.row["run_id"], exc)
+
+    def finish(self, row: dict[str, Any]) -> None:
+        """Stop beating, write the final ``row`` and delete the last beat; a failed final write leaves the run
+        ``interrupted`` once its beats are stale."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+        self._write(row)
+        self._drop_last_beat()
 
 
 def _gallery(cat: Catalog, run_id: str, logger: RunLogger) -> str | None:

@@ -1,5 +1,8 @@
 """``vpf run``, ``vpf status`` and ``vpf demo``: the factory from the command line.
 
+``vpf run``'s options are the fields of ``tasks.config.RunConfig`` (derived by ``flows.model_options``: names, help,
+defaults and choices are the model's; its parts' fields take bare flags, ``--engine``, ``--seed``, ``--vocab``).
+
 Exit codes: 0 completed; 1 error (the run failed); 2 usage error; 3 completed with failures (failures are rows in
 the catalog's ``failures`` table: ``vpf status`` lists them).
 """
@@ -7,22 +10,30 @@ the catalog's ``failures`` table: ``vpf status`` lists them).
 from __future__ import annotations
 
 import json
+import logging
 import sys
 import time
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
+from catalog.redact import redact
+from flows.model_options import FieldOption, model_options
 from flows.options import CatalogOption, open_catalog
+from tasks.config import RunConfig
 
 
 if TYPE_CHECKING:
     from flows.build_pairs import RunSummary
-    from tasks.config import RunConfig
 
 
 EXIT_OK = 0
@@ -34,40 +45,10 @@ STATUS_EXIT = {"completed": EXIT_OK, "completed_with_failures": EXIT_COMPLETED_W
 console = Console(stderr=True)
 
 
-class EngineChoice(str, Enum):
-    auto = "auto"
-    propagation = "propagation"
-    videopainter = "videopainter"
-    null = "null"
-    sleep = "sleep"
-    cv2_inpaint = "cv2-inpaint"
-
-
-class TaskRunnerChoice(str, Enum):
+class TaskRunnerChoice(str, Enum):  # flows.runners.TaskRunnerName (that module imports Prefect)
     default = "default"
     dask = "dask"
     ray = "ray"
-
-
-EngineOpt = Annotated[
-    EngineChoice,
-    typer.Option("--engine", help="auto: VideoPainter with weights and CUDA, else the CPU propagation engine."),
-]
-ProposerOpt = Annotated[str, typer.Option("--proposer", help="template | transformers:PATH | openai:URL")]
-SegmenterOpt = Annotated[
-    str,
-    typer.Option(
-        "--segmenter",
-        help="provided (manifest masks or masks next to the videos) | sam:CHECKPOINT[#model_type=vit_h&auto=1] "
-        "(segment-anything) | detect+track:DETECTOR#tracker=sam2:PATH[&threshold=0.3&keyframe_every=8] "
-        "(Grounding DINO/OWLv2 + SAM2 video) | sam3:PATH[#threshold=0.5] (SAM3 video); paths or URLs. The last two "
-        "also re-segment each render for the quality gate (--set render.reseg_segmenter=null: off)",
-    ),
-]
-FramesOpt = Annotated[int, typer.Option("--frames", min=2, help="frames per clip")]
-HeightOpt = Annotated[int, typer.Option("--height", min=16, help="clip height in pixels (even)")]
-WidthOpt = Annotated[int, typer.Option("--width", min=16, help="clip width in pixels (even)")]
-FpsOpt = Annotated[float, typer.Option("--fps", min=0.1, help="frames per second of the normalised clips")]
 
 
 def _summary_table(summary: RunSummary) -> Table:
@@ -98,113 +79,68 @@ def run_factory(config: RunConfig, *, task_runner: str = "default", workers: int
 
         flow = build_pairs.with_options(task_runner=make_task_runner(task_runner, workers=workers))
         config = config.model_copy(update={"ingest_in_flight": local_workers(workers)})
-    with observe(console):
+    with observe(console), _usage_errors_off_the_console():
         return flow(config=config)
 
 
-OPTION_OF_FIELD = {
-    "source": "SOURCE",
-    "catalog": "--catalog",
-    "limit": "--limit",
-    "roots": "--root",
-    "geometry": "--frames/--height/--width/--fps",
-    "segmenter": "--segmenter",
-    "proposer": "--proposer",
-    "edit_types": "--edit-type",
-    "engine": "--engine",
-    "engine_options": "--engine-option",
-    "seed": "--seed",
-    "accept_rule": "--accept",
-    "judge": "--judge",
-    "clip_weights": "--clip-weights",
-    "previews": "--previews",
-    "rerender": "--rerender",
-    "batch_size": "--batch-size",
-    "render_deployment": "--render-deployment",
-    "gallery": "--gallery",
-    "vocab": "--vocab",
-    "captioner": "--captioner",
-    "tagger": "--tagger",
-    "select": "--select",
-}
+USAGE_ERROR_NAMES = ("SourceNotFoundError", "NoMasksError", "AnnotationSpecError")
+"""The errors a run raises before it writes anything (a wrong source, no masks): ``vpf run`` says them in one line."""
 
 
-def build_config(*overrides: tuple[str, Any], **settings: Any) -> RunConfig:
-    """``tasks.config.RunConfig(**settings)`` with ``overrides`` (dotted keys, e.g. ``("render.seed", 3)``) set on
-    top; a validation error becomes a usage error naming the option."""
-    from pydantic import ValidationError
+class _UsageErrorRecords(logging.Filter):
+    """Drops Prefect's records of a run or task ending on a usage error (its traceback, its final state)."""
 
-    from tasks.config import RunConfig
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not record.name.startswith(("prefect.flow_runs", "prefect.task_runs")) or record.levelno < logging.ERROR:
+            return True
+        if record.exc_info and record.exc_info[1] is not None:
+            return type(record.exc_info[1]).__name__ not in USAGE_ERROR_NAMES
+        text = record.getMessage()  # "Finished in state Failed('… SourceNotFoundError: …')"
+        return not any(f"{name}:" in text or f"{name}(" in text for name in USAGE_ERROR_NAMES)
 
-    for dotted, value in overrides:
-        *parents, key = dotted.split(".")
-        target = settings
-        for part in parents:
-            target = target.setdefault(part, {})
-            if not isinstance(target, dict):
-                raise typer.BadParameter(f"{dotted}: {part} is not a group of settings", param_hint="--set")
-        target[key] = value
+
+@contextmanager
+def _usage_errors_off_the_console() -> Iterator[None]:
+    """While the block runs, the terminal's log handlers (Prefect's console handler on the root logger) skip the
+    records of a run ending on a usage error, which ``vpf run`` reports in one line; a server still gets them."""
+    handlers = [h for h in logging.getLogger().handlers if isinstance(h, logging.StreamHandler)]
+    quiet = _UsageErrorRecords()
+    for handler in handlers:
+        handler.addFilter(quiet)
     try:
-        return RunConfig(**settings)
-    except ValidationError as exc:
-        error = exc.errors()[0]
-        names = [str(part) for part in error["loc"] if str(part) in OPTION_OF_FIELD]
-        hint = OPTION_OF_FIELD[names[-1]] if names else "--set"
-        raise typer.BadParameter(error["msg"].removeprefix("Value error, "), param_hint=hint) from None
+        yield
+    finally:
+        for handler in handlers:
+            handler.removeFilter(quiet)
 
 
-def parse_key_values(pairs: list[str] | None, option: str) -> dict[str, Any]:
-    """``["base=/models/cog", "steps=30"]`` → ``{"base": "/models/cog", "steps": 30}`` (values parsed as JSON when
-    they are JSON, else kept as strings)."""
-    parsed: dict[str, Any] = {}
-    for pair in pairs or []:
-        key, sep, value = pair.partition("=")
-        if not sep or not key.strip():
-            raise typer.BadParameter(f"{pair!r}: expected KEY=VALUE", param_hint=option)
-        try:
-            parsed[key.strip()] = json.loads(value)
-        except json.JSONDecodeError:
-            parsed[key.strip()] = value
-    return parsed
-
-
+@model_options(
+    RunConfig,
+    exclude={"storage_options"},  # credentials never on a command line
+    from_params={"source": "source", "catalog": "catalog"},
+    overrides="settings",
+    flatten={"geometry", "annotate", "render", "score"},
+    key_values={"annotate.select", "score.accept_rule"},
+    aliases={
+        "roots": ["--root"],
+        "edit_types": ["--edit-type"],
+        "geometry.num_frames": ["--frames"],
+        "render.engine_options": ["--engine-option"],
+        "score.accept_rule": ["--accept"],
+    },
+)
 def run_command(
-    source: Annotated[
-        str, typer.Argument(help="A folder, glob, manifest (CSV/JSONL/Parquet) or VPData CSV; any fsspec URL.")
-    ],
+    source: Annotated[str, typer.Argument(help=RunConfig.model_fields["source"].description)],
     catalog: CatalogOption,
-    engine: EngineOpt = EngineChoice.auto,
-    proposer: ProposerOpt = "template",
-    segmenter: SegmenterOpt = "provided",
-    limit: Annotated[int | None, typer.Option("--limit", min=1, help="Only the first N items.")] = None,
-    batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Items per task; jobs per render flow.")] = 16,
-    frames: FramesOpt = 49,
-    height: HeightOpt = 480,
-    width: WidthOpt = 720,
-    fps: FpsOpt = 8.0,
-    edit_type: Annotated[
-        list[str] | None, typer.Option("--edit-type", help="Edit types to propose (repeat); default remove + add.")
-    ] = None,
-    render_deployment: Annotated[
-        str | None,
-        typer.Option("--render-deployment", help="Send render batches to this deployment, e.g. render/gpu."),
-    ] = None,
-    root: Annotated[
-        list[str] | None, typer.Option("--root", help="Allowed root for source files (repeat); others fail.")
-    ] = None,
-    seed: Annotated[int, typer.Option("--seed")] = 0,
-    previews: Annotated[bool, typer.Option("--previews/--no-previews", help="Write preview videos.")] = True,
-    gallery: Annotated[
-        bool, typer.Option("--gallery/--no-gallery", help="Build a gallery of the run's pairs (local catalogs).")
-    ] = True,
-    rerender: Annotated[
-        bool,
+    config: RunConfig,
+    settings: Annotated[
+        list[str] | None,
         typer.Option(
-            "--rerender",
-            help="Render again even the jobs whose pairs exist: a new generation named after this run (earlier "
-            "ones stay; renders.generation tells them apart). New weights re-render without it.",
+            "--set",
+            help="KEY=VALUE of any run setting, on top of the options (repeat; dotted keys reach parts, e.g. "
+            "max_failure_ratio=0.1 render.gpu_slots=2 score.reseg_segmenter=null); see tasks/config.py.",
         ),
-    ] = False,
+    ] = None,
     task_runner: Annotated[
         TaskRunnerChoice,
         typer.Option(
@@ -216,108 +152,25 @@ def run_command(
     workers: Annotated[
         int | None, typer.Option("--workers", min=1, help="Worker processes of --task-runner dask|ray.")
     ] = None,
-    engine_option: Annotated[
-        list[str] | None,
-        typer.Option(
-            "--engine-option",
-            help="KEY=VALUE for the engine (repeat), e.g. base=/models/CogVideoX-5b-I2V branch=… id_lora=… "
-            "(VideoPainter; also $VPF_VIDEOPAINTER_BASE/_BRANCH/_ID_LORA/_FLUX_FILL).",
-        ),
-    ] = None,
-    accept: Annotated[
-        list[str] | None,
-        typer.Option(
-            "--accept", help="KEY=VALUE of the accept rule (repeat), e.g. min_psnr_bg=28 min_judge_quality=3."
-        ),
-    ] = None,
-    clip_weights: Annotated[
-        str | None,
-        typer.Option(
-            "--clip-weights",
-            help="Local CLIP folder (transformers): the quality gate also checks that the object's label stops "
-            "matching the hole (clip_label_src/clip_label_tgt).",
-        ),
-    ] = None,
-    judge: Annotated[
-        str | None,
-        typer.Option(
-            "--judge", help="Score pairs with a vision-language model: openai:URL#MODEL or transformers:PATH."
-        ),
-    ] = None,
-    settings: Annotated[
-        list[str] | None,
-        typer.Option(
-            "--set",
-            help="KEY=VALUE of any run setting (repeat; dotted keys reach parts, e.g. max_failure_ratio=0.1 "
-            "render.gpu_slots=2 dilation_radius=12); see tasks/config.py.",
-        ),
-    ] = None,
-    vocab: Annotated[
-        str | None,
-        typer.Option("--vocab", help="Noun phrases to find (one a line) for detect+track and sam3; path or URL."),
-    ] = None,
-    captioner: Annotated[
-        str | None,
-        typer.Option(
-            "--captioner", help="Caption clips without one with a VLM: transformers:PATH or openai:URL#MODEL."
-        ),
-    ] = None,
-    tagger: Annotated[
-        str | None,
-        typer.Option("--tagger", help="Add a VLM's object tags to each clip's vocabulary: transformers:PATH|openai:…"),
-    ] = None,
-    select: Annotated[
-        list[str] | None,
-        typer.Option(
-            "--select",
-            help="KEY=VALUE selection threshold (repeat; null turns a check off), e.g. min_motion=0.5 "
-            "min_track_iou=0.3 min_side_px=16; see tasks/annotate/selection.py.",
-        ),
-    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the run summary as one JSON line on stdout.")] = False,
 ) -> None:
     """Make editing pairs from SOURCE into the catalog. Exit 0: completed; 3: completed with failures; 1: failed;
     2: usage error (also: no source has masks and no --segmenter was chosen)."""
     if workers is not None and task_runner is TaskRunnerChoice.default:
         raise typer.BadParameter(
-            "--workers sizes a dask or ray cluster; add --task-runner dask|ray", param_hint="--workers"
+            "--workers sizes a dask or ray cluster; add --task-runner dask|ray", param_hint=["--workers"]
         )
-    config = build_config(
-        *parse_key_values(settings, "--set").items(),
-        source=source,
-        catalog=catalog,
-        limit=limit,
-        roots=list(root) if root else None,
-        geometry={"num_frames": frames, "height": height, "width": width, "fps": fps},
-        segmenter=segmenter,
-        proposer=proposer,
-        **({"edit_types": list(edit_type)} if edit_type else {}),
-        render={
-            "engine": engine.value,
-            "engine_options": parse_key_values(engine_option, "--engine-option"),
-            "seed": seed,
-            "accept_rule": parse_key_values(accept, "--accept"),
-            "judge": judge,
-            "clip_weights": clip_weights,
-            "previews": previews,
-            "rerender": rerender,
-        },
-        batch_size=batch_size,
-        render_deployment=render_deployment,
-        gallery=gallery,
-        annotate={
-            "vocab": vocab,
-            "captioner": captioner,
-            "tagger": tagger,
-            "select": parse_key_values(select, "--select"),
-        },
-    )
-    if config.segmenter == "provided":
-        _check_masks(config)
+    from tasks.annotate.specs import AnnotationSpecError, NoMasksError, check_annotation
+    from tasks.steps.discover import SourceNotFoundError
+
     try:
+        check_annotation(config)  # specs, ranges, model folders, vocabulary: before the flow starts, no model loaded
         summary = run_factory(config, task_runner=task_runner.value, workers=workers)
+    except (SourceNotFoundError, NoMasksError, AnnotationSpecError) as exc:  # found before any write: usage error
+        console.print(f"[red]vpf run:[/red] {escape(str(exc))}", soft_wrap=True, highlight=False)
+        raise typer.Exit(EXIT_USAGE) from None
     except Exception as exc:  # the runs row says "failed"; the user gets one line, not a traceback
-        console.print(f"[red]vpf run failed:[/red] {type(exc).__name__}: {exc}")
+        console.print(f"[red]vpf run failed:[/red] {type(exc).__name__}: {escape(redact(str(exc)))}")
         raise typer.Exit(EXIT_ERROR) from exc
     if as_json:
         typer.echo(summary.model_dump_json())
@@ -330,19 +183,21 @@ def run_command(
     raise typer.Exit(STATUS_EXIT.get(summary.status, EXIT_ERROR))
 
 
-def _check_masks(config: Any) -> None:
-    """Exit 2 with one message, before any run starts, when no source has masks and no segmenter was chosen."""
-    from tasks.annotate.specs import NoMasksError, check_masks_or_segmenter
-    from tasks.stages import discover_stage
+RUN_OPTIONS: dict[str, FieldOption] = {option.dotted: option for option in run_command.options}  # type: ignore[attr-defined]
 
-    items, _ = discover_stage(
-        config.source, limit=config.limit, roots=config.roots, storage_options=config.storage_options
-    )
-    try:
-        check_masks_or_segmenter(items, config.segmenter)
-    except NoMasksError as exc:
-        console.print(f"[red]vpf run:[/red] {exc}", soft_wrap=True)
-        raise typer.Exit(EXIT_USAGE) from None
+
+def build_config(settings: Mapping[str, Any], overrides: Sequence[tuple[str, Any]] = ()) -> RunConfig:
+    """``tasks.config.RunConfig`` of ``settings`` with ``overrides`` (dotted keys, e.g. ``("render.seed", 3)``) set
+    on top, validated as ``vpf run`` validates its options: an error is a usage error naming the option (``--set``
+    where no option holds the field)."""
+    return run_command.build(dict(settings), list(overrides))  # type: ignore[attr-defined]
+
+
+# ``vpf demo``: the run's options (choices, bounds, help) with the demo's own sizes
+EngineOpt = RUN_OPTIONS["render.engine"].annotated("--engine")
+FramesOpt = RUN_OPTIONS["geometry.num_frames"].annotated("--frames")
+HeightOpt = RUN_OPTIONS["geometry.height"].annotated("--height")
+WidthOpt = RUN_OPTIONS["geometry.width"].annotated("--width")
 
 
 def status_command(
@@ -350,55 +205,129 @@ def status_command(
     last: Annotated[int, typer.Option("--last", min=1, help="How many runs to list.")] = 5,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout.")] = False,
 ) -> None:
-    """The last runs, row counts per table, and failures by stage and reason."""
+    """The last runs, row counts per table, failures by stage and reason, and the latest run's time by stage.
+
+    On a terminal, tables (one block per row where a table does not fit; ids never wrap). When stdout is not a
+    terminal (a pipe, a file): tab-separated lines that never wrap, each section a "# title" line, a header line and
+    one line per row, sections separated by a blank line (tabs and newlines inside values become spaces). --json:
+    one JSON object."""
     from flows.status import catalog_status
 
     open_catalog(catalog)  # exit 2 when the path holds no catalog
     try:
         report = catalog_status(catalog, last=last)
     except Exception as exc:
-        console.print(f"[red]vpf status failed:[/red] {type(exc).__name__}: {exc}")
+        console.print(f"[red]vpf status failed:[/red] {type(exc).__name__}: {escape(redact(str(exc)))}")
         raise typer.Exit(EXIT_ERROR) from exc
     if as_json:
         typer.echo(json.dumps(report, default=str))
         return
-    out = Console()
-    runs = Table(title=f"last runs in {catalog}")
-    runs.add_column("run_id", overflow="fold")
-    runs.add_column("status", overflow="fold")
-    runs.add_column("started (UTC)")
-    runs.add_column("source", overflow="fold")
-    for col in ("clips", "pairs", "fails"):
-        runs.add_column(col, justify="right", no_wrap=True)
-    for r in report["runs"]:
-        started = r["started_at"].strftime("%Y-%m-%d %H:%M") if r["started_at"] else ""
-        cells = (r["run_id"], r["status"], started, r["source"], r["n_clips"], r["n_pairs"], r["n_failures"])
-        runs.add_row(*(str(cell) for cell in cells))
-    out.print(runs)
-    rows = Table(title="rows")
-    rows.add_column("table")
-    rows.add_column("rows", justify="right")
-    for table, n in report["rows"].items():
-        rows.add_row(table, str(n))
-    out.print(rows)
-    fails = Table(title="failures")
-    for col in ("stage", "reason", "count", "example"):
-        fails.add_column(col)
-    for f in report["failures"]:
-        fails.add_row(f["stage"], f["reason"], str(f["count"]), f["example"])
-    out.print(fails)
+    sections = status_sections(report, catalog)
+    if sys.stdout.isatty():
+        out = Console()
+        for section in sections:
+            section.show(out)
+    else:
+        typer.echo("\n\n".join(section.tsv() for section in sections))
+
+
+@dataclass
+class StatusSection:
+    """One part of ``vpf status``: a title, column names and rows of text. Only the ``fold`` columns (free text: a
+    source, an error message) ever wrap on a terminal; ids and counts never do."""
+
+    title: str
+    columns: list[str]
+    rows: list[list[str]]
+    right: frozenset[str] = frozenset()
+    fold: frozenset[str] = frozenset()
+
+    FOLDED_WIDTH = 16  # the narrowest a ``fold`` column gets before a table no longer fits
+
+    def show(self, console: Console) -> None:
+        """A table when it fits ``console`` with only the ``fold`` columns folded, else one block per row."""
+        console.print(self.table() if self._table_width() <= console.width else self.blocks())
+
+    def table(self) -> Table:
+        table = Table(title=escape(self.title))
+        for name in self.columns:
+            folds = name in self.fold
+            table.add_column(name, justify="right" if name in self.right else "left", no_wrap=not folds,
+                             overflow="fold" if folds else "ellipsis")  # fmt: skip
+        for row in self.rows:
+            table.add_row(*(Text(cell) for cell in row))  # values as they are: no rich markup in them
+        return table
+
+    def blocks(self) -> Text:
+        """The title, then each row as "column  value" lines, rows separated by a blank line."""
+        key_width = max(len(name) for name in self.columns)
+        blocks = [Text(self.title, style="italic")]
+        for row in self.rows:
+            blocks.append(Text("\n".join(f"{name:<{key_width}}  {cell}" for name, cell in zip(self.columns, row))))
+        return Text("\n\n").join(blocks)
+
+    def tsv(self) -> str:
+        """The title (after "# "), the header and the rows, tab-separated, one line each."""
+        lines = [f"# {_one_line(self.title)}", "\t".join(self.columns)]
+        lines += ["\t".join(_one_line(cell) for cell in row) for row in self.rows]
+        return "\n".join(lines)
+
+    def _table_width(self) -> int:
+        """Columns of the table with only the ``fold`` columns folded (to ``FOLDED_WIDTH``): cells, padding, rules."""
+        widths = []
+        for i, name in enumerate(self.columns):
+            widest = max([len(name), *(len(row[i]) for row in self.rows)])
+            widths.append(min(widest, self.FOLDED_WIDTH) if name in self.fold else widest)
+        return sum(w + 3 for w in widths) + 1
+
+
+def _run_cells(run: dict[str, Any]) -> list[str]:
+    started = f"{run['started_at']:%Y-%m-%d %H:%M:%S}" if run["started_at"] else ""
+    cells = (run["run_id"], run["status"], started, run["source"], run["n_clips"], run["n_pairs"], run["n_failures"])
+    return [str(cell) for cell in cells]
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.replace("\t", " ").splitlines())
+
+
+def status_sections(report: dict[str, Any], catalog: str) -> list[StatusSection]:
+    """The sections ``vpf status`` prints for ``report`` (``flows.status.catalog_status``)."""
+    runs = StatusSection(
+        f"last runs in {catalog}",
+        ["run_id", "status", "started_utc", "source", "clips", "pairs", "failures"],
+        [_run_cells(r) for r in report["runs"]],
+        right=frozenset({"clips", "pairs", "failures"}),
+        fold=frozenset({"source"}),
+    )
+    rows = StatusSection("rows", ["table", "rows"], [[t, str(n)] for t, n in report["rows"].items()],
+                         right=frozenset({"rows"}))  # fmt: skip
+    failures = StatusSection(
+        "failures",
+        ["stage", "reason", "count", "example"],
+        [[f["stage"], f["reason"], str(f["count"]), str(f["example"])] for f in report["failures"]],
+        right=frozenset({"count"}),
+        fold=frozenset({"example"}),
+    )
+    sections = [runs, rows, failures]
     if report["stages"]["rows"]:
-        stages = Table(title=f"time by stage, run {report['stages']['run_id']} (busy seconds; stages overlap)")
-        for col in ("stage", "batches", "items", "busy s", "CPU s"):
-            stages.add_column(col, justify="left" if col == "stage" else "right")
-        for s in report["stages"]["rows"]:
-            stages.add_row(s["stage"], str(s["batches"]), str(s["items"]), f"{s['wall_s']:.1f}", f"{s['cpu_s']:.1f}")
-        out.print(stages)
+        sections.append(
+            StatusSection(
+                f"time by stage, run {report['stages']['run_id']} (busy seconds; stages overlap)",
+                ["stage", "batches", "items", "busy_s", "cpu_s"],
+                [
+                    [s["stage"], str(s["batches"]), str(s["items"]), f"{s['wall_s']:.1f}", f"{s['cpu_s']:.1f}"]
+                    for s in report["stages"]["rows"]
+                ],
+                right=frozenset({"batches", "items", "busy_s", "cpu_s"}),
+            )
+        )
+    return sections
 
 
 def demo_command(
     out: Annotated[Path, typer.Option("--out", help="Folder for samples, catalog and previews.")] = Path("demo-out"),
-    engine: EngineOpt = EngineChoice.auto,
+    engine: EngineOpt = RUN_OPTIONS["render.engine"].default,
     frames: FramesOpt = 25,
     height: HeightOpt = 240,
     width: WidthOpt = 368,
@@ -415,11 +344,13 @@ def demo_command(
     console.rule("2. build pairs (Prefect ephemeral mode)")
     catalog = str(out / "catalog")
     config = build_config(
-        source=str(paths["synthetic"]),
-        catalog=catalog,
-        render={"engine": engine.value},
-        batch_size=4,
-        geometry={"num_frames": frames, "height": height, "width": width},
+        {
+            "source": str(paths["synthetic"]),
+            "catalog": catalog,
+            "render": {"engine": engine},
+            "batch_size": 4,
+            "geometry": {"num_frames": frames, "height": height, "width": width},
+        }
     )
     summary = run_factory(config)
     console.rule("3. summary")

@@ -18,8 +18,8 @@ def _fail(message: str) -> None:
 
 
 def _rule(accept: list[str] | None) -> Any:
-    from flows.cli_factory import parse_key_values
-    from tasks.gate import AcceptRule
+    from flows.model_options import parse_key_values
+    from tasks.accept import AcceptRule
 
     try:
         return AcceptRule(**parse_key_values(accept, "--accept"))

@@ -1,16 +1,12 @@
 """``vpf reproduce PAIR_ID``: make a pair's render again from what the catalog records, and compare.
 
-The pair's catalog rows name everything a render depends on: the clip and the object mask (content-addressed media),
-the instruction, the engine, its version and parameters (``renders.params_json``, which includes the mask
-dilation), and the seed. ``reproduce_pair`` rebuilds the render job with ``tasks.stages.plan_stage``, the engine with
-``tasks.engines.registry.get_engine`` and renders it with ``tasks.stages.inpaint_stage``, the functions ``vpf run``
-uses, into a scratch catalog holding copies of the inputs; then it compares the result with the stored media.
-
-Match: CPU engines (``propagation``, ``cv2-inpaint``, ``null``) are deterministic, so the encoded mp4 must be
-bit-identical to the stored one. GPU engines (``videopainter``) differ run to run in the last bits of floating point
-arithmetic, so their decoded frames must agree within ``min_psnr`` dB (default 30) with the stored ones.
-
-Exit codes: 0 the pair reproduces; 1 it does not (or rendering failed); 2 no catalog, no such pair.
+The pair's rows name everything a render depends on: clip and object mask (content-addressed media), instruction,
+engine, version, parameters (``renders.params_json``) and seed. ``reproduce_pair`` rebuilds the job with the plan
+step, the engine with the registry, renders it with the render step into a scratch catalog holding copies of the
+inputs, and compares: CPU engines must give a bit-identical mp4, GPU engines decoded frames within ``min_psnr`` dB.
+Renders recorded before the engine's and the pipeline's parameters were kept apart (flat ``params_json``) name only
+the pipeline's dilation; their engine is rebuilt with its default for an option of the same name, and the report
+says so. Exit codes: 0 the pair reproduces; 1 it does not (or rendering failed); 2 no catalog, no such pair.
 """
 
 from __future__ import annotations
@@ -72,16 +68,43 @@ class Reproduction(BaseModel):
     psnr_db: float | None  # decoded reproduced frames vs decoded stored frames (inf when equal)
     max_abs_diff: int | None
     match: bool
+    note: str | None = None  # what could not be rebuilt as recorded, and what was assumed instead
     scratch: str
 
 
-def _engine_options(engine: str, params: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
-    """The recorded parameters the engine's constructor takes (``dilation_radius`` is the job's, not the engine's),
-    plus ``extra`` (e.g. checkpoint paths, which the catalog records as the engine version, not as paths)."""
-    from tasks.engines.registry import _engine_class
+def recorded_params(params: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any], str | None]:
+    """``(engine parameters, pipeline parameters, note)`` of a render's ``params_json``. A flat record (renders made
+    before the two were kept apart) holds the engine's parameters with the pipeline's ``dilation_radius`` written
+    over the engine's option of that name: the note says the engine's own value was not recorded."""
+    if set(params) == {"engine", "pipeline"}:
+        return dict(params["engine"]), dict(params["pipeline"]), None
+    engine = {k: v for k, v in params.items() if k != "dilation_radius"}
+    pipeline = {"dilation_radius": params.get("dilation_radius")}
+    note = (
+        "recorded before engine and pipeline parameters were kept apart: dilation_radius is the pipeline's; "
+        "an engine option of that name was not recorded and takes its default"
+    )
+    return engine, pipeline, note
 
-    accepted = set(inspect.signature(_engine_class(engine).__init__).parameters) - {"self"}
-    options = {k: v for k, v in params.items() if k in accepted and k != "dilation_radius" and v is not None}
+
+def legacy_render_id(job: Any, engine: Any, seed: int, generation: str | None) -> str:
+    """The id a render with a flat ``params_json`` was given: the engine's parameters with the pipeline's dilation
+    written over them, hashed together."""
+    from catalog import ids
+
+    flat = {**engine.params(), "dilation_radius": job.dilation_radius}
+    return ids.render_id(
+        job.instruction_id, engine.engine_id, flat, seed, version=engine.version, generation=generation
+    )
+
+
+def _engine_options(engine: str, params: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    """The recorded engine parameters its constructor takes, plus ``extra`` (e.g. checkpoint paths, which the
+    catalog records as the engine version, not as paths)."""
+    from tasks.engines.registry import engine_class
+
+    accepted = set(inspect.signature(engine_class(engine).__init__).parameters) - {"self"}
+    options = {k: v for k, v in params.items() if k in accepted and v is not None}
     return {**options, **extra}
 
 
@@ -125,7 +148,8 @@ def reproduce_pair(
     with the stored media (see module docstring). Raises ``ReproduceError`` when it cannot be re-rendered."""
     from catalog.ids import sha256_bytes
     from tasks.engines.registry import get_engine
-    from tasks.stages import inpaint_stage, job_render_id, plan_stage
+    from tasks.steps.plan import plan
+    from tasks.steps.render import render_id_of, render_jobs
 
     found = catalog.query(PAIR_SQL, [pair_id]).to_pylist()
     if not found:
@@ -145,12 +169,14 @@ def reproduce_pair(
         clip = row("clips", "clip_id", instruction["clip_id"])
     finally:
         con.close()
-    params = json.loads(pair["params_json"] or "{}")
+    engine_params, pipeline, note = recorded_params(json.loads(pair["params_json"] or "{}"))
     try:
-        engine = get_engine(pair["engine"], **_engine_options(pair["engine"], params, dict(engine_options or {})))
+        engine = get_engine(
+            pair["engine"], **_engine_options(pair["engine"], engine_params, dict(engine_options or {}))
+        )
     except (TypeError, ValueError) as exc:
         raise ReproduceError(f"pair {pair_id}: cannot rebuild engine {pair['engine']!r}: {exc}") from None
-    jobs = plan_stage([instruction], [obj], [clip], dilation_radius=params.get("dilation_radius"))
+    jobs = plan([instruction], [obj], [clip], dilation_radius=pipeline.get("dilation_radius"))
     job = jobs[0]
     seed = int(pair["seed"] or 0)
     scratch_dir = Path(scratch) if scratch else Path(tempfile.mkdtemp(prefix=f"vpf-reproduce-{pair_id[:16]}-"))
@@ -164,11 +190,11 @@ def reproduce_pair(
             raise ReproduceError(f"pair {pair_id}: input media {uri} no longer matches its content hash")
     engine.setup()
     generation = pair["generation"]  # a render made on purpose again (vpf run --rerender) keeps its generation
-    rendered, out = inpaint_stage([job], work, engine, seed=seed, run_id=None, generation=generation)
+    rendered, out = render_jobs([job], work, engine, seed=seed, run_id=None, generation=generation)
     if not rendered:
         reasons = "; ".join(f"{f.reason}: {f.message}" for f in out.failures) or "no output"
         raise ReproduceError(f"pair {pair_id}: the render failed again: {reasons}")
-    new = rendered[0].render_row
+    new = rendered[0].row
     new_bytes = work.read_media(new["video_uri"])
     try:
         stored = catalog.read_media(pair["video_uri"])
@@ -187,13 +213,19 @@ def reproduce_pair(
         engine_version_here=engine.version,
         seed=seed,
         criterion=criterion,
-        render_id_reproduced=job_render_id(job, engine, seed, generation) == pair["render_id"],
+        render_id_reproduced=pair["render_id"]
+        == (
+            render_id_of(job, engine, seed, generation)
+            if note is None
+            else legacy_render_id(job, engine, seed, generation)
+        ),
         stored_video_intact=pair["video_uri"].rsplit("/", 1)[-1].split(".")[0] == sha256_bytes(stored),
         bytes_identical=identical,
         mask_identical=mask_identical,
         psnr_db=psnr,
         max_abs_diff=max_diff,
         match=match,
+        note=note,
         scratch=str(scratch_dir),
     )
 
@@ -215,7 +247,7 @@ def reproduce_command(
 ) -> None:
     """Re-run the render named by PAIR_ID's catalog row into a scratch folder and compare it with the stored media
     (bit-identical for CPU engines, within --min-psnr for GPU engines). Exit 0 match, 1 mismatch, 2 no such pair."""
-    from flows.cli_factory import parse_key_values
+    from flows.model_options import parse_key_values
 
     cat = open_catalog(catalog)
     try:

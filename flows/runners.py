@@ -1,17 +1,9 @@
-"""Task runners for the CPU stages inside a flow: Prefect's thread pool, a Dask cluster or a Ray cluster.
+"""Task runners for ingest inside a flow: Prefect's thread pool, a Dask cluster or a Ray cluster.
 
-``make_task_runner("dask")`` starts a local ``distributed.LocalCluster`` (one single-threaded worker process per
-core by default) when the flow starts and closes it when the flow ends; with ``address=`` the tasks go to an
-existing Dask scheduler instead. ``make_task_runner("ray")`` starts a local Ray instance, or joins the cluster at
-``address`` (``ray://head:10001`` or ``auto``). Both come from Prefect's own integrations (``prefect-dask``,
-``prefect-ray``), installed with the ``dask`` and ``ray`` extras.
-
-Use it on a flow with ``with_options``::
-
-    build_pairs.with_options(task_runner=make_task_runner("dask"))(source=..., catalog=...)
-
-Tasks and their arguments must then be picklable (they run in other processes), and every worker process needs
-the catalog's credentials in its environment (see docs/fleet.md).
+``make_task_runner("dask" | "ray", workers=…, address=…)`` starts a local cluster when the flow starts (or joins the
+one at ``address``) through Prefect's own integrations (``prefect-dask``, ``prefect-ray``; the ``dask`` and ``ray``
+extras). Use it with ``build_pairs.with_options(task_runner=…)``. Tasks and their arguments must then be picklable,
+and every worker process needs the catalog's credentials in its environment (docs/fleet.md).
 """
 
 from __future__ import annotations
@@ -70,7 +62,7 @@ def make_task_runner(
             return DaskTaskRunner(address=address)
         return DaskTaskRunner(
             cluster_class="distributed.LocalCluster",
-            # Single-threaded worker processes: the CPU stages release the GIL only in part (OpenCV, PyAV).
+            # Single-threaded worker processes: the CPU steps release the GIL only in part (OpenCV, PyAV).
             cluster_kwargs={
                 "n_workers": local_workers(workers),
                 "threads_per_worker": 1,

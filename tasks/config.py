@@ -1,11 +1,11 @@
-"""The configuration of one factory run: one pydantic model, validated once, passed down whole.
+"""The configuration of one factory run: one pydantic model per part, validated once, passed down whole.
 
-``RunConfig`` is built by ``vpf run`` (from its options), by the ``build-pairs`` flow's single ``config`` parameter
-(the Prefect UI renders its schema) and by ``prefect.yaml`` (``parameters: {config: {...}}``). Every stage reads the
-settings it needs from it; nothing re-validates them downstream. The render flow, which may run on another machine,
-receives only its part, ``RenderConfig``, as JSON.
+``RunConfig`` is built by ``vpf run`` (its options are derived from these fields), by the ``build-pairs`` flow's
+``config`` parameter and by ``prefect.yaml``. Every default and choice list of a run is written here and nowhere
+else. Each step takes its part (``GeometryConfig``, ``AnnotateConfig``, ``RenderConfig``, ``ScoreConfig``); the
+render flow, which may run on another machine, receives ``RenderConfig`` and ``ScoreConfig`` as JSON.
 
-Adding a setting: add a field here (with its description and bounds), read it where it is used, test it.
+This module sits at the bottom of ``tasks/``: it imports no step, no scorer and no catalog code.
 """
 
 from __future__ import annotations
@@ -15,53 +15,12 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from catalog.store import default_root
-from tasks.annotate.selection import SelectionOptions
-from tasks.gate import AcceptRule
+from tasks.accept import AcceptRule
+from tasks.engines.registry import ENGINE_NAMES
 from tasks.types import EditType, Geometry, ResizeMode
 
 
-EngineName = Literal["auto", "propagation", "videopainter", "null", "cv2-inpaint", "sleep"]
-
-SAM_SPEC_OPTIONS = {"model_type": str, "auto": bool, "max_auto_objects": int, "min_iou": float, "labels": list}
-
-
-def parse_sam_spec(spec: str) -> dict[str, Any]:
-    """``sam:CHECKPOINT[#key=value&…]`` → ``SamSegmenter`` keyword arguments.
-
-    Options: ``model_type`` (vit_b | vit_l | vit_h; default: read from the released file names
-    ``sam_vit_h_4b8939.pth`` etc., else vit_b), ``auto`` (1/0: automatic masks for clips without a box),
-    ``max_auto_objects``, ``min_iou`` (continuity check), ``labels`` (comma-separated names for automatic objects).
-    Example: ``sam:s3://models/sam_vit_h_4b8939.pth#auto=1&labels=car,person``.
-    """
-    if not (spec.startswith("sam:") and len(spec) > 4):
-        raise ValueError(f"segmenter {spec!r}: expected 'provided' or 'sam:CHECKPOINT[#model_type=…&auto=1]'")
-    checkpoint, _, fragment = spec[4:].partition("#")
-    if not checkpoint:
-        raise ValueError(f"segmenter {spec!r}: the checkpoint path or URL is empty")
-    options: dict[str, Any] = {"checkpoint": checkpoint}
-    name = checkpoint.rsplit("/", 1)[-1].lower()
-    for model_type in ("vit_h", "vit_l", "vit_b"):
-        if model_type in name:
-            options["model_type"] = model_type
-            break
-    for part in filter(None, fragment.split("&")):
-        key, sep, value = part.partition("=")
-        if not sep or key not in SAM_SPEC_OPTIONS:
-            raise ValueError(f"segmenter {spec!r}: unknown option {part!r}; options are {sorted(SAM_SPEC_OPTIONS)}")
-        kind = SAM_SPEC_OPTIONS[key]
-        try:
-            if kind is bool:
-                if value.lower() not in ("1", "0", "true", "false", "yes", "no"):
-                    raise ValueError(value)
-                options[key] = value.lower() in ("1", "true", "yes")
-            elif kind is list:
-                options[key] = [v.strip() for v in value.split(",") if v.strip()]
-            else:
-                options[key] = kind(value)
-        except ValueError:
-            raise ValueError(f"segmenter {spec!r}: option {key}={value!r} is not a valid {kind.__name__}") from None
-    return options
+EngineName = Literal[ENGINE_NAMES]  # type: ignore[valid-type]  # the registry holds the one list
 
 
 class GeometryConfig(BaseModel):
@@ -73,7 +32,10 @@ class GeometryConfig(BaseModel):
     height: int = Field(480, ge=16, description="pixels; even (H.264)")
     width: int = Field(720, ge=16, description="pixels; even (H.264)")
     fps: float = Field(8.0, gt=0, description="frames per second of the normalised clip")
-    resize_mode: ResizeMode = "resize"
+    resize_mode: ResizeMode = Field(
+        "resize",
+        description="resize: scale each frame to the geometry (aspect may change); crop: scale and centre-crop",
+    )
 
     @field_validator("height", "width")
     @classmethod
@@ -84,6 +46,45 @@ class GeometryConfig(BaseModel):
 
     def to_geometry(self) -> Geometry:
         return Geometry(self.num_frames, self.fps, self.height, self.width, self.resize_mode)
+
+
+class SelectionOptions(BaseModel):
+    """Thresholds of the clip and object filters (``None``: that check is off). Run option ``--select KEY=VALUE``.
+
+    The clip filters (frame difference, motion, sharpness, brightness, aesthetic) apply by default to clips whose
+    objects a segmenter makes; to rows with provided masks only when set explicitly (``model_fields_set``)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    # objects
+    min_area: float = Field(0.01, ge=0, le=1, description="smallest mask area ratio on any frame")
+    max_area: float = Field(0.90, ge=0, le=1, description="largest mask area ratio on any frame")
+    max_area_change: float = Field(0.20, gt=0, description="largest relative area change between frames")
+    min_track_iou: float | None = Field(None, ge=0, le=1, description="lowest IoU between consecutive frames")
+    max_lost_frames: int | None = Field(None, ge=0, description="most empty frames after the first visible one")
+    max_reappearances: int | None = Field(0, ge=0, description="most times an object may come back after a loss")
+    min_side_px: int | None = Field(8, ge=0, description="smallest box side at the model's resolution, pixels")
+    min_score: float | None = Field(None, ge=0, le=1, description="lowest detector score")
+    # clips
+    min_frame_diff: float | None = Field(
+        1e-4, ge=0, le=1, description="static-clip check: least fraction of pixels changing between two frames"
+    )
+    min_motion: float | None = Field(None, ge=0, description="lowest mean optical-flow magnitude, px/frame")
+    max_motion: float | None = Field(None, ge=0, description="highest mean optical-flow magnitude, px/frame")
+    min_sharpness: float | None = Field(None, ge=0, description="lowest mean variance of the Laplacian")
+    min_brightness: float | None = Field(10.0, ge=0, le=255, description="lowest mean grey level")
+    max_brightness: float | None = Field(245.0, ge=0, le=255, description="highest mean grey level")
+    min_aesthetic: float | None = Field(None, description="lowest aesthetic score (needs an aesthetic scorer)")
+
+    @model_validator(mode="after")
+    def _ordered(self) -> "SelectionOptions":
+        if self.min_area > self.max_area:
+            raise ValueError(f"min_area {self.min_area} > max_area {self.max_area}")
+        for lo, hi in (("min_motion", "max_motion"), ("min_brightness", "max_brightness")):
+            a, b = getattr(self, lo), getattr(self, hi)
+            if a is not None and b is not None and a > b:
+                raise ValueError(f"{lo} {a} > {hi} {b}")
+        return self
 
 
 class AnnotateConfig(BaseModel):
@@ -123,15 +124,45 @@ class AnnotateConfig(BaseModel):
 
 
 class RenderConfig(BaseModel):
-    """The render flow's part of a run: engine, seed, scoring and previews. JSON, so it travels to GPU workers."""
+    """How each job is rendered: the engine, its options, the seed, the render generation and the GPU slot."""
 
     model_config = ConfigDict(extra="forbid")
 
     engine: EngineName = Field("auto", description="auto: VideoPainter with weights and CUDA, else the CPU engine")
     engine_options: dict[str, Any] = Field(
-        default_factory=dict, description="keyword arguments of the engine, e.g. {'checkpoint': 's3://…'}"
+        default_factory=dict,
+        description="keyword arguments of the engine, e.g. base=/models/CogVideoX-5b-I2V branch=… id_lora=… "
+        "(VideoPainter; also $VPF_VIDEOPAINTER_BASE/_BRANCH/_ID_LORA/_FLUX_FILL) or seconds=5 (sleep)",
     )
     seed: int = Field(0, description="seed of stochastic engines (hashed into render ids) and of proposers")
+    dilation_radius: int | None = Field(
+        None,
+        ge=0,
+        description="mask dilation before inpainting, a radius in pixels (square kernel of side 2r+1); "
+        "default: 16 px at 720 px wide, in proportion",
+    )
+    gpu_slots: int = Field(1, ge=1, description="slots of the per-worker limit gpu:<worker id> when it is created")
+    rerender: bool = Field(
+        False,
+        description="render every job again even when its pairs exist: a new generation named after the run "
+        "(part of the render ids, recorded in renders.generation); earlier generations stay in the catalog. New "
+        "weights or engine options render again without it",
+    )
+
+    def generation(self, run_id: str | None) -> str | None:
+        """The render generation of a run: its ``run_id`` with ``rerender``, else None (renders are reused)."""
+        if not self.rerender:
+            return None
+        if not run_id:
+            raise ValueError("rerender: a new render generation is named after the run; run_id is missing")
+        return run_id
+
+
+class ScoreConfig(BaseModel):
+    """How each render is scored and decided: the accept rule, the optional weighted checks and judge, previews."""
+
+    model_config = ConfigDict(extra="forbid")
+
     accept_rule: AcceptRule = Field(
         default_factory=AcceptRule, description="thresholds a pair must meet (min_judge_* use the judge)"
     )
@@ -149,32 +180,18 @@ class RenderConfig(BaseModel):
         "default: the run's --segmenter when it is one of these (null turns the check off)",
     )
     previews: bool = Field(True, description="store a side-by-side preview mp4 and a contact sheet per pair")
-    gpu_slots: int = Field(1, ge=1, description="slots of the per-worker limit gpu:<worker id> when it is created")
-    score_workers: int | None = Field(
+    workers: int | None = Field(
         None,
         ge=0,
         description="threads that store, score, judge and record each render while the next one renders "
         "(None: one per core; 0: one job after another, no overlap)",
     )
-    rerender: bool = Field(
-        False,
-        description="render every job again even when its pairs exist: a new generation named after the run "
-        "(part of the render ids, recorded in renders.generation); earlier generations stay in the catalog",
-    )
 
-    def generation(self, run_id: str | None) -> str | None:
-        """The render generation of a run: its ``run_id`` with ``rerender``, else None (renders are reused)."""
-        if not self.rerender:
-            return None
-        if not run_id:
-            raise ValueError("rerender: a new render generation is named after the run; run_id is missing")
-        return run_id
-
-    def finish_workers(self) -> int:
-        """``score_workers``, or one thread per core when unset."""
+    def threads(self) -> int:
+        """``workers``, or one thread per core when unset."""
         import os
 
-        return self.score_workers if self.score_workers is not None else max(1, os.cpu_count() or 1)
+        return self.workers if self.workers is not None else max(1, os.cpu_count() or 1)
 
     @field_validator("accept_rule", mode="before")
     @classmethod
@@ -215,7 +232,9 @@ class RunConfig(BaseModel):
     limit: int | None = Field(None, ge=1, description="process only the first N items")
     roots: list[str] | None = Field(None, description="allowed roots for source paths (anything outside fails)")
     # storage
-    catalog: str = Field(default_factory=default_root, description="catalog root URL ($VPF_CATALOG, ./vpf-data)")
+    catalog: str | None = Field(
+        None, description="catalog root URL (None: $VPF_CATALOG on the machine that runs the flow, else ./vpf-data)"
+    )
     storage_options: dict[str, Any] | None = Field(
         None, description="fsspec options of the sources and the catalog; never recorded in the runs table"
     )
@@ -223,16 +242,13 @@ class RunConfig(BaseModel):
     geometry: GeometryConfig = Field(default_factory=GeometryConfig)
     segmenter: str = Field(
         "provided",
-        description="provided (masks from the manifest or next to the videos), sam:CHECKPOINT[#options], "
-        "detect+track:DETECTOR#tracker=sam2:PATH[&options] or sam3:PATH[#options]",
+        description="provided (masks from the manifest or next to the videos) | sam:CHECKPOINT[#model_type=vit_h&auto=1] "
+        "(segment-anything) | detect+track:DETECTOR#tracker=sam2:PATH[&threshold=0.3&keyframe_every=8] (Grounding "
+        "DINO/OWLv2 + SAM2 video) | sam3:PATH[#threshold=0.5] (SAM3 video); paths or URLs. The last two also "
+        "re-segment each render for the quality gate (--reseg-segmenter to choose another, "
+        "--set score.reseg_segmenter=null: off)",
     )
     annotate: AnnotateConfig = Field(default_factory=AnnotateConfig)
-    dilation_radius: int | None = Field(
-        None,
-        ge=0,
-        description="mask dilation before inpainting, a radius in pixels (square kernel of side 2r+1); "
-        "default: 16 px at 720 px wide, in proportion",
-    )
     # instructions
     proposer: str = Field("template", description="template, transformers:PATH or openai:URL")
     edit_types: list[EditType] = Field(
@@ -242,6 +258,7 @@ class RunConfig(BaseModel):
     )
     # render, score
     render: RenderConfig = Field(default_factory=RenderConfig)
+    score: ScoreConfig = Field(default_factory=ScoreConfig)
     # batching and placement
     batch_size: int = Field(16, ge=1, description="items per ingest/propose task and jobs per render batch")
     ingest_in_flight: int | None = Field(
@@ -286,24 +303,28 @@ class RunConfig(BaseModel):
     @field_validator("segmenter")
     @classmethod
     def _segmenter_spec(cls, value: str) -> str:
-        from tasks.annotate.specs import is_vocab_segmenter, parse_segmenter_spec
+        from tasks.annotate.specs import is_vocab_segmenter, parse_sam_spec, parse_segmenter_spec
 
         if is_vocab_segmenter(value):
             parse_segmenter_spec(value)
         elif value != "provided":
-            parse_sam_spec(value)
+            parse_sam_spec(value)  # imported with the two above
         return value
 
     @model_validator(mode="after")
     def _reseg_with_the_run_segmenter(self) -> "RunConfig":
-        """The gate re-segments with the run's own open-vocabulary segmenter unless ``render.reseg_segmenter`` was
+        """The gate re-segments with the run's own open-vocabulary segmenter unless ``score.reseg_segmenter`` was
         set (to another spec, or to None: off)."""
         from tasks.annotate.specs import is_vocab_segmenter
 
-        if "reseg_segmenter" not in self.render.model_fields_set and is_vocab_segmenter(self.segmenter):
-            self.render.reseg_segmenter = self.segmenter
+        if "reseg_segmenter" not in self.score.model_fields_set and is_vocab_segmenter(self.segmenter):
+            self.score.reseg_segmenter = self.segmenter
         return self
 
     def recorded(self) -> dict[str, Any]:
-        """The settings as recorded in ``runs.parameters_json`` (no storage options: they may hold credentials)."""
-        return self.model_dump(mode="json", exclude={"storage_options"})
+        """The settings as recorded in ``runs.parameters_json`` and shown to Prefect: no storage options (they may
+        hold credentials) and every credential in the other settings redacted (``catalog.redact.redact_value``: a key
+        in a model URL, a token parameter, an ``engine_options`` entry named like a secret)."""
+        from catalog.redact import redact_value  # the one redaction rule; a standard-library module of catalog/
+
+        return redact_value(self.model_dump(mode="json", exclude={"storage_options"}))

@@ -1,8 +1,8 @@
-"""What the stages require of their pluggable parts, as typing protocols.
+"""What the steps require of their pluggable parts, as typing protocols.
 
 Engines share one abstract base with behaviour (``tasks.engines.base.InpaintEngine``: input checks and the paste
 outside the mask); segmenters, proposers and judges are anything with these methods (``tasks.segment``,
-``tasks.proposers``, ``tasks.judge`` hold the implementations). Every stage signature names one of these types.
+``tasks.proposers``, ``tasks.judge`` hold the implementations). Every step signature names one of these types.
 """
 
 from __future__ import annotations

@@ -1,54 +1,10 @@
 """The pair-quality gate: does a removal render really remove the object, and cleanly?
 
-The gate scores the media a trainer reads: the *stored, decoded* source and target clips, with the mask that was
-inpainted (the dilated object mask) and, when known, the object's own mask. Every check is a named ``pairs`` column;
-``AcceptRule.decide`` compares each with its threshold and writes the failed ones, value and threshold, into
-``decision_reason``.
-
-Checks that need no weights (they run everywhere):
-
-``hole_change``
-    How much the target differs from the source on the object's pixels, in units of the source object's own texture
-    (the mean absolute band-pass response there, plus a floor for codec noise). An unedited or barely touched hole
-    stays near 0; a removal that replaced the object scores well above 1.
-``object_match``
-    The object is gone: normalised cross-correlation, frame by frame, between the band-passed appearance of the
-    source object and the band-passed target on the same pixels (median over frames). The unedited clip scores 1,
-    a ghost of the object (30 % of the original blended into the fill) about 0.5–0.9, a real background near 0.
-``ring_colour_gap`` and ``ring_texture_ratio``
-    The fill belongs to its surroundings: the distance between the mean colour of the hole and of a ring around it
-    (in units of the ring's own colour spread), and the hole's texture energy over the ring's. Flat and black fills
-    fail one or the other; a heavy blur fails the texture ratio.
-``seam_error``
-    No seam: on the band between the object and the edge of the dilated mask the source shows real background, so a
-    clean fill continues it there. Measured as 1 − the normalised cross-correlation of the band-passed target with
-    the band-passed source on that band (absent when the mask was not dilated beyond the object). Misplaced
-    (shifted) or time-shuffled fills, and flat or black ones, fail.
-``flicker_ratio``
-    Stable in time: the warp residual inside the hole between consecutive target frames, after motion compensation
-    with optical flow estimated on the target, over the same residual of the surrounding background.
-``motion_gap``
-    Moves with its surroundings: the distance (full-resolution pixels per frame) between the median flow inside the
-    hole and on the ring around it. A fill that jitters against the background (time-shuffled, per-frame fills)
-    or the unedited moving object fail.
-
-Background fidelity (``psnr_bg``, ``ssim_bg``, ``mse_bg``, ``mae_bg``: stored target against stored source outside
-the mask) measures encoding loss and engines that do not keep the background; it proves nothing about the hole.
-
-Weighted checks run only where weights are configured, loaded once per batch:
-
-``clip_label_src`` and ``clip_label_tgt`` (``ClipScorer``)
-    CLIP similarity of the object's label with the hole's region before and after.
-``reseg_iou_src`` and ``reseg_iou_tgt`` (``ResegScorer``)
-    Re-segmentation: an open-vocabulary segmenter (the run's ``detect+track:…`` or ``sam3:…``) looks for the object's
-    label, as its only phrase, in the source and in the target; each is the mean over the object's frames of the best
-    IoU of an instance found there with the object's mask (0 in a frame where nothing is found). A removal leaves
-    nothing to find (``reseg_iou_tgt`` near 0); the unedited clip is found again. ``reseg_iou_src`` tells whether the
-    segmenter sees the object at all: it is the ``add`` pair's own check (its target is the original footage).
-
-Cost: the checks run on the mask's bounding region (plus a ring), downscaled so its longer side is at most
-``WORK_SIDE`` pixels; background fidelity runs at full resolution with OpenCV's masked norms (SSIM on luma at half
-resolution, on ``SSIM_FRAMES`` evenly spaced frames). One render is scored once, for both pair directions.
+:func:`score_render` scores the media a trainer reads (the stored, decoded source and target clips) with the mask
+that was filled and, when known, the object's own mask. Every check is a named ``pairs`` column (``GATE_COLUMNS``);
+weight-free checks run everywhere, the CLIP and re-segmentation checks (:class:`ClipScorer`, :class:`ResegScorer`)
+only where their models are configured. The decision is ``tasks.accept.AcceptRule``'s. What each check measures,
+what it refuses and how its threshold was chosen: docs/quality-gate.md.
 """
 
 from __future__ import annotations
@@ -56,7 +12,7 @@ from __future__ import annotations
 import json
 import math
 import threading
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -64,8 +20,7 @@ import cv2
 import numpy as np
 
 from tasks.annotate.loading import under_load_lock
-from tasks.engines.base import check_inputs
-from tasks.engines.propagation import NO_OBSERVED_BACKGROUND
+from tasks.engines.base import NO_OBSERVED_BACKGROUND, check_inputs
 from tasks.errors import InputError
 from tasks.metrics import PSNR_CAP_DB, mask_statistics, psnr_from_mse
 
@@ -631,111 +586,3 @@ def score_render(
         "reseg_configured": reseg is not None,
         "metrics_json": json.dumps(metrics_details, sort_keys=True),
     }
-
-
-# ----------------------------------------------------------------------------------------------- decision
-# (column, rule field, ">=" or "<=") in the order reasons are written
-_CHECKS: tuple[tuple[str, str, str], ...] = (
-    ("psnr_bg", "min_psnr_bg", ">="),
-    ("ssim_bg", "min_ssim_bg", ">="),
-    ("hole_change", "min_hole_change", ">="),
-    ("object_match", "max_object_match", "<="),
-    ("ring_colour_gap", "max_ring_colour_gap", "<="),
-    ("ring_texture_ratio", "min_ring_texture_ratio", ">="),
-    ("seam_error", "max_seam_error", "<="),
-    ("flicker_ratio", "max_flicker_ratio", "<="),
-    ("motion_gap", "max_motion_gap", "<="),
-    ("temporal_warp_error", "max_warp_error", "<="),
-    ("mask_area_ratio", "min_mask_area_ratio", ">="),
-    ("mask_area_ratio", "max_mask_area_ratio", "<="),
-    ("judge_compliance", "min_judge_compliance", ">="),
-    ("judge_consistency", "min_judge_consistency", ">="),
-    ("judge_quality", "min_judge_quality", ">="),
-)
-
-
-@dataclass
-class AcceptRule:
-    """Thresholds a pair must meet to be accepted; None disables a check.
-
-    A check whose metric is absent (None) is skipped and the skip is named in the reason, unless ``reject_missing``
-    is set, which rejects instead. The defaults are what ``vpf bench gate`` measures (positives accepted, every
-    negative control rejected); see docs/quality-gate.md.
-    """
-
-    min_psnr_bg: float | None = 30.0
-    min_ssim_bg: float | None = None
-    min_hole_change: float | None = 0.8
-    max_object_match: float | None = 0.25
-    max_ring_colour_gap: float | None = 1.2
-    min_ring_texture_ratio: float | None = 0.35
-    max_seam_error: float | None = 0.15
-    max_flicker_ratio: float | None = 1.5
-    max_motion_gap: float | None = 0.6
-    max_warp_error: float | None = None
-    min_mask_area_ratio: float | None = 0.001
-    max_mask_area_ratio: float | None = 0.9
-    min_clip_label_drop: float | None = 0.0
-    max_reseg_iou: float | None = 0.3
-    min_add_reseg_iou: float | None = 0.5
-    min_add_object_frames: float | None = 0.5
-    min_judge_compliance: int | None = None
-    min_judge_consistency: int | None = None
-    min_judge_quality: int | None = None
-    reject_flags: list[str] = field(default_factory=lambda: [NO_OBSERVED_BACKGROUND])
-    reject_missing: bool = False
-
-    def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    def decide(self, metrics: dict[str, Any], direction: str = "remove") -> tuple[str, str]:
-        """``("accepted" | "rejected", reason)`` for a pair; the reason lists every failed check with its value and
-        threshold, and the skipped ones.
-
-        ``direction="add"``: an ``add`` pair reverses a removal render, so it must pass every removal check (the
-        same render, the same values) and its own: the object it adds is visible in at least
-        ``min_add_object_frames`` of the target's frames (``object_frames_ratio``) and, with a re-segmentation
-        segmenter, found there again (``reseg_iou_src`` at least ``min_add_reseg_iou``: the ``add`` target is the
-        original footage, the removal's source).
-
-        Checks with weights (CLIP, re-segmentation) apply only where they were configured (``clip_configured``,
-        ``reseg_configured`` or a value present); then an absent value is skipped or, with ``reject_missing``,
-        rejected.
-        """
-        failed: list[str] = []
-        skipped: list[str] = []
-
-        def check(key: str, value: Any, limit: float | None, op: str) -> None:
-            if limit is None:
-                return
-            if value is None:
-                (failed if self.reject_missing else skipped).append(f"{key} absent")
-                return
-            if not (value >= limit if op == ">=" else value <= limit):
-                failed.append(f"{key} {value:.4g} {'<' if op == '>=' else '>'} {limit:g}")
-
-        for key, name, op in _CHECKS:
-            check(key, metrics.get(key), getattr(self, name), op)
-        src, tgt = metrics.get("clip_label_src"), metrics.get("clip_label_tgt")
-        drop = None if src is None or tgt is None else src - tgt
-        if drop is not None or metrics.get("clip_configured"):  # a check with weights: only where they are
-            check("clip_label_drop", drop, self.min_clip_label_drop, ">=")
-        resegmented = metrics.get("reseg_configured") or metrics.get("reseg_iou_tgt") is not None
-        if resegmented:
-            check("reseg_iou_tgt", metrics.get("reseg_iou_tgt"), self.max_reseg_iou, "<=")
-        if direction == "add":
-            check("object_frames_ratio", metrics.get("object_frames_ratio"), self.min_add_object_frames, ">=")
-            if resegmented:
-                check("reseg_iou_src", metrics.get("reseg_iou_src"), self.min_add_reseg_iou, ">=")
-        for flag in metrics.get("quality_flags") or []:
-            if flag in self.reject_flags:
-                failed.append(f"flag {flag}")
-        note = f" (not checked: {', '.join(skipped)})" if skipped else ""
-        if failed:
-            return "rejected", "; ".join(failed) + note
-        return "accepted", "all checks passed" + note
-
-
-def decide(metrics: dict[str, Any], rule: AcceptRule | None = None, direction: str = "remove") -> tuple[str, str]:
-    """``(rule or AcceptRule()).decide(metrics, direction)``."""
-    return (rule or AcceptRule()).decide(metrics, direction)

@@ -1,27 +1,12 @@
 """Judging finished pairs with a vision-language model: three 1–5 scores and the model's reasons.
 
-Entry point for the flows (optional stage of ``build_pairs``)::
-
-    judge = get_judge("openai:http://host:8000/v1#qwen2-vl-7b", cache_url=catalog_url)
-    judge.setup()
-    verdicts = judge.judge([JudgeRequest(pair_id=..., instruction=..., edit_type="remove",
-                                         source_frames=src, edited_frames=tgt)])
-    row.update(verdict.columns())  # judge_compliance, judge_consistency, judge_quality, judge_reason, judge_model
-    failures += verdict.failures   # stage "judge": unusable answers, clamped scores, request failures
-
-Scores: ``compliance`` (the edit carries out the instruction), ``consistency`` (everything else, details included,
-is preserved) and ``quality`` (visual quality). An edit that does not follow the instruction cannot be consistent
-or good, so consistency and quality are clamped to at most compliance; every clamp is recorded.
-
-Frames: ``num_frames`` frames sampled evenly from each clip, resized so the longer side is ``image_size``, sent as
-base64 PNG data URLs in ``image_url`` content parts (the OpenAI chat format vLLM, Ollama and llama.cpp accept).
-The instruction and captions are fenced as data in the versioned prompt ``proposers/prompts/judge_v1.txt``.
-
-Backends: ``openai:URL#MODEL`` (a vision-language model behind an OpenAI-compatible server) and
-``transformers:PATH`` for a local vision-language model folder (``AutoModelForImageTextToText`` + ``AutoProcessor``
-with a chat template; ``hf.TransformersVisionBackend``). A text-only model folder is refused at construction: it
-cannot see the frames. ``template`` has no judge. Responses are cached under
-``<catalog>/cache/llm/`` like the proposers' (the key includes the images).
+``get_judge(spec, cache_url=…)`` builds a :class:`VLMJudge` for ``openai:URL#MODEL`` or ``transformers:PATH`` (a
+local vision-language model; a text-only folder is refused: it cannot see the frames). ``judge(requests)`` returns
+one :class:`JudgeVerdict` per request: ``compliance`` (the edit carries out the instruction), ``consistency``
+(everything else is preserved) and ``quality``; consistency and quality are clamped to at most compliance, and
+every clamp, unusable answer or failed request is a failure of stage ``judge``. Frames are sampled evenly and sent
+as PNG data URLs; the instruction is fenced as data in ``proposers/prompts/judge_v1.txt``; answers are cached under
+``<catalog>/cache/llm/``.
 """
 
 from __future__ import annotations
@@ -45,7 +30,7 @@ from tasks.proposers.llm import (
     Message,
     cached_complete,
     extract_json,
-    render_prompt,
+    fill_prompt,
 )
 from tasks.proposers.safety import SafetyPolicy, cap_chars, fence, strip_controls
 from tasks.types import Failure
@@ -168,7 +153,7 @@ def image_data_url(frame: np.ndarray, image_size: int) -> str:
     return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
-class Judge:
+class VLMJudge:
     """Scores pairs with a vision-language model behind a ``ChatBackend``; one repair turn for unusable answers.
 
     Args:
@@ -219,7 +204,7 @@ class Judge:
             "source_caption": self.safety.clean_caption(request.source_caption)[0],
             "target_caption": self.safety.clean_caption(request.target_caption)[0],
         }
-        system, user = render_prompt(
+        system, user = fill_prompt(
             JUDGE_PROMPT, data=fence(data), n_source=str(len(source)), n_edited=str(len(edited))
         )
         parts: list[dict[str, Any]] = [{"type": "text", "text": user["content"]}]
@@ -307,7 +292,7 @@ def get_judge(
     cache_url: str | None = None,
     storage_options: Mapping[str, Any] | None = None,
     **kwargs: Any,
-) -> Judge:
+) -> VLMJudge:
     """A judge for ``openai:URL#MODEL`` or ``transformers:PATH`` (a vision-language model folder). Keywords:
     ``num_frames``, ``image_size``, ``temperature``, ``max_tokens``, ``disallowed`` and the backend's own
     (``OpenAIBackend`` / ``TransformersBackend``). Other specs raise ``ValueError`` saying why.
@@ -344,4 +329,4 @@ def get_judge(
     if kwargs:
         raise ValueError(f"judge spec {spec!r}: unknown keyword(s) {sorted(kwargs)}")
     cache = LLMCache(cache_url, storage_options) if cache_url is not None else None
-    return Judge(model, cache=cache, safety=safety, **options)
+    return VLMJudge(model, cache=cache, safety=safety, **options)

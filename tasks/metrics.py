@@ -1,14 +1,12 @@
 """Pixel metrics shared by the quality gate (``tasks.gate``), ``vpf eval`` and the benchmarks.
 
-- Region metrics: PSNR (dB), SSIM, MSE and MAE on the [0, 1] scale between two clips over a region's pixels only
-  (both clips masked outside it before SSIM). PSNR of identical regions is capped at ``PSNR_CAP_DB`` so the number
-  stays finite in Parquet and JSON.
+- Region metrics: PSNR (dB), SSIM, MSE and MAE on the [0, 1] scale between two clips over a region's pixels only;
+  PSNR of identical regions is capped at ``PSNR_CAP_DB`` so the number stays finite in Parquet and JSON.
 - Temporal consistency of a filled region: the mean absolute difference ([0, 1] scale) between each edited frame
-  and the previous edited frame warped onto it by optical flow, over mask pixels whose flow passes a
-  forward-backward consistency check.
+  and the previous edited frame warped onto it by optical flow, over mask pixels that pass a forward-backward check.
 - Mask statistics: area ratios and frame-to-frame change.
 
-The accept/reject rule and the removal checks live in ``tasks.gate``.
+The removal checks live in ``tasks.gate``, the accept rule in ``tasks.accept``.
 """
 
 from __future__ import annotations

@@ -1,24 +1,12 @@
-"""A render worker's pipeline: the device renders one item after another while CPU threads work beside it.
+"""A render worker's pipeline: the device renders one job after another while CPU threads work beside it.
 
-For each item of a batch::
+Per job: ``load`` (a loader thread, one job ahead) → ``render`` (the calling thread, in order) → ``finish`` (a pool
+of threads: store, score, record). Bounded: at most ``max_pending`` rendered jobs wait for or run ``finish``, so
+memory stays flat. An ``Exception`` of one job goes to ``on_error`` and the batch goes on; every started ``finish``
+completes before the batch returns or re-raises, so an interrupt never loses a finished render. ``workers=0`` is
+the sequential reference; ``concurrent=True`` runs whole jobs on the threads (engines that hold no device).
 
-    load (a loader thread, one item ahead)  →  render (the calling thread, in order)  →  finish (a pool of threads)
-
-``load`` reads what the device needs (decode the clip and mask), ``render`` uses the device (inpaint), ``finish`` does
-the CPU work behind it (encode, store, score, judge, record). So the next item's render starts as soon as the previous
-one is rendered, while that one is scored, encoded and recorded on the other cores.
-
-- Bounded: at most ``max_pending`` rendered items wait for or run ``finish`` (the render thread blocks beyond that),
-  and one item is loaded ahead, so memory stays flat however long the batch.
-- Isolation: an ``Exception`` raised while loading, rendering or finishing one item goes to ``on_error`` with the item
-  and the step; the batch goes on with the next item. An exception of ``on_error`` itself ends the batch (raised
-  once every started ``finish`` is done).
-- Durability: ``finish`` of each item runs as soon as its render is done (it records the item), and the batch waits
-  for every started ``finish`` before it returns or re-raises: a ``BaseException`` (an interrupt) stops rendering, yet
-  the items already rendered are still finished.
-- ``workers=0`` runs everything on the calling thread, one item after another (no overlap): the sequential reference.
-- ``concurrent=True`` is for renders that hold no device (CPU engines, pure functions of their input): each item's
-  load, render and finish run together on the ``workers`` threads, so up to ``workers`` items render at once.
+:func:`process_jobs` is the factory's use of it: render, record, score and record again, job by job.
 """
 
 from __future__ import annotations
@@ -30,13 +18,13 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Generic, Literal, TypeVar
 
 
-Item = TypeVar("Item")
-Loaded = TypeVar("Loaded")
-Rendered = TypeVar("Rendered")
+ItemT = TypeVar("ItemT")
+InputT = TypeVar("InputT")
+OutputT = TypeVar("OutputT")
 Step = Literal["load", "render", "finish"]
 
 
-class RenderPipeline(Generic[Item, Loaded, Rendered]):
+class JobPipeline(Generic[ItemT, InputT, OutputT]):
     """Run batches of items through ``load → render → finish`` (see the module docstring).
 
     Args:
@@ -53,10 +41,10 @@ class RenderPipeline(Generic[Item, Loaded, Rendered]):
 
     def __init__(
         self,
-        load: Callable[[Item], Loaded],
-        render: Callable[[Item, Loaded], Rendered],
-        finish: Callable[[Item, Rendered], None],
-        on_error: Callable[[Item, Step, BaseException], None],
+        load: Callable[[ItemT], InputT],
+        render: Callable[[ItemT, InputT], OutputT],
+        finish: Callable[[ItemT, OutputT], None],
+        on_error: Callable[[ItemT, Step, BaseException], None],
         *,
         workers: int = 1,
         max_pending: int | None = None,
@@ -73,7 +61,7 @@ class RenderPipeline(Generic[Item, Loaded, Rendered]):
         self.concurrent = concurrent
         self._slots = slots
 
-    def run(self, items: Sequence[Item]) -> None:
+    def run(self, items: Sequence[ItemT]) -> None:
         """Load, render and finish every item; returns when every started ``finish`` is done."""
         if self.workers == 0:
             for item in items:
@@ -117,7 +105,7 @@ class RenderPipeline(Generic[Item, Loaded, Rendered]):
         if errors:  # on_error itself failed (e.g. the catalog is unreachable): the batch cannot go on
             raise errors[0]
 
-    def _run_concurrent(self, items: Sequence[Item]) -> None:
+    def _run_concurrent(self, items: Sequence[ItemT]) -> None:
         """Each item's load → render → finish as one unit on the worker threads; at most ``max_pending`` units are
         queued or running, so memory stays bounded."""
         slots = self._slots or threading.BoundedSemaphore(self.max_pending)
@@ -136,7 +124,7 @@ class RenderPipeline(Generic[Item, Loaded, Rendered]):
         if errors:  # on_error itself failed, or an interrupt: the batch cannot go on
             raise errors[0]
 
-    def _whole_item(self, slots: threading.Semaphore, item: Item) -> None:
+    def _whole_item(self, slots: threading.Semaphore, item: ItemT) -> None:
         try:
             loaded = self._guard(item, "load", self._load, item)
             if loaded is _FAILED:
@@ -148,13 +136,13 @@ class RenderPipeline(Generic[Item, Loaded, Rendered]):
         finally:
             slots.release()
 
-    def _finish_and_release(self, slots: threading.Semaphore, item: Item, rendered: Rendered) -> None:
+    def _finish_and_release(self, slots: threading.Semaphore, item: ItemT, rendered: OutputT) -> None:
         try:
             self._guard(item, "finish", self._finish, item, rendered)
         finally:
             slots.release()
 
-    def _guard(self, item: Item, step: Step, fn: Callable, *args: object) -> object:
+    def _guard(self, item: ItemT, step: Step, fn: Callable, *args: object) -> object:
         try:
             return fn(*args)
         except Exception as exc:

@@ -14,6 +14,7 @@ from typing import Any
 import cv2
 import numpy as np
 
+from tasks.accept import AcceptRule
 from tasks.masks import default_dilation_radius, dilate_masks
 from tasks.metrics import region_metrics
 from tasks.synthetic import CAMERAS, make_scene
@@ -200,7 +201,7 @@ def run_gate_benchmark(
     """Score every candidate of every scene with the gate and its rule (default: ``AcceptRule()``).
 
     Scenes are rendered per kind and seed at the given geometry; the source is stored and decoded as ingest stores
-    it, each candidate as the render stage stores it (``encode=False`` skips the codec). The mask is the objects'
+    it, each candidate as the render step stores it (``encode=False`` skips the codec). The mask is the objects'
     masks dilated by the factory's default (``tasks.masks.default_dilation_radius``).
 
     Returns:
@@ -217,7 +218,7 @@ def run_gate_benchmark(
     unknown = set(kinds) - set(MOTIONS)
     if unknown:
         raise ValueError(f"unknown scene kind(s) {sorted(unknown)}; known: {', '.join(MOTIONS)}")
-    rule = rule or gate.AcceptRule()
+    rule = rule or AcceptRule()
     engine = get_engine("propagation")
     engine.setup()
     rows: list[dict[str, Any]] = []

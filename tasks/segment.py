@@ -1,16 +1,10 @@
-"""Segmenters: where an object's masks come from.
+"""Segmenters: where an object's masks come from (the protocol is ``tasks.contracts.Segmenter``).
 
-- :class:`ProvidedSegmenter` reads the masks that came with the source (``SourceItem.mask_uri``/``mask_id``) and
-  resamples them to the clip exactly as the video was resampled.
-- :class:`SamSegmenter` runs segment-anything's ``SamPredictor``: a box (or point) prompt on the clip's first frame,
-  then frame by frame, each frame prompted with the box of the previous frame's mask. A mask whose IoU with the
-  previous one drops below ``min_iou`` (or that vanishes) marks the object as lost (``qa_reason="object_lost"``).
-  Clips without a prompt go through ``SamAutomaticMaskGenerator`` on the first frame when ``auto=True``; those
-  objects are labelled ``"object"`` unless the item has a label.
-
-Prompt convention: a source item's ``box`` is in the source video's displayed pixels on the item's first frame, so
-it prompts the item's first clip only (the one starting at the item's first frame); other clips of the item are
-segmented automatically when ``auto=True``, else they fail with ``no_prompt``.
+:class:`ProvidedSegmenter` reads the masks that came with the source item and resamples them to the clip exactly as
+the video was resampled. :class:`SamSegmenter` runs segment-anything from a box (or point) prompt on the item's
+first clip, frame by frame, each frame prompted with the previous mask's box; an object whose mask vanishes or
+drops below ``min_iou`` is lost (``object_lost``); with ``auto=True`` clips without a prompt get automatic masks.
+:class:`BaseSegmenter` holds what both share.
 """
 
 from __future__ import annotations
@@ -25,8 +19,17 @@ import numpy as np
 from catalog.ids import object_id as make_object_id
 from catalog.ids import sha256_bytes
 from tasks.errors import InputError
-from tasks.masks import encode_masks_npz, load_label_map, load_masks, mask_bbox, resample_masks, select_label
-from tasks.types import Clip, Failure, ObjectMask, VideoInfo
+from tasks.masks import (
+    MaskBounds,
+    MaskRequest,
+    encode_masks_npz,
+    load_mask_frames,
+    mask_bbox,
+    require_label,
+    resample_masks,
+    select_label,
+)
+from tasks.types import Clip, Failure, ObjectMask, SourceItem, VideoInfo
 from tasks.video_io import fit_box
 
 
@@ -48,7 +51,7 @@ def make_object(clip: Clip, masks: np.ndarray, *, label: str | None, mask_source
     )
 
 
-class Segmenter:
+class BaseSegmenter:
     """Turns a clip into its objects. ``setup()`` loads heavy state once per batch; ``segment()`` is per clip."""
 
     name: str = "segmenter"
@@ -67,53 +70,58 @@ class Segmenter:
         return []
 
 
-class ProvidedSegmenter(Segmenter):
-    """Masks provided with the source item (``mask_uri`` + optional ``mask_id``), see :mod:`tasks.masks`."""
+class ProvidedSegmenter(BaseSegmenter):
+    """Masks provided with the source item (``mask_uri`` + optional ``mask_id``), see :mod:`tasks.masks`.
+
+    Only the clip's frames of a mask are read, after its declared frames and size were checked against the probed
+    video (:class:`tasks.masks.MaskBounds`), and every file is checked against the item's ``roots`` when opened.
+    """
 
     name = "provided"
 
     def __init__(self, storage_options: Mapping[str, Any] | None = None):
         self.storage_options = dict(storage_options or {})
-        self._cache: tuple[tuple[str, int | None], np.ndarray] | None = None
+        self._cache: tuple[tuple, np.ndarray, int | None] | None = None
 
-    def _load(self, uri: str, mask_id: int | None) -> tuple[np.ndarray, int | None]:
-        """``(array, id still to select)``. An ``.npz`` label map is cached whole, so the rows of one VPData clip
-        (one per object) decompress it once; other formats are cached per object."""
+    def _load(self, item: SourceItem, frames: range, request: MaskRequest) -> tuple[np.ndarray, int | None]:
+        """``(the clip's frames of the mask, id still to select)``. The frames of an ``.npz`` label map are cached
+        with every label, so the rows of one VPData clip (one per object) read them once; other formats are cached
+        per object."""
+        uri = str(item.mask_uri)
         label_map = uri.lower().endswith(".npz")
-        key = (uri, None if label_map else mask_id)
+        key = (uri, None if label_map else item.mask_id, frames, request)
         if self._cache is None or self._cache[0] != key:
-            self._cache = None  # release the previous map before loading the next
-            if label_map:
-                array = load_label_map(uri, storage_options=self.storage_options)
-            else:
-                array = load_masks(uri, mask_id, storage_options=self.storage_options)
-            self._cache = (key, array)
-        return self._cache[1], mask_id if label_map else None
+            self._cache = None  # release the previous frames before loading the next
+            array, mask_id = load_mask_frames(uri, frames, mask_id=None if label_map else item.mask_id,
+                                              request=request)  # fmt: skip
+            self._cache = (key, array, mask_id)
+        return self._cache[1], item.mask_id if label_map else self._cache[2]
 
     def segment(self, clip: Clip, *, video: VideoInfo | None = None) -> list[ObjectMask]:
         item = clip.item
         if item is None or not item.mask_uri:
             raise InputError(clip.source_uri, "no_mask", "no mask_uri was provided for this source")
-        array, mask_id = self._load(item.mask_uri, item.mask_id)
+        bounds = MaskBounds.of_video(video) if video is not None else None
+        request = MaskRequest(item.roots, bounds, self.storage_options)
         num_frames, height, width = len(clip.frames), clip.frames.shape[1], clip.frames.shape[2]
         frames = range(clip.start_frame, clip.end_frame, clip.frame_stride)[:num_frames]
-        if frames and frames[-1] >= len(array):
-            raise InputError(
-                item.mask_uri,
-                "mask_frames_mismatch",
-                f"the clip needs mask frame {frames[-1]} but the mask has {len(array)} frames",
-            )
+        array, mask_id = self._load(item, frames, request)
         if mask_id is None and array.dtype != bool:
             # a label map without an id (a sibling mask file found next to the video): one object per label
-            ids = sorted({int(v) for f in frames for v in np.unique(array[f]) if v != 0})
+            ids = [int(v) for v in np.unique(array) if v != 0]
             if not ids:
                 raise InputError(item.mask_uri, "empty_mask", "the label map is empty on this clip's frames")
         else:
             ids = [mask_id]
         objects = []
         for label_id in ids:
+            if label_id is not None and array.dtype != bool and not np.any(array == label_id):
+                require_label(item.mask_uri, label_id, request=request)  # absent from the map, or these frames
+                selected = np.zeros(array.shape, bool)
+            else:
+                selected = select_label(array, label_id, item.mask_uri)
             resampled = resample_masks(
-                select_label(array, label_id, item.mask_uri, frames),
+                selected,
                 range(len(frames)),
                 height=height,
                 width=width,
@@ -238,7 +246,7 @@ def mask_iou(a: np.ndarray, b: np.ndarray) -> float:
     return 1.0 if union == 0 else float(np.logical_and(a, b).sum() / union)
 
 
-class SamSegmenter(Segmenter):
+class SamSegmenter(BaseSegmenter):
     """segment-anything with box/point prompts propagated frame to frame, optional automatic masks.
 
     Args:

@@ -2,13 +2,9 @@
 
 A :class:`StageTimer` belongs to one batch. Code charges time to a stage with ``timer.span("encode")``, or, deep in
 the stages where no timer is passed around, with :func:`span` on the timer made current by :func:`use_timer`
-(a context variable: set it in each worker thread that works on the batch). Spans nest exclusively: time spent in
-an inner span (``encode`` inside ``render``) is charged to the inner stage only, so the stages add up to the
-batch's busy time. Spans from several threads add up, so with overlapping stages the total exceeds wall time.
-
-Stages: ``ingest`` (probe, split, decode, normalise, store clips), ``annotate`` (masks: segment, QA, store),
-``propose``, ``render`` (load the clip and mask, inpaint), ``score`` (metrics, judge), ``encode`` (mp4/npz/png
-encoding and media writes of renders and previews), ``record`` (catalog appends).
+(a context variable: set it in each worker thread that works on the batch). Spans nest exclusively: time in an inner
+span (``encode`` inside ``render``) is charged to the inner stage only. Spans from several threads add up, so with
+overlapping stages the total exceeds wall time. The stages: docs/throughput.md, "Where the time went".
 """
 
 from __future__ import annotations
@@ -20,13 +16,13 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 from catalog import ids
 
 
-Stage = Literal["ingest", "annotate", "propose", "render", "score", "encode", "record"]
-STAGES: tuple[str, ...] = ("ingest", "annotate", "propose", "render", "score", "encode", "record")
+Stage = Literal["ingest", "annotate", "propose", "load", "render", "score", "encode", "record"]
+STAGES: tuple[str, ...] = get_args(Stage)
 
 
 @dataclass

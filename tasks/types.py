@@ -21,12 +21,12 @@ ResizeMode = Literal["resize", "crop"]
 
 @dataclass(frozen=True)
 class Geometry:
-    """The model's clip geometry (docs/method.md): 49 frames at 8 fps, 480×720."""
+    """A clip geometry: frames, frames per second, pixels. Defaults live in ``tasks.config.GeometryConfig``."""
 
-    num_frames: int = 49
-    fps: float = 8.0
-    height: int = 480
-    width: int = 720
+    num_frames: int
+    fps: float
+    height: int
+    width: int
     resize_mode: ResizeMode = "resize"
 
     def as_dict(self) -> dict:
@@ -70,6 +70,9 @@ class SourceItem:
     row_index: int | None = None
     license: str | None = None
     attribution: str | None = None
+    roots: tuple[str, ...] | None = None
+    """The allowed roots of the run that found this item (``tasks.sources.discover_sources``): every file opened for
+    it (video, mask file, each PNG of a mask folder) is resolved and checked against them when it is opened."""
 
 
 @dataclass

@@ -175,3 +175,10 @@ def test_circle_check_finds_a_circle_and_ignores_type_only_imports(tmp_path: Pat
     (pkg / "store.py").write_text("")
     (pkg / "sub" / "b.py").write_text("")
     assert _cycles(_module_graph(tmp_path, "pkg")) == []
+
+
+def test_no_flow_module_is_named_like_a_package() -> None:
+    """Prefect loads a deployment's entrypoint (``flows/build_pairs.py``) as a script with ``flows/`` on the import
+    path, so a ``flows/tasks.py`` would stand in for the ``tasks`` package there and break every import of it."""
+    clashes = sorted(p.stem for p in (ROOT / "flows").glob("*.py") if p.stem in PACKAGES)
+    assert not clashes, f"flows/ modules named like a package: {clashes}"

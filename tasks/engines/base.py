@@ -19,6 +19,10 @@ import numpy as np
 from tasks.errors import InputError, UnsupportedEditError
 
 
+NO_OBSERVED_BACKGROUND = "no_observed_background"
+"""Quality flag: some hole pixels were covered in every frame, so no frame showed their background."""
+
+
 @dataclass
 class Inpainted:
     """What an engine returns for one clip.

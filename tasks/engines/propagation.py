@@ -1,29 +1,11 @@
 """The ``propagation`` engine: flow-guided video inpainting on the CPU, with no learned weights.
 
-How a clip is filled (all steps vectorised with OpenCV/numpy; no per-pixel Python):
+DIS optical flow between neighbouring frames (grey, downscaled by ``flow_scale``) is completed inside the holes (the
+camera's fitted affine motion plus a harmonic residual); hole pixels inherit sources (frame, x, y) along chained flows
+in both time directions, blended by temporal distance; pixels no frame shows are filled by ``cv2.inpaint``. Only
+pixels inside the (optionally dilated) mask change; all others are returned bit-identical. Steps: docs/method.md.
 
-1. Optical flow between neighbouring frames, both directions, with OpenCV's DIS on grey frames downscaled by
-   ``flow_scale``.
-2. Flow completion, estimated on the background only: the camera's motion between the two frames is fitted as an
-   affine map on the vectors outside both holes; the second frame is warped onto the first with it, both holes are
-   painted over with the same smooth surface in both frames (so the object leaves no motion signal), and DIS
-   measures the residual motion on a window around the holes (their bounding box plus ``_FLOW_MARGIN`` pixels: the
-   only flow propagation reads), which is replaced inside the holes by a harmonic (Laplace) interpolation from the
-   boundary, solved coarse to fine. The flow is the affine motion composed with the residual: exact inside the hole
-   for static, panning and zooming cameras, and a smooth continuation of the surroundings otherwise.
-3. Propagation by chained flows: a backward-in-time pass (t = T-2 … 0) lets each hole pixel follow the completed
-   flow into frame t+1 and take whatever *source* that position already has there: an observed pixel, or the source
-   it inherited from frames further on. A forward-in-time pass does the same from the past. Sources are carried as
-   coordinates (frame, x, y), not colours, so a pixel seen 30 frames away is resampled once, not 30 times.
-4. The two directions are blended, weighted by temporal distance (1 / (1 + |Δt|)); colours are sampled bilinearly
-   from the source frame using only its observed pixels.
-5. Pixels never observed in any frame are filled spatially (``cv2.inpaint``, Telea) from their frame's known and
-   propagated pixels.
-6. Composition: only pixels inside the (optionally further dilated) mask change; every other pixel is returned
-   bit-identical.
-
-Bad input raises ``InputError`` (empty masks, non-finite values, mismatched shapes). A clip whose masks cover every
-pixel of every frame has nothing to propagate: it is filled with neutral grey and reported with the flag
+Bad input raises ``InputError``. A clip whose masks cover every pixel is filled with neutral grey and flagged
 ``no_observed_background`` (see ``PropagationReport``), which the flow copies into ``pairs.quality_flags``.
 """
 
@@ -36,7 +18,7 @@ from typing import Literal
 import cv2
 import numpy as np
 
-from tasks.engines.base import Inpainted, InpaintEngine, check_inputs
+from tasks.engines.base import NO_OBSERVED_BACKGROUND, Inpainted, InpaintEngine, check_inputs
 from tasks.masks import dilate_masks
 
 
@@ -51,8 +33,8 @@ _PRESETS = {
 }
 
 _HOLE_GROW = 4  # flow-resolution pixels added around holes: DIS vectors there are disturbed by the object
-# flow-resolution pixels of background around the holes on which the residual flow is measured: 48 matches the
-# whole frame's quality on panning and zooming scenes (16 or 32 lose 0.5-0.7 dB inside the hole on zooms)
+# flow-resolution pixels of background around the holes on which the residual flow is measured; smaller margins lose
+# quality inside the hole on zooming scenes (see docs/method.md)
 _FLOW_MARGIN = 48
 _MIN_FLOW_SIDE = 32
 _OBSERVED = np.array([0, 0, 0, 1], np.float32)  # an observed pixel's propagation state (see _propagate_sources)
@@ -60,7 +42,6 @@ _OBSERVED_CELL = _OBSERVED.view(np.complex128)[0]  # the same 16 bytes as one it
 _COLS = 4096  # point lists are remapped as (rows, _COLS) images: OpenCV maps must stay under 32767 per side
 
 # quality flags
-NO_OBSERVED_BACKGROUND = "no_observed_background"
 FRAME_WITHOUT_BACKGROUND = "frame_without_background"
 MOSTLY_SPATIAL_FILL = "mostly_spatial_fill"
 
@@ -143,7 +124,7 @@ def _fill_pyramid(values: np.ndarray, unknown: np.ndarray, iterations: int) -> n
     channels = values.shape[-1]
     known_mask, unknown_mask = (~unknown).view(np.uint8), unknown.view(np.uint8)
     known = known_mask.astype(np.float32)
-    # the known values, zero elsewhere (OpenCV's masked copies cost a fifth of numpy's ``where``)
+    # the known values, zero elsewhere (OpenCV's masked copies are cheaper than numpy's ``where``)
     values = cv2.copyTo(np.ascontiguousarray(values, dtype=np.float32), known_mask).reshape(h, w, channels)
     if min(h, w) > 2:
         size = ((w + 1) // 2, (h + 1) // 2)
@@ -229,8 +210,7 @@ def _fit_affine(flow: np.ndarray, usable: np.ndarray, step: int = 4) -> np.ndarr
 
 
 def _lengths(vectors: np.ndarray) -> np.ndarray:
-    """Euclidean lengths of `(n, 2)` vectors (``np.linalg.norm(vectors, axis=1)`` bit for bit, at a third of its
-    cost)."""
+    """Euclidean lengths of `(n, 2)` vectors: ``np.linalg.norm(vectors, axis=1)`` bit for bit, without its overhead."""
     x, y = vectors[:, 0], vectors[:, 1]
     return np.sqrt(x * x + y * y)
 
@@ -437,8 +417,7 @@ def _sample_sources(frames: np.ndarray, masks: np.ndarray, src: np.ndarray) -> n
     Mask-aware bilinear sampling is a remap of the premultiplied image ``(rgb * observed, observed)`` followed by a
     division; samples are grouped by source frame so each frame is remapped once.
 
-    Returns `(3, n)` float32, channel first (per-point arithmetic on long rows is several times faster than on rows
-    of three).
+    Returns `(3, n)` float32, channel first: per-point arithmetic then runs on long rows (see docs/throughput.md).
     """
     n = len(src)
     frame_of = np.rint(src[:, 0]).astype(np.int16)

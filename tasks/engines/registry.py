@@ -33,7 +33,7 @@ VIDEOPAINTER_ENV = {
 
 
 @dataclass(frozen=True)
-class EngineChoice:
+class EngineSelection:
     """The engine ``name`` resolves to, and why."""
 
     requested: str
@@ -41,7 +41,7 @@ class EngineChoice:
     reason: str
 
 
-def _engine_class(name: str) -> type[InpaintEngine]:
+def engine_class(name: str) -> type[InpaintEngine]:
     if name == "propagation":
         from tasks.engines.propagation import PropagationEngine
 
@@ -99,20 +99,20 @@ def gpu_present() -> bool:
     return Path("/proc/driver/nvidia/version").exists()
 
 
-def resolve_engine(name: str, **kwargs: Any) -> EngineChoice:
+def resolve_engine(name: str, **kwargs: Any) -> EngineSelection:
     """Which engine ``name`` means here (only ``auto`` depends on the machine)."""
     if name not in ENGINE_NAMES:
         raise ValueError(f"unknown engine {name!r}; known: {', '.join(ENGINE_NAMES)}")
     if name != "auto":
-        return EngineChoice(name, name, "requested")
+        return EngineSelection(name, name, "requested")
     base = _videopainter_kwargs(kwargs).get("base")
     if not base:
-        return EngineChoice(
+        return EngineSelection(
             name, "propagation", f"VideoPainter weights not configured (no base, ${VIDEOPAINTER_ENV['base']})"
         )
     if not cuda_available():
-        return EngineChoice(name, "propagation", "VideoPainter weights configured but no CUDA device")
-    return EngineChoice(name, "videopainter", f"VideoPainter weights at {base} and a CUDA device")
+        return EngineSelection(name, "propagation", "VideoPainter weights configured but no CUDA device")
+    return EngineSelection(name, "videopainter", f"VideoPainter weights at {base} and a CUDA device")
 
 
 def get_engine(name: str, **kwargs: Any) -> InpaintEngine:
@@ -122,7 +122,7 @@ def get_engine(name: str, **kwargs: Any) -> InpaintEngine:
     keyword neither accepts is an error.
     """
     choice = resolve_engine(name, **kwargs)
-    cls = _engine_class(choice.engine)
+    cls = engine_class(choice.engine)
     if choice.engine == "videopainter":
         kwargs = _videopainter_kwargs(kwargs)
     accepted = _keyword_names(cls)

@@ -106,7 +106,7 @@ class TransformersBackend(ChatBackend):
         model.eval()
         self.device, self.model, self.tokenizer = device, model, tokenizer
 
-    def render(self, conversation: list[Message]) -> str:
+    def format_chat(self, conversation: list[Message]) -> str:
         if getattr(self.tokenizer, "chat_template", None):
             return self.tokenizer.apply_chat_template(conversation, tokenize=False, add_generation_prompt=True)
         return _plain_text(conversation)
@@ -127,7 +127,7 @@ class TransformersBackend(ChatBackend):
         results: list[str | BackendError] = [BackendError("not_run", "")] * len(conversations)
         prompts: list[tuple[int, str]] = []
         for i, conversation in enumerate(conversations):
-            text = self.render(conversation)
+            text = self.format_chat(conversation)
             n_tokens = len(tokenizer(text, add_special_tokens=False)["input_ids"])
             if n_tokens > self.max_input_tokens:
                 results[i] = BackendError(

@@ -2,14 +2,8 @@
 
 A ``ChatBackend`` turns chat conversations (OpenAI-style ``{"role", "content"}`` messages) into response texts; the
 ``transformers`` and ``openai`` backends implement it (``hf.py``, ``openai_compat.py``). ``LLMProposer`` does the
-rest, the same way for every backend:
-
-1. inputs are cleaned (``safety.SafetyPolicy``) and fenced as data in the versioned prompt ``prompts/propose_v1.txt``;
-2. requests are answered from the cache when possible (``cache.LLMCache``), the rest go to the backend in one batch;
-3. the response's JSON document is extracted and validated against the schema (``ProposalDraft`` + ``Proposal``);
-4. invalid answers get one repair turn (``prompts/repair_v1.txt``) naming the problem;
-5. what is still invalid, failed in transport, or fails the output safety check falls back to the ``template``
-   proposer, and the reason is recorded as a ``Failure`` (stage "propose").
+rest the same way for every backend: cleaned inputs fenced as data in a versioned prompt, cached answers, schema
+validation with one repair turn, and a recorded fallback to the ``template`` proposer (see :class:`LLMProposer`).
 """
 
 from __future__ import annotations
@@ -127,7 +121,7 @@ def cached_complete(
     return results, len(todo)  # type: ignore[return-value]
 
 
-def render_prompt(name: str, **values: str) -> list[Message]:
+def fill_prompt(name: str, **values: str) -> list[Message]:
     """Messages from a versioned prompt file with ``### system`` / ``### user`` sections and ``{name}`` slots."""
     text = load_prompt(f"{name}.txt")
     for key, value in values.items():
@@ -141,7 +135,7 @@ def render_prompt(name: str, **values: str) -> list[Message]:
     return messages
 
 
-def render_text(name: str, **values: str) -> str:
+def fill_text(name: str, **values: str) -> str:
     text = load_prompt(f"{name}.txt")
     for key, value in values.items():
         text = text.replace("{" + key + "}", value)
@@ -190,6 +184,15 @@ def _errors(exc: ValidationError) -> str:
 
 class LLMProposer(Proposer):
     """Proposals from a language model behind a ``ChatBackend``, with cache, repair turn and template fallback.
+
+    1. inputs are cleaned (``safety.SafetyPolicy``) and fenced as data in the versioned prompt
+       ``prompts/propose_v1.txt``;
+    2. requests are answered from the cache when possible (``cache.LLMCache``), the rest go to the backend in one
+       batch;
+    3. the response's JSON document is extracted and validated against the schema (``ProposalDraft`` + ``Proposal``);
+    4. invalid answers get one repair turn (``prompts/repair_v1.txt``) naming the problem;
+    5. what is still invalid, failed in transport, or fails the output safety check falls back to the ``template``
+       proposer, and the reason is recorded as a ``Failure`` (stage "propose").
 
     Args:
         backend: the model backend.
@@ -251,7 +254,7 @@ class LLMProposer(Proposer):
         }
         if request.area_ratio is not None:
             data["area_ratio"] = round(float(request.area_ratio), 4)
-        return render_prompt(PROPOSE_PROMPT, data=fence(data), edit_types=json.dumps(list(request.edit_types)))
+        return fill_prompt(PROPOSE_PROMPT, data=fence(data), edit_types=json.dumps(list(request.edit_types)))
 
     # ------------------------------------------------------------------ parsing
     def parse(self, text: str, request: ProposalRequest, clean: CleanInput) -> dict[str, Proposal]:
@@ -324,7 +327,7 @@ class LLMProposer(Proposer):
             repair_conversations = []
             for i in repair:
                 answer = strip_controls(cap_chars(str(answers[i]), 2000)) or "(empty answer)"
-                turn = render_text(
+                turn = fill_text(
                     REPAIR_PROMPT, error=problems[i][1], edit_types=json.dumps(list(requests[i].edit_types))
                 )
                 repair_conversations.append(

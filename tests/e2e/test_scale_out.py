@@ -131,7 +131,8 @@ def _params(manifest: Path, catalog_url: str, batch_size: int) -> dict:
         "config": {
             "source": str(manifest),
             "catalog": catalog_url,
-            "render": {"engine": "null", "previews": False},
+            "render": {"engine": "null"},
+            "score": {"previews": False},
             "geometry": TINY,
             "batch_size": batch_size,
             "render_deployment": RENDER,

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import csv
+import os
+import signal
 from pathlib import Path
 
 import pytest
@@ -29,3 +31,35 @@ def tiny_samples(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, int]:
     )
     with manifest.open() as f:
         return manifest, sum(1 for _ in csv.DictReader(f))
+
+
+@pytest.fixture(scope="session")
+def vpf_env(tmp_path_factory: pytest.TempPathFactory, prefect_harness) -> dict[str, str]:
+    """``vpf`` subprocesses talk to the session harness's API: a running API as a deployment would have, and no
+    ephemeral server to start per process (about 10 s each; ``vpf demo`` covers ephemeral mode)."""
+    from prefect.settings import PREFECT_API_URL
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
+    return {
+        **env,
+        "PREFECT_HOME": str(tmp_path_factory.mktemp("prefect-home")),
+        "PREFECT_API_URL": PREFECT_API_URL.value(),
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        "DO_NOT_TRACK": "1",
+    }
+
+
+def kill_tree(pid: int) -> None:
+    """SIGKILL a process and all its children (a ``vpf run`` and its Prefect server or workers), then reap them."""
+    import psutil
+
+    try:
+        family = [psutil.Process(pid), *psutil.Process(pid).children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return
+    for p in family:
+        try:
+            p.send_signal(signal.SIGKILL)
+        except psutil.NoSuchProcess:
+            pass
+    psutil.wait_procs(family, timeout=10)

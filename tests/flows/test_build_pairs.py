@@ -78,7 +78,8 @@ def test_edit_types_the_engine_cannot_render_are_skipped_with_a_reason(tiny_samp
         RunConfig(
             source=str(manifest),
             catalog=str(tmp_path / "cat"),
-            render={"engine": "propagation", "previews": False},
+            render={"engine": "propagation"},
+            score={"previews": False},
             edit_types=["remove", "add", "replace"],
             geometry=TINY,
             batch_size=4,

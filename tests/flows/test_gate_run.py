@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 
 from catalog.store import Catalog
-from flows import build_pairs as build_pairs_module
 from flows.build_pairs import build_pairs
+from flows.executors import LocalExecutor
 from tasks.config import RunConfig
 from tasks.engines.base import Inpainted, InpaintEngine
 from tests.flows.conftest import TINY
@@ -38,17 +38,13 @@ class _Black(_Unedited):
 
 
 def _run(tmp_path, manifest, engine, monkeypatch, geometry: dict | None = None) -> list[dict]:
-    if isinstance(engine, InpaintEngine):
-        monkeypatch.setattr(build_pairs_module, "make_engine", lambda config: engine)
-        name = "propagation"  # the configured name is not used: the engine above is
-    else:
-        name = engine
+    executor = LocalExecutor(engine) if isinstance(engine, InpaintEngine) else None  # None: the configured engine
+    name = engine if isinstance(engine, str) else "propagation"
     catalog = str(tmp_path / "catalog")
-    summary = build_pairs(
-        RunConfig(
-            source=str(manifest), catalog=catalog, render={"engine": name}, geometry=geometry or TINY, gallery=False
-        )
+    config = RunConfig(
+        source=str(manifest), catalog=catalog, render={"engine": name}, geometry=geometry or TINY, gallery=False
     )
+    summary = build_pairs(config, executor=executor)
     assert summary.status == "completed", summary
     return (
         Catalog(catalog).query("SELECT edit_type, decision, decision_reason, engine, psnr_bg FROM pairs").to_pylist()

@@ -33,8 +33,8 @@ def test_new_weights_render_again_and_both_generations_stay(tiny_samples, tmp_pa
     catalog = str(tmp_path / "catalog")
 
     def run(**render) -> dict[str, int]:
-        config = RunConfig(source=str(manifest), catalog=catalog, render={"engine": "null", "previews": False,
-                           **render}, geometry=TINY, batch_size=4, gallery=False)  # fmt: skip
+        config = RunConfig(source=str(manifest), catalog=catalog, render={"engine": "null", **render},
+                           score={"previews": False}, geometry=TINY, batch_size=4, gallery=False)  # fmt: skip
         summary = build_pairs(config)
         assert summary.status == "completed", summary
         return summary
@@ -64,3 +64,29 @@ def test_new_weights_render_again_and_both_generations_stay(tiny_samples, tmp_pa
     assert {g["generation"]: g["n"] for g in generations} == {None: 2 * n_objects, forced.run_id: n_objects}
     again = run()  # without --rerender the latest weights' renders are reused
     assert again.counts.get("renders", 0) == 0 and again.counts["already_done"] == n_objects
+
+
+def test_an_engine_option_named_like_the_pipelines_dilation_renders_again(tiny_samples, tmp_path) -> None:
+    """``PropagationEngine(dilation_radius=…)`` fills other pixels: a rerun with another value is new work, never
+    "already done", and both renders stay, their parameters recorded apart from the pipeline's own dilation."""
+    import json
+
+    manifest, n_objects = tiny_samples
+    catalog = str(tmp_path / "catalog")
+
+    def run(radius: int) -> object:
+        config = RunConfig(source=str(manifest), catalog=catalog, geometry=TINY, batch_size=4, gallery=False,
+                           render={"engine": "propagation", "engine_options": {"dilation_radius": radius}},
+                           score={"previews": False})  # fmt: skip
+        return build_pairs(config)
+
+    first, second = run(0), run(3)
+    assert first.counts["renders"] == n_objects
+    assert second.counts["renders"] == n_objects and second.counts.get("already_done", 0) == 0
+    rows = Catalog(catalog).query("SELECT render_id, params_json, video_uri FROM renders").to_pylist()
+    assert len({r["render_id"] for r in rows}) == 2 * n_objects
+    params = [json.loads(r["params_json"]) for r in rows]
+    assert {p["engine"]["dilation_radius"] for p in params} == {0, 3}
+    assert len({p["pipeline"]["dilation_radius"] for p in params}) == 1  # the pipeline's own, unchanged
+    assert len({r["video_uri"] for r in rows}) == 2 * n_objects  # other pixels, not only other ids
+    assert run(3).counts.get("renders", 0) == 0  # and the same option again is resumed, not rendered

@@ -10,9 +10,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import flows.build_pairs
 from catalog.store import Catalog
 from flows.build_pairs import build_pairs
+from flows.executors import LocalExecutor
 from tasks import gate
 from tasks.config import RunConfig
 from tasks.engines.base import Inpainted, InpaintEngine
@@ -65,11 +65,11 @@ class ScriptedEngine(InpaintEngine):
         return Inpainted(np.broadcast_to(np.uint8(90), frames.shape))
 
 
-def _run(manifest: Path, catalog: Path, engine: InpaintEngine, monkeypatch, **render) -> object:
-    monkeypatch.setattr(flows.build_pairs, "make_engine", lambda config: engine)
+def _run(manifest: Path, catalog: Path, engine: InpaintEngine, monkeypatch, **score) -> object:
+    """A run whose renders go to ``engine``, injected through the executor (the configured engine is not used)."""
     config = RunConfig(source=str(manifest), catalog=str(catalog), geometry=TINY, batch_size=8, gallery=False,
-                       render={"engine": "null", "previews": False, **render})  # fmt: skip
-    return build_pairs(config)
+                       render={"engine": "null"}, score={"previews": False, **score})  # fmt: skip
+    return build_pairs(config, executor=LocalExecutor(engine))
 
 
 # Not compared: when and by which run a row was written, and what depends on H.264 bytes. libx264 (through PyAV)
@@ -106,12 +106,12 @@ def _rendezvous(monkeypatch, wait_s: float, *, scoring: int = 2, render: int = 3
 def test_a_render_runs_while_the_previous_one_is_scored_and_the_catalog_equals_a_sequential_run(
     clips, tmp_path, monkeypatch
 ) -> None:
-    overlapped = _run(clips, tmp_path / "overlap", _rendezvous(monkeypatch, wait_s=60), monkeypatch, score_workers=2)
+    overlapped = _run(clips, tmp_path / "overlap", _rendezvous(monkeypatch, wait_s=60), monkeypatch, workers=2)
     assert overlapped.status == "completed", overlapped
     assert overlapped.counts["renders"] == N_CLIPS and overlapped.counts["pairs"] == 2 * N_CLIPS
 
     monkeypatch.undo()
-    sequential = _run(clips, tmp_path / "sequential", ScriptedEngine(), monkeypatch, score_workers=0)
+    sequential = _run(clips, tmp_path / "sequential", ScriptedEngine(), monkeypatch, workers=0)
     assert sequential.status == "completed", sequential
     a, b = Catalog(str(tmp_path / "overlap")), Catalog(str(tmp_path / "sequential"))
     for table, key in [("clips", "clip_id"), ("objects", "object_id"), ("instructions", "instruction_id"),
@@ -123,7 +123,7 @@ def test_a_render_runs_while_the_previous_one_is_scored_and_the_catalog_equals_a
 
 def test_without_overlap_the_rendezvous_fails(clips, tmp_path, monkeypatch) -> None:
     """Negative control of the test above: one render after another cannot meet its own scoring."""
-    summary = _run(clips, tmp_path / "cat", _rendezvous(monkeypatch, wait_s=1), monkeypatch, score_workers=0)
+    summary = _run(clips, tmp_path / "cat", _rendezvous(monkeypatch, wait_s=1), monkeypatch, workers=0)
     assert summary.status == "completed_with_failures"
     failures = Catalog(str(tmp_path / "cat")).query("SELECT error_type FROM failures", read_only=True).to_pylist()
     assert {f["error_type"] for f in failures} == {"BrokenBarrierError"}
@@ -138,7 +138,7 @@ def test_the_next_batch_renders_while_the_previous_batch_is_scored(clips, tmp_pa
 
 def test_with_one_render_lane_the_batch_rendezvous_fails(clips, tmp_path, monkeypatch) -> None:
     """Negative control of the test above: with one lane, a batch's renders wait for the previous batch's scoring."""
-    monkeypatch.setattr(flows.build_pairs.LocalRenderer, "LANES", 1)
+    monkeypatch.setattr(LocalExecutor, "LANES", 1)
     summary = _run(clips, tmp_path / "cat", _rendezvous(monkeypatch, 1, scoring=1, render=2), monkeypatch)
     assert summary.status == "completed_with_failures"
     failures = Catalog(str(tmp_path / "cat")).query("SELECT error_type FROM failures", read_only=True).to_pylist()
@@ -196,15 +196,16 @@ def test_each_batch_records_its_time_by_stage(clips, tmp_path, monkeypatch) -> N
         read_only=True,
     ).to_pylist()
     by_stage = {r["stage"]: r for r in rows}
-    assert {"ingest", "annotate", "propose", "render", "score", "encode", "record"} <= set(by_stage)
+    assert {"ingest", "annotate", "propose", "load", "render", "score", "encode", "record"} <= set(by_stage)
     assert by_stage["render"]["items"] == N_CLIPS and by_stage["score"]["items"] == N_CLIPS  # one scoring per render
+    assert by_stage["load"]["wall_s"] > 0  # decoding the job's inputs is not charged to the engine's render
     assert by_stage["annotate"]["items"] == N_CLIPS
     assert by_stage["ingest"]["batches"] == 3  # batches of 1, 2 and 2 items: growing 1, 2, 4… up to batch_size
     assert all(r["wall_s"] > 0 for r in rows)
     status = catalog_status(str(tmp_path / "cat"))
     assert status["stages"]["run_id"] == summary.run_id
     assert [s["stage"] for s in status["stages"]["rows"]] == [
-        "ingest", "annotate", "propose", "render", "score", "encode", "record"
+        "ingest", "annotate", "propose", "load", "render", "score", "encode", "record"
     ]  # fmt: skip
 
 
@@ -266,19 +267,17 @@ def test_the_reseg_segmenter_loads_once_per_run_and_fills_the_reseg_columns(
     assert all(json.loads(p["metrics_json"])["reseg"]["segmenter"] == spec for p in pairs)
 
 
-def test_an_unloadable_reseg_segmenter_fails_the_batch_naming_the_path(clips, tmp_path, monkeypatch) -> None:
-    """Loud, before any render: the run fails with the spec and the path in its message, and no pair is recorded."""
-    from tasks.errors import InputError
+def test_an_unloadable_reseg_segmenter_is_refused_before_anything_is_written(clips, tmp_path, monkeypatch) -> None:
+    """Loud and early: the run stops before its first write (the folder is checked up front, no model loads), with
+    the option and the path in its message; no render, no catalog."""
+    from tasks.annotate.specs import AnnotationSpecError
 
     missing = tmp_path / "no-such-sam3"
     engine = ScriptedEngine()
-    with pytest.raises(InputError) as err:
+    with pytest.raises(AnnotationSpecError) as err:
         _run(clips, tmp_path / "cat", engine, monkeypatch, reseg_segmenter=f"sam3:{missing}")
-    assert f"sam3:{missing}" in str(err.value) and "re-segmentation models cannot be loaded" in str(err.value)
-    assert engine.calls == 0
-    cat = Catalog(str(tmp_path / "cat"))
-    assert [r["status"] for r in cat.query("SELECT status FROM runs", read_only=True).to_pylist()] == ["failed"]
-    assert cat.query("SELECT count(*) AS n FROM pairs", read_only=True).to_pylist()[0]["n"] == 0
+    assert "--reseg-segmenter" in str(err.value) and str(missing) in str(err.value)
+    assert engine.calls == 0 and not (tmp_path / "cat").exists()
 
 
 def test_opencv_runs_on_the_calling_thread_during_a_run_and_its_setting_comes_back(

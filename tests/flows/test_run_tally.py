@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from flows.build_pairs import RunTally
-from flows.render import BatchSummary
+from flows.executors import BatchSummary
 from tasks.config import RunConfig
 from tasks.types import Failure
 

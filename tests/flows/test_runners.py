@@ -11,7 +11,7 @@ from prefect.task_runners import ThreadPoolTaskRunner
 
 from catalog.store import Catalog
 from flows.runners import TASK_RUNNERS, make_task_runner
-from tasks.types import Geometry
+from tasks.config import RunConfig
 
 
 @task
@@ -77,28 +77,27 @@ def test_ray_runner_runs_tasks_on_a_local_cluster() -> None:
 
 
 @flow
-def _ingest_on_runner(batches: list, catalog: Catalog, geometry: Geometry) -> dict[str, list]:
-    """The real ingest stage, one task per batch, next to the probe task (one cluster start for both)."""
-    from tasks.stages import ingest_task, make_segmenter
+def _ingest_on_runner(batches: list, catalog: Catalog, config: RunConfig) -> dict[str, list]:
+    """The real ingest step, one task per batch, next to the probe task (one cluster start for both)."""
+    from flows.prefect_tasks import ingest_task
+    from tasks.steps.ingest import make_annotators
 
-    segmenter = make_segmenter("provided")
-    futures = [
-        ingest_task.submit(b, catalog, geometry=geometry, segmenter=segmenter, run_id="run-dask") for b in batches
-    ]
+    annotators = make_annotators(config, catalog)
+    futures = [ingest_task.submit(b, catalog, config.geometry, annotators, run_id="run-dask") for b in batches]
     probes = _where_am_i.map([1, 2, 3, 4])
     return {"outputs": [f.result() for f in futures], "probes": [p.result() for p in probes]}
 
 
 def test_dask_runs_the_real_ingest_stage_on_a_local_cluster(tiny_samples, tmp_path) -> None:
-    from tasks.stages import discover_stage
+    from tasks.steps.discover import discover
 
     manifest, n_objects = tiny_samples
-    items, failures = discover_stage(str(manifest))
+    config = RunConfig(source=str(manifest), geometry={"num_frames": 17, "fps": 8.0, "height": 64, "width": 96})
+    items, failures = discover(config)
     assert items and not failures
     catalog = Catalog(tmp_path / "cat")
-    geometry = Geometry(num_frames=17, fps=8.0, height=64, width=96)
     runner = make_task_runner("dask", workers=2)
-    result = _ingest_on_runner.with_options(task_runner=runner)([[item] for item in items], catalog, geometry)
+    result = _ingest_on_runner.with_options(task_runner=runner)([[item] for item in items], catalog, config)
     outputs, probes = result["outputs"], result["probes"]
 
     # The tasks ran in the cluster's worker processes, not in the flow's.
@@ -116,7 +115,6 @@ def test_dask_runs_the_real_ingest_stage_on_a_local_cluster(tiny_samples, tmp_pa
 
 def test_build_pairs_ingests_on_a_dask_cluster_and_makes_the_same_pairs(tiny_samples, tmp_path) -> None:
     from flows.build_pairs import build_pairs
-    from tasks.config import RunConfig
     from tests.flows.conftest import TINY
 
     manifest, n_objects = tiny_samples

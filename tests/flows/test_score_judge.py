@@ -13,11 +13,13 @@ import torch
 from PIL import Image
 
 from catalog.store import Catalog
-from tasks.config import RenderConfig
-from tasks.gate import AcceptRule
+from tasks.accept import AcceptRule
+from tasks.config import ScoreConfig
 from tasks.judge import get_judge
 from tasks.masks import encode_masks_npz
-from tasks.stages import Rendered, RenderJob, score_stage
+from tasks.steps.plan import RenderJob
+from tasks.steps.render import Rendered
+from tasks.steps.score import Scorers, score
 from tasks.video_io import encode_mp4
 from tests.tasks.proposers.conftest import build_tiny_lm
 from tests.tasks.proposers.llm_server import TinyChatServer
@@ -69,7 +71,7 @@ def _rendered(cat: Catalog) -> Rendered:
         "video_uri": video_uri,
         "mask_uri": mask_uri,
     }
-    return Rendered(job, render_row, frames, edited, masks)
+    return Rendered(job, render_row, frames, edited, masks, masks)
 
 
 def _first_image(body: dict) -> np.ndarray:
@@ -85,13 +87,8 @@ def test_every_pair_is_judged_in_its_own_direction(server, tmp_path, min_quality
     judge.setup()
     rendered = _rendered(cat)
     before = len(server.bodies)
-    out = score_stage(
-        [rendered],
-        cat,
-        config=RenderConfig(accept_rule={**GATE_OFF, "min_judge_quality": min_quality}, previews=False),
-        judge=judge,
-        run_id="run_1",
-    )
+    config = ScoreConfig(accept_rule={**GATE_OFF, "min_judge_quality": min_quality}, previews=False)
+    out = score(rendered, cat, config, Scorers(judge=judge), run_id="run_1")
     pairs = {p["edit_type"]: p for p in out.rows["pairs"]}
     assert set(pairs) == {"remove", "add"} and out.counts["judged"] == 2
     for pair in pairs.values():

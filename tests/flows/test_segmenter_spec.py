@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from tasks.config import parse_sam_spec
-from tasks.stages import make_segmenter
+from catalog.store import Catalog
+from tasks.annotate.specs import parse_sam_spec
+from tasks.config import RunConfig
+from tasks.steps.ingest import make_annotators
 
 
 def test_model_type_comes_from_released_file_names_and_options_parse() -> None:
@@ -21,7 +23,8 @@ def test_model_type_comes_from_released_file_names_and_options_parse() -> None:
         "labels": ["car", "dog"],
         "min_iou": 0.3,
     }
-    segmenter = make_segmenter("sam:/models/sam_vit_b_01ec64.pth#auto=yes&max_auto_objects=2")
+    config = RunConfig(source="clips/", segmenter="sam:/models/sam_vit_b_01ec64.pth#auto=yes&max_auto_objects=2")
+    segmenter = make_annotators(config, Catalog("memory://segmenter-spec")).segmenter
     assert (segmenter.model_type, segmenter.checkpoint) == ("vit_b", "/models/sam_vit_b_01ec64.pth")
 
 

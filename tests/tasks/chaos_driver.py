@@ -32,35 +32,38 @@ def pipeline(
     manifest: str, catalog: str, run_id: str = "run_chaos", *, compact: bool = True, batch_size: int = BATCH_SIZE
 ) -> dict[str, int]:
     from catalog.store import Catalog
-    from tasks import stages
-    from tasks.config import RenderConfig
+    from tasks.config import RenderConfig, RunConfig, ScoreConfig
     from tasks.engines.registry import get_engine
+    from tasks.produce import PairMaker
     from tasks.proposers import get_proposer
+    from tasks.steps import discover, ingest, plan, propose, record
+    from tasks.steps.score import Scorers
 
     cat = Catalog(catalog)
-    items, failures = stages.discover_stage(manifest)
-    stages.record_failures(cat, failures, run_id)
-    segmenter = stages.make_segmenter("provided")
+    config = RunConfig(source=manifest, catalog=catalog, geometry=GEOMETRY.as_dict())
+    items, failures = discover.discover(config)
+    record.record_failures(cat, failures, run_id)
+    annotators = ingest.make_annotators(config, cat)
     proposer = get_proposer("template", cache_url=cat.full_url("cache/proposals"))
     proposer.setup()
     engine = get_engine("null")
     engine.setup()
+    # what the render flow runs: each render recorded (media, renders row, pairs) before the next one starts
+    maker = PairMaker(engine, Scorers(), RenderConfig(), ScoreConfig(workers=0))
     counts = {"renders": 0, "already_done": 0}
     for start in range(0, len(items), batch_size):
         batch = items[start : start + batch_size]
-        ingested = stages.ingest_stage(batch, cat, geometry=GEOMETRY, segmenter=segmenter, run_id=run_id)
+        ingested = ingest.ingest(
+            batch, cat, config.geometry, annotators, run_id=run_id
+        )  # records its rows clip by clip
         objects, clips = ingested.rows.get("objects", []), ingested.rows.get("clips", [])
-        rows: dict[str, Any] = {t: ingested.rows.get(t, []) for t in ("sources", "clips", "objects")}
-        stages.record_tables(cat, {**rows, "failures": stages.failure_rows(ingested.failures, run_id)})
-        proposed = stages.propose_stage(objects, clips, proposer, edit_types=["remove", "add"], run_id=run_id)
+        proposed = propose.propose(objects, clips, proposer, edit_types=["remove", "add"], seed=0, run_id=run_id)
         instructions = proposed.rows["instructions"]
-        stages.record_tables(cat, {"instructions": instructions})
-        jobs = stages.plan_stage(instructions, objects, clips)
-        todo, done = stages.pending_jobs(cat, jobs, engine, 0)
-        # what the render flow runs: each render recorded (media, renders row, pairs) before the next one starts
-        rendered = stages.render_score_record(todo, cat, engine, config=RenderConfig(), run_id=run_id, workers=0)
-        counts["renders"] += rendered.counts["renders"]
-        counts["already_done"] += done
+        record.record_tables(cat, {"instructions": instructions})
+        jobs = plan.plan(instructions, objects, clips, dilation_radius=None)
+        made = maker.make(jobs, cat, run_id=run_id)
+        counts["renders"] += made.counts["renders"]
+        counts["already_done"] += made.counts["already_done"]
         if compact:
             cat.compact(small_bytes=1 << 30)
     return counts

@@ -21,7 +21,7 @@ def info(num_frames: int = 250, fps: float = 25.0) -> VideoInfo:
 
 @pytest.mark.parametrize("fps, stride", [(25.0, 3), (30.0, 3), (29.97, 3), (60.0, 7), (16.0, 2), (8.0, 1), (6.0, 1)])
 def test_stride_is_fps_floor_div_8(fps: float, stride: int) -> None:
-    assert frame_stride(fps, Geometry()) == stride
+    assert frame_stride(fps, Geometry(49, 8.0, 480, 720)) == stride
 
 
 def test_windows_stay_inside_scenes_and_range() -> None:
@@ -52,9 +52,9 @@ def test_item_range_in_frames_and_seconds() -> None:
 
 def test_geometry_must_be_even() -> None:
     with pytest.raises(ValueError, match="even"):
-        check_geometry(Geometry(height=63))
+        check_geometry(Geometry(49, 8.0, 63, 720))
     with pytest.raises(ValueError, match="resize_mode"):
-        check_geometry(Geometry(resize_mode="stretch"))  # type: ignore[arg-type]
+        check_geometry(Geometry(49, 8.0, 480, 720, resize_mode="stretch"))  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize("mode", ["resize", "crop"])

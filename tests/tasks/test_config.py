@@ -7,17 +7,20 @@ import json
 import pytest
 from pydantic import ValidationError
 
-from tasks.config import GeometryConfig, RenderConfig, RunConfig
-from tasks.gate import AcceptRule
+from tasks.accept import AcceptRule
+from tasks.config import GeometryConfig, RenderConfig, RunConfig, ScoreConfig
 
 
 def test_defaults_describe_the_models_geometry_and_the_cpu_safe_choices(monkeypatch) -> None:
+    from catalog.store import Catalog
+
     monkeypatch.setenv("VPF_CATALOG", "memory://vpf-config-test")
     config = RunConfig(source="clips/")
-    assert config.catalog == "memory://vpf-config-test"  # resolved when the config is built, on the machine running it
+    assert config.catalog is None  # resolved where the flow runs: $VPF_CATALOG there
+    assert Catalog(config.catalog).url == "memory://vpf-config-test"
     assert (config.geometry.num_frames, config.geometry.height, config.geometry.width) == (49, 480, 720)
     assert config.edit_types == ["remove", "add"] and config.render.engine == "auto"
-    assert config.render.accept_rule == AcceptRule()
+    assert config.score.accept_rule == AcceptRule() and config.render.dilation_radius is None
 
 
 @pytest.mark.parametrize(
@@ -31,13 +34,14 @@ def test_defaults_describe_the_models_geometry_and_the_cpu_safe_choices(monkeypa
         ({"edit_types": ["remove", "paint"]}, "edit_types"),
         ({"edit_types": []}, "edit_types"),
         ({"render": {"engine": "gpt"}}, "engine"),
-        ({"render": {"judge": "magic"}}, "judge"),
-        ({"render": {"reseg_segmenter": "sam:/m.pth"}}, "reseg_segmenter"),  # not an open-vocabulary segmenter
-        ({"render": {"reseg_segmenter": "sam3:/m#colour=red"}}, "reseg_segmenter"),
-        ({"render": {"accept_rule": {"min_psnr": 3}}}, "accept_rule"),
-        ({"render": {"accept_rule": {"min_psnr_bg": "high"}}}, "accept_rule"),
+        ({"score": {"judge": "magic"}}, "judge"),
+        ({"score": {"reseg_segmenter": "sam:/m.pth"}}, "reseg_segmenter"),  # not an open-vocabulary segmenter
+        ({"score": {"reseg_segmenter": "sam3:/m#colour=red"}}, "reseg_segmenter"),
+        ({"score": {"accept_rule": {"min_psnr": 3}}}, "accept_rule"),
+        ({"score": {"accept_rule": {"min_psnr_bg": "high"}}}, "accept_rule"),
         ({"batch_size": 0}, "batch_size"),
-        ({"dilation_radius": -1}, "dilation_radius"),
+        ({"render": {"dilation_radius": -1}}, "dilation_radius"),
+        ({"score": {"workers": -1}}, "workers"),
         ({"max_failure_ratio": 1.5}, "max_failure_ratio"),
         ({"colour": "red"}, "colour"),  # a misspelt or unknown setting is an error, never ignored
     ],
@@ -48,17 +52,22 @@ def test_bad_settings_are_rejected_naming_the_setting(settings: dict, field: str
     assert any(field in [str(part) for part in error["loc"]] for error in info.value.errors()), info.value
 
 
-def test_the_render_part_travels_as_json_and_comes_back_equal() -> None:
-    render = RenderConfig(
-        engine="propagation",
-        engine_options={"flow_scale": 0.25},
-        seed=7,
-        accept_rule={"min_psnr_bg": 25.0, "reject_flags": []},
-        judge="openai:http://localhost:1#m",
-        previews=False,
+def test_the_render_and_score_parts_travel_as_json_and_come_back_equal() -> None:
+    render = RenderConfig(engine="propagation", engine_options={"flow_scale": 0.25}, seed=7, dilation_radius=4)
+    score = ScoreConfig(
+        accept_rule={"min_psnr_bg": 25.0, "reject_flags": []}, judge="openai:http://localhost:1#m", previews=False
     )
-    again = RenderConfig.model_validate(json.loads(json.dumps(render.model_dump(mode="json"))))
-    assert again == render and again.accept_rule == AcceptRule(min_psnr_bg=25.0, reject_flags=[])
+    assert RenderConfig.model_validate(json.loads(json.dumps(render.model_dump(mode="json")))) == render
+    again = ScoreConfig.model_validate(json.loads(json.dumps(score.model_dump(mode="json"))))
+    assert again == score and again.accept_rule == AcceptRule(min_psnr_bg=25.0, reject_flags=[])
+
+
+def test_engine_choices_are_the_registrys_list() -> None:
+    from typing import get_args
+
+    from tasks.engines.registry import ENGINE_NAMES
+
+    assert get_args(RenderConfig.model_fields["engine"].annotation) == ENGINE_NAMES
 
 
 def test_recorded_settings_leave_out_storage_credentials() -> None:
@@ -74,17 +83,17 @@ def test_geometry_config_gives_the_tasks_geometry() -> None:
 
 def test_the_run_segmenter_re_segments_unless_another_or_none_is_set() -> None:
     spec = "detect+track:/m/gdino#tracker=sam2:/m/sam2&threshold=0.3"
-    assert RunConfig(source="clips/", segmenter=spec).render.reseg_segmenter == spec
-    assert RunConfig(source="clips/", segmenter="sam3:/m/sam3").render.reseg_segmenter == "sam3:/m/sam3"
+    assert RunConfig(source="clips/", segmenter=spec).score.reseg_segmenter == spec
+    assert RunConfig(source="clips/", segmenter="sam3:/m/sam3").score.reseg_segmenter == "sam3:/m/sam3"
     for segmenter in ("provided", "sam:/m/sam_vit_b.pth"):  # not open-vocabulary: nothing to re-segment with
-        assert RunConfig(source="clips/", segmenter=segmenter).render.reseg_segmenter is None
-    other = RunConfig(source="clips/", segmenter=spec, render={"reseg_segmenter": "sam3:/m/sam3"})
-    assert other.render.reseg_segmenter == "sam3:/m/sam3"
-    assert RunConfig(source="clips/", segmenter=spec, render={"reseg_segmenter": None}).render.reseg_segmenter is None
+        assert RunConfig(source="clips/", segmenter=segmenter).score.reseg_segmenter is None
+    other = RunConfig(source="clips/", segmenter=spec, score={"reseg_segmenter": "sam3:/m/sam3"})
+    assert other.score.reseg_segmenter == "sam3:/m/sam3"
+    assert RunConfig(source="clips/", segmenter=spec, score={"reseg_segmenter": None}).score.reseg_segmenter is None
     # what travels to the render workers and what the runs table records
     config = RunConfig(source="clips/", segmenter=spec)
-    assert RenderConfig.model_validate(config.render.model_dump(mode="json")).reseg_segmenter == spec
-    assert config.recorded()["render"]["reseg_segmenter"] == spec
+    assert ScoreConfig.model_validate(config.score.model_dump(mode="json")).reseg_segmenter == spec
+    assert config.recorded()["score"]["reseg_segmenter"] == spec
 
 
 def test_ingest_runs_two_batches_ahead_unless_a_model_annotates() -> None:

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from tasks import gate
+from tasks.accept import AcceptRule
 from tasks.engines.registry import get_engine
 from tasks.errors import InputError
 from tasks.masks import default_dilation_radius, dilate_masks
@@ -16,7 +17,7 @@ from tasks.synthetic import make_scene
 
 
 SIZE = {"num_frames": 25, "height": 144, "width": 216}
-RULE = gate.AcceptRule()
+RULE = AcceptRule()
 
 
 class Scored:
@@ -97,7 +98,7 @@ def test_each_check_passes_the_truth_and_fails_its_control(pan, column, field, c
     else:
         assert good <= limit < bad, (column, good, bad)
     # the rule with only this check names it, value and threshold
-    only = gate.AcceptRule(**{f: None for f in vars(RULE) if f.startswith(("min_", "max_"))} | {field: limit})
+    only = AcceptRule(**{f: None for f in vars(RULE) if f.startswith(("min_", "max_"))} | {field: limit})
     assert only.decide(pan.quality["ground_truth"])[0] == "accepted"
     decision, reason = only.decide(pan.quality[control])
     assert decision == "rejected" and reason.startswith(f"{column} {bad:.4g} ")
@@ -142,7 +143,7 @@ def test_seam_is_absent_without_an_object_mask_inside_the_hole(pan) -> None:
     assert "seam_error" in json.loads(q["metrics_json"])["absent"]
     decision, reason = RULE.decide(q)
     assert "seam_error absent" in reason
-    assert gate.AcceptRule(reject_missing=True).decide(q)[0] == "rejected"
+    assert AcceptRule(reject_missing=True).decide(q)[0] == "rejected"
 
 
 def test_full_masks_are_flagged_and_rejected(pan) -> None:
@@ -217,8 +218,8 @@ def test_clip_label_check_with_local_weights(pan, tiny_clip) -> None:
     again = pan.score(pan.targets["ground_truth"], label=label, clip=scorer)  # the same model, loaded once
     assert again["clip_label_tgt"] == pytest.approx(q["clip_label_tgt"])
     drop = q["clip_label_src"] - q["clip_label_tgt"]
-    assert gate.AcceptRule(min_clip_label_drop=drop - 1.0).decide(q)[0] == "accepted"
-    decision, reason = gate.AcceptRule(min_clip_label_drop=drop + 1.0).decide(q)
+    assert AcceptRule(min_clip_label_drop=drop - 1.0).decide(q)[0] == "accepted"
+    decision, reason = AcceptRule(min_clip_label_drop=drop + 1.0).decide(q)
     assert decision == "rejected" and "clip_label_drop" in reason
     # without weights the columns are absent, with the reason, and the check is not applied
     plain = pan.quality["ground_truth"]

@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 
 from tasks import gate
+from tasks.accept import AcceptRule
 from tasks.annotate.segmenters import Track
 from tasks.contracts import PhraseSegmenter
 from tasks.errors import InputError
@@ -108,7 +109,7 @@ def test_the_test_segmenter_is_a_phrase_segmenter_that_sees_only_its_hue(painted
 
 def test_the_unedited_clip_is_found_again_and_rejected_naming_reseg_iou(painted, reseg) -> None:
     # weight-free checks off: the re-segmentation check alone must refuse the unedited clip
-    alone = gate.AcceptRule(
+    alone = AcceptRule(
         min_psnr_bg=None, min_hole_change=None, max_object_match=None, max_ring_colour_gap=None,
         min_ring_texture_ratio=None, max_seam_error=None, max_flicker_ratio=None, max_motion_gap=None,
     )  # fmt: skip
@@ -116,7 +117,7 @@ def test_the_unedited_clip_is_found_again_and_rejected_naming_reseg_iou(painted,
         q = p.score("original", reseg=reseg)
         assert q["reseg_iou_src"] > 0.8 and q["reseg_iou_tgt"] > 0.8, (p.scene.name, q["reseg_iou_tgt"])
         assert q["reseg_iou_tgt"] == pytest.approx(q["reseg_iou_src"], abs=0.02)  # the same clip, stored twice
-        for rule in (gate.AcceptRule(), alone):
+        for rule in (AcceptRule(), alone):
             for direction in ("remove", "add"):
                 decision, reason = rule.decide(q, direction)
                 assert decision == "rejected" and "reseg_iou_tgt" in reason, reason
@@ -131,8 +132,8 @@ def test_a_clean_removal_leaves_nothing_to_find_and_passes(painted, reseg) -> No
     for p in painted:
         q = p.score("ground_truth", reseg=reseg)
         assert q["reseg_iou_tgt"] < 0.05 and q["reseg_iou_src"] > 0.8, (p.scene.name, q["reseg_iou_tgt"])
-        assert gate.AcceptRule().decide(q) == ("accepted", "all checks passed"), q
-        assert gate.AcceptRule().decide(q, "add") == ("accepted", "all checks passed")
+        assert AcceptRule().decide(q) == ("accepted", "all checks passed"), q
+        assert AcceptRule().decide(q, "add") == ("accepted", "all checks passed")
         assert json.loads(q["metrics_json"])["reseg"]["tgt"]["instances"] == 0
 
 
@@ -144,7 +145,7 @@ def test_remnants_of_the_object_fail_the_check(painted, reseg) -> None:
     target[:half] = p.source[:half]
     q = gate.score_render(p.source, target, p.hole, object_masks=p.scene.masks, label=p.label, reseg=reseg)
     assert 0.3 < q["reseg_iou_tgt"] < q["reseg_iou_src"]
-    assert "reseg_iou_tgt" in gate.AcceptRule().decide(q)[1]
+    assert "reseg_iou_tgt" in AcceptRule().decide(q)[1]
 
 
 def test_an_add_pair_needs_its_object_found_in_its_target(painted) -> None:
@@ -154,10 +155,10 @@ def test_an_add_pair_needs_its_object_found_in_its_target(painted) -> None:
     blind = gate.ResegScorer(segmenter=HueSegmenter({p.label: 60}))  # looks for green
     q = p.score("ground_truth", reseg=blind)
     assert q["reseg_iou_src"] == 0.0 and q["reseg_iou_tgt"] == 0.0
-    assert gate.AcceptRule().decide(q, "remove")[0] == "accepted"
-    decision, reason = gate.AcceptRule().decide(q, "add")
+    assert AcceptRule().decide(q, "remove")[0] == "accepted"
+    decision, reason = AcceptRule().decide(q, "add")
     assert decision == "rejected" and reason == "reseg_iou_src 0 < 0.5"
-    assert gate.AcceptRule(min_add_reseg_iou=None).decide(q, "add")[0] == "accepted"
+    assert AcceptRule(min_add_reseg_iou=None).decide(q, "add")[0] == "accepted"
 
 
 def test_without_a_segmenter_or_a_label_the_columns_are_absent(painted, reseg) -> None:
@@ -165,14 +166,14 @@ def test_without_a_segmenter_or_a_label_the_columns_are_absent(painted, reseg) -
     plain = p.score("original")
     assert plain["reseg_iou_src"] is None and plain["reseg_iou_tgt"] is None and not plain["reseg_configured"]
     assert json.loads(plain["metrics_json"])["absent"]["reseg_iou_tgt"] == "no re-segmentation segmenter configured"
-    assert "reseg" not in gate.AcceptRule().decide(plain)[1]  # not configured: not applied, not even as skipped
-    assert "reseg" not in gate.AcceptRule(reject_missing=True).decide(plain)[1]
+    assert "reseg" not in AcceptRule().decide(plain)[1]  # not configured: not applied, not even as skipped
+    assert "reseg" not in AcceptRule(reject_missing=True).decide(plain)[1]
 
     unlabelled = gate.score_render(p.source, p.targets["original"], p.hole, object_masks=p.scene.masks, reseg=reseg)
     assert unlabelled["reseg_iou_tgt"] is None and unlabelled["reseg_configured"]
     assert json.loads(unlabelled["metrics_json"])["absent"]["reseg_iou_tgt"] == "no object label"
-    assert "reseg_iou_tgt absent" in gate.AcceptRule().decide(unlabelled)[1]  # skipped, and said so
-    decision, reason = gate.AcceptRule(reject_missing=True).decide(unlabelled)
+    assert "reseg_iou_tgt absent" in AcceptRule().decide(unlabelled)[1]  # skipped, and said so
+    decision, reason = AcceptRule(reject_missing=True).decide(unlabelled)
     assert decision == "rejected" and "reseg_iou_tgt absent" in reason
 
 

@@ -7,17 +7,17 @@ import pytest
 
 import tasks.ingest as ingest_module
 from catalog.store import Catalog
-from tasks.ingest import ingest_batch
+from tasks.ingest import IngestOptions, ingest_batch
 from tasks.proposers import get_proposer
 from tasks.segment import ProvidedSegmenter
-from tasks.stages import propose_stage
+from tasks.steps.propose import propose
 from tasks.types import SourceItem
 from tests.corpus import CORPUS_GEOMETRY, OBJECT_ID, OTHER_ID
 
 
-def _ingest(items: list[SourceItem], catalog: Catalog, **kwargs):
-    kwargs.setdefault("segmenter", ProvidedSegmenter())
-    return ingest_batch(items, catalog, geometry=CORPUS_GEOMETRY, run_id="r", preset="ultrafast", **kwargs)
+def _ingest(items: list[SourceItem], catalog: Catalog, segmenter=None, **options):
+    return ingest_batch(items, catalog, geometry=CORPUS_GEOMETRY, run_id="r", segmenter=segmenter or ProvidedSegmenter(),
+                        options=IngestOptions(preset="ultrafast", **options))  # fmt: skip
 
 
 def _raw_ids(catalog: Catalog, table: str) -> list[str]:
@@ -56,8 +56,8 @@ def test_rows_sharing_a_video_keep_their_own_caption_and_label(bad_corpus: dict,
 
     proposer = get_proposer("template")
     proposer.setup()
-    out = propose_stage(result.rows["objects"], result.rows["clips"], Recording(proposer), edit_types=["remove"],
-                        run_id="r")  # fmt: skip
+    out = propose(result.rows["objects"], result.rows["clips"], Recording(proposer), edit_types=["remove"], seed=0,
+                  run_id="r")  # fmt: skip
     assert sorted(seen) == [("patch", "a blue patch"), ("square", "a red square")]
     by_object = {i["object_id"]: i for i in out.rows["instructions"]}
     assert by_object[by_label["square"]["object_id"]]["source_caption"] == "a red square"

@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from tasks.pipeline import RenderPipeline
+from tasks.pipeline import JobPipeline
 
 
 class Recorder:
@@ -38,8 +38,8 @@ class Recorder:
         with self.lock:
             self.errors.append((item, step, str(exc)))
 
-    def pipeline(self, **kwargs) -> RenderPipeline:
-        return RenderPipeline(self.load, self.render, self.finish, self.on_error, **kwargs)
+    def pipeline(self, **kwargs) -> JobPipeline:
+        return JobPipeline(self.load, self.render, self.finish, self.on_error, **kwargs)
 
 
 def _rendezvous(rec: Recorder, wait_s: float) -> Recorder:
@@ -245,7 +245,7 @@ def test_threads_see_the_callers_context() -> None:
     var: contextvars.ContextVar[str] = contextvars.ContextVar("var", default="unset")
     seen: list[str] = []
     var.set("run-context")
-    RenderPipeline(
+    JobPipeline(
         lambda i: seen.append(var.get()), lambda i, loaded: i, lambda i, r: seen.append(var.get()), print, workers=2
     ).run([1, 2])
     assert seen and set(seen) == {"run-context"}
@@ -273,5 +273,5 @@ def test_a_failing_error_handler_ends_the_batch_after_the_started_work() -> None
 
     rec.finish = broken_finish  # type: ignore[method-assign]
     with pytest.raises(ConnectionError, match="catalog unreachable"):
-        RenderPipeline(rec.load, rec.render, rec.finish, unreachable, workers=1).run([1, 2, 3])
+        JobPipeline(rec.load, rec.render, rec.finish, unreachable, workers=1).run([1, 2, 3])
     assert 1 in rec.finished

@@ -120,9 +120,9 @@ def test_prompt_rendering_and_limits(tiny_lm) -> None:
     backend = TransformersBackend(tiny_lm, max_input_tokens=100)
     backend.setup()
     conversation = [{"role": "system", "content": "S"}, {"role": "user", "content": "U"}]
-    assert backend.render(conversation) == "<s>system: S</s>\n<s>user: U</s>\n<s>assistant: "
+    assert backend.format_chat(conversation) == "<s>system: S</s>\n<s>user: U</s>\n<s>assistant: "
     backend.tokenizer.chat_template = None
-    assert backend.render(conversation) == "System: S\n\nUser: U\n\nAssistant:"
+    assert backend.format_chat(conversation) == "System: S\n\nUser: U\n\nAssistant:"
     proposer = get_proposer(f"transformers:{tiny_lm}", max_input_tokens=100)
     (outcome,) = proposer.propose(_requests(1, ("remove",)))
     assert [f.reason for f in outcome.failures] == ["prompt_too_long"]

@@ -1,4 +1,4 @@
-"""The plain stage helpers of ``tasks.stages`` that the flows rely on for idempotent, resumable writes."""
+"""The plan step (jobs from instructions) and the record step (each id written once), which resume relies on."""
 
 from __future__ import annotations
 
@@ -7,7 +7,8 @@ import pyarrow.parquet as pq
 from catalog import ids
 from catalog.store import Catalog
 from tasks.masks import default_dilation_radius
-from tasks.stages import RenderJob, failure_rows, pair_directions, plan_stage, record_tables
+from tasks.steps.plan import RenderJob, plan
+from tasks.steps.record import failure_rows, record_tables
 from tasks.types import Failure
 
 
@@ -37,7 +38,7 @@ def test_add_instructions_ride_on_their_objects_removal_render() -> None:
         _instruction("object_2", "remove", "remove the cat"),  # no add instruction: one pair only
         _instruction("object_2", "replace", "turn the cat into a fox"),
     ]
-    jobs = plan_stage(instructions, OBJECTS, CLIPS)
+    jobs = plan(instructions, OBJECTS, CLIPS, dilation_radius=None)
     assert [(j.object_id, j.edit_type) for j in jobs] == [
         ("object_1", "remove"),
         ("object_2", "remove"),
@@ -45,12 +46,12 @@ def test_add_instructions_ride_on_their_objects_removal_render() -> None:
     ]
     dog = jobs[0]
     assert dog.add_instruction == "add a dog" and dog.add_instruction_id == instructions[1]["instruction_id"]
-    assert pair_directions(dog) == ["remove", "add"]
-    assert pair_directions(jobs[1]) == ["remove"] and pair_directions(jobs[2]) == ["replace"]
+    assert dog.directions() == ["remove", "add"]
+    assert jobs[1].directions() == ["remove"] and jobs[2].directions() == ["replace"]
     assert (
         {j.dilation_radius for j in jobs} == {default_dilation_radius(96)} == {2}
     )  # 16 px at 720 wide, in proportion
-    assert {j.dilation_radius for j in plan_stage(instructions, OBJECTS, CLIPS, dilation_radius=9)} == {9}
+    assert {j.dilation_radius for j in plan(instructions, OBJECTS, CLIPS, dilation_radius=9)} == {9}
     # A job is JSON all the way: what run_deployment sends to a gpu worker.
     assert RenderJob.model_validate_json(dog.model_dump_json()) == dog
 
