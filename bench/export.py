@@ -38,14 +38,17 @@ LIMIT_BYTES = 1 << 30
 
 CHILD = """
 import json, resource, sys, time
+from catalog.export import ExportConfig, export
 from catalog.store import Catalog
 cat = Catalog(sys.argv[1])
 kind, out = sys.argv[2], sys.argv[3]
 started = time.perf_counter()
+split = "train=0.9,val=0.05,test=0.05"
 if kind.startswith("diffsynth"):
-    summary = cat.export(None, out, preset=kind, split="train=0.9,val=0.05,test=0.05")
+    config = ExportConfig(preset=kind, split=split)
 else:
-    summary = cat.export(kind, out, split="train=0.9,val=0.05,test=0.05", shard_bytes=8 << 20)
+    config = ExportConfig(format=kind, split=split, shard_mb=8)
+summary = export(cat, out, config)
 elapsed = time.perf_counter() - started
 peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 print(json.dumps({"rows": summary["rows"], "files": len(summary["files"]), "elapsed_s": elapsed, "peak_rss": peak}))

@@ -2,7 +2,8 @@
 
 Each area registers its commands from its own module (``register(app)``), so this file only assembles them.
 
-Exit codes: 0 success; 1 error; 2 usage error (bad arguments, rejected SQL); 3 completed with failures.
+Exit codes: 0 success (also when the reader of stdout has gone: ``vpf status | head -1``); 1 error; 2 usage error
+(bad arguments, rejected SQL); 3 completed with failures.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ apply_local_defaults()  # before Prefect is imported: ephemeral mode, analytics 
 import typer  # noqa: E402
 
 from flows import cli_bench, cli_catalog, cli_factory, cli_gallery, cli_quality, cli_reproduce, cli_samples  # noqa: E402
+from flows.options import quiet_on_closed_pipes  # noqa: E402
 
 
 app = typer.Typer(
@@ -58,6 +60,7 @@ cli_reproduce.register(app)
 cli_gallery.register(app)
 cli_bench.register(app)
 cli_quality.register(app)
+quiet_on_closed_pipes(app)  # every command: a closed pipe (vpf status | head -1) ends it with exit 0, no traceback
 
 
 if __name__ == "__main__":

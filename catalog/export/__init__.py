@@ -1,29 +1,16 @@
-"""Export pairs as training sets a trainer reads as they are: WebDataset shards, Parquet for Hugging Face
-``datasets``, a CSV of media files, or DiffSynth-Studio's metadata files.
+"""Export pairs as training sets a trainer reads as they are; options: one ``ExportConfig`` (:mod:`.config`), rows:
+:mod:`.select`, metadata columns (no nulls, ISO timestamps): :mod:`.columns`, folder protocol: :mod:`.folder`.
 
-Rows: ``pairs_full`` plus each source's ``license``/``attribution``, filtered by ``where`` (a SQL predicate checked
-by the same read-only guard as ``vpf sql``), the licences, ``since`` (an earlier export), split into leak-free
-splits and optionally balanced; see :mod:`catalog.export.select`. Every format carries the pair's ``split``.
-Output goes to any fsspec URL:
+- ``webdataset``: ``<split>-000000.tar`` …; a sample is ``<key>.src.mp4``, ``<key>.tgt.mp4``, ``<key>.mask.mp4``
+  (lossless, white = edited; or ``.mask.npy``, uint8 `(T, H, W)`), ``<key>.txt`` (instruction), ``<key>.json``.
+- ``parquet``, media embedded: ``data/<split>-00000.parquet`` …, the video columns ``{bytes, path}`` structs typed
+  ``datasets.Video``; not embedded: ``data/<split>/metadata.parquet`` naming copies under ``data/<split>/media/``
+  in ``*_file_name`` columns, which ``datasets`` resolves against the file's folder wherever the export lies.
+- ``csv``: media under ``media/`` and ``metadata.csv`` (paths relative to the folder); a ``preset`` writes
+  DiffSynth-Studio's ``metadata_<split>.csv`` instead (columns: ``PRESET_COLUMNS``).
 
-- ``webdataset``: ``<split>-000000.tar`` …, closed before they pass ``shard_bytes`` (or ``shard_size`` samples);
-  a sample is ``<pair_id>.src.mp4``, ``<pair_id>.tgt.mp4``, ``<pair_id>.mask.mp4`` (lossless, white = edited; or
-  ``.mask.npy``, uint8 `(T, H, W)`, with ``mask_format="npy"``), ``<pair_id>.txt`` (the instruction) and
-  ``<pair_id>.json`` (every other field).
-- ``parquet``: ``data/<split>-00000.parquet`` …, written row group by row group (memory holds one row group), every
-  field plus the video columns ``src_video``, ``tgt_video``, ``mask_video`` as ``{bytes, path}`` structs typed
-  ``datasets.Video`` in the file's Hugging Face metadata. ``embed_media``: the mp4 bytes inside the files; else
-  ``bytes`` is null and ``path`` names a copy under the export root (relative to it).
-  ``datasets.load_dataset(out)`` finds the splits from the card.
-- ``csv``: the media copied under ``<out>/media/`` (each file once) and ``metadata.csv`` listing, per pair,
-  ``src_video``, ``tgt_video``, ``mask_video`` (paths relative to ``out``), ``prompt``, ``split`` and provenance.
-  With a ``preset``, DiffSynth-Studio's columns instead, one ``metadata_<split>.csv`` per split:
-  ``diffsynth-vace``: ``video`` (the target), ``vace_video`` (the source), ``vace_video_mask``, ``prompt``;
-  ``diffsynth-control``: ``video``, ``control_video``, ``prompt``.
-
-Every export also writes ``README.md`` (a dataset card: counts, schema, loading, licences; see
-:mod:`catalog.export.card`) and ``manifest.json`` (options, files written, pair ids per split), and keeps a copy of
-the manifest in the catalog under ``exports/<export_id>/manifest.json`` for ``since``.
+Every export writes ``README.md`` (the card, :mod:`.card`) and, last, ``manifest.json`` (options, files, media, pair
+ids per split), kept in the catalog under ``exports/<export_id>/`` for ``since``.
 """
 
 from __future__ import annotations
@@ -34,56 +21,56 @@ import json
 import logging
 import tarfile
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import datetime, timezone
 from importlib import metadata as importlib_metadata
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
 import fsspec
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from catalog.export.card import dataset_card
-from catalog.export.media import MASK_FORMATS, MaskCache, MaskFormat, is_local, open_atomic, write_atomic
-from catalog.export.select import SPLIT_BY_COLUMN, Since, SplitBy, parse_split, select_for_export
+from catalog.export.columns import trainer_table, type_note
+from catalog.export.config import (
+    DECISIONS,
+    FORMATS,
+    MASK_FORMATS,
+    PRESETS,
+    PROMPT_FROM,
+    SPLIT_BY,
+    ExportConfig,
+    MaskFormat,
+    Preset,
+    PromptFrom,
+    format_split,
+    parse_split,
+)
+from catalog.export.folder import MANIFEST, ExportError, ExportFolder, clean_partial, read_manifest
+from catalog.export.media import MaskCache, is_local, open_atomic, write_atomic
+from catalog.export.select import Since, select_for_export
 
 
 if TYPE_CHECKING:
     from catalog.store import Catalog
 
-ExportFormat = Literal["webdataset", "parquet", "csv"]
-FORMATS: tuple[str, ...] = ("webdataset", "parquet", "csv")
-Preset = Literal["diffsynth-vace", "diffsynth-control"]
-PRESETS: dict[str, tuple[str, ...]] = {
+# The columns of each preset's metadata files (keys: config.PRESETS).
+PRESET_COLUMNS: dict[Preset, tuple[str, ...]] = {
     "diffsynth-vace": ("video", "vace_video", "vace_video_mask", "prompt"),
     "diffsynth-control": ("video", "control_video", "prompt"),
 }
-PromptFrom = Literal["instruction", "target_caption"]
-PROMPT_FROM = ("instruction", "target_caption")
-DEFAULT_SHARD_BYTES = 512 << 20
 ROW_GROUP_BYTES = 64 << 20
 ROW_GROUP_ROWS = 64
 VIDEO_STRUCT = pa.struct([("bytes", pa.binary()), ("path", pa.string())])  # datasets.Video's storage
 VIDEO_COLUMNS = ("src_video", "tgt_video", "mask_video")
+FILE_NAME = "_file_name"  # datasets' folder builders: a <column>_file_name path becomes <column>, resolved
 CSV_COLUMNS = ("pair_id", "split", "src_video", "tgt_video", "mask_video", "prompt", "edit_type", "engine",
                "decision", "license", "attribution")  # fmt: skip
 EXPORTS_DIR = "exports"
-MANIFEST = "manifest.json"
+STARTED = "started.json"  # in the catalog's exports/<export_id>/ while that export runs
 
 Progress = Callable[[int, int], None]
 log = logging.getLogger(__name__)
-
-
-class ExportError(ValueError):
-    """An export that cannot be made as asked (bad option, unknown ``since``); the message names the option."""
-
-
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, datetime):
-        return value.isoformat()
-    if isinstance(value, bytes):
-        return None
-    return value
 
 
 def _ext(uri: str) -> str:
@@ -167,38 +154,34 @@ class _Shards:
 
 
 class _Exporter:
+    """Writes one format's files under ``folder.root``; ``files`` (data files) and ``media`` (copies) list what it
+    wrote, relative to the folder."""
+
     def __init__(
         self,
         catalog: Catalog,
         rows: pa.Table,
         fs: fsspec.AbstractFileSystem,
-        out: str,
-        *,
-        shard_bytes: int,
-        shard_size: int | None,
-        embed_media: bool,
-        mask_format: MaskFormat,
-        preset: Preset | None,
-        prompt_from: PromptFrom,
+        folder: ExportFolder,
+        config: ExportConfig,
         progress: Progress | None,
     ):
-        self.catalog, self.rows, self.fs, self.out = catalog, rows, fs, out
-        self.shard_bytes, self.shard_size = shard_bytes, shard_size
-        self.embed_media, self.mask_format, self.preset, self.prompt_from = (
-            embed_media,
-            mask_format,
-            preset,
-            prompt_from,
-        )
+        self.catalog, self.rows, self.fs = catalog, rows, fs
+        self.root, self.out, self.opening = folder.root, folder.out, folder.opening
+        self.meta, self.kinds = trainer_table(rows)
+        self.shard_bytes, self.shard_size = config.shard_bytes, config.shard_size
+        self.embed_media, self.mask_format, self.preset = config.embed_media, config.mask_format, config.preset
+        self.prompt_from: PromptFrom = config.prompt_from
         self.masks = MaskCache(catalog)
         self.files: list[dict[str, Any]] = []
+        self.media: list[str] = []
         self.copied: set[str] = set()
         self.done = 0
         self.progress = progress
-        self.meta_columns = list(rows.column_names)
 
     # ------------------------------------------------------------------ helpers
     def url(self, relative: str) -> str:
+        """Where ``relative`` lies once the export is in place."""
         path = f"{self.out}/{relative}"
         return path if is_local(self.fs) else self.fs.unstrip_protocol(path)
 
@@ -214,29 +197,35 @@ class _Exporter:
             groups.setdefault(s, []).append(i)
         return list(groups.items())
 
-    def iter_rows(self, indices: Sequence[int], chunk: int = 64):
+    def iter_rows(self, indices: Sequence[int], chunk: int = 64) -> Iterator[tuple[dict[str, Any], dict[str, Any]]]:
+        """(catalog row, exported metadata row) of each index."""
         for start in range(0, len(indices), chunk):
-            yield from self.rows.take(pa.array(indices[start : start + chunk], pa.int64())).to_pylist()
+            take = pa.array(indices[start : start + chunk], pa.int64())
+            yield from zip(self.rows.take(take).to_pylist(), self.meta.take(take).to_pylist())
+
+    def meta_columns(self) -> list[tuple[str, str]]:
+        """(name, type) of the exported metadata columns, for the card."""
+        return [(n, type_note(self.meta.schema.field(n).type, self.kinds[n])) for n in self.meta.column_names]
 
     def mask_bytes(self, row: Mapping[str, Any], fmt: MaskFormat) -> bytes:
         return self.masks.get(row["mask_uri"], fmt, row.get("clip_fps"))
 
-    def copy_media(self, uri: str) -> str:
-        """Copy a catalog media file to the same relative path under the export; returns that path."""
-        if uri not in self.copied:
-            target = f"{self.out}/{uri}"
-            if not self.fs.exists(target):
-                write_atomic(self.fs, target, self.catalog.read_media(uri))
-            self.copied.add(uri)
+    def _copy(self, relative: str, data: Callable[[], bytes]) -> None:
+        if relative not in self.copied:
+            write_atomic(self.fs, f"{self.root}/{relative}", data())
+            self.copied.add(relative)
+            self.media.append(relative)
+
+    def copy_media(self, uri: str, base: str = "") -> str:
+        """Copy a catalog media file to ``<base><uri>`` under the export (once); returns ``uri``, its path relative
+        to ``base``."""
+        self._copy(f"{base}{uri}", lambda: self.catalog.read_media(uri))
         return uri
 
-    def copy_mask(self, row: Mapping[str, Any]) -> str:
+    def copy_mask(self, row: Mapping[str, Any], base: str = "") -> str:
+        """The pair's mask as an mp4 under ``base`` (once); returns its path relative to ``base``."""
         site = _mask_site(row["mask_uri"], row.get("clip_fps"), "mp4")
-        if site not in self.copied:
-            target = f"{self.out}/{site}"
-            if not self.fs.exists(target):
-                write_atomic(self.fs, target, self.mask_bytes(row, "mp4"))
-            self.copied.add(site)
+        self._copy(f"{base}{site}", lambda: self.mask_bytes(row, "mp4"))
         return site
 
     def record(self, relative: str, split: str | None, samples: int, n_bytes: int) -> None:
@@ -257,7 +246,7 @@ class _Exporter:
                     tar = ctx = None
 
             try:
-                for row in self.iter_rows(indices):
+                for row, meta in self.iter_rows(indices):
                     key = row["pair_id"]
                     mtime = int(row["created_at"].timestamp()) if row.get("created_at") else 0
                     members = [
@@ -265,10 +254,7 @@ class _Exporter:
                         (f"{key}.tgt.{_ext(row['tgt_video_uri'])}", self.catalog.read_media(row["tgt_video_uri"])),
                         (f"{key}.mask.{self.mask_format}", self.mask_bytes(row, self.mask_format)),
                         (f"{key}.txt", row["instruction"].encode()),
-                        (
-                            f"{key}.json",
-                            json.dumps({k: _jsonable(v) for k, v in row.items()}, ensure_ascii=False).encode(),
-                        ),
+                        (f"{key}.json", json.dumps(meta, ensure_ascii=False).encode()),
                     ]
                     size = sum(512 + len(d) + (-len(d)) % 512 for _, d in members)
                     if tar is not None and shards.full(size):
@@ -277,7 +263,8 @@ class _Exporter:
                     if tar is None:
                         shards.reset()
                         name = f"{split}-{number:06d}.tar"
-                        ctx = open_atomic(self.fs, f"{self.out}/{name}")
+                        self.opening(name)
+                        ctx = open_atomic(self.fs, f"{self.root}/{name}")
                         handle = ctx.__enter__()
                         tar = tarfile.open(fileobj=handle, mode="w", format=tarfile.USTAR_FORMAT)
                     for member, data in members:
@@ -296,21 +283,21 @@ class _Exporter:
             ("src.mp4", "bytes"), ("tgt.mp4", "bytes"),
             (f"mask.{self.mask_format}", "bytes (mp4, white = edited)" if self.mask_format == "mp4"
              else "bytes (.npy uint8 (T, H, W), 1 = edited)"),
-            ("txt", "the instruction, utf-8"), ("json", "every field below"),
+            ("txt", "string (the instruction, utf-8)"), ("json", "object (the fields below)"),
         ]  # fmt: skip
-        return columns + [(c, str(self.rows.schema.field(c).type)) for c in self.meta_columns]
+        return columns + self.meta_columns()
 
     # ------------------------------------------------------------------ parquet
     def parquet_schema(self) -> pa.Schema:
-        fields = [self.rows.schema.field(c) for c in self.meta_columns]
-        fields += [pa.field(c, VIDEO_STRUCT) for c in VIDEO_COLUMNS]
-        schema = pa.schema(fields)
+        schema = pa.schema([*self.meta.schema, *(pa.field(c, VIDEO_STRUCT) for c in VIDEO_COLUMNS)])
         if _datasets_video_supported():
             features = {"info": {"features": {c: {"_type": "Video"} for c in VIDEO_COLUMNS}}}
             schema = schema.with_metadata({b"huggingface": json.dumps(features).encode()})
         return schema
 
     def parquet(self) -> list[tuple[str, str]]:
+        if not self.embed_media:
+            return self.parquet_paths()
         schema = self.parquet_schema()
         for split, indices in self.split_rows():
             shards = _Shards(self.shard_bytes, self.shard_size)
@@ -337,32 +324,28 @@ class _Exporter:
                     writer = ctx = None
 
             try:
-                for row in self.iter_rows(indices):
-                    record = dict(row)
-                    mask_site = _mask_site(row["mask_uri"], row.get("clip_fps"), "mp4")
-                    if self.embed_media:
-                        media = {
-                            "src_video": (row["src_video_uri"], self.catalog.read_media(row["src_video_uri"])),
-                            "tgt_video": (row["tgt_video_uri"], self.catalog.read_media(row["tgt_video_uri"])),
-                            "mask_video": (mask_site, self.mask_bytes(row, "mp4")),
-                        }
-                    else:
-                        media = {
-                            "src_video": (self.copy_media(row["src_video_uri"]), None),
-                            "tgt_video": (self.copy_media(row["tgt_video_uri"]), None),
-                            "mask_video": (self.copy_mask(row), None),
-                        }
+                for row, meta in self.iter_rows(indices):
+                    record = dict(meta)
+                    media = {
+                        "src_video": (row["src_video_uri"], self.catalog.read_media(row["src_video_uri"])),
+                        "tgt_video": (row["tgt_video_uri"], self.catalog.read_media(row["tgt_video_uri"])),
+                        "mask_video": (
+                            _mask_site(row["mask_uri"], row.get("clip_fps"), "mp4"),
+                            self.mask_bytes(row, "mp4"),
+                        ),
+                    }
                     size = 0
                     for column, (path, data) in media.items():
                         record[column] = {"bytes": data, "path": path}
-                        size += len(data or b"") + 256
+                        size += len(data) + 256
                     if writer is not None and shards.full(size):
                         close()
                         number += 1
                     if writer is None:
                         shards.reset()
                         name = f"data/{split}-{number:05d}.parquet"
-                        ctx = open_atomic(self.fs, f"{self.out}/{name}")
+                        self.opening(name)
+                        ctx = open_atomic(self.fs, f"{self.root}/{name}")
                         writer = pq.ParquetWriter(ctx.__enter__(), schema, compression="zstd")
                     buffer.append(record)
                     buffered += size
@@ -376,7 +359,39 @@ class _Exporter:
                     writer.close()
                     ctx.__exit__(type(exc), exc, exc.__traceback__)
                 raise
-        return [(f.name, str(f.type)) for f in schema]
+        return [(f.name, "datasets.Video ({bytes, path}: the mp4 in bytes)" if f.name in VIDEO_COLUMNS
+                 else type_note(f.type, self.kinds[f.name])) for f in schema]  # fmt: skip
+
+    def parquet_paths(self) -> list[tuple[str, str]]:
+        """Media not embedded: per split, ``data/<split>/metadata.parquet`` (one row group at a time) whose
+        ``<video>_file_name`` columns name the copies under ``data/<split>/media/``, relative to that folder."""
+        schema = pa.schema([*self.meta.schema, *(pa.field(c + FILE_NAME, pa.string()) for c in VIDEO_COLUMNS)])
+        for split, indices in self.split_rows():
+            base = f"data/{split}/"
+            name = f"{base}metadata.parquet"
+            self.opening(name)
+            with open_atomic(self.fs, f"{self.root}/{name}") as handle:
+                writer = pq.ParquetWriter(handle, schema, compression="zstd")
+                try:
+                    buffer: list[dict[str, Any]] = []
+                    for row, meta in self.iter_rows(indices):
+                        buffer.append({
+                            **meta,
+                            "src_video" + FILE_NAME: self.copy_media(row["src_video_uri"], base),
+                            "tgt_video" + FILE_NAME: self.copy_media(row["tgt_video_uri"], base),
+                            "mask_video" + FILE_NAME: self.copy_mask(row, base),
+                        })  # fmt: skip
+                        if len(buffer) >= ROW_GROUP_ROWS:
+                            writer.write_table(pa.Table.from_pylist(buffer, schema=schema))
+                            buffer = []
+                        self.tick()
+                    if buffer:
+                        writer.write_table(pa.Table.from_pylist(buffer, schema=schema))
+                finally:
+                    writer.close()
+            self.record(name, split, len(indices), self.fs.size(f"{self.root}/{name}"))
+        where = "datasets.Video (in the file: {}, a path relative to data/<split>/)"
+        return self.meta_columns() + [(c, where.format(c + FILE_NAME)) for c in VIDEO_COLUMNS]
 
     # ------------------------------------------------------------------ csv / DiffSynth
     def csv(self) -> list[tuple[str, str]]:
@@ -385,147 +400,158 @@ class _Exporter:
             writer = csv.writer(buffer)
             writer.writerow(CSV_COLUMNS)
             for _, indices in self.split_rows():
-                for row in self.iter_rows(indices):
+                for row, meta in self.iter_rows(indices):
                     writer.writerow([
                         row["pair_id"], row["split"], self.copy_media(row["src_video_uri"]),
                         self.copy_media(row["tgt_video_uri"]), self.copy_mask(row), _prompt(row, self.prompt_from),
-                        row["edit_type"], row["engine"], row["decision"], row.get("license"), row.get("attribution"),
+                        meta["edit_type"], meta["engine"], meta["decision"], meta["license"], meta["attribution"],
                     ])  # fmt: skip
                     self.tick()
-            write_atomic(self.fs, f"{self.out}/metadata.csv", buffer.getvalue().encode())
-            self.record("metadata.csv", None, self.rows.num_rows, len(buffer.getvalue().encode()))
-            return [(c, "string") for c in CSV_COLUMNS]
-        columns = PRESETS[self.preset]
+            data = buffer.getvalue().encode()
+            self.opening("metadata.csv")
+            write_atomic(self.fs, f"{self.root}/metadata.csv", data)
+            self.record("metadata.csv", None, self.rows.num_rows, len(data))
+            return [
+                (c, "string (path relative to this folder)" if c in VIDEO_COLUMNS else "string") for c in CSV_COLUMNS
+            ]
+        columns = (
+            *PRESET_COLUMNS[self.preset],
+            "decision",
+        )  # the trainer reads its own columns; this one is for people
         for split, indices in self.split_rows():
             buffer = io.StringIO()
             writer = csv.writer(buffer)
             writer.writerow(columns)
-            for row in self.iter_rows(indices):
+            for row, _ in self.iter_rows(indices):
                 values = {
                     "video": self.copy_media(row["tgt_video_uri"]),
                     "vace_video": self.copy_media(row["src_video_uri"]),
                     "control_video": self.copy_media(row["src_video_uri"]),
                     "prompt": _prompt(row, self.prompt_from),
+                    "decision": row["decision"],
                 }
                 if "vace_video_mask" in columns:
                     values["vace_video_mask"] = self.copy_mask(row)
                 writer.writerow([values[c] for c in columns])
                 self.tick()
             data = buffer.getvalue().encode()
-            write_atomic(self.fs, f"{self.out}/metadata_{split}.csv", data)
-            self.record(f"metadata_{split}.csv", split, len(indices), len(data))
-        return [(c, "string (path relative to this folder)" if c != "prompt" else "string") for c in columns]
+            name = f"metadata_{split}.csv"
+            self.opening(name)
+            write_atomic(self.fs, f"{self.root}/{name}", data)
+            self.record(name, split, len(indices), len(data))
+        return [
+            (c, "string" if c in ("prompt", "decision") else "string (path relative to this folder)") for c in columns
+        ]
+
+
+def _started(catalog: Catalog, export_id: str) -> str:
+    return catalog.path(f"{EXPORTS_DIR}/{export_id}/{STARTED}")
+
+
+def _note_start(catalog: Catalog, export_id: str, url: str) -> bool:
+    """Record in the catalog that export ``export_id`` is writing ``url`` (for ``gc_exports``); False when the
+    catalog cannot take it (read-only: the export goes on)."""
+    record = {"export_id": export_id, "url": url, "started_at": datetime.now(timezone.utc).isoformat()}
+    try:
+        catalog.fs.makedirs(catalog.path(f"{EXPORTS_DIR}/{export_id}"), exist_ok=True)
+        catalog._atomic_write(_started(catalog, export_id), json.dumps(record).encode())
+    except OSError as exc:
+        log.warning("export %s: could not record its start in the catalog: %s", export_id, exc)
+        return False
+    return True
+
+
+def _drop_start(catalog: Catalog, export_id: str) -> None:
+    try:
+        catalog.fs.rm_file(_started(catalog, export_id))
+        if not catalog.fs.ls(catalog.path(f"{EXPORTS_DIR}/{export_id}")):
+            catalog.fs.rmdir(catalog.path(f"{EXPORTS_DIR}/{export_id}"))
+    except OSError:
+        pass
 
 
 def export(
     catalog: Catalog,
-    fmt: ExportFormat | None,
     out_url: str,
-    where: str | None = None,
+    config: ExportConfig,
     *,
-    preset: Preset | None = None,
-    split: str | Mapping[str, float] | None = None,
-    split_by: SplitBy = "source",
-    seed: int = 0,
-    balance: Sequence[str] | None = None,
-    cap: int | None = None,
-    since: str | None = None,
-    licenses: Sequence[str] | None = None,
-    shard_bytes: int = DEFAULT_SHARD_BYTES,
-    shard_size: int | None = None,
-    embed_media: bool = True,
-    mask_format: MaskFormat = "mp4",
-    prompt_from: PromptFrom = "instruction",
-    storage_options: dict[str, Any] | None = None,
+    storage_options: Mapping[str, Any] | None = None,
     progress: Progress | None = None,
 ) -> dict[str, Any]:
-    """Export the selected pairs to ``out_url`` (see module). ``fmt`` may be None with a ``preset`` (it implies
-    ``csv``). Returns ``{"export_id", "format", "preset", "rows", "splits", "files", "card", "manifest"}`` (URLs).
+    """Export the pairs ``config`` selects to the folder ``out_url`` (see module); ``progress(done, total)`` is called
+    after each pair. Returns ``{"export_id", "format", "preset", "rows", "splits", "files", "card", "manifest",
+    "catalog_manifest", "replaced"}`` (URLs; ``replaced``: the id of the export ``overwrite`` replaced, or None).
 
-    Raises ``ExportError`` for a bad option, ``SqlRejected`` for a ``where`` the read-only guard refuses.
+    The folder holds one export: one that holds anything else, or an earlier export without ``config.overwrite``,
+    raises ``ExportError`` (as does an option this catalog cannot serve: unknown ``since``, ``balance`` column);
+    a ``where`` the read-only guard refuses raises ``SqlRejected``. Nothing is written then. Readers of a local
+    folder see the earlier export or the new one, never a part; on object stores ``manifest.json`` comes last and
+    the card's loaders read only what it lists. A killed export's leftovers go with the next export into the folder,
+    ``clean_partial`` or ``gc_exports`` (:mod:`catalog.export.folder`).
     """
-    if preset is not None:
-        if preset not in PRESETS:
-            raise ExportError(f"preset {preset!r} is not one of {sorted(PRESETS)}")
-        if fmt not in (None, "csv"):
-            raise ExportError(f"preset {preset!r} writes DiffSynth-Studio's CSV files; drop format {fmt!r}")
-        fmt = "csv"
-    if fmt not in FORMATS:
-        raise ExportError(f"export format {fmt!r} is not one of {FORMATS}")
-    if shard_size is not None and shard_size < 1:
-        raise ExportError(f"shard_size must be >= 1, got {shard_size}")
-    if shard_bytes < 1:
-        raise ExportError(f"shard_bytes must be >= 1, got {shard_bytes}")
-    if mask_format not in MASK_FORMATS:
-        raise ExportError(f"mask_format must be one of {MASK_FORMATS}, got {mask_format!r}")
-    if prompt_from not in PROMPT_FROM:
-        raise ExportError(f"prompt_from must be one of {PROMPT_FROM}, got {prompt_from!r}")
-    if split_by not in SPLIT_BY_COLUMN:
-        raise ExportError(f"split_by must be one of {sorted(SPLIT_BY_COLUMN)}, got {split_by!r}")
-    try:
-        shares = parse_split(split)
-    except ValueError as exc:
-        raise ExportError(str(exc)) from None
-    earlier = load_since(catalog, since, storage_options) if since else None
+    fmt = config.format
+    shares = config.shares
+    earlier = load_since(catalog, config.since, storage_options) if config.since else None
     created = datetime.now(timezone.utc)
     try:
-        rows, as_of = select_for_export(
-            catalog, where=where, licenses=licenses, since=earlier, split=shares, split_by=split_by, seed=seed,
-            balance=balance, cap=cap,
-        )  # fmt: skip
+        rows, as_of = select_for_export(catalog, config, since=earlier)
     except ValueError as exc:
         if type(exc) is ValueError:  # option errors (SqlRejected and CatalogError pass through)
             raise ExportError(str(exc)) from None
         raise
-    fs, out = fsspec.core.url_to_fs(out_url, **(storage_options or {}))
+    fs, out = fsspec.core.url_to_fs(out_url, **dict(storage_options or {}))
     out = out.rstrip("/")
-    fs.makedirs(out, exist_ok=True)
-    exporter = _Exporter(
-        catalog, rows, fs, out, shard_bytes=shard_bytes, shard_size=shard_size, embed_media=embed_media,
-        mask_format=mask_format, preset=preset, prompt_from=prompt_from, progress=progress,
-    )  # fmt: skip
-    columns = getattr(exporter, fmt)()
     export_id = f"{created:%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:8]}"
-    splits = list(shares)
-    counts = dict.fromkeys(splits, 0)
-    pair_ids: dict[str, list[str]] = {s: [] for s in splits}
-    for s, p in zip(rows.column("split").to_pylist(), rows.column("pair_id").to_pylist()):
-        counts[s] += 1
-        pair_ids[s].append(p)
-    manifest = {
-        "export_id": export_id,
-        "created_at": created.isoformat(),
-        "catalog": catalog.url,
-        "vpf_version": vpf_version(),
-        "format": fmt,
-        "preset": preset,
-        "options": {
-            "where": where,
-            "licenses": list(licenses) if licenses else None,
-            "since": earlier.export_id if earlier else None,
-            "split": ",".join(f"{k}={v:g}" for k, v in shares.items()),
-            "split_by": split_by,
-            "seed": seed,
-            "balance": list(balance) if balance else None,
-            "cap": cap,
-            "embed_media": embed_media if fmt == "parquet" else None,
-            "mask_format": mask_format,
-            "prompt_from": prompt_from if fmt == "csv" else None,
-        },  # fmt: skip
-        "catalog_as_of": as_of.isoformat() if as_of else None,
-        "rows": rows.num_rows,
-        "counts": counts,
-        "files": exporter.files,
-        "pairs": pair_ids,
-    }
-    card = dataset_card(
-        rows, manifest=manifest, columns=columns, splits=splits, splits_with_files=sorted(
-            {f["split"] for f in exporter.files if f["split"]}, key=splits.index
-        ),
-    )  # fmt: skip
-    write_atomic(fs, f"{out}/README.md", card.encode())
-    data = json.dumps(manifest, indent=1, ensure_ascii=False).encode()
-    write_atomic(fs, f"{out}/{MANIFEST}", data)
+    location = out if is_local(fs) else fs.unstrip_protocol(out)
+    folder = ExportFolder(fs, out, url=location, export_id=export_id, overwrite=config.overwrite)
+    folder.open()
+    noted = _note_start(catalog, export_id, location)
+    try:
+        exporter = _Exporter(catalog, rows, fs, folder, config, progress)
+        columns = getattr(exporter, fmt)()
+        splits = list(shares)
+        counts = dict.fromkeys(splits, 0)
+        pair_ids: dict[str, list[str]] = {s: [] for s in splits}
+        for s, p in zip(rows.column("split").to_pylist(), rows.column("pair_id").to_pylist()):
+            counts[s] += 1
+            pair_ids[s].append(p)
+        # every option as given (``since`` resolved to the export id, ``split`` written out); those that do not apply
+        # to this format are null
+        options = config.model_dump(mode="json", exclude={"format", "preset"})
+        options.update(since=earlier.export_id if earlier else None, split=format_split(shares))
+        sharded = fmt == "webdataset" or (fmt == "parquet" and config.embed_media)
+        options.update(
+            shard_mb=config.shard_mb if sharded else None,
+            shard_size=config.shard_size if sharded else None,
+            embed_media=config.embed_media if fmt == "parquet" else None,
+            prompt_from=config.prompt_from if fmt == "csv" else None,
+            mask_format=config.mask_format if fmt == "webdataset" else None,
+        )
+        manifest = {
+            "export_id": export_id,
+            "created_at": created.isoformat(),
+            "url": location,
+            "catalog": catalog.url,
+            "vpf_version": vpf_version(),
+            "format": fmt,
+            "preset": config.preset,
+            "options": options,
+            "catalog_as_of": as_of.isoformat() if as_of else None,
+            "replaces": folder.previous["export_id"] if folder.previous else None,
+            "rows": rows.num_rows,
+            "counts": counts,
+            "files": exporter.files,
+            "media": exporter.media,
+            "pairs": pair_ids,
+        }
+        card = dataset_card(rows, manifest=manifest, columns=columns, splits=splits, local=is_local(fs))
+        data = json.dumps(manifest, indent=1, ensure_ascii=False).encode()
+        folder.finish(card.encode(), data)
+    except BaseException:
+        folder.abort()
+        if noted:
+            _drop_start(catalog, export_id)
+        raise
     kept = catalog.path(f"{EXPORTS_DIR}/{export_id}/{MANIFEST}")
     try:  # kept in the catalog for ``since``; a read-only catalog still gets its export (``since`` takes the folder)
         catalog.fs.makedirs(catalog.path(f"{EXPORTS_DIR}/{export_id}"), exist_ok=True)
@@ -533,17 +559,74 @@ def export(
     except OSError as exc:
         log.warning("export %s: could not keep its manifest in the catalog (%s): %s", export_id, kept, exc)
         kept = None
+    if noted:
+        _drop_start(catalog, export_id)
     return {
         "export_id": export_id,
         "format": fmt,
-        "preset": preset,
+        "preset": config.preset,
         "rows": rows.num_rows,
         "splits": counts,
         "files": [exporter.url(f["path"]) for f in exporter.files],
         "card": exporter.url("README.md"),
         "manifest": exporter.url(MANIFEST),
         "catalog_manifest": catalog.full_url(f"{EXPORTS_DIR}/{export_id}/{MANIFEST}") if kept else None,
+        "replaced": manifest["replaces"],
     }
 
 
-__all__ = ["FORMATS", "PRESETS", "ExportError", "Since", "export", "load_since", "parse_split"]
+def gc_exports(
+    catalog: Catalog,
+    *,
+    older_than_s: float = 86400.0,
+    dry_run: bool = False,
+    storage_options: Mapping[str, Any] | None = None,
+) -> list[str]:
+    """For every export this catalog saw start more than ``older_than_s`` seconds ago and never finish (its
+    ``exports/<id>/started.json``), remove what it left in its folder (``clean_partial``: a finished export there
+    stays), then the record. ``storage_options``: the folders' (default: the catalog's, for folders on the catalog's
+    kind of store). Returns the paths removed or put back (``dry_run``: that would be). ``vpf catalog gc``'s hook."""
+    root = catalog.path(EXPORTS_DIR)
+    catalog.fs.invalidate_cache(root)
+    if not catalog.fs.exists(root):
+        return []
+    protocols = catalog.fs.protocol if isinstance(catalog.fs.protocol, tuple) else (catalog.fs.protocol,)
+    now = datetime.now(timezone.utc)
+    done: list[str] = []
+    for path in sorted(catalog.fs.glob(f"{root}/*/{STARTED}")):
+        try:
+            record = json.loads(catalog.fs.cat_file(path))
+            started = datetime.fromisoformat(record["started_at"])
+        except (FileNotFoundError, ValueError, KeyError):
+            continue
+        if (now - started).total_seconds() < older_than_s:
+            continue
+        options = storage_options
+        if options is None:
+            same = fsspec.utils.get_protocol(record["url"]) in protocols
+            options = catalog.storage_options if same else {}
+        done += clean_partial(record["url"], storage_options=options, dry_run=dry_run)
+        if not dry_run:
+            _drop_start(catalog, record["export_id"])
+        done.append(path)
+    return done
+
+
+__all__ = [
+    "DECISIONS",
+    "FORMATS",
+    "MASK_FORMATS",
+    "PRESETS",
+    "PRESET_COLUMNS",
+    "PROMPT_FROM",
+    "SPLIT_BY",
+    "ExportConfig",
+    "ExportError",
+    "Since",
+    "clean_partial",
+    "export",
+    "gc_exports",
+    "load_since",
+    "parse_split",
+    "read_manifest",
+]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import shlex
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -19,7 +21,7 @@ COLUMN_NOTES: dict[str, str] = {
     "engine": "the engine that rendered the edited clip",
     "decision": "accepted | rejected by the factory's quality gate",
     "source_id": "id of the source video (content hash)",
-    "license": "licence of the source video, from its manifest (null: unknown)",
+    "license": "licence of the source video, from its manifest (empty: unknown)",
     "attribution": "who to credit for the source video, from its manifest",
     "src_video": "the clip before the edit (mp4)",
     "tgt_video": "the clip after the edit (mp4)",
@@ -39,6 +41,19 @@ def _table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     return "\n".join(lines)
 
 
+def _type_cell(type_: str) -> str:
+    name, paren, note = type_.partition(" (")
+    return f"`{name}`" + (f" ({note}" if paren else "")
+
+
+def _option_value(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, (list, tuple)):
+        return ", ".join(f"`{v}`" for v in value)
+    return f"`{value}`"
+
+
 def _counts(rows: pa.Table, column: str, splits: Sequence[str]) -> str:
     counter = Counter(zip(rows.column("split").to_pylist(), rows.column(column).to_pylist()))
     values = sorted({v for _, v in counter}, key=lambda v: (v is None, str(v)))
@@ -48,82 +63,204 @@ def _counts(rows: pa.Table, column: str, splits: Sequence[str]) -> str:
     return _table([column, *splits, "total"], body)
 
 
-def _front_matter(fmt: str, splits: Sequence[str], licenses: Sequence[str | None]) -> str:
+def _data_files(manifest: Mapping[str, Any], splits: Sequence[str]) -> list[dict[str, Any]]:
+    """``datasets``' data files per split: only files the manifest lists (Parquet without embedded media: the split's
+    metadata file, plus its media for the builder to pick the video folder loader; rows come from the metadata)."""
+    fmt, options = manifest["format"], manifest["options"]
+    if fmt == "csv":
+        return []
+    if fmt == "parquet" and options.get("embed_media") is False:
+        return [{"split": s, "path": [f"data/{s}/metadata.parquet", f"data/{s}/media/**/*.mp4"]} for s in splits]
+    return [{"split": s, "path": [f["path"] for f in manifest["files"] if f["split"] == s]} for s in splits]
+
+
+def _front_matter(manifest: Mapping[str, Any], splits: Sequence[str], licenses: Sequence[str | None]) -> str:
     """YAML for the Hub and ``datasets.load_dataset(folder)``; ``splits``: those that have files."""
     meta: dict[str, Any] = {"tags": ["video", "video-editing", "videopainter-factory"]}
     known = sorted({lic for lic in licenses if lic})
     meta["license"] = known[0].lower() if len(known) == 1 and None not in licenses else "other"
-    if fmt == "parquet":
-        meta["configs"] = [
-            {
-                "config_name": "default",
-                "data_files": [{"split": s, "path": f"data/{s}-*.parquet"} for s in splits],
-            }
-        ]
+    data_files = _data_files(manifest, splits)
+    if data_files:
+        meta["configs"] = [{"config_name": "default", "data_files": data_files}]
     return "---\n" + yaml.safe_dump(meta, sort_keys=False) + "---\n"
 
 
-def _loading(fmt: str, preset: str | None, splits: Sequence[str], mask_format: str) -> str:
+def _folder_line(location: str | None) -> str:
+    """The snippets' first line: where the export lies (local: its absolute path)."""
+    if location is None:
+        return 'folder = "path/to/a/local/copy/of/this/folder"'
+    return f"folder = {json.dumps(location)}  # this folder (change it if you move the folder)"
+
+
+# DiffSynth-Studio's Wan trainer (examples/wanvideo/model_training/train.py) and the flags of its LoRA examples
+# (examples/wanvideo/model_training/lora/Wan2.1-VACE-1.3B.sh, …/Wan2.1-Fun-1.3B-Control.sh), with the inputs each
+# preset conditions on.
+DIFFSYNTH_SCRIPT = "examples/wanvideo/model_training/train.py"
+DIFFSYNTH_PRESETS: dict[str, dict[str, str]] = {
+    "diffsynth-vace": {
+        "title": "Wan2.1 VACE (video, vace_video, vace_video_mask)",
+        "data_file_keys": "video,vace_video,vace_video_mask",
+        "extra_inputs": "vace_video,vace_video_mask",
+        "model": "Wan-AI/Wan2.1-VACE-1.3B",
+        "files": "diffusion_pytorch_model*.safetensors,models_t5_umt5-xxl-enc-bf16.pth,Wan2.1_VAE.pth",
+        "prefix": "pipe.vace.",
+        "lora_base_model": "vace",
+        "output": "./models/train/Wan2.1-VACE-1.3B_lora",
+    },
+    "diffsynth-control": {
+        "title": "Wan2.1 Fun Control (video, control_video)",
+        "data_file_keys": "video,control_video",
+        "extra_inputs": "control_video",
+        "model": "PAI/Wan2.1-Fun-1.3B-Control",
+        "files": "diffusion_pytorch_model*.safetensors,models_t5_umt5-xxl-enc-bf16.pth,Wan2.1_VAE.pth,"
+        "models_clip_open-clip-xlm-roberta-large-vit-huge-14.pth",
+        "prefix": "pipe.dit.",
+        "lora_base_model": "dit",
+        "output": "./models/train/Wan2.1-Fun-1.3B-Control_lora",
+    },
+}
+DEFAULT_SIZE = (480, 832, 81)  # height, width, frames when the rows say nothing
+
+
+def diffsynth_size(rows: pa.Table) -> tuple[int, int, int]:
+    """``--height``, ``--width`` (the most common clip size, down to multiples of 16) and ``--num_frames`` (the
+    shortest clip, down to 4k + 1 as the Wan VAE needs) for DiffSynth-Studio."""
+    sizes = Counter(
+        (h, w)
+        for h, w in zip(rows.column("clip_height").to_pylist(), rows.column("clip_width").to_pylist())
+        if h and w
+    )
+    frames = [n for n in rows.column("clip_num_frames").to_pylist() if n]
+    if not sizes or not frames:
+        return DEFAULT_SIZE
+    (height, width), _ = max(sizes.items(), key=lambda item: (item[1], item[0]))
+    return max(16, height // 16 * 16), max(16, width // 16 * 16), (min(frames) - 1) // 4 * 4 + 1
+
+
+def diffsynth_command(preset: str, split: str, location: str | None, size: tuple[int, int, int]) -> str:
+    """The shell lines that train DiffSynth-Studio's Wan model on ``metadata_<split>.csv`` of this export."""
+    p = DIFFSYNTH_PRESETS[preset]
+    data = location or "/path/to/a/local/copy/of/this/folder"
+    height, width, frames = size
+    models = ",".join(f"{p['model']}:{f}" for f in p["files"].split(","))
+    return f"""DATA={shlex.quote(data)}  # this folder, absolute: the paths in its metadata files are relative to it
+cd DiffSynth-Studio  # a checkout: git clone https://github.com/modelscope/DiffSynth-Studio.git; pip install -e .
+accelerate launch {DIFFSYNTH_SCRIPT} \\
+  --dataset_base_path "$DATA" \\
+  --dataset_metadata_path "$DATA/metadata_{split}.csv" \\
+  --data_file_keys "{p["data_file_keys"]}" \\
+  --extra_inputs "{p["extra_inputs"]}" \\
+  --height {height} --width {width} --num_frames {frames} \\
+  --dataset_repeat 1 \\
+  --model_id_with_origin_paths "{models}" \\
+  --learning_rate 1e-4 --num_epochs 5 \\
+  --remove_prefix_in_ckpt "{p["prefix"]}" \\
+  --output_path "{p["output"]}" \\
+  --lora_base_model "{p["lora_base_model"]}" --lora_target_modules "q,k,v,o,ffn.0,ffn.2" --lora_rank 32 \\
+  --use_gradient_checkpointing_offload"""
+
+
+def _loading(
+    manifest: Mapping[str, Any], splits: Sequence[str], location: str | None, size: tuple[int, int, int]
+) -> str:
+    fmt, preset, options = manifest["format"], manifest.get("preset"), manifest["options"]
     first = splits[0]
+    folder = _folder_line(location)
+    remote = (
+        ""
+        if location is not None
+        else f"Copy the folder first (e.g. `fsspec`, `aws s3 sync {manifest.get('url', '')} …`); then:\n\n"
+    )
     if fmt == "webdataset":
+        mask_format = options.get("mask_format") or "mp4"
         mask = (
-            "np.load(io.BytesIO(sample['mask.npy']))  # uint8 (T, H, W), 1 = edited"
+            'sample["mask.npy"]  # uint8 (T, H, W), 1 = edited'
             if mask_format == "npy"
-            else "decode(sample['mask.mp4'])[..., 0] >= 128  # bool (T, H, W)"
+            else 'decode(sample["mask.mp4"])[..., 0] >= 128  # bool (T, H, W), True = edited'
         )
-        return f"""```python
-import glob, io
-import av, numpy as np, webdataset as wds
+        return f"""{remote}```python
+import io, itertools, json, os
+import av, numpy as np, torch, webdataset as wds
+
+{folder}
+manifest = json.load(open(os.path.join(folder, "manifest.json")))  # written last: its files are the export
+shards = [os.path.join(folder, f["path"]) for f in manifest["files"] if f["split"] == "{first}"]
+
 
 def decode(mp4: bytes) -> np.ndarray:  # (T, H, W, 3) uint8
     with av.open(io.BytesIO(mp4)) as c:
         return np.stack([f.to_ndarray(format="rgb24") for f in c.decode(video=0)])
 
-ds = wds.WebDataset(sorted(glob.glob("{first}-*.tar")), shardshuffle=False)
-for sample in ds:
-    src, tgt = decode(sample["src.mp4"]), decode(sample["tgt.mp4"])
-    mask = {mask}
-    instruction = sample["txt"].decode()
+
+ds = wds.WebDataset(shards, shardshuffle=False).decode()  # json -> dict, txt -> str, npy -> array; mp4 stay bytes
+sample = next(iter(ds))
+src, tgt = decode(sample["src.mp4"]), decode(sample["tgt.mp4"])
+mask = {mask}
+instruction = sample["txt"]
+batch = torch.utils.data.default_collate([s["json"] for s in itertools.islice(ds, 4)])  # tensors, lists of str
 ```
 
 Each sample: `<key>.src.mp4`, `<key>.tgt.mp4`, `<key>.mask.{mask_format}`, `<key>.txt` (the instruction) and
-`<key>.json` (every other field below). Shards are `<split>-NNNNNN.tar`.
+`<key>.json` (the fields below). Shards are `<split>-NNNNNN.tar`; splits: {", ".join(splits)}.
+`datasets.load_dataset(folder)` reads them too (the header above lists them; `json` is a struct column).
 """
     if fmt == "parquet":
-        return f"""```python
+        embedded = options.get("embed_media") is not False
+        where = (
+            "`data/<split>-NNNNN.parquet`, the mp4 bytes inside (each video column a struct `{bytes, path}`)"
+            if embedded
+            else "`data/<split>/metadata.parquet`; its `src_video_file_name`, `tgt_video_file_name` and "
+            "`mask_video_file_name` columns name the mp4 copies relative to `data/<split>/`, which `datasets` "
+            "resolves against that folder wherever it lies"
+        )
+        return f"""{remote}```python
 import io
-import av, datasets, numpy as np
+import av, datasets, numpy as np, torch
 
-ds = datasets.load_dataset("path/to/this/folder", split="{first}")  # splits: {", ".join(splits)}
-# The video columns are typed datasets.Video (decoded with torchcodec where installed). To get the raw mp4 bytes:
-ds = ds.cast_column("src_video", datasets.Video(decode=False))
+{folder}
+ds = datasets.load_dataset(folder, split="{first}")  # splits: {", ".join(splits)}
+videos = ["src_video", "tgt_video", "mask_video"]
+for column in videos:  # the mp4 itself (bytes or a path); datasets.Video() decodes with torchcodec instead
+    ds = ds.cast_column(column, datasets.Video(decode=False))
+
+
+def frames(video: dict) -> np.ndarray:  # (T, H, W, 3) uint8
+    with av.open(io.BytesIO(video["bytes"]) if video["bytes"] else video["path"]) as c:
+        return np.stack([f.to_ndarray(format="rgb24") for f in c.decode(video=0)])
+
+
 row = ds[0]
-with av.open(io.BytesIO(row["src_video"]["bytes"])) as c:  # or open(root / row["src_video"]["path"])
-    src = np.stack([f.to_ndarray(format="rgb24") for f in c.decode(video=0)])
+src, tgt = frames(row["src_video"]), frames(row["tgt_video"])
+mask = frames(row["mask_video"])[..., 0] >= 128  # bool (T, H, W), True = edited
+meta = ds.remove_columns(videos).with_format("torch")
+batch = torch.utils.data.default_collate([meta[i] for i in range(min(4, len(meta)))])  # tensors, lists of str
 ```
 
-With `pyarrow`: `pyarrow.parquet.read_table("data/{first}-00000.parquet")`; each video column is a struct
-`{{bytes, path}}`: `bytes` holds the mp4 when the media were embedded, else `path` is relative to this folder.
+The files: {where}.
 """
-    if preset == "diffsynth-vace":
-        return f"""DiffSynth-Studio (Wan VACE), from this folder:
-
-```bash
-accelerate launch examples/wanvideo/model_training/train.py --dataset_base_path . \\
-  --dataset_metadata_path metadata_{first}.csv --data_file_keys "video,vace_video,vace_video_mask" ...
-```
-"""
-    if preset == "diffsynth-control":
-        return f"""DiffSynth-Studio (Wan with a control video), from this folder:
+    if preset in DIFFSYNTH_PRESETS:
+        others = [s for s in splits if s != first]
+        rest = f" (`metadata_<split>.csv` for {', '.join(others)})" if others else ""
+        return f"""{remote}DiffSynth-Studio, {DIFFSYNTH_PRESETS[preset]["title"]}, LoRA on split `{first}`{rest}:
 
 ```bash
-accelerate launch examples/wanvideo/model_training/train.py --dataset_base_path . \\
-  --dataset_metadata_path metadata_{first}.csv --data_file_keys "video,control_video" ...
+{diffsynth_command(preset, first, location, size)}
 ```
+
+`--data_file_keys` loads each listed column as a video (from `--dataset_base_path`); `--extra_inputs` hands the
+conditioning to the model. `--height`/`--width`/`--num_frames` fit these clips (multiples of 16; 4k + 1 frames).
 """
-    return """```python
-import csv
-rows = list(csv.DictReader(open("metadata.csv", newline="")))  # media paths are relative to this folder
+    return f"""{remote}```python
+import os
+import datasets, torch
+
+{folder}
+ds = datasets.load_dataset(
+    "csv", data_files=os.path.join(folder, "metadata.csv"), split="train", keep_default_na=False
+)  # every split in one table (see the split column); keep_default_na=False: "" stays a string
+row = ds[0]
+src_path = os.path.join(folder, row["src_video"])  # media paths are relative to the folder
+batch = torch.utils.data.default_collate([ds.with_format("torch")[i] for i in range(min(4, len(ds)))])
 ```
 """
 
@@ -134,28 +271,31 @@ def dataset_card(
     manifest: Mapping[str, Any],
     columns: Sequence[tuple[str, str]],
     splits: Sequence[str],
-    splits_with_files: Sequence[str] | None = None,
+    local: bool = True,
 ) -> str:
-    """The card's markdown. ``columns``: ``(name, type)`` of what a sample holds in this format; ``splits``: every
-    split asked for; ``splits_with_files``: those that got files (an empty split has none to load)."""
+    """The card's markdown. ``columns``: ``(name, type)`` of what a sample holds in this format (a type may end in a
+    parenthesised note); ``splits``: every split asked for (those without files get no loader entry); ``local``:
+    the export lies on this machine at ``manifest["url"]``, which the snippets name (else a local copy)."""
     fmt, preset = manifest["format"], manifest.get("preset")
     options = manifest["options"]
     title = f"Video editing pairs ({preset or fmt}), export {manifest['export_id']}"
     licenses = rows.column("license").to_pylist() if rows.num_rows else []
-    loadable = list(splits if splits_with_files is None else splits_with_files)
-    parts = [_front_matter(fmt, loadable, licenses), f"# {title}\n"]
+    with_files = {f["split"] for f in manifest["files"]}
+    loadable = [s for s in splits if s in with_files] if None not in with_files else list(splits)
+    location = manifest.get("url") if local else None
+    parts = [_front_matter(manifest, loadable, licenses), f"# {title}\n"]
     parts.append(
         f"{rows.num_rows} (source, target, mask, instruction) video editing pairs exported from the VideoPainter "
         f"Factory catalog `{manifest['catalog']}` on {manifest['created_at']}. Each pair edits one object of one "
         "clip; a removal render gives two pairs, `remove` (original → inpainted) and `add` (inpainted → original)."
     )
     parts.append("\n## Selection\n")
-    parts.append(
-        _table(
-            ["option", "value"],
-            [[k, "" if v is None else f"`{v}`"] for k, v in options.items()],
-        )
-    )
+    decisions = list(options.get("decisions") or [])
+    if decisions == ["accepted"]:
+        parts.append("Only pairs the factory's quality gate accepted.\n")
+    elif decisions:
+        parts.append(f"Pairs the factory's quality gate {' or '.join(decisions)} (see the `decision` field).\n")
+    parts.append(_table(["option", "value"], [[k, _option_value(v)] for k, v in options.items()]))
     parts.append(
         f"\nSplits are assigned per {options.get('split_by')} (a hash of its id and the seed), so every pair of one "
         "source (or clip), both directions of a render included, is in exactly one split."
@@ -163,12 +303,21 @@ def dataset_card(
     parts.append("\n## Counts\n")
     parts.append(_table(["split", "pairs"], [[s, manifest["counts"].get(s, 0)] for s in splits]))
     if rows.num_rows:
-        for column in ("edit_type", "engine"):
+        for column in ("decision", "edit_type", "engine"):
             parts.append("\n" + _counts(rows, column, splits))
     parts.append("\n## Schema\n")
-    parts.append(_table(["column", "type", "meaning"], [[n, f"`{t}`", COLUMN_NOTES.get(n, "")] for n, t in columns]))
+    if preset is None:
+        parts.append(
+            'Metadata holds no nulls: strings (`""` when unknown), floats (NaN when unknown), integers; timestamps '
+            'are ISO 8601 strings, lists JSON text. `ds.with_format("torch")` and `torch.utils.data.default_collate` '
+            "take a batch as it is.\n"
+        )
+    parts.append(
+        _table(["column", "type", "meaning"], [[n, _type_cell(t), COLUMN_NOTES.get(n, "")] for n, t in columns])
+    )
     parts.append("\n## Loading\n")
-    parts.append(_loading(fmt, preset, loadable or list(splits), options.get("mask_format", "mp4")))
+    size = diffsynth_size(rows) if rows.num_rows else DEFAULT_SIZE
+    parts.append(_loading(manifest, loadable or list(splits), location, size))
     parts.append("## Licences and attributions\n")
     if rows.num_rows:
         sources: dict[tuple, int] = Counter(
@@ -189,7 +338,9 @@ def dataset_card(
         parts.append("No pairs.")
     parts.append("\n## Files\n")
     parts.append(
-        "`manifest.json` lists every file written (size, split, samples) and every pair id per split; "
+        "`manifest.json` is written last and lists every file of this export: `files` (the data files, with split, "
+        "samples and size) and `media` (the video copies), and every pair id per split. Trust only the files it "
+        "lists, as the snippets above do: a folder without `manifest.json` holds an export that did not finish. "
         f"`vpf export --since {manifest['export_id']}` exports only the pairs added after this export."
     )
     return "\n".join(parts) + "\n"

@@ -3,6 +3,7 @@ atomic file writes on any fsspec filesystem."""
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import uuid
@@ -10,21 +11,21 @@ from collections import OrderedDict
 from collections.abc import Iterator
 from contextlib import contextmanager
 from fractions import Fraction
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
 import av
 import fsspec
 import numpy as np
 
+from catalog.export.config import MaskFormat
 from catalog.gallery.media import mask_array
 
 
 if TYPE_CHECKING:
     from catalog.store import Catalog
 
-MaskFormat = Literal["mp4", "npy"]
-MASK_FORMATS = ("mp4", "npy")
 MASK_FPS_DEFAULT = 8.0
+TMP_PREFIX = ".tmp-"  # what open_atomic names a file it has not finished
 
 
 def mask_mp4_bytes(masks: np.ndarray, fps: float) -> bytes:
@@ -87,14 +88,25 @@ def is_local(fs: fsspec.AbstractFileSystem) -> bool:
 @contextmanager
 def open_atomic(fs: fsspec.AbstractFileSystem, path: str) -> Iterator[Any]:
     """Write ``path`` so that it appears complete or not at all (local: temp name + rename; object stores: the
-    upload completes on close)."""
+    upload completes on close, and is discarded when the block raises)."""
     if not is_local(fs):
-        with fs.open(path, "wb") as f:
+        f = fs.open(path, "wb")
+        try:
             yield f
+        except BaseException:
+            if hasattr(f, "discard"):  # fsspec's buffered files: abort the upload, and never commit it on close
+                f.discard()
+                f.closed = True
+            else:
+                f.close()
+            with contextlib.suppress(FileNotFoundError):
+                fs.rm_file(path)
+            raise
+        f.close()
         return
     parent = path.rsplit("/", 1)[0]
     os.makedirs(parent, exist_ok=True)
-    tmp = f"{parent}/.tmp-{uuid.uuid4().hex}"
+    tmp = f"{parent}/{TMP_PREFIX}{uuid.uuid4().hex}"
     try:
         with open(tmp, "wb") as f:
             yield f
@@ -107,5 +119,6 @@ def open_atomic(fs: fsspec.AbstractFileSystem, path: str) -> Iterator[Any]:
 
 
 def write_atomic(fs: fsspec.AbstractFileSystem, path: str, data: bytes) -> None:
+    """Write ``data`` to ``path`` with ``open_atomic``."""
     with open_atomic(fs, path) as f:
         f.write(data)

@@ -1,7 +1,8 @@
 """Which pairs an export takes, and in which split: filters, leak-free splits, quality-first balancing, ``--since``.
 
-Order of operations: the SQL predicate ``where`` and the licence filter → ``since`` (drop what an earlier export
-already saw) → split assignment → ``balance``/``cap`` (per group, best first) → order by split, then pair id.
+Order of operations: the SQL predicate ``where``, the quality-gate ``decisions`` (accepted only unless asked) and the
+licence filter → ``since`` (drop what an earlier export already saw) → split assignment → ``balance``/``cap`` (per
+group, best first) → order by split, then pair id.
 
 Splits are assigned per *group key*, the pair's ``source_id`` (default) or ``clip_id``: the key and the seed are
 hashed (sha256) to a number in [0, 1) that falls into one split's share. Every pair of a source (of a clip) lands
@@ -13,23 +14,21 @@ catalog grows (incremental exports stay leak-free). The shares are met on averag
 from __future__ import annotations
 
 import hashlib
-import math
-import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING
 
 import pyarrow as pa
 import pyarrow.compute as pc
+
+from catalog.export.config import ExportConfig, SplitBy
 
 
 if TYPE_CHECKING:
     from catalog.store import Catalog
 
-SplitBy = Literal["source", "clip"]
-SPLIT_BY_COLUMN: dict[str, str] = {"source": "source_id", "clip": "clip_id"}
-DEFAULT_SPLIT = "train"
+SPLIT_BY_COLUMN: dict[SplitBy, str] = {"source": "source_id", "clip": "clip_id"}  # keys: config.SPLIT_BY
 UNKNOWN_LICENSE = "unknown"
 # Short names accepted by ``balance`` for columns of ``pairs_full``.
 BALANCE_ALIASES: dict[str, str] = {"label": "object_label"}
@@ -39,39 +38,6 @@ EXPORT_SQL = (
     "SELECT pf.*, s.license AS license, s.attribution AS attribution "
     "FROM pairs_full pf LEFT JOIN sources s ON s.source_id = pf.source_id"
 )
-
-_SPLIT_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
-
-
-def parse_split(spec: str | Mapping[str, float] | None) -> dict[str, float]:
-    """``"train=0.9,val=0.05,test=0.05"`` → ``{"train": 0.9, "val": 0.05, "test": 0.05}``; None → ``{"train": 1}``.
-
-    Shares must be positive and add up to 1 (within 1e-6); names are identifiers (they name files).
-    """
-    if spec is None or (isinstance(spec, str) and not spec.strip()):
-        return {DEFAULT_SPLIT: 1.0}
-    if isinstance(spec, str):
-        shares: dict[str, float] = {}
-        for part in spec.split(","):
-            name, sep, value = part.partition("=")
-            name = name.strip()
-            if not sep:
-                raise ValueError(f"split: {part.strip()!r} is not NAME=SHARE (e.g. train=0.9,val=0.05,test=0.05)")
-            try:
-                shares[name] = float(value)
-            except ValueError:
-                raise ValueError(f"split: share of {name!r} is not a number: {value.strip()!r}") from None
-    else:
-        shares = {str(k): float(v) for k, v in spec.items()}
-    for name, share in shares.items():
-        if not _SPLIT_NAME.match(name):
-            raise ValueError(f"split: name {name!r} must start with a letter and hold only letters, digits and _")
-        if not (share > 0 and math.isfinite(share)):
-            raise ValueError(f"split: share of {name!r} must be > 0, got {share}")
-    total = sum(shares.values())
-    if abs(total - 1.0) > 1e-6:
-        raise ValueError(f"split: shares must add up to 1, got {total:g} ({spec})")
-    return shares
 
 
 def split_of(key: str, shares: Mapping[str, float], seed: int = 0) -> str:
@@ -109,6 +75,12 @@ class Since:
     export_id: str
     as_of: datetime | None
     pair_ids: frozenset[str]
+
+
+def apply_decision_filter(rows: pa.Table, decisions: Sequence[str]) -> pa.Table:
+    """Keep the pairs whose quality-gate ``decision`` is one of ``decisions`` (a pair without one matches none)."""
+    keep = pc.is_in(rows.column("decision"), value_set=pa.array(list(decisions), pa.string()))
+    return rows.filter(pc.fill_null(keep, False))
 
 
 def apply_license_filter(rows: pa.Table, licenses: Sequence[str] | None) -> pa.Table:
@@ -192,30 +164,23 @@ def apply_cap(rows: pa.Table, group_columns: Sequence[str], cap: int | None) -> 
 
 
 def select_for_export(
-    catalog: Catalog,
-    *,
-    where: str | None = None,
-    licenses: Sequence[str] | None = None,
-    since: Since | None = None,
-    split: str | Mapping[str, float] | None = None,
-    split_by: SplitBy = "source",
-    seed: int = 0,
-    balance: Sequence[str] | None = None,
-    cap: int | None = None,
+    catalog: Catalog, config: ExportConfig, since: Since | None = None
 ) -> tuple[pa.Table, datetime | None]:
-    """The rows to export (``pairs_full`` + ``license``, ``attribution``, ``split``), ordered by split (in the order
-    of the shares) then pair id; and the newest ``created_at`` among all pairs (what a later ``since`` starts
-    from). ``where`` goes through the read-only SQL guard (raises ``SqlRejected``)."""
-    shares = parse_split(split)
+    """The rows ``config`` selects (``pairs_full`` + ``license``, ``attribution``, ``split``), ordered by split (in
+    the order of the shares) then pair id; and the newest ``created_at`` among all pairs (what a later ``since``
+    starts from). ``since``: the earlier export ``config.since`` names, loaded by the caller. ``where`` goes through
+    the read-only SQL guard (raises ``SqlRejected``); an unknown ``balance`` column raises ``ValueError``."""
+    shares = config.shares
     sql = f"SELECT * FROM ({EXPORT_SQL}) AS pairs_export"
-    if where and where.strip():
-        sql += f" WHERE {where}"
+    if config.where and config.where.strip():
+        sql += f" WHERE {config.where}"
     rows = catalog.query(f"{sql} ORDER BY pair_id", read_only=True)
     newest = catalog.query("SELECT max(created_at) AS t FROM pairs").column("t")[0].as_py()
-    rows = apply_license_filter(rows, licenses)
+    rows = apply_decision_filter(rows, config.decisions)
+    rows = apply_license_filter(rows, config.licenses)
     rows = apply_since(rows, since)
-    rows = assign_splits(rows, shares, split_by, seed)
-    rows = apply_cap(rows, balance_columns(balance, rows.column_names), cap)
+    rows = assign_splits(rows, shares, config.split_by, config.seed)
+    rows = apply_cap(rows, balance_columns(config.balance, rows.column_names), config.cap)
     rank = {name: i for i, name in enumerate(shares)}
     order = pa.array([rank[s] for s in rows.column("split").to_pylist()], pa.int32())
     keys = pa.table({"r": order, "p": rows.column("pair_id")})

@@ -1,5 +1,6 @@
 """Exports read back with the real client libraries: WebDataset shards (webdataset, tarfile), Parquet (datasets,
-pyarrow), CSV and DiffSynth-Studio metadata (csv); leak-free splits, quality-first caps, ``since``, provenance."""
+pyarrow), CSV and DiffSynth-Studio metadata (csv); leak-free splits, quality-first caps, ``since``, provenance, and
+only accepted pairs unless rejected ones are asked for."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from catalog.export import ExportError, parse_split
+from catalog.export import ExportConfig, ExportError, export, parse_split
 from catalog.export.select import split_of
 from catalog.gallery.media import mask_array
 from catalog.sql import SqlRejected
@@ -40,14 +41,22 @@ def many(catalog: Catalog) -> list[dict]:
     return [build_graph(catalog, n_renders=2, seed=s) for s in range(8)]
 
 
+BOTH = ["accepted", "rejected"]
+
+
 def _pairs(graphs: list[dict]) -> dict[str, dict]:
     return {p["pair_id"]: p for g in graphs for p in g["pairs"]}
+
+
+def run_export(catalog: Catalog, out: Path | str, storage_options: dict | None = None, **options) -> dict:
+    """``catalog.export.export`` with an ``ExportConfig`` of ``options``."""
+    return export(catalog, str(out), ExportConfig(**options), storage_options=storage_options)
 
 
 def test_webdataset_shards_read_back_and_decode(catalog: Catalog, graph: dict, tmp_path: Path) -> None:
     import webdataset as wds
 
-    summary = catalog.export("webdataset", str(tmp_path / "wds"), where="decision = 'accepted'", shard_size=3)
+    summary = run_export(catalog, tmp_path / "wds", format="webdataset", shard_size=3)  # accepted only: the default
     accepted = [p for p in graph["pairs"] if p["decision"] == "accepted"]
     assert summary["rows"] == len(accepted) == 4
     assert [Path(f).name for f in summary["files"]] == ["train-000000.tar", "train-000001.tar"]
@@ -79,11 +88,12 @@ def test_webdataset_shards_read_back_and_decode(catalog: Catalog, graph: dict, t
 def test_webdataset_mask_npy_and_byte_sized_shards(catalog: Catalog, graph: dict, tmp_path: Path) -> None:
     import webdataset as wds
 
-    one = catalog.export("webdataset", str(tmp_path / "one"), mask_format="npy")
+    one = run_export(catalog, tmp_path / "one", format="webdataset", mask_format="npy", decisions=BOTH)
     sample_bytes = Path(one["files"][0]).stat().st_size // 6
-    summary = catalog.export(
-        "webdataset", str(tmp_path / "wds"), mask_format="npy", shard_bytes=int(sample_bytes * 2.5)
-    )
+    summary = run_export(
+        catalog, tmp_path / "wds", format="webdataset", mask_format="npy", decisions=BOTH,
+        shard_mb=sample_bytes * 2.5 / (1 << 20),
+    )  # fmt: skip
     sizes = [Path(f).stat().st_size for f in summary["files"]]
     assert len(sizes) >= 3 and max(sizes) <= sample_bytes * 2.5 + 2048  # + the tar end blocks
     samples = list(wds.WebDataset(summary["files"], shardshuffle=False, empty_check=False).decode())
@@ -98,8 +108,8 @@ def test_parquet_export_loads_with_datasets_by_split(catalog: Catalog, many: lis
     import datasets
 
     out = tmp_path / "pq"
-    summary = catalog.export("parquet", str(out), split="train=0.5,val=0.25,test=0.25", shard_size=5)
-    assert summary["rows"] == 32 and sum(summary["splits"].values()) == 32
+    summary = run_export(catalog, out, format="parquet", split="train=0.5,val=0.25,test=0.25", shard_size=5)
+    assert summary["rows"] == 16 and sum(summary["splits"].values()) == 16  # the accepted half
     loaded = datasets.load_dataset(str(out), cache_dir=str(tmp_path / "hf"))  # splits from the card's configs
     assert {s: loaded[s].num_rows for s in loaded} == {s: n for s, n in summary["splits"].items() if n}
     split = max(summary["splits"], key=summary["splits"].get)
@@ -121,21 +131,34 @@ def test_parquet_export_loads_with_datasets_by_split(catalog: Catalog, many: lis
         assert np.array_equal(mask[..., 0] >= 128, mask_array(catalog.read_media(pair["mask_uri"]), "m"))
 
 
-def test_parquet_without_embedded_media_uses_relative_paths(catalog: Catalog, graph: dict, tmp_path: Path) -> None:
+def test_parquet_without_embedded_media_names_copies_beside_one_metadata_file_per_split(
+    catalog: Catalog, many: list[dict], tmp_path: Path
+) -> None:
     out = tmp_path / "pq"
-    summary = catalog.export("parquet", str(out), embed_media=False)
-    table = pq.read_table(summary["files"][0])
-    assert table.num_rows == 6 and "src_video_url" not in table.column_names
-    for row in table.select(["src_video", "tgt_video", "mask_video"]).to_pylist():
-        for column, value in row.items():
-            assert value["bytes"] is None and not Path(value["path"]).is_absolute()
-            frames = decode((out / value["path"]).read_bytes())
-            assert frames.shape == (4, 16, 16, 3), column
+    summary = run_export(catalog, out, format="parquet", embed_media=False, split="train=0.5,val=0.5", shard_size=1)
+    assert sorted(Path(f).relative_to(out).as_posix() for f in summary["files"]) == [
+        f"data/{s}/metadata.parquet" for s in sorted(summary["splits"])
+    ]  # one per split: shard options do not apply
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["options"]["shard_size"] is None and manifest["options"]["embed_media"] is False
+    pairs = _pairs(many)
+    for f in summary["files"]:
+        folder = Path(f).parent
+        table = pq.read_table(f)
+        assert table.num_rows == summary["splits"][folder.name] and "src_video_uri" not in table.column_names
+        for row in table.to_pylist():
+            pair = pairs[row["pair_id"]]
+            for column in ("src_video_file_name", "tgt_video_file_name", "mask_video_file_name"):
+                path = folder / row[column]  # relative to the metadata file's folder, inside it
+                assert not Path(row[column]).is_absolute() and ".." not in row[column]
+                assert (path.relative_to(out).as_posix()) in manifest["media"]
+            assert (folder / row["src_video_file_name"]).read_bytes() == catalog.read_media(pair["src_video_uri"])
+            assert decode((folder / row["mask_video_file_name"]).read_bytes()).shape == (4, 16, 16, 3)
 
 
 def test_no_source_in_two_splits(catalog: Catalog, many: list[dict], tmp_path: Path) -> None:
     spec = "train=0.5,val=0.25,test=0.25"
-    summary = catalog.export("webdataset", str(tmp_path / "wds"), split=spec)
+    summary = run_export(catalog, tmp_path / "wds", format="webdataset", split=spec, decisions=BOTH)
     split_of_pair = {}
     for f in summary["files"]:
         with tarfile.open(f) as tar:
@@ -153,7 +176,7 @@ def test_no_source_in_two_splits(catalog: Catalog, many: list[dict], tmp_path: P
     assert all(len(s) == 1 for s in by_render.values())  # both directions of a render together
     assert len({s for (s,) in by_source.values()}) >= 2  # and the sources did spread over the splits
     # deterministic from ids and seed; another seed moves some source
-    again = catalog.export("parquet", str(tmp_path / "pq"), split=spec)
+    again = run_export(catalog, tmp_path / "pq", format="parquet", split=spec, decisions=BOTH)
     rows = {}
     for f in again["files"]:
         for r in pq.read_table(f, columns=["pair_id", "split"]).to_pylist():
@@ -165,7 +188,7 @@ def test_no_source_in_two_splits(catalog: Catalog, many: list[dict], tmp_path: P
 
 
 def test_split_by_clip_keeps_each_clip_whole(catalog: Catalog, many: list[dict], tmp_path: Path) -> None:
-    summary = catalog.export("csv", str(tmp_path / "csv"), split="a=0.5,b=0.5", split_by="clip")
+    summary = run_export(catalog, tmp_path / "csv", format="csv", split="a=0.5,b=0.5", split_by="clip")
     with open(summary["files"][0], newline="") as f:
         rows = list(csv.DictReader(f))
     pairs = _pairs(many)
@@ -175,15 +198,8 @@ def test_split_by_clip_keeps_each_clip_whole(catalog: Catalog, many: list[dict],
     assert len(clips) == 8 and all(len(s) == 1 for s in clips.values())
 
 
-@pytest.mark.parametrize("spec", ["train=0.9,val=0.2", "train=0.9,val", "train=1.2,val=-0.2", "1x=1", "train=abc"])
-def test_bad_split_specs_are_refused(catalog: Catalog, graph: dict, tmp_path: Path, spec: str) -> None:
-    with pytest.raises(ExportError, match="split"):
-        catalog.export("csv", str(tmp_path / "x"), split=spec)
-    assert not (tmp_path / "x").exists()
-
-
 def test_cap_per_group_takes_the_best_first(catalog: Catalog, graph: dict, tmp_path: Path) -> None:
-    summary = catalog.export("csv", str(tmp_path / "cap"), balance=["edit_type"], cap=1)
+    summary = run_export(catalog, tmp_path / "cap", format="csv", balance=["edit_type"], cap=1, decisions=BOTH)
     with open(summary["files"][0], newline="") as f:
         rows = list(csv.DictReader(f))
     assert summary["rows"] == 2 and sorted(r["edit_type"] for r in rows) == ["add", "remove"]
@@ -191,35 +207,37 @@ def test_cap_per_group_takes_the_best_first(catalog: Catalog, graph: dict, tmp_p
     best = {p["pair_id"] for p in graph["pairs"] if p["psnr_bg"] == 32.0}
     assert {r["pair_id"] for r in rows} == best
     # no groups and a cap: the best N overall; no cap and no groups: everything
-    assert catalog.export("csv", str(tmp_path / "top"), cap=3)["rows"] == 3
-    assert catalog.export("csv", str(tmp_path / "all"))["rows"] == 6
+    assert run_export(catalog, tmp_path / "top", format="csv", cap=3, decisions=BOTH)["rows"] == 3
+    assert run_export(catalog, tmp_path / "all", format="csv", decisions=BOTH)["rows"] == 6
+    assert run_export(catalog, tmp_path / "accepted", format="csv")["rows"] == 4
 
 
 def test_balance_without_cap_cuts_groups_to_the_smallest(catalog: Catalog, graph: dict, tmp_path: Path) -> None:
-    summary = catalog.export("csv", str(tmp_path / "bal"), balance=["decision"])
+    summary = run_export(catalog, tmp_path / "bal", format="csv", balance=["decision"], decisions=BOTH)
     with open(summary["files"][0], newline="") as f:
         rows = list(csv.DictReader(f))
     assert sorted(r["decision"] for r in rows) == ["accepted", "accepted", "rejected", "rejected"]
     with pytest.raises(ExportError, match="balance"):
-        catalog.export("csv", str(tmp_path / "bad"), balance=["no_such_column"])
+        run_export(catalog, tmp_path / "bad", format="csv", balance=["no_such_column"])
 
 
 def test_since_exports_only_pairs_added_after(catalog: Catalog, tmp_path: Path) -> None:
     first_graph = build_graph(catalog, n_renders=2, seed=1)
-    first = catalog.export("webdataset", str(tmp_path / "v1"))
-    assert first["rows"] == 4
+    first = run_export(catalog, tmp_path / "v1", format="webdataset")
+    accepted = [p["pair_id"] for p in first_graph["pairs"] if p["decision"] == "accepted"]
+    assert first["rows"] == len(accepted) == 2
     manifest = json.loads(Path(first["manifest"]).read_text())
-    assert sorted(manifest["pairs"]["train"]) == sorted(p["pair_id"] for p in first_graph["pairs"])
-    assert manifest["files"][0]["samples"] == 4 and manifest["files"][0]["path"] == "train-000000.tar"
+    assert sorted(manifest["pairs"]["train"]) == sorted(accepted)
+    assert manifest["files"][0]["samples"] == 2 and manifest["files"][0]["path"] == "train-000000.tar"
     second_graph = build_graph(catalog, n_renders=1, seed=2)
-    second = catalog.export("csv", str(tmp_path / "v2"), since=first["export_id"])
+    second = run_export(catalog, tmp_path / "v2", format="csv", since=first["export_id"])
     with open(second["files"][0], newline="") as f:
         ids = {r["pair_id"] for r in csv.DictReader(f)}
     assert ids == {p["pair_id"] for p in second_graph["pairs"]}
     # an export folder works as well as an id; nothing new since the second export
-    assert catalog.export("csv", str(tmp_path / "v3"), since=str(tmp_path / "v2"))["rows"] == 0
+    assert run_export(catalog, tmp_path / "v3", format="csv", since=str(tmp_path / "v2"))["rows"] == 0
     with pytest.raises(ExportError, match="since"):
-        catalog.export("csv", str(tmp_path / "v4"), since="no-such-export")
+        run_export(catalog, tmp_path / "v4", format="csv", since="no-such-export")
 
 
 def _license(catalog: Catalog, graph: dict, license: str, attribution: str) -> None:
@@ -232,33 +250,34 @@ def test_provenance_flows_into_every_format_and_filters(catalog: Catalog, tmp_pa
     open_graph, closed_graph = build_graph(catalog, n_renders=1, seed=1), build_graph(catalog, n_renders=1, seed=2)
     _license(catalog, open_graph, "CC-BY-4.0", "Jane Doe, Vimeo")
     _license(catalog, closed_graph, "proprietary", "ACME Corp")
-    summary = catalog.export("webdataset", str(tmp_path / "wds"), licenses=["CC-BY-4.0"])
+    summary = run_export(catalog, tmp_path / "wds", format="webdataset", licenses=["CC-BY-4.0"])
     samples = list(wds.WebDataset(summary["files"], shardshuffle=False, empty_check=False))
     assert sorted(s["__key__"] for s in samples) == sorted(p["pair_id"] for p in open_graph["pairs"])
     assert {json.loads(s["json"])["attribution"] for s in samples} == {"Jane Doe, Vimeo"}
     card = Path(summary["card"]).read_text()
     assert "CC-BY-4.0" in card and "Jane Doe, Vimeo" in card and "ACME" not in card
-    table = pq.read_table(catalog.export("parquet", str(tmp_path / "pq"))["files"][0])
+    table = pq.read_table(run_export(catalog, tmp_path / "pq", format="parquet")["files"][0])
     assert set(table.column("license").to_pylist()) == {"CC-BY-4.0", "proprietary"}
-    assert catalog.export("csv", str(tmp_path / "none"), licenses=["unknown"])["rows"] == 0
-    assert catalog.export("csv", str(tmp_path / "w"), where="license = 'proprietary'")["rows"] == 2
+    assert run_export(catalog, tmp_path / "none", format="csv", licenses=["unknown"])["rows"] == 0
+    assert run_export(catalog, tmp_path / "w", format="csv", where="license = 'proprietary'")["rows"] == 2
 
 
 @pytest.mark.parametrize(
     ("preset", "columns"),
     [
-        ("diffsynth-vace", ["video", "vace_video", "vace_video_mask", "prompt"]),
-        ("diffsynth-control", ["video", "control_video", "prompt"]),
+        ("diffsynth-vace", ["video", "vace_video", "vace_video_mask", "prompt", "decision"]),
+        ("diffsynth-control", ["video", "control_video", "prompt", "decision"]),
     ],
 )
 def test_diffsynth_presets(catalog: Catalog, graph: dict, tmp_path: Path, preset: str, columns: list[str]) -> None:
     out = tmp_path / preset
-    summary = catalog.export(None, str(out), preset=preset, where="edit_type = 'remove'", prompt_from="target_caption")
+    summary = run_export(catalog, out, preset=preset, where="edit_type = 'remove'", prompt_from="target_caption")
     assert [Path(f).name for f in summary["files"]] == ["metadata_train.csv"]
     with open(summary["files"][0], newline="") as f:
         reader = csv.DictReader(f)
         rows = list(reader)
-    assert reader.fieldnames == columns and len(rows) == 3
+    assert reader.fieldnames == columns and len(rows) == 2  # the accepted removals
+    assert {row["decision"] for row in rows} == {"accepted"}  # said in the file the trainer reads, not only the card
     by_tgt = {p["tgt_video_uri"]: p for p in graph["pairs"] if p["edit_type"] == "remove"}
     for row in rows:
         pair = by_tgt[row["video"]]
@@ -270,13 +289,11 @@ def test_diffsynth_presets(catalog: Catalog, graph: dict, tmp_path: Path, preset
             mask = decode((out / row["vace_video_mask"]).read_bytes())
             assert mask.shape == decode((out / row["video"]).read_bytes()).shape
             assert np.array_equal(mask[..., 0] >= 128, mask_array(catalog.read_media(pair["mask_uri"]), "m"))
-    with pytest.raises(ExportError, match="preset"):
-        catalog.export("webdataset", str(tmp_path / "bad"), preset=preset)
 
 
 def test_csv_export_lists_relative_media_and_a_quoted_prompt(catalog: Catalog, graph: dict, tmp_path: Path) -> None:
     out = tmp_path / "csv"
-    summary = catalog.export("csv", str(out), where="edit_type = 'remove'")
+    summary = run_export(catalog, out, format="csv", where="edit_type = 'remove'", decisions=BOTH)
     with open(summary["files"][0], newline="") as f:
         rows = list(csv.DictReader(f))
     assert len(rows) == 3
@@ -292,13 +309,13 @@ def test_csv_export_lists_relative_media_and_a_quoted_prompt(catalog: Catalog, g
 
 def test_every_export_writes_a_card_and_a_manifest(catalog: Catalog, many: list[dict], tmp_path: Path) -> None:
     out = tmp_path / "wds"
-    summary = catalog.export(
-        "webdataset", str(out), split="train=0.5,val=0.25,test=0.25", where="edit_type = 'remove'"
+    summary = run_export(
+        catalog, out, format="webdataset", split="train=0.5,val=0.25,test=0.25", where="edit_type = 'remove'"
     )
     card = (out / "README.md").read_text()
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["export_id"] == summary["export_id"] and manifest["counts"] == summary["splits"]
-    assert sum(f["samples"] for f in manifest["files"]) == summary["rows"] == 16
+    assert sum(f["samples"] for f in manifest["files"]) == summary["rows"] == 8
     assert {f["path"] for f in manifest["files"]} == {Path(f).name for f in summary["files"]}
     for split, n in summary["splits"].items():
         assert f"| {split} | {n} |" in card
@@ -309,13 +326,13 @@ def test_every_export_writes_a_card_and_a_manifest(catalog: Catalog, many: list[
 
 def test_export_to_object_store(catalog: Catalog, graph: dict, s3) -> None:
     out = s3.url("exports/wds")
-    summary = catalog.export("webdataset", out, storage_options=s3.storage_options)
+    summary = run_export(catalog, out, storage_options=s3.storage_options, format="webdataset")
     assert summary["files"] == [f"{out}/train-000000.tar"]
     fs = s3.filesystem()
     data = fs.cat_file(summary["files"][0])
     with tarfile.open(fileobj=io.BytesIO(data)) as tar:
         names = tar.getnames()
-    assert len(names) == 6 * 5
+    assert len(names) == 4 * 5  # the accepted pairs
     assert {n.split(".", 1)[1] for n in names} == {"src.mp4", "tgt.mp4", "mask.mp4", "txt", "json"}
     assert fs.exists(f"{out}/README.md") and fs.exists(f"{out}/manifest.json")
 
@@ -326,7 +343,7 @@ def test_export_to_object_store(catalog: Catalog, graph: dict, s3) -> None:
 )
 def test_where_goes_through_the_read_only_guard(catalog: Catalog, graph: dict, tmp_path: Path, where: str) -> None:
     with pytest.raises(SqlRejected):
-        catalog.export("csv", str(tmp_path / "x"), where=where)
+        run_export(catalog, tmp_path / "x", format="csv", where=where)
     assert not (tmp_path / "x").exists()
 
 
@@ -334,7 +351,47 @@ def test_parquet_with_an_empty_split_still_loads(catalog: Catalog, graph: dict, 
     import datasets
 
     out = tmp_path / "pq"
-    summary = catalog.export("parquet", str(out), split="train=0.5,val=0.5")  # one source: one split gets it all
-    assert sorted(summary["splits"].values()) == [0, 6]
+    summary = run_export(catalog, out, format="parquet", split="train=0.5,val=0.5")  # one source: one split has all
+    assert sorted(summary["splits"].values()) == [0, 4]
     loaded = datasets.load_dataset(str(out), cache_dir=str(tmp_path / "hf"))
     assert [(s, loaded[s].num_rows) for s in loaded] == [(s, n) for s, n in summary["splits"].items() if n]
+
+
+def test_only_accepted_pairs_leave_unless_rejected_ones_are_asked_for(
+    catalog: Catalog, graph: dict, tmp_path: Path
+) -> None:
+    decision = {p["pair_id"]: p["decision"] for p in graph["pairs"]}
+    assert sorted(decision.values()).count("rejected") == 2
+
+    def exported(summary: dict) -> dict[str, str]:
+        with open(summary["files"][0], newline="") as f:
+            return {r["pair_id"]: r["decision"] for r in csv.DictReader(f)}
+
+    default = run_export(catalog, tmp_path / "default", format="csv")
+    assert exported(default) == {p: d for p, d in decision.items() if d == "accepted"}
+    both = run_export(catalog, tmp_path / "both", format="csv", decisions=["rejected", "accepted"])
+    assert exported(both) == decision
+    rejected = run_export(catalog, tmp_path / "rejected", format="csv", decisions=["rejected"])
+    assert set(exported(rejected).values()) == {"rejected"}
+    # ``where`` narrows the decision filter, it does not widen it
+    where = run_export(catalog, tmp_path / "where", format="csv", where="decision = 'rejected'")
+    assert where["rows"] == 0
+    # the manifest and the card record the filter used
+    for summary, decisions, sentence in (
+        (default, ["accepted"], "Only pairs the factory's quality gate accepted."),
+        (both, ["accepted", "rejected"], "quality gate accepted or rejected"),
+    ):
+        manifest = json.loads(Path(summary["manifest"]).read_text())
+        assert manifest["options"]["decisions"] == decisions
+        card = Path(summary["card"]).read_text()
+        assert sentence in card and "| decisions | " + ", ".join(f"`{d}`" for d in decisions) + " |" in card
+
+
+def test_manifest_options_are_the_config(catalog: Catalog, graph: dict, tmp_path: Path) -> None:
+    config = ExportConfig(format="webdataset", split={"train": 0.75, "val": 0.25}, cap=5, seed=3)
+    summary = export(catalog, str(tmp_path / "wds"), config)
+    options = json.loads(Path(summary["manifest"]).read_text())["options"]
+    assert set(options) == set(ExportConfig.model_fields) - {"format", "preset"}
+    assert options["split"] == "train=0.75,val=0.25" and options["cap"] == 5 and options["seed"] == 3
+    assert options["embed_media"] is None and options["prompt_from"] is None  # parquet's, csv's: not this format's
+    assert options["shard_mb"] == 512.0 and options["mask_format"] == "mp4"
