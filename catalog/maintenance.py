@@ -3,7 +3,8 @@
 ``compact`` is safe with concurrent readers and writers: it deletes only the fragments it merged, after the merged
 fragment is written, and the views' latest-row-per-id deduplication hides the moment both exist. ``gc`` deletes what
 a killed writer leaves behind (media no row names, temporary files of cut-short writes), only when older than a grace
-period, so media a live writer has stored but not yet named survive.
+period, so media a live writer has stored but not yet named survive; a temporary file of a dead process of this host
+goes at once. ``check`` also names runs that stopped without a final status (:func:`run_state`).
 """
 
 from __future__ import annotations
@@ -11,14 +12,24 @@ from __future__ import annotations
 import hashlib
 import time
 from dataclasses import asdict, dataclass
-from typing import TYPE_CHECKING, Any
+from datetime import datetime, timezone
+from typing import TYPE_CHECKING, Any, Literal
 
 import duckdb
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from catalog.redact import redact
 from catalog.schema import ID_COLUMNS, TABLES
-from catalog.storage import CatalogError, is_missing_file
+from catalog.storage import (
+    TMP_PREFIX,
+    CatalogError,
+    is_missing_file,
+    is_placeholder,
+    process_alive,
+    temp_writer,
+    this_host,
+)
 from catalog.views import UNIQUE_SUFFIX, connect, quote_ident, quote_literal
 
 
@@ -37,6 +48,10 @@ REFERENCES: dict[str, dict[str, str]] = {
 
 MEDIA_PREFIX = "media/"
 
+HEARTBEAT_S = 30.0  # a running run writes its runs row again this often (``runs.heartbeat_s`` records its own)
+HEARTBEAT_ENV = "VPF_RUN_HEARTBEAT_S"  # seconds; overrides HEARTBEAT_S for the runs this process starts
+STALE_BEATS = 4  # a running run whose last heartbeat is older than this many intervals is interrupted
+
 
 def media_columns(table: str) -> list[str]:
     """Columns holding catalog-relative media uris (``*_uri``, except external locations such as manifests)."""
@@ -52,7 +67,7 @@ def stats(catalog: CatalogStorage) -> dict[str, Any]:
         directory = catalog.table_dir(table)
         catalog.fs.invalidate_cache(directory)
         listing = catalog.fs.ls(directory, detail=True) if catalog.fs.exists(directory) else []
-        infos = [i for i in listing if i["name"].endswith(".parquet")]
+        infos = [i for i in listing if i["name"].endswith(".parquet") and not is_placeholder(i["name"])]
         tables[table] = {"fragments": len(infos), "bytes": int(sum(i.get("size", 0) or 0 for i in infos))}
     con = connect(catalog)
     try:
@@ -74,7 +89,22 @@ def _small_fragments(catalog: CatalogStorage, table: str, small_bytes: int) -> l
     directory = catalog.table_dir(table)
     catalog.fs.invalidate_cache(directory)  # object-store listings are cached; writers add fragments
     listing = catalog.fs.ls(directory, detail=True) if catalog.fs.exists(directory) else []
-    return sorted(i["name"] for i in listing if i["name"].endswith(".parquet") and (i.get("size") or 0) < small_bytes)
+    return sorted(
+        i["name"]
+        for i in listing
+        if i["name"].endswith(".parquet") and not is_placeholder(i["name"]) and (i.get("size") or 0) < small_bytes
+    )
+
+
+def _drop_placeholder(catalog: CatalogStorage, table: str) -> None:
+    """Delete the table's empty placeholder once the table has a fragment of rows (it only made the table exist)."""
+    listing = catalog.fragments(table, placeholder=True)
+    if len(listing) > 1:
+        for path in filter(is_placeholder, listing):
+            try:
+                catalog.fs.rm(path)
+            except FileNotFoundError:
+                pass
 
 
 def _stamp_of(path: str) -> str:
@@ -127,8 +157,8 @@ class Compaction:
 def compact(catalog: CatalogStorage, table: str | None = None, small_bytes: int = 64 << 20) -> dict[str, Any]:
     """Merge every table's fragments smaller than ``small_bytes`` into one deduplicated fragment per table.
 
-    Returns ``{table: Compaction as dict}`` for the tables that were compacted. Safe with concurrent readers and
-    writers:
+    Returns ``{table: Compaction as dict}`` for the tables that were compacted. The empty placeholder fragment of a
+    table that has rows is deleted too (not reported: it holds no row). Safe with concurrent readers and writers:
 
     - it merges only fragments it listed, writes the merged fragment (one atomic write) first, and only then deletes
       exactly the fragments it merged; fragments written meanwhile by other writers are never touched;
@@ -141,6 +171,7 @@ def compact(catalog: CatalogStorage, table: str | None = None, small_bytes: int 
     results: dict[str, Any] = {}
     for name in [table] if table else list(TABLES):
         catalog._check_table(name)
+        _drop_placeholder(catalog, name)
         for attempt in range(3):
             small = _small_fragments(catalog, name, small_bytes)
             if len(small) < 2 and not (len(small) == 1 and not small[0].endswith(UNIQUE_SUFFIX)):
@@ -165,23 +196,64 @@ def compact(catalog: CatalogStorage, table: str | None = None, small_bytes: int 
 # ---------------------------------------------------------------------------------------------------- check
 @dataclass(frozen=True)
 class Problem:
-    kind: str  # unreadable_fragment | missing_media | hash_mismatch | dangling_reference
+    kind: str  # unreadable_fragment | missing_media | hash_mismatch | dangling_reference | interrupted_run
     table: str
     subject: str  # the fragment, media uri or row id at fault
     message: str
+    severity: Literal["error", "warning"] = "error"  # warning: worth knowing, the catalog is consistent
 
     def __str__(self) -> str:
-        return f"[{self.kind}] {self.table}: {self.message}"
+        return f"[{self.kind}] {self.table}: {self.message}" + (" (warning)" if self.severity == "warning" else "")
+
+
+def run_state(
+    status: str,
+    heartbeat_at: datetime | None,
+    heartbeat_s: float | None,
+    created_at: datetime | None,
+    now: datetime | None = None,
+) -> str:
+    """A run's status as readers show it: ``interrupted`` for a ``running`` row (the latest of its run) whose last
+    sign of life (``heartbeat_at``, else ``created_at`` for rows written before heartbeats) is older than
+    ``STALE_BEATS`` heartbeat intervals (``heartbeat_s``, else ``HEARTBEAT_S``); else the stored status. Computed
+    when read: the stored rows are never rewritten."""
+    if status != "running":
+        return status
+    last = heartbeat_at or created_at
+    if last is None:
+        return status
+    if last.tzinfo is None:
+        last = last.replace(tzinfo=timezone.utc)
+    age = ((now or datetime.now(timezone.utc)) - last).total_seconds()
+    return "interrupted" if age > STALE_BEATS * (heartbeat_s or HEARTBEAT_S) else status
+
+
+def interrupted_runs(runs: pa.Table, now: datetime | None = None) -> list[dict[str, Any]]:
+    """The latest row of each run in ``runs`` (all versions, oldest fragment first), for the runs that
+    :func:`run_state` calls ``interrupted``."""
+    latest: dict[str, dict[str, Any]] = {}
+    for row in runs.to_pylist():
+        held = latest.get(row["run_id"])
+        if held is None or row["created_at"] >= held["created_at"]:
+            latest[row["run_id"]] = row
+    return [
+        row
+        for row in latest.values()
+        if run_state(row["status"], row.get("heartbeat_at"), row.get("heartbeat_s"), row["created_at"], now)
+        == "interrupted"
+    ]
 
 
 def check(catalog: CatalogStorage, verify_hashes: bool = True) -> list[Problem]:
     """Every fragment readable; every media uri named by a row exists (and its sha256 matches its name); every
-    reference (pairs → renders → instructions → objects → clips → sources) points at an existing row."""
+    reference (pairs → renders → instructions → objects → clips → sources) points at an existing row. Runs that
+    stopped without a final status (:func:`run_state`) are listed as ``interrupted_run`` warnings: the catalog is
+    consistent (a rerun resumes their work), so callers judge health by the problems of severity ``error``."""
     problems: list[Problem] = []
     rows: dict[str, pa.Table] = {}
     for table, schema in TABLES.items():
         parts = []
-        for path in catalog.fragments(table):
+        for path in catalog.fragments(table, placeholder=True):
             try:
                 with catalog.fs.open(path, "rb") as f:
                     parts.append(catalog.to_table(table, pq.read_table(f).replace_schema_metadata(None)))
@@ -192,6 +264,18 @@ def check(catalog: CatalogStorage, verify_hashes: bool = True) -> list[Problem]:
                 problems.append(Problem("unreadable_fragment", table, url, f"fragment {url} is unreadable: {exc}"))
         rows[table] = pa.concat_tables(parts) if parts else schema.empty_table()
 
+    for run in interrupted_runs(rows["runs"]):
+        last = run.get("heartbeat_at") or run["created_at"]
+        problems.append(
+            Problem(
+                "interrupted_run",
+                "runs",
+                run["run_id"],
+                f"run {run['run_id']} of {redact(run.get('source'))} (host {run.get('host')}) stopped without a "
+                f"final status; last heard of at {last:%Y-%m-%d %H:%M:%S%z}. Running the same source again resumes it",
+                "warning",
+            )
+        )
     ids = {table: set(arrow.column(ID_COLUMNS[table]).to_pylist()) for table, arrow in rows.items()}
     for table, refs in REFERENCES.items():
         arrow = rows[table]
@@ -234,7 +318,6 @@ def check(catalog: CatalogStorage, verify_hashes: bool = True) -> list[Problem]:
 
 
 # ---------------------------------------------------------------------------------------------------- gc
-TMP_PREFIX = ".tmp-"
 
 
 def _modified(info: dict[str, Any]) -> float | None:
@@ -254,8 +337,10 @@ def _modified(info: dict[str, Any]) -> float | None:
 def gc(catalog: CatalogStorage, *, older_than_s: float = 86400.0, dry_run: bool = False) -> dict[str, Any]:
     """Delete media files that no row of any table names (every version of every row counts) and temporary files of
     interrupted writes, when older than ``older_than_s`` seconds (default one day: longer than any writer holds media
-    it has not named yet). Returns ``{"orphan_media": [...], "partial_writes": [...], "deleted": n,
-    "referenced": n}``; ``dry_run`` only lists. A file whose age the store does not report is kept.
+    it has not named yet). A temporary file whose writer (named in it, see ``catalog.storage.temp_path``) was a
+    process of this host that is gone is deleted whatever its age. Returns ``{"orphan_media": [...],
+    "partial_writes": [...], "deleted": n, "referenced": n}``; ``dry_run`` only lists. A file whose age the store
+    does not report is kept (unless its writer is known dead).
 
     Orphan media come from writers killed between storing media and recording the rows that name them (a process
     stores media first), or from a re-render whose bytes differ, which leaves the earlier file unnamed.
@@ -272,7 +357,7 @@ def gc(catalog: CatalogStorage, *, older_than_s: float = 86400.0, dry_run: bool 
                 continue
             for column in arrow.column_names:
                 referenced.update(u for u in arrow.column(column).to_pylist() if u)
-    now = time.time()
+    now, host = time.time(), this_host()
     orphans, partial = [], []
     for directory in [catalog.path("media"), *(catalog.table_dir(t) for t in TABLES)]:
         catalog.fs.invalidate_cache(directory)
@@ -281,6 +366,10 @@ def gc(catalog: CatalogStorage, *, older_than_s: float = 86400.0, dry_run: bool 
         for path, info in catalog.fs.find(directory, detail=True).items():
             name = path.rsplit("/", 1)[-1]
             modified = _modified(info)
+            writer = temp_writer(name)
+            if writer is not None and writer[0] == host and not process_alive(writer[1], modified):
+                partial.append(path)  # its writer is dead: no write will ever finish it
+                continue
             if modified is None or now - modified < older_than_s:
                 continue
             if name.startswith(TMP_PREFIX):

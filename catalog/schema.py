@@ -17,8 +17,9 @@ import pyarrow as pa
 # 2: objects.dilation_px (a kernel side) became dilation_radius; 3: sources.license, attribution;
 # 4: objects.caption, objects.row_key, renders.generation, clips.plan_id, clips.plan_clips;
 # 5: clips/objects annotation and selection columns; 6: the pair-quality gate's columns replace pairs.lpips /
-# clip_sim / clip_sim_masked; 7: stage_timings; 8: pairs.reseg_iou_src, reseg_iou_tgt (the gate's re-segmentation check)
-SCHEMA_VERSION = 8
+# clip_sim / clip_sim_masked; 7: stage_timings; 8: pairs.reseg_iou_src, reseg_iou_tgt (the gate's re-segmentation check);
+# 9: runs.heartbeat_at, runs.heartbeat_s (a running run's sign of life)
+SCHEMA_VERSION = 9
 
 EDIT_TYPES = ("remove", "add", "replace", "attribute")
 DECISIONS = ("accepted", "rejected")
@@ -70,7 +71,7 @@ CLIPS = pa.schema(
         _f("plan_clips", pa.int32()),  # how many clips that plan cuts: all present = a rerun skips scene detection
         _f("caption_model", pa.string()),  # the vision-language model that wrote the caption (None: from the source)
         _f("motion", pa.float64()),  # mean optical-flow magnitude, px/frame at the clip's resolution
-        _f("frame_diff", pa.float64()),  # mean |grey difference| of consecutive frames, 0-255 (static check)
+        _f("frame_diff", pa.float64()),  # largest share of pixels changing by > 10 grey levels between frames (static)
         _f("sharpness", pa.float64()),  # mean variance of the Laplacian (blur check)
         _f("brightness", pa.float64()),  # mean grey level, 0-255
         _f("aesthetic", pa.float64()),  # aesthetic score, only with a CLIP + aesthetic head configured
@@ -208,7 +209,9 @@ RUNS = pa.schema(
         _f("flow_run_id", pa.string()),
         _f("flow_name", pa.string()),
         _f("source", pa.string()),
-        _f("status", pa.string(), True),  # running | completed | completed_with_failures | failed
+        # running | completed | completed_with_failures | failed; readers show a running run whose heartbeat stopped
+        # as interrupted (catalog.maintenance.run_state), the rows stay as written
+        _f("status", pa.string(), True),
         _f("parameters_json", pa.string()),
         _f("counts_json", pa.string()),
         _f("n_clips", pa.int64()),
@@ -216,6 +219,8 @@ RUNS = pa.schema(
         _f("n_failures", pa.int64()),
         _f("started_at", _TS),
         _f("finished_at", _TS),
+        _f("heartbeat_at", _TS),  # a running run writes its row again every heartbeat_s seconds: its last sign of life
+        _f("heartbeat_s", pa.float64()),  # the heartbeat interval of the run
         _f("vpf_version", pa.string()),
         _f("host", pa.string()),
         _f("created_at", _TS, True),

@@ -95,19 +95,27 @@ class Catalog(CatalogStorage):
         return maintenance.compact(self, table=table, small_bytes=small_bytes)
 
     def check(self, verify_hashes: bool = True) -> list[Any]:
-        """Problems found (empty list when healthy); see ``catalog.maintenance.check``."""
+        """Problems found: errors, and warnings of runs that stopped without a final status (the catalog is healthy
+        when no problem is an error); see ``catalog.maintenance.check``."""
         return maintenance.check(self, verify_hashes=verify_hashes)
 
     def gc(self, older_than_s: float = 86400.0, dry_run: bool = False) -> dict[str, Any]:
-        """Delete media no row names and temporary files of interrupted writes, older than ``older_than_s``; see
-        ``catalog.maintenance.gc``."""
+        """Delete media no row names and temporary files of interrupted writes, older than ``older_than_s`` (a dead
+        writer's temporary files of this host at once); see ``catalog.maintenance.gc``."""
         from catalog.maintenance import gc
 
         return gc(self, older_than_s=older_than_s, dry_run=dry_run)
 
-    def export(self, fmt: str, out_url: str, where: str | None = None, **options: Any) -> dict[str, Any]:
-        """Export pairs (``pairs_full`` rows matching ``where``) as webdataset, parquet or csv; see ``catalog.export``."""
-        return export_module.export(self, fmt, out_url, where=where, **options)
+    def export(
+        self,
+        out_url: str,
+        config: export_module.ExportConfig,
+        *,
+        storage_options: Mapping[str, Any] | None = None,
+        progress: export_module.Progress | None = None,
+    ) -> dict[str, Any]:
+        """Export the pairs ``config`` selects (by default only accepted ones) to ``out_url``; see ``catalog.export``."""
+        return export_module.export(self, out_url, config, storage_options=storage_options, progress=progress)
 
 
 def require_catalog(root: str | os.PathLike | None, storage_options: Mapping[str, Any] | None = None) -> Catalog:

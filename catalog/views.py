@@ -5,18 +5,26 @@ per id means: the row with the greatest ``created_at``; ties go to the later fra
 their write time), then to the later row in the fragment. Fragments whose name ends in ``.u.parquet`` hold each id
 at most once (``Catalog.append`` marks batches with unique ids, compaction always writes them), so a table made of
 one such fragment needs no deduplication (see :func:`table_view_sql`). With ``guard=True`` the connection is then
-sandboxed: external access off, file access limited to the catalog root, configuration locked (see ``catalog.sql``).
+sandboxed: bounded memory and spill (:class:`QueryLimits`), external access off, file access limited to the catalog
+root, configuration locked (see ``catalog.sql``).
 """
 
 from __future__ import annotations
 
+import functools
+import itertools
+import os
+import tempfile
+from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import duckdb
+import psutil
 import pyarrow as pa
 
 from catalog.schema import ID_COLUMNS, TABLES
-from catalog.storage import MISSING_FRAGMENT_ATTEMPTS, is_missing_file
+from catalog.storage import MISSING_FRAGMENT_ATTEMPTS, CatalogError, is_missing_file
 
 
 if TYPE_CHECKING:
@@ -209,17 +217,110 @@ def view_names() -> list[str]:
     return [*TABLES, *CONVENIENCE_VIEWS]
 
 
-def sandbox(con: duckdb.DuckDBPyConnection, catalog: CatalogStorage) -> None:
-    """Limit file access to the catalog root, turn external access off and lock the configuration."""
+MEMORY_ENV = "VPF_SQL_MEMORY_LIMIT"
+TEMP_DIR_ENV = "VPF_SQL_TEMP_DIR"
+SPILL_ENV = "VPF_SQL_SPILL_LIMIT"
+MEMORY_FRACTION = 0.5  # of the machine's memory (or its cgroup's limit), the default memory limit
+_CGROUP_LIMITS = ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes")
+_spill_ids = itertools.count()
+
+
+def machine_memory() -> int:
+    """Bytes of memory this process may use: physical memory, or less where a cgroup (container) limits it."""
+    total = psutil.virtual_memory().total
+    for path in _CGROUP_LIMITS:
+        try:
+            text = Path(path).read_text().strip()
+        except OSError:
+            continue
+        if text.isdigit() and 0 < int(text) < total:
+            total = int(text)
+    return total
+
+
+def default_memory_limit() -> str:
+    """``MEMORY_FRACTION`` of :func:`machine_memory`, as a DuckDB size."""
+    return f"{int(machine_memory() * MEMORY_FRACTION) >> 20}MiB"
+
+
+@functools.cache
+def _checked_size(setting: str, value: str) -> str:
+    """``value`` as DuckDB shows it once set as ``setting`` (``'4GB'`` → ``'3.7 GiB'``); ``ValueError`` if refused."""
+    con = duckdb.connect(":memory:")
+    try:
+        con.execute(f"SET {setting} = {quote_literal(value)}")
+        return str(con.execute("SELECT current_setting(?)", [setting]).fetchone()[0])
+    except duckdb.Error:
+        raise ValueError(f"{value!r} is not a size DuckDB understands (e.g. 4GB, 512MiB, 25%)") from None
+    finally:
+        con.close()
+
+
+@dataclass(frozen=True)
+class QueryLimits:
+    """What one sandboxed connection may take from the machine (see :func:`sandbox`).
+
+    ``memory_limit``: DuckDB's ``memory_limit`` (``'4GB'``, ``'512MiB'``, ``'25%'`` of RAM); past it DuckDB spills
+    to ``temp_directory``, and a query that still does not fit fails with ``duckdb.OutOfMemoryException``.
+    ``spill_limit``: the most disk the spill may take (``max_temp_directory_size``). ``None`` fields take defaults:
+    :func:`default_memory_limit`, a fresh folder under the system temp folder per connection (DuckDB removes what it
+    wrote there when the connection closes), DuckDB's own spill cap (a share of the free disk).
+    """
+
+    memory_limit: str | None = None
+    temp_directory: str | None = None
+    spill_limit: str | None = None
+
+    @classmethod
+    def resolve(
+        cls, memory_limit: str | None = None, temp_directory: str | None = None, spill_limit: str | None = None
+    ) -> QueryLimits:
+        """The limits given, else ``$VPF_SQL_MEMORY_LIMIT``/``$VPF_SQL_TEMP_DIR``/``$VPF_SQL_SPILL_LIMIT``, else the
+        defaults; sizes are checked by DuckDB (``CatalogError`` naming the value and where it came from)."""
+        limits = cls(
+            memory_limit or os.environ.get(MEMORY_ENV) or None,
+            temp_directory or os.environ.get(TEMP_DIR_ENV) or None,
+            spill_limit or os.environ.get(SPILL_ENV) or None,
+        )
+        for what, setting, value, given, env in (
+            ("memory limit", "memory_limit", limits.memory_limit, memory_limit, MEMORY_ENV),
+            ("spill limit", "max_temp_directory_size", limits.spill_limit, spill_limit, SPILL_ENV),
+        ):
+            if value is not None:
+                try:
+                    _checked_size(setting, value)
+                except ValueError as exc:
+                    raise CatalogError(f"{what}{'' if given else f' (${env})'}: {exc}") from None
+        return limits
+
+    def with_defaults(self) -> QueryLimits:
+        """Every field set: the memory default, a fresh spill folder (not created: DuckDB creates it when it spills
+        and removes it on close)."""
+        temp = self.temp_directory or os.path.join(tempfile.gettempdir(), f"vpf-sql-{os.getpid()}-{next(_spill_ids)}")
+        return replace(self, memory_limit=self.memory_limit or default_memory_limit(), temp_directory=temp)
+
+
+def sandbox(con: duckdb.DuckDBPyConnection, catalog: CatalogStorage, limits: QueryLimits | None = None) -> None:
+    """Bound memory and spill (``limits``, default :meth:`QueryLimits.resolve`), limit file access to the catalog
+    root, turn external access off and lock the configuration (so users' ``SET`` cannot undo any of it)."""
+    limits = (limits or QueryLimits.resolve()).with_defaults()
+    con.execute(f"SET memory_limit = {quote_literal(limits.memory_limit)}")
+    con.execute(f"SET temp_directory = {quote_literal(limits.temp_directory)}")
+    if limits.spill_limit:
+        con.execute(f"SET max_temp_directory_size = {quote_literal(limits.spill_limit)}")
     con.execute(f"SET allowed_directories = [{quote_literal(catalog.root_url().rstrip('/') + '/')}]")
     con.execute("SET enable_external_access = false")
     con.execute("SET lock_configuration = true")
 
 
 def connect(
-    catalog: CatalogStorage, read_only_guard: bool = False, attempts: int = MISSING_FRAGMENT_ATTEMPTS
+    catalog: CatalogStorage,
+    read_only_guard: bool = False,
+    attempts: int = MISSING_FRAGMENT_ATTEMPTS,
+    limits: QueryLimits | None = None,
 ) -> duckdb.DuckDBPyConnection:
-    """An in-memory DuckDB connection with the catalog's views (see module docstring).
+    """An in-memory DuckDB connection with the catalog's views (see module docstring); ``read_only_guard``
+    sandboxes it with ``limits`` (see :func:`sandbox`).
 
     A fragment deleted by a concurrent compaction between listing and binding makes it list again (the merged
     fragment that replaced it is then listed instead), up to ``attempts`` times.
@@ -231,7 +332,7 @@ def connect(
                 con.register_filesystem(catalog.fs)
             create_views(con, catalog)
             if read_only_guard:
-                sandbox(con, catalog)
+                sandbox(con, catalog, limits)
             return con
         except duckdb.Error as exc:
             con.close()

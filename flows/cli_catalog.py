@@ -1,31 +1,40 @@
 """``vpf sql``, ``vpf export`` and ``vpf catalog stats|compact|check|gc``: a thin layer over ``catalog.Catalog``.
 
-Exit codes: 0 ok; 1 error (a query that fails, problems found by ``check``); 2 usage error, rejected SQL, or a
-``--catalog`` that holds no catalog.
+``vpf export``'s options are the fields of ``catalog.export.ExportConfig`` (derived by ``flows.model_options``: the
+defaults, choices and help are the model's).
+
+Exit codes: 0 ok; 1 error (a query that fails, problems found by ``check``); 2 usage error (an option the model
+refuses, an unknown ``--since``), rejected SQL, or a ``--catalog`` that holds no catalog.
 """
 
 from __future__ import annotations
 
-import csv
 import io
 import json
+import os
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import date, datetime
 from decimal import Decimal
 from enum import Enum
-from typing import Annotated, Any
+from typing import Annotated, Any, BinaryIO
 
 import duckdb
 import pyarrow as pa
+import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
-from catalog.export import ExportError
-from catalog.sql import SqlRejected
+from catalog.export import ExportConfig, ExportError
+from catalog.export import export as export_pairs
+from catalog.sql import QueryOutOfMemory, ResultStream, SqlRejected, stream_read_only
 from catalog.store import CatalogError
+from catalog.views import MEMORY_ENV, MEMORY_FRACTION, SPILL_ENV, TEMP_DIR_ENV, QueryLimits
+from flows.model_options import model_options
 from flows.options import CatalogOption, open_catalog
 
 
@@ -40,34 +49,14 @@ class SqlFormat(str, Enum):
     table = "table"
     vertical = "vertical"
     json = "json"
+    json_array = "json-array"
     csv = "csv"
     parquet = "parquet"
 
 
-class ExportFormatOption(str, Enum):
-    webdataset = "webdataset"
-    parquet = "parquet"
-    csv = "csv"
-
-
-class PresetOption(str, Enum):
-    diffsynth_vace = "diffsynth-vace"
-    diffsynth_control = "diffsynth-control"
-
-
-class SplitByOption(str, Enum):
-    source = "source"
-    clip = "clip"
-
-
-class MaskFormatOption(str, Enum):
-    mp4 = "mp4"
-    npy = "npy"
-
-
-class PromptFromOption(str, Enum):
-    instruction = "instruction"
-    target_caption = "target_caption"
+MAX_ROWS = 100  # rows the table/vertical display shows by default; CSV, JSON and Parquet stream every row
+_STREAMED = (SqlFormat.csv, SqlFormat.json, SqlFormat.json_array, SqlFormat.parquet)
+_ROW = '"vpf row"'  # the alias a JSON projection gives the query's rows
 
 
 def _err(message: str) -> None:
@@ -88,11 +77,16 @@ def _cell(value: Any) -> str:
     return "" if value is None else str(_plain(value))
 
 
+def _rows(result: pa.Table) -> list[tuple[Any, ...]]:
+    """Rows by position (column names may repeat)."""
+    return list(zip(*(column.to_pylist() for column in result.columns)))
+
+
 def table_width(result: pa.Table, sample: int = 200) -> int:
     """Characters a one-line-per-row table of ``result`` needs (its first ``sample`` rows): widest cell per column,
     plus borders."""
-    rows = result.slice(0, sample).to_pylist()
-    widths = [max([len(name), *(len(_cell(r[name])) for r in rows)]) for name in result.column_names]
+    rows = _rows(result.slice(0, sample))
+    widths = [max([len(name), *(len(_cell(r[i])) for r in rows)]) for i, name in enumerate(result.column_names)]
     return sum(widths) + 3 * len(widths) + 1
 
 
@@ -108,8 +102,8 @@ def _print_table(result: pa.Table, console: Console) -> None:
     table = Table(show_lines=False)
     for name in result.column_names:
         table.add_column(name, overflow="fold")
-    for row in result.to_pylist():
-        table.add_row(*[_cell(v) for v in row.values()])
+    for row in _rows(result):
+        table.add_row(*[_cell(v) for v in row])
     console.print(table)
 
 
@@ -117,19 +111,116 @@ def _print_vertical(result: pa.Table, console: Console) -> None:
     """One block per row, one ``column | value`` line per column (like psql's expanded display)."""
     names = result.column_names
     pad = max((len(n) for n in names), default=0)
-    for i, row in enumerate(result.to_pylist(), start=1):
+    for i, row in enumerate(_rows(result), start=1):
         console.print(f"-[ row {i} ]" + "-" * max(0, pad - 6), style="bold", highlight=False)
-        for name in names:
-            console.print(f"{name:<{pad}} | {_cell(row[name])}", highlight=False, markup=False, soft_wrap=True)
+        for name, value in zip(names, row):
+            console.print(f"{name:<{pad}} | {_cell(value)}", highlight=False, markup=False, soft_wrap=True)
 
 
-def _csv_bytes(result: pa.Table) -> bytes:
-    buffer = io.StringIO()
-    writer = csv.writer(buffer)
-    writer.writerow(result.column_names)
-    for row in result.to_pylist():
-        writer.writerow([_plain(v) for v in row.values()])
-    return buffer.getvalue().encode()
+# DuckDB types Arrow's CSV writer renders as they read; every other type is rendered by DuckDB (CAST AS VARCHAR):
+# timestamps, intervals, blobs, lists, structs, maps, UUIDs, enums.
+_CSV_NATIVE = frozenset(
+    {"boolean", "tinyint", "smallint", "integer", "bigint", "utinyint", "usmallint", "uinteger", "ubigint"}
+    | {"float", "double", "decimal", "varchar", "date"}
+)
+
+
+def csv_cells(relation: duckdb.DuckDBPyRelation) -> duckdb.DuckDBPyRelation:
+    """The query's columns by position, those Arrow's CSV writer cannot render as text rendered by DuckDB."""
+    columns = [
+        f"#{i}" if type_.id in _CSV_NATIVE else f"CAST(#{i} AS VARCHAR)" for i, type_ in enumerate(relation.types, 1)
+    ]
+    return relation.project(", ".join(f"{c} AS c{i}" for i, c in enumerate(columns)))
+
+
+def json_rows(relation: duckdb.DuckDBPyRelation) -> duckdb.DuckDBPyRelation:
+    """One column: each row as a JSON object (DuckDB's ``to_json``; a repeated column name gets a suffix)."""
+    return relation.set_alias(_ROW.strip('"')).project(f"CAST(to_json({_ROW}) AS VARCHAR) AS json")
+
+
+@contextmanager
+def _sink(out: str | None) -> Iterator[BinaryIO]:
+    """stdout, or the file ``out`` written whole or not at all (a temporary file beside it, renamed when complete);
+    an ``out`` that exists and is no regular file (``/dev/null``, a FIFO) is written to directly."""
+    if out is None:
+        yield sys.stdout.buffer
+        sys.stdout.buffer.flush()
+        return
+    if os.path.exists(out) and not os.path.isfile(out):
+        with open(out, "wb") as f:
+            yield f
+        return
+    partial = f"{out}.partial-{os.getpid()}"
+    try:
+        with open(partial, "wb") as f:
+            yield f
+        os.replace(partial, out)
+    finally:
+        if os.path.exists(partial):
+            os.unlink(partial)
+
+
+def _write_csv(stream: ResultStream, sink: BinaryIO) -> int:
+    schema = pa.schema([pa.field(name, f.type) for name, f in zip(stream.names, stream.schema)])
+    rows = 0
+    with pacsv.CSVWriter(sink, schema) as writer:
+        for batch in stream.batches:
+            writer.write_batch(pa.RecordBatch.from_arrays(batch.columns, schema=schema))
+            rows += batch.num_rows
+    return rows
+
+
+def _write_json(stream: ResultStream, sink: BinaryIO, array: bool) -> int:
+    """JSON lines (one object per row), or one JSON array (``array``) written element by element."""
+    rows = 0
+    separator = ",\n" if array else "\n"
+    if array:
+        sink.write(b"[")
+    for batch in stream.batches:
+        if batch.num_rows:
+            text = separator.join(batch.column(0).to_pylist())
+            sink.write(((separator if array and rows else "") + text + ("" if array else "\n")).encode())
+            rows += batch.num_rows
+    if array:
+        sink.write(b"]\n")
+    return rows
+
+
+def _write_parquet(stream: ResultStream, sink: BinaryIO) -> int:
+    rows = 0
+    with pq.ParquetWriter(pa.PythonFile(sink, mode="w"), stream.schema) as writer:
+        for batch in stream.batches:
+            writer.write_batch(batch)
+            rows += batch.num_rows
+    return rows
+
+
+def _head(stream: ResultStream, max_rows: int) -> tuple[pa.Table, int]:
+    """The first ``max_rows`` rows, and how many rows the result has (the rest are counted, not kept)."""
+    kept: list[pa.RecordBatch] = []
+    total = 0
+    for batch in stream.batches:
+        if total < max_rows:
+            kept.append(batch.slice(0, max_rows - total))
+        total += batch.num_rows
+    return pa.Table.from_batches(kept, schema=stream.schema), total
+
+
+def _display(stream: ResultStream, format: SqlFormat, out: str | None, max_rows: int) -> None:
+    head, total = _head(stream, max_rows)
+    if format is SqlFormat.auto:
+        format = auto_format(head, terminal_width=Console().width)
+    show = _print_table if format is SqlFormat.table else _print_vertical
+    if out is None:
+        show(head, Console())
+    else:  # to a file: plain text, no colours
+        buffer = io.StringIO()
+        show(head, Console(file=buffer, width=max(80, table_width(head)), color_system=None))
+        with _sink(out) as sink:
+            sink.write(buffer.getvalue().encode())
+    if total > head.num_rows:
+        _err(f"… {total - head.num_rows} more rows not shown; use --format csv (or json, parquet), or --max-rows")
+    _err(f"({total} row{'s' if total != 1 else ''})")
 
 
 def sql_command(
@@ -141,123 +232,93 @@ def sql_command(
             "--format",
             "-f",
             help="auto: a table on a terminal (one block per row when it is too wide to fit), CSV when stdout is "
-            "not a terminal.",
+            "not a terminal. json: one object per line; json-array: one array. csv, json and parquet stream every "
+            "row; table and vertical show the first --max-rows.",
         ),
     ] = SqlFormat.auto,
     out: Annotated[str | None, typer.Option("--out", "-o", help="Write to this file instead of stdout.")] = None,
+    max_rows: Annotated[
+        int, typer.Option("--max-rows", min=1, help="Rows a table/vertical display shows; the rest are counted.")
+    ] = MAX_ROWS,
+    memory_limit: Annotated[
+        str | None,
+        typer.Option(
+            "--memory-limit",
+            envvar=MEMORY_ENV,
+            show_default=False,
+            help="DuckDB's memory limit (4GB, 512MiB, 25%); past it DuckDB spills to --temp-dir, and a query that "
+            f"still does not fit fails (exit 1). Default: {MEMORY_FRACTION:.0%} of the machine's memory.",
+        ),
+    ] = None,
+    temp_dir: Annotated[
+        str | None,
+        typer.Option(
+            "--temp-dir",
+            envvar=TEMP_DIR_ENV,
+            show_default=False,
+            help="Where DuckDB spills past --memory-limit. Default: a fresh folder in the system temp folder.",
+        ),
+    ] = None,
+    spill_limit: Annotated[
+        str | None,
+        typer.Option(
+            "--spill-limit",
+            envvar=SPILL_ENV,
+            show_default=False,
+            help="Most disk the spill may take (a size, or a % of the free disk). Default: DuckDB's.",
+        ),
+    ] = None,
 ) -> None:
     """Run a read-only SQL query over the catalog views (sources, clips, objects, instructions, renders, pairs,
-    runs, failures, pairs_full)."""
+    runs, failures, pairs_full), streaming its result in bounded memory."""
     cat = open_catalog(catalog)
     try:
-        result = cat.query(query, read_only=True)
+        limits = QueryLimits.resolve(memory_limit, temp_dir, spill_limit)
+    except CatalogError as exc:
+        _err(f"vpf sql: {exc}")
+        raise typer.Exit(EXIT_USAGE) from None
+    if format is SqlFormat.auto and (out is not None or not sys.stdout.isatty()):
+        format = SqlFormat.csv
+    shape = {SqlFormat.csv: csv_cells, SqlFormat.json: json_rows, SqlFormat.json_array: json_rows}.get(format)
+    try:
+        with stream_read_only(cat, query, limits=limits, shape=shape) as stream:
+            if format not in _STREAMED:
+                _display(stream, format, out, max_rows)
+                return
+            with _sink(out) as sink:
+                if format is SqlFormat.csv:
+                    _write_csv(stream, sink)
+                elif format is SqlFormat.parquet:
+                    _write_parquet(stream, sink)
+                else:
+                    _write_json(stream, sink, array=format is SqlFormat.json_array)
     except SqlRejected as exc:
         _err(f"rejected: {exc}")
         raise typer.Exit(EXIT_USAGE) from None
+    except QueryOutOfMemory as exc:
+        _err(
+            f"out of memory: {exc}; raise --memory-limit or --spill-limit (${MEMORY_ENV}, ${SPILL_ENV}), or narrow the query"
+        )
+        raise typer.Exit(EXIT_ERROR) from None
     except (duckdb.Error, CatalogError) as exc:
         _err(str(exc))
         raise typer.Exit(EXIT_ERROR) from None
-    if format is SqlFormat.auto:
-        format = auto_format(result, terminal_width=Console().width if out is None and sys.stdout.isatty() else None)
-    if format in (SqlFormat.table, SqlFormat.vertical) and out is None:
-        console = Console()
-        (_print_table if format is SqlFormat.table else _print_vertical)(result, console)
-        typer.echo(f"({result.num_rows} row{'s' if result.num_rows != 1 else ''})", err=True)
-        return
-    if format is SqlFormat.parquet:
-        sink = pa.BufferOutputStream()
-        pq.write_table(result, sink)
-        data = sink.getvalue().to_pybytes()
-    elif format is SqlFormat.json:
-        data = (
-            json.dumps([{k: _plain(v) for k, v in r.items()} for r in result.to_pylist()], default=str) + "\n"
-        ).encode()
-    elif format in (SqlFormat.table, SqlFormat.vertical):  # to a file: plain text, no colours
-        buffer = io.StringIO()
-        console = Console(file=buffer, width=max(80, table_width(result)), color_system=None)
-        (_print_table if format is SqlFormat.table else _print_vertical)(result, console)
-        data = buffer.getvalue().encode()
-    else:
-        data = _csv_bytes(result)
-    if out:
-        with open(out, "wb") as f:
-            f.write(data)
-    else:
-        sys.stdout.buffer.write(data)
-        sys.stdout.buffer.flush()
+    except pa.ArrowException as exc:  # a type the output format cannot hold (an INTERVAL in Parquet, say)
+        _err(f"vpf sql: cannot write the result as {format.value}: {exc}")
+        raise typer.Exit(EXIT_ERROR) from None
+    except BrokenPipeError:  # the reader went away (| head): stop quietly
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        raise typer.Exit(EXIT_ERROR) from None
 
 
-def export_command(
-    catalog: CatalogOption,
-    out: Annotated[str, typer.Option("--out", "-o", help="Output folder: a local path or any fsspec URL.")],
-    format: Annotated[
-        ExportFormatOption | None,
-        typer.Option("--format", "-f", help="Output format (default csv with --preset, else required)."),
-    ] = None,
-    preset: Annotated[
-        PresetOption | None,
-        typer.Option(
-            "--preset",
-            help="DiffSynth-Studio metadata: diffsynth-vace (video, vace_video, vace_video_mask, prompt) or "
-            "diffsynth-control (video, control_video, prompt).",
-        ),
-    ] = None,
-    where: Annotated[
-        str | None, typer.Option("--where", help="SQL predicate over pairs_full plus license and attribution.")
-    ] = None,
-    split: Annotated[
-        str | None,
-        typer.Option("--split", help="Shares of each split, e.g. train=0.9,val=0.05,test=0.05 (default: all train)."),
-    ] = None,
-    split_by: Annotated[
-        SplitByOption,
-        typer.Option("--split-by", help="Keep every pair of one source (or clip) in one split."),
-    ] = SplitByOption.source,
-    seed: Annotated[int, typer.Option("--seed", help="Seed of the split assignment.")] = 0,
-    balance: Annotated[
-        str | None,
-        typer.Option(
-            "--balance",
-            help="Group by these pairs_full columns (comma-separated; label = object_label); with --cap at most "
-            "N per group, without it every group cut to the smallest. Best quality first.",
-        ),
-    ] = None,
-    cap: Annotated[int | None, typer.Option("--cap", min=1, help="At most N pairs per group (best first).")] = None,
-    since: Annotated[
-        str | None,
-        typer.Option("--since", help="Only pairs added after this earlier export (its id, or its folder)."),
-    ] = None,
-    license: Annotated[
-        list[str] | None,
-        typer.Option("--license", help="Only sources under this licence (repeat; 'unknown' = none recorded)."),
-    ] = None,
-    shard_mb: Annotated[
-        float, typer.Option("--shard-mb", min=0.001, help="WebDataset/Parquet: close a shard before it passes this.")
-    ] = 512.0,
-    shard_size: Annotated[
-        int | None,
-        typer.Option("--shard-size", min=1, help="WebDataset/Parquet: at most this many samples per shard."),
-    ] = None,
-    embed_media: Annotated[
-        bool,
-        typer.Option(
-            "--embed-media/--no-embed-media",
-            help="Parquet: the mp4 bytes inside the files, or copies referenced by paths relative to --out.",
-        ),
-    ] = True,
-    mask_format: Annotated[
-        MaskFormatOption,
-        typer.Option("--mask-format", help="WebDataset: <key>.mask.mp4 (lossless video) or <key>.mask.npy (uint8)."),
-    ] = MaskFormatOption.mp4,
-    prompt_from: Annotated[
-        PromptFromOption,
-        typer.Option("--prompt-from", help="CSV/DiffSynth: the prompt is the instruction or the target caption."),
-    ] = PromptFromOption.instruction,
-) -> None:
-    """Export pairs as WebDataset shards, Parquet (Hugging Face datasets), CSV or DiffSynth-Studio metadata, with a
-    dataset card (README.md) and a manifest. Prints a JSON summary."""
-    if format is None and preset is None:
-        raise typer.BadParameter("give --format webdataset|parquet|csv or --preset", param_hint="--format")
+OutOption = Annotated[str, typer.Option("--out", "-o", help="Output folder: a local path or any fsspec URL.")]
+
+
+@model_options(ExportConfig, aliases={"format": ["-f"], "licenses": ["--license"], "decisions": ["--decision"]})
+def export_command(catalog: CatalogOption, out: OutOption, config: ExportConfig) -> None:
+    """Export pairs (by default only those the quality gate accepted) as WebDataset shards, Parquet (Hugging Face
+    datasets), CSV or DiffSynth-Studio metadata, with a dataset card (README.md) and a manifest. Prints a JSON
+    summary."""
     cat = open_catalog(catalog)
     with Progress(
         TextColumn("export"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn(),
@@ -269,14 +330,7 @@ def export_command(
             bar.update(task, completed=done, total=total)
 
         try:
-            summary = cat.export(
-                format.value if format else None, out, where=where, preset=preset.value if preset else None,
-                split=split, split_by=split_by.value, seed=seed,
-                balance=[b for b in balance.split(",") if b.strip()] if balance else None, cap=cap, since=since,
-                licenses=license, shard_bytes=int(shard_mb * (1 << 20)), shard_size=shard_size,
-                embed_media=embed_media, mask_format=mask_format.value, prompt_from=prompt_from.value,
-                progress=progress,
-            )  # fmt: skip
+            summary = export_pairs(cat, out, config, progress=progress)
         except SqlRejected as exc:
             _err(f"rejected --where: {exc}")
             raise typer.Exit(EXIT_USAGE) from None
@@ -343,15 +397,16 @@ def check_command(
     catalog: CatalogOption,
     no_hash: Annotated[bool, typer.Option("--no-hash", help="Check media exist without hashing them.")] = False,
 ) -> None:
-    """Check fragments are readable, media exist with matching sha256, and references resolve. Exit 1 on
-    problems."""
+    """Check fragments are readable, media exist with matching sha256, and references resolve; interrupted runs are
+    listed as warnings. Exit 1 on errors."""
     problems = open_catalog(catalog).check(verify_hashes=not no_hash)
     for problem in problems:
         typer.echo(str(problem))
-    if problems:
-        _err(f"{len(problems)} problem(s) found")
+    errors = [p for p in problems if p.severity == "error"]
+    if errors:
+        _err(f"{len(errors)} problem(s) found")
         raise typer.Exit(EXIT_ERROR)
-    typer.echo("catalog ok")
+    typer.echo(f"catalog ok ({len(problems)} warning(s))" if problems else "catalog ok")
 
 
 @catalog_app.command("gc")
@@ -363,17 +418,21 @@ def gc_command(
     dry_run: Annotated[bool, typer.Option("--dry-run", help="List what would be deleted; delete nothing.")] = False,
 ) -> None:
     """Delete media no row names and temporary files of writes cut short (left by killed runs)."""
+    from catalog.export import gc_exports
+
+    cat = open_catalog(catalog)
     try:
-        result = open_catalog(catalog).gc(older_than_s=older_than_h * 3600, dry_run=dry_run)
+        result = cat.gc(older_than_s=older_than_h * 3600, dry_run=dry_run)
+        exports = gc_exports(cat, older_than_s=older_than_h * 3600, dry_run=dry_run)  # what killed exports left
     except CatalogError as exc:
         _err(str(exc))
         raise typer.Exit(EXIT_ERROR) from None
-    for path in [*result["orphan_media"], *result["partial_writes"]]:
+    for path in [*result["orphan_media"], *result["partial_writes"], *exports]:
         typer.echo(path)
     verb = "would delete" if dry_run else "deleted"
     typer.echo(
-        f"{verb} {len(result['orphan_media'])} unnamed media file(s) and {len(result['partial_writes'])} partial "
-        f"write(s); {result['referenced']} media uris are named by rows"
+        f"{verb} {len(result['orphan_media'])} unnamed media file(s), {len(result['partial_writes'])} partial "
+        f"write(s) and {len(exports)} file(s) of killed exports; {result['referenced']} media uris are named by rows"
     )
 
 

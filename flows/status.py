@@ -1,27 +1,59 @@
 """What ``vpf status`` shows: the last runs, rows per table, failures by stage and reason, and where the latest run
-spent its time (``stage_timings``)."""
+spent its time (``stage_timings``). A run that stopped without a final status shows as ``interrupted``
+(``catalog.maintenance.run_state``); every text is redacted (``catalog.redact``), old rows included."""
 
 from __future__ import annotations
 
+import time
+from datetime import datetime, timezone
 from typing import Any
 
+import duckdb
+
+from catalog.maintenance import run_state
+from catalog.redact import redact
 from catalog.schema import TABLES
-from catalog.store import Catalog
+from catalog.store import MISSING_FRAGMENT_ATTEMPTS, Catalog, is_missing_file
 from tasks.timings import STAGES
 
 
-def catalog_status(catalog: str, *, last: int = 5) -> dict[str, Any]:
-    """``{"runs": [...], "rows": {table: n}, "failures": [{stage, reason, count, example}], "stages": {"run_id": ...,
-    "rows": [{stage, batches, items, wall_s, cpu_s}]}}`` (latest row per id; stages of the newest run that recorded
-    timings, in pipeline order)."""
+def catalog_status(catalog: str, *, last: int = 5, now: datetime | None = None) -> dict[str, Any]:
+    """``{"catalog": url, "runs": [...], "rows": {table: n}, "failures": [{stage, reason, count, example}], "stages":
+    {"run_id": ..., "rows": [{stage, batches, items, wall_s, cpu_s}]}}`` (latest row per id; stages of the newest run
+    that recorded timings, in pipeline order). A run's ``status`` is as of ``now`` (default: the clock), its
+    ``heartbeat_at`` the last time it was heard of. A fragment deleted while it is read (a compaction, a run's
+    superseded heartbeat) makes it read again."""
     cat = Catalog(catalog)
+    for attempt in range(MISSING_FRAGMENT_ATTEMPTS):
+        try:
+            report = _read(cat, last)
+            break
+        except duckdb.Error as exc:
+            if attempt + 1 == MISSING_FRAGMENT_ATTEMPTS or not is_missing_file(exc):
+                raise
+            time.sleep(0.01 * 2**attempt)
+    now = now or datetime.now(timezone.utc)
+    for run in report["runs"]:
+        heartbeat_s = run.pop("heartbeat_s")
+        run["status"] = run_state(run["status"], run["heartbeat_at"], heartbeat_s, None, now)
+        run["source"] = redact(run["source"])
+    for failure in report["failures"]:
+        failure["example"] = redact(failure["example"])
+    return {"catalog": redact(cat.url), **report}
+
+
+def _read(cat: Catalog, last: int) -> dict[str, Any]:
+    """The rows of the report as stored (see :func:`catalog_status`)."""
     con = cat.connect()
     try:
         runs = (
             con.table("runs")
             .order("started_at DESC NULLS LAST, created_at DESC")
             .limit(last)
-            .select("run_id, status, started_at, finished_at, source, n_clips, n_pairs, n_failures")
+            .select(
+                "run_id, status, started_at, finished_at, source, n_clips, n_pairs, n_failures, "
+                "coalesce(heartbeat_at, created_at) AS heartbeat_at, heartbeat_s"
+            )
             .to_arrow_table()
             .to_pylist()
         )
@@ -41,15 +73,15 @@ def catalog_status(catalog: str, *, last: int = 5) -> dict[str, Any]:
         if latest:
             order = ", ".join(f"'{s}'" for s in STAGES)
             stages["rows"] = (
-                con.execute(
+                con.sql(
                     "SELECT stage, count(DISTINCT batch) AS batches, sum(items) AS items, round(sum(wall_s), 2) AS "
                     "wall_s, round(sum(cpu_s), 2) AS cpu_s FROM stage_timings WHERE run_id IS NOT DISTINCT FROM ? "
                     f"GROUP BY stage ORDER BY list_position([{order}], stage) NULLS LAST, stage",
-                    [latest[0][0]],
+                    params=[latest[0][0]],
                 )
                 .to_arrow_table()
                 .to_pylist()
             )
     finally:
         con.close()
-    return {"catalog": cat.url, "runs": runs, "rows": rows, "failures": failures, "stages": stages}
+    return {"runs": runs, "rows": rows, "failures": failures, "stages": stages}

@@ -3,7 +3,8 @@
 :func:`discover_sources` turns a video, a folder, a glob, a manifest (columns :data:`MANIFEST_COLUMNS`) or a
 VPData/VPBench CSV into ``SourceItem``s, with masks found next to videos (:func:`sibling_mask`) or named by the
 manifest. A bad row becomes a :class:`Failure` and the other rows go on. With ``roots`` set, every video and mask
-must lie under one of them (after resolving ``..`` and symlinks), else the row fails with ``outside_roots``.
+must lie under one of them (after resolving ``..`` and symlinks), else the row fails with ``outside_roots``; the
+items carry the roots, and every file opened for them later is checked again when opened (:func:`resolve_within_roots`).
 """
 
 from __future__ import annotations
@@ -13,8 +14,8 @@ import io
 import json
 import os
 import posixpath
-from collections.abc import Iterator, Mapping
-from typing import Any
+from collections.abc import Iterator, Mapping, Sequence
+from typing import IO, Any
 
 import fsspec
 
@@ -55,10 +56,24 @@ VPDATA_COLUMNS = (
 """VPData/VPBench columns we read or knowingly ignore (``fps`` is re-probed from the file; the image/edit prompt
 columns belong to the benchmark)."""
 
+MAX_MANIFEST_LINE_CHARS = 1 << 20
+"""The longest line of a CSV or JSONL manifest read (characters): a longer line is refused as that row's ``bad_row``
+without being held, so one line cannot take the worker's memory."""
+
+MAX_PARQUET_FOOTER_BYTES = 16 << 20
+"""The largest Parquet footer (its metadata) parsed; a manifest declaring more fails with ``bad_manifest``."""
+
+MAX_PARQUET_ROW_GROUP_BYTES = 256 << 20
+"""The largest Parquet row group read (uncompressed bytes its metadata declares); its rows fail with ``bad_row``."""
+
 
 # --------------------------------------------------------------------------------------------------------- paths
 def _has_protocol(uri: str) -> bool:
     return "://" in uri
+
+
+def _is_local(uri: str) -> bool:
+    return not _has_protocol(uri) or uri.startswith("file://")
 
 
 def _normalise(uri: str) -> str:
@@ -85,16 +100,30 @@ def _parent(uri: str) -> str:
     return os.path.dirname(os.path.abspath(uri[len("file://") :] if uri.startswith("file://") else uri))
 
 
-def within_roots(uri: str, roots: list[str] | None) -> bool:
+def within_roots(uri: str, roots: Sequence[str] | None) -> bool:
     """True when ``roots`` is unset or ``uri`` lies under one of them (``..`` and symlinks resolved)."""
-    if not roots:
-        return True
-    target = _normalise(uri)
+    return not roots or _under(_normalise(uri), roots)
+
+
+def _under(target: str, roots: Sequence[str]) -> bool:
     for root in roots:
         base = _normalise(root).rstrip("/")
         if target == base or target.startswith(base + "/"):
             return True
     return False
+
+
+def resolve_within_roots(uri: str, roots: Sequence[str] | None) -> str:
+    """The path to open for ``uri``, checked when it is about to be opened: for a local path (or ``file://`` URL)
+    its real path, ``..`` and every symlink resolved now, so a file swapped for a link after discovery is caught; a
+    remote URL is returned as it is, checked by its normalised prefix. Open the returned path, not ``uri``.
+
+    Raises ``InputError`` ``outside_roots`` when ``roots`` is set and the file lies under none of them.
+    """
+    target = _normalise(uri)
+    if roots and not _under(target, roots):
+        raise _outside(uri, roots)
+    return target if _is_local(uri) else uri
 
 
 def _unstrip(fs: Any, path: str, like: str) -> str:
@@ -109,7 +138,7 @@ def _unstrip(fs: Any, path: str, like: str) -> str:
 
 # --------------------------------------------------------------------------------------------------------- public
 def discover_sources(
-    source: str, *, roots: list[str] | None = None, storage_options: Mapping[str, Any] | None = None
+    source: str, *, roots: Sequence[str] | None = None, storage_options: Mapping[str, Any] | None = None
 ) -> tuple[list[SourceItem], list[Failure]]:
     """Expand ``source`` (a video, folder, glob, manifest or VPData CSV) into work items.
 
@@ -167,8 +196,12 @@ def discover_sources(
         elif mask is not None and not within_roots(mask, roots):
             failures.append(_failure(mask, _outside(mask, roots)))
         else:
-            items.append(SourceItem(uri=uri, mask_uri=mask))
+            items.append(SourceItem(uri=uri, mask_uri=mask, roots=_roots(roots)))
     return items, failures
+
+
+def _roots(roots: Sequence[str] | None) -> tuple[str, ...] | None:
+    return tuple(str(root) for root in roots) if roots else None
 
 
 def sibling_mask(fs: Any, video: str, *, root: str | None = None, listing: set[str] | None = None) -> str | None:
@@ -209,61 +242,185 @@ def _failure(item_id: str, exc: InputError) -> Failure:
     return Failure.from_exception("ingest", "source", item_id, exc)
 
 
-def _outside(uri: str, roots: list[str] | None) -> InputError:
-    return InputError(uri, "outside_roots", f"path is outside the allowed roots {roots}")
+def _outside(uri: str, roots: Sequence[str] | None) -> InputError:
+    return InputError(uri, "outside_roots", f"path is outside the allowed roots {list(roots or [])}")
 
 
 # --------------------------------------------------------------------------------------------------------- manifests
-def _read_rows(source: str, fs: Any, path: str) -> tuple[list[str], Iterator[tuple[int, dict[str, Any] | Exception]]]:
-    """``(columns, rows)``; a row that cannot be parsed is yielded as the exception."""
+class _LongLine(ValueError):
+    """A manifest line longer than :data:`MAX_MANIFEST_LINE_CHARS`."""
+
+
+class _BoundedLines:
+    """The lines of a text stream, each read with at most :data:`MAX_MANIFEST_LINE_CHARS` characters held: a longer
+    line is read past in pieces and its ``next()`` raises :class:`_LongLine`; iteration goes on with the next line
+    (so ``csv.reader`` can go on too)."""
+
+    def __init__(self, text: IO[str]):
+        self.text = text
+        self.number = 0  # lines read so far
+
+    def __iter__(self) -> _BoundedLines:
+        return self
+
+    def __next__(self) -> str:
+        line = self.text.readline(MAX_MANIFEST_LINE_CHARS + 1)
+        if not line:
+            raise StopIteration
+        self.number += 1
+        if len(line) > MAX_MANIFEST_LINE_CHARS:
+            while line and not line.endswith(("\n", "\r")):
+                line = self.text.readline(MAX_MANIFEST_LINE_CHARS)
+            raise _LongLine(f"line {self.number} is longer than {MAX_MANIFEST_LINE_CHARS} characters")
+        return line
+
+
+Rows = Iterator[tuple[int, dict[str, Any] | Exception]]
+
+
+def _read_rows(source: str, fs: Any, path: str) -> tuple[list[str], Rows]:
+    """``(columns, rows)``, the rows read as they are iterated; a row that cannot be parsed (or is too long, see
+    :data:`MAX_MANIFEST_LINE_CHARS`, :data:`MAX_PARQUET_ROW_GROUP_BYTES`) is yielded as the exception. Memory holds
+    one line (CSV), the parsed rows (JSONL, whose columns are known only once every line is read) or one row group
+    (Parquet), never the whole file's bytes. Raises ``ValueError``/``OSError`` when the header cannot be read."""
     lower = source.lower()
     if lower.endswith(".parquet"):
-        import pyarrow.parquet as pq
+        return _parquet_rows(source, fs, path)
+    f = fs.open(path, "rb")
+    try:
+        text = io.TextIOWrapper(f, encoding="utf-8-sig", newline="" if lower.endswith(".csv") else None)
+        lines = _BoundedLines(text)
+        if lower.endswith(".csv"):
+            reader = csv.DictReader(lines)
+            columns = [c.strip() for c in (reader.fieldnames or [])]
+            return columns, _csv_rows(source, reader, text)
+        with text:
+            return _jsonl_rows(source, lines)
+    except BaseException:
+        f.close()
+        raise
 
-        with fs.open(path, "rb") as f:
-            table = pq.read_table(f)
-        return list(table.column_names), iter(enumerate(table.to_pylist()))
-    text = fs.cat_file(path).decode("utf-8-sig")
-    if lower.endswith(".csv"):
-        reader = csv.DictReader(io.StringIO(text))
-        columns = [c.strip() for c in (reader.fieldnames or [])]
 
-        def csv_rows() -> Iterator[tuple[int, dict[str, Any] | Exception]]:
-            for i, row in enumerate(reader):
-                if None in row:  # more cells than header columns
-                    yield i, InputError(f"{source}#row={i}", "bad_row", f"row {i} has more cells than the header")
-                else:
-                    yield i, {k.strip(): v for k, v in row.items()}
+def _csv_rows(source: str, reader: csv.DictReader, text: IO[str]) -> Rows:
+    with text:
+        index = 0
+        while True:
+            try:
+                row = next(reader)
+            except StopIteration:
+                return
+            except (_LongLine, csv.Error) as exc:  # the reader starts the next row afresh
+                yield index, InputError(f"{source}#row={index}", "bad_row", f"row {index}: {exc}")
+                index += 1
+                continue
+            if None in row:  # more cells than header columns
+                message = f"row {index} has more cells than the header"
+                yield index, InputError(f"{source}#row={index}", "bad_row", message)
+            else:
+                yield index, {k.strip(): v for k, v in row.items()}
+            index += 1
 
-        return columns, csv_rows()
-    lines = [(i, line) for i, line in enumerate(text.splitlines()) if line.strip()]
+
+def _jsonl_rows(source: str, lines: _BoundedLines) -> tuple[list[str], Rows]:
     parsed: list[tuple[int, dict[str, Any] | Exception]] = []
     columns: list[str] = []
-    for n, (i, line) in enumerate(lines):
+    while True:
+        n = len(parsed)
+        try:
+            line = next(lines)
+        except StopIteration:
+            break
+        except _LongLine as exc:
+            parsed.append((n, InputError(f"{source}#row={n}", "bad_row", str(exc))))
+            continue
+        if not line.strip():
+            continue
         try:
             row = json.loads(line)
             if not isinstance(row, dict):
                 raise ValueError("not a JSON object")
         except ValueError as exc:
-            parsed.append(
-                (n, InputError(f"{source}#row={n}", "bad_row", f"line {i + 1} is not a JSON object ({exc})"))
-            )
+            message = f"line {lines.number} is not a JSON object ({exc})"
+            parsed.append((n, InputError(f"{source}#row={n}", "bad_row", message)))
             continue
         columns.extend(k for k in row if k not in columns)
         parsed.append((n, row))
     return columns, iter(parsed)
 
 
+def _parquet_rows(source: str, fs: Any, path: str) -> tuple[list[str], Rows]:
+    """A Parquet manifest read one row group at a time; its footer and each row group's declared size are checked
+    before they are read (:data:`MAX_PARQUET_FOOTER_BYTES`, :data:`MAX_PARQUET_ROW_GROUP_BYTES`)."""
+    import pyarrow.parquet as pq
+
+    size = int(fs.size(path))
+    f = fs.open(path, "rb")
+    try:
+        f.seek(max(0, size - 8))
+        tail = f.read(8)
+        if len(tail) < 8 or tail[4:] != b"PAR1":
+            raise ValueError("not a Parquet file (no PAR1 footer)")
+        footer = int.from_bytes(tail[:4], "little")
+        if footer > MAX_PARQUET_FOOTER_BYTES:
+            raise ValueError(f"its metadata declares {footer} bytes; at most {MAX_PARQUET_FOOTER_BYTES} are read")
+        f.seek(0)
+        parquet = pq.ParquetFile(f)
+        columns = list(parquet.schema_arrow.names)
+    except BaseException:
+        f.close()
+        raise
+
+    def rows() -> Rows:
+        with f:
+            index = 0
+            for group in range(parquet.metadata.num_row_groups):
+                meta = parquet.metadata.row_group(group)
+                declared = max(
+                    meta.total_byte_size,
+                    sum(meta.column(c).total_uncompressed_size for c in range(meta.num_columns)),
+                )
+                if declared > MAX_PARQUET_ROW_GROUP_BYTES:
+                    where = f"{source}#row={index}"
+                    message = (
+                        f"rows {index}..{index + meta.num_rows - 1} (row group {group}) declare {declared} bytes; "
+                        f"at most {MAX_PARQUET_ROW_GROUP_BYTES} are read at once"
+                    )
+                    yield index, InputError(where, "bad_row", message)
+                    index += meta.num_rows
+                    continue
+                for row in parquet.read_row_group(group).to_pylist():
+                    yield index, row
+                    index += 1
+
+    return columns, rows()
+
+
+def _until_unreadable(source: str, rows: Rows) -> Rows:
+    """``rows`` until the file stops being readable part way (a decoding error, a damaged row group): then one
+    ``bad_manifest`` error, and the rows read so far stand."""
+    while True:
+        try:
+            row = next(rows)
+        except StopIteration:
+            return
+        except (ValueError, OSError, csv.Error) as exc:
+            yield -1, InputError(source, "bad_manifest", f"manifest stops being readable ({exc})")
+            return
+        yield row
+
+
 def _discover_manifest(
-    source: str, fs: Any, path: str, roots: list[str] | None, options: dict[str, Any]
+    source: str, fs: Any, path: str, roots: Sequence[str] | None, options: dict[str, Any]
 ) -> tuple[list[SourceItem], list[Failure]]:
     if not fs.exists(path):
         return [], [_failure(source, InputError(source, "not_found", "manifest not found"))]
-    if not within_roots(source, roots):
-        return [], [_failure(source, _outside(source, roots))]
     try:
-        columns, rows = _read_rows(source, fs, path)
-    except (ValueError, OSError, UnicodeDecodeError) as exc:
+        resolved = resolve_within_roots(source, roots)  # checked as it is opened
+    except InputError as exc:
+        return [], [_failure(source, exc)]
+    try:
+        columns, rows = _read_rows(source, fs, resolved if _is_local(source) else path)
+    except (ValueError, OSError, UnicodeDecodeError, csv.Error) as exc:
         return [], [_failure(source, InputError(source, "bad_manifest", f"manifest is not readable ({exc})"))]
     vpdata = "uri" not in columns and {"path", "mask_id"} <= set(columns)
     known = VPDATA_COLUMNS if vpdata else MANIFEST_COLUMNS
@@ -276,7 +433,7 @@ def _discover_manifest(
         return [], [_failure(source, InputError(source, "unknown_columns", message))]
     base_dir = _parent(source)
     items, failures = [], []
-    for index, row in rows:
+    for index, row in _until_unreadable(source, rows):
         if isinstance(row, Exception):
             failures.append(_failure(getattr(row, "input", f"{source}#row={index}"), row))
             continue
@@ -298,6 +455,7 @@ def _discover_manifest(
             where = f"{source}#row={index}"
             failures.append(Failure.unexpected("ingest", "source", where, exc, where))
             continue
+        item.roots = _roots(roots)
         items.append(item)
     return items, failures
 

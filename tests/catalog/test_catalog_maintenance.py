@@ -276,3 +276,40 @@ def test_gc_collects_unnamed_media_and_partial_writes_only(catalog: Catalog) -> 
     assert done["deleted"] == 2 and not Path(catalog.path(unnamed)).exists() and not partial.exists()
     assert sorted(str(p) for p in Path(catalog.path("media")).rglob("*") if p.is_file()) == named
     assert catalog.check() == []
+
+
+def test_run_state_reads_a_stale_running_row_as_interrupted() -> None:
+    from datetime import datetime, timezone
+
+    from catalog.maintenance import HEARTBEAT_S, STALE_BEATS, run_state
+
+    now = datetime(2026, 1, 1, 12, tzinfo=timezone.utc)
+    beat = now - timedelta(seconds=10)
+    assert run_state("running", beat, 5.0, None, now) == "running"  # 10 s: two beats of 5 s
+    assert run_state("running", beat, 2.0, None, now) == "interrupted"  # five beats of 2 s missed
+    assert run_state("completed", now - timedelta(days=9), 2.0, None, now) == "completed"  # final states stay
+    old = now - timedelta(seconds=STALE_BEATS * HEARTBEAT_S + 1)
+    assert run_state("running", None, None, old, now) == "interrupted"  # a row from before heartbeats: created_at
+    assert run_state("running", None, None, now - timedelta(seconds=HEARTBEAT_S), now) == "running"
+
+
+def test_check_warns_of_interrupted_runs_without_rewriting_them(catalog: Catalog) -> None:
+    from datetime import datetime, timezone
+
+    from catalog.maintenance import HEARTBEAT_S, STALE_BEATS
+
+    now = datetime.now(timezone.utc)
+    stale = now - timedelta(seconds=STALE_BEATS * 0.5 + 5)
+    runs = [
+        {"run_id": "run_killed", "status": "running", "heartbeat_at": stale, "heartbeat_s": 0.5, "created_at": stale,
+         "source": "https://user:SECRET@host/manifest.csv", "host": "h"},
+        {"run_id": "run_live", "status": "running", "heartbeat_at": now, "heartbeat_s": HEARTBEAT_S},
+        {"run_id": "run_done", "status": "running", "heartbeat_at": stale, "heartbeat_s": 0.5, "created_at": stale},
+    ]  # fmt: skip
+    catalog.append("runs", runs)
+    catalog.append("runs", [{**runs[2], "status": "completed", "heartbeat_at": now, "created_at": now}])
+    problems = catalog.check()
+    assert [(p.kind, p.subject, p.severity) for p in problems] == [("interrupted_run", "run_killed", "warning")]
+    assert "SECRET" not in str(problems[0]) and "https://***@host/manifest.csv" in str(problems[0])
+    stored = catalog.query("SELECT run_id, status FROM runs ORDER BY run_id").to_pylist()
+    assert [r["status"] for r in stored] == ["completed", "running", "running"]  # history as written

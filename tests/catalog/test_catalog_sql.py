@@ -1,11 +1,15 @@
-"""Read-only SQL: every rejected statement kind, file/environment access, and the sandbox underneath."""
+"""Read-only SQL: every rejected statement kind, file/environment access, CTE scopes, nesting bounds, and the sandbox
+underneath."""
 
 from __future__ import annotations
+
+import json
+from pathlib import Path
 
 import duckdb
 import pytest
 
-from catalog.sql import SqlRejected, check_read_only
+from catalog.sql import MAX_PARENTHESES, MAX_TREE_DEPTH, SqlRejected, check_read_only
 from catalog.store import Catalog
 from tests.catalog.catalog_data import build_graph
 
@@ -169,9 +173,180 @@ def test_read_only_on_every_root(any_catalog: Catalog) -> None:
         con.execute("SELECT * FROM read_text('/etc/passwd')")
 
 
-def test_cte_name_shadowing_a_path_cannot_read_the_file(catalog: Catalog) -> None:
-    """A CTE named like a file passes the parser check outside its scope; the sandbox still refuses the file."""
-    sql = 'SELECT * FROM (WITH "/etc/passwd" AS (SELECT 1) SELECT 1), "/etc/passwd"'
-    check_read_only(sql)
-    with pytest.raises(duckdb.CatalogException, match="/etc/passwd"):
+def _old_cte_names(sql: str) -> set[str]:
+    """What the old check took for CTE names: every ``cte_map`` key anywhere in the tree, whatever its scope (its
+    tables were the views plus these, so any of these names passed as a table everywhere in the query)."""
+    tree = json.loads(duckdb.execute("SELECT json_serialize_sql(?)", [sql]).fetchone()[0])
+    names, stack = set(), [tree]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, dict):
+            names.update(e["key"].lower() for e in (node.get("cte_map") or {}).get("map", []))
+            stack.extend(node.values())
+        elif isinstance(node, list):
+            stack.extend(node)
+    return names
+
+
+@pytest.fixture
+def secret(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A file a query must never read, in the working directory (also as ``main.<name>``, what DuckDB opens for a
+    qualified ``main."<name>"`` it finds no table for); its non-ASCII name tells DuckDB's ASCII-only case folding
+    from Python's."""
+    monkeypatch.chdir(tmp_path)
+    for name in ("sécret.csv", "main.sécret.csv"):
+        (tmp_path / name).write_text("secret\nTOPSECRET\n")
+    return tmp_path / "sécret.csv"
+
+
+def _plain_duckdb_reads_secret(sql: str) -> bool:
+    """Whether ``sql`` reads the secret on a DuckDB connection with no sandbox (one view ``pairs``)."""
+    con = duckdb.connect(":memory:")
+    con.execute("CREATE VIEW pairs AS SELECT 1 AS secret")
+    try:
+        text = str(con.execute(sql).fetchall())
+    except duckdb.Error as exc:
+        text = str(exc)
+    finally:
+        con.close()
+    return "TOPSECRET" in text
+
+
+# Names that resolve to the file, not to a CTE, though a CTE of that name exists somewhere in the query.
+LEAKS = {
+    "defined in a FROM subquery": "SELECT * FROM (WITH {s} AS (SELECT 1) SELECT 1), {s}",
+    "defined in an EXISTS subquery": "SELECT * FROM {s} WHERE EXISTS (WITH {s} AS (SELECT 1) SELECT 1)",
+    "defined in another CTE's body": "WITH a AS (WITH {s} AS (SELECT 7 AS secret) SELECT * FROM {s}) SELECT * FROM {s}",
+    "forward reference": "WITH a AS (SELECT * FROM {s}), {s} AS (SELECT 1 AS secret) SELECT * FROM a",
+    "self reference": "WITH {s} AS (SELECT * FROM {s}) SELECT * FROM {s}",
+    "RECURSIVE without a recursive union": "WITH RECURSIVE {s} AS (SELECT * FROM {s}) SELECT * FROM {s}",
+    "anchor of a recursive CTE": (
+        "WITH RECURSIVE {s} AS (SELECT * FROM {s} UNION ALL SELECT * FROM {s} WHERE false) SELECT * FROM {s}"
+    ),
+    "non-ASCII case": "WITH {S} AS (SELECT 7 AS secret) SELECT * FROM {s}",
+    "qualified name": "WITH {s} AS (SELECT 7 AS secret) SELECT * FROM main.{s}",
+}
+
+
+@pytest.mark.parametrize("shape", LEAKS)
+def test_a_cte_name_out_of_scope_is_refused(shape: str, secret: Path) -> None:
+    """Each statement reads the secret on plain DuckDB (the control), named a CTE the old check collected from the
+    whole query (so it passed), and is now refused."""
+    sql = LEAKS[shape].format(s=f'"{secret.name}"', S=f'"{secret.name.upper()}"')
+    assert _plain_duckdb_reads_secret(sql), "control: this shape must read the file without a sandbox"
+    assert secret.name.lower() in _old_cte_names(sql) or secret.name.upper().lower() in _old_cte_names(sql)
+    with pytest.raises(SqlRejected, match="not a catalog view"):
+        check_read_only(sql, allowed_tables={"pairs"})
+
+
+# CTE names used where DuckDB binds them to the CTE: accepted, and they never read the file of the same name.
+IN_SCOPE = {
+    "both sides of a UNION": "WITH {s} AS (SELECT 7 AS secret) SELECT * FROM {s} UNION ALL SELECT * FROM {s}",
+    "scalar subquery": "WITH {s} AS (SELECT 7 AS secret) SELECT (SELECT max(secret) FROM {s}) AS secret",
+    "IN subquery": "WITH {s} AS (SELECT 7 AS secret) SELECT * FROM pairs WHERE 1 NOT IN (SELECT secret FROM {s})",
+    "later CTE, nested": (
+        "WITH {s} AS (SELECT 7 AS secret), b AS (SELECT * FROM (SELECT * FROM {s})) SELECT * FROM b JOIN {s} USING (secret)"
+    ),
+    "LATERAL subquery's own WITH": (
+        "SELECT * FROM (SELECT 1) t(one), LATERAL (WITH {s} AS (SELECT 7 AS secret) SELECT * FROM {s})"
+    ),
+    "recursive CTE": (
+        "WITH RECURSIVE {s} AS (SELECT 1 AS secret UNION ALL SELECT secret + 1 FROM {s} WHERE secret < 3) "
+        "SELECT * FROM {s}"
+    ),
+    "recursive CTE through a subquery": (
+        "WITH RECURSIVE {s} AS (SELECT 1 AS secret UNION SELECT secret + 1 FROM (SELECT * FROM {s}) WHERE secret < 3) "
+        "SELECT * FROM {s}"
+    ),
+    "MATERIALIZED": "WITH {s} AS MATERIALIZED (SELECT 7 AS secret) SELECT * FROM {s}",
+    "recursive CTE USING KEY": (
+        "WITH RECURSIVE {s}(secret) USING KEY (secret) AS (SELECT 1 UNION SELECT secret + 1 FROM {s} WHERE secret < 3) "
+        "SELECT * FROM {s}"
+    ),
+    "ASCII case": "WITH {A} AS (SELECT 7 AS secret) SELECT * FROM {s}",
+    "DESCRIBE of a CTE": "WITH {s} AS (SELECT 7 AS secret) SELECT * FROM (DESCRIBE {s})",
+    "shadowing a view": "WITH pairs AS (SELECT 7 AS secret) SELECT * FROM pairs",
+}
+
+
+@pytest.mark.parametrize("shape", IN_SCOPE)
+def test_a_cte_in_scope_is_accepted_and_never_reads_the_file(shape: str, secret: Path) -> None:
+    ascii_upper = "".join(c.upper() if c.isascii() else c for c in secret.name)
+    sql = IN_SCOPE[shape].format(s=f'"{secret.name}"', A=f'"{ascii_upper}"')
+    check_read_only(sql, allowed_tables={"pairs"})
+    assert not _plain_duckdb_reads_secret(sql)
+
+
+def test_cte_scopes_on_a_catalog(catalog: Catalog) -> None:
+    """The old regression statement (a path named by a CTE of a subquery) is refused before it runs; nested CTEs
+    used where they are in scope run."""
+    build_graph(catalog, n_renders=1)
+    with pytest.raises(SqlRejected, match="/etc/passwd"):
+        catalog.query('SELECT * FROM (WITH "/etc/passwd" AS (SELECT 1) SELECT 1), "/etc/passwd"', read_only=True)
+    hidden = f'"{catalog.fragments("pairs")[0]}"'  # a raw fragment under the root
+    sql = f"SELECT * FROM (WITH {hidden} AS (SELECT 1) SELECT 1), {hidden}"
+    assert hidden.strip('"').lower() in _old_cte_names(sql)  # so the old check passed it
+    con = catalog.connect(read_only_guard=True)
+    try:
+        assert con.execute(sql).fetchall()  # control: the sandbox alone lets a file under the root through
+    finally:
+        con.close()
+    with pytest.raises(SqlRejected, match="not a catalog view"):
         catalog.query(sql, read_only=True)
+    nested = (
+        "WITH a AS (SELECT pair_id, edit_type FROM pairs), b AS (SELECT * FROM a WHERE edit_type IN "
+        "(SELECT edit_type FROM a)) SELECT count(*) AS n FROM b WHERE pair_id IN (SELECT pair_id FROM a)"
+    )
+    assert catalog.query(nested, read_only=True).to_pylist() == [{"n": 2}]
+    counted = "WITH RECURSIVE t(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM t WHERE i < 5) SELECT sum(i) AS s FROM t"
+    assert catalog.query(counted, read_only=True).to_pylist() == [{"s": 15}]
+
+
+DEEP = {
+    "calls": lambda n: "SELECT " + "abs(" * n + "1" + ")" * n,
+    "subqueries": lambda n: "SELECT * FROM " + "(SELECT * FROM " * n + "pairs" + ")" * n,
+    "parentheses": lambda n: "SELECT " + "(" * n + "1" + ")" * n,
+    "operator chain": lambda n: "SELECT " + " + ".join(["1"] * n),
+    "CASE": lambda n: "SELECT " + "CASE WHEN true THEN " * n + "1" + " END" * n,
+    "string concatenation": lambda n: "SELECT " + " || ".join(["'x'"] * n),
+}
+
+
+@pytest.mark.parametrize("depth", [450, 5000])
+@pytest.mark.parametrize("kind", DEEP)
+def test_deep_nesting_is_refused_not_a_crash(kind: str, depth: int) -> None:
+    with pytest.raises(SqlRejected, match="nested too deeply"):
+        check_read_only(DEEP[kind](depth))
+
+
+def test_the_old_check_crashed_on_450_nested_calls() -> None:
+    """Control: the old check decoded the syntax tree with ``json.loads`` and walked it recursively; at 450 nested
+    calls the decoding alone raises ``RecursionError``."""
+    text = duckdb.execute("SELECT json_serialize_sql(?)", [DEEP["calls"](450)]).fetchone()[0]
+    with pytest.raises(RecursionError):
+        json.loads(text)
+
+
+@pytest.mark.parametrize(
+    ("kind", "depth"), [("calls", 30), ("subqueries", 12), ("parentheses", MAX_PARENTHESES - 1), ("CASE", 20)]
+)
+def test_reasonable_nesting_is_accepted_and_runs(kind: str, depth: int, catalog: Catalog) -> None:
+    build_graph(catalog, n_renders=1)
+    sql = DEEP[kind](depth)
+    check_read_only(sql)
+    assert catalog.query(sql, read_only=True).num_rows > 0
+
+
+def test_nesting_bounds_are_exact() -> None:
+    """Parentheses: ``MAX_PARENTHESES`` levels pass, one more is refused; the syntax tree takes 3 levels per operator
+    of a chain, so a chain of about ``MAX_TREE_DEPTH / 3`` operators is the longest that passes."""
+    check_read_only(DEEP["parentheses"](MAX_PARENTHESES))
+    with pytest.raises(SqlRejected, match=f"more than {MAX_PARENTHESES} levels of parentheses"):
+        check_read_only(DEEP["parentheses"](MAX_PARENTHESES + 1))
+    check_read_only(DEEP["operator chain"](MAX_TREE_DEPTH // 3 - 5))
+    with pytest.raises(SqlRejected, match=f"more than {MAX_TREE_DEPTH} levels deep"):
+        check_read_only(DEEP["operator chain"](MAX_TREE_DEPTH // 3 + 5))
+
+
+def test_parentheses_in_strings_and_comments_do_not_count() -> None:
+    check_read_only("SELECT '" + "(" * 500 + "' AS s -- " + "(" * 500 + "\n, 1 /* " + "(" * 500 + " */")

@@ -5,18 +5,17 @@ from __future__ import annotations
 import csv
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-import psutil
 import pyarrow.parquet as pq
 import pytest
 
 from catalog.store import Catalog
 from tests.corpus import BAD_CORPUS_EXPECTED, write_bad_corpus, write_good_clips
+from tests.flows.conftest import kill_tree
 
 
 VPF = str(Path(sys.executable).parent / "vpf")
@@ -29,46 +28,51 @@ MEDIA_COLUMNS = {
 }
 
 
-@pytest.fixture(scope="module")
-def vpf_env(tmp_path_factory: pytest.TempPathFactory, prefect_harness) -> dict[str, str]:
-    """``vpf`` subprocesses talk to the session harness's API: a running API as a deployment would have, and no
-    ephemeral server to start per process (about 10 s each; ``vpf demo`` covers ephemeral mode)."""
-    from prefect.settings import PREFECT_API_URL
-
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
-    home = tmp_path_factory.mktemp("prefect-home")
-    return {
-        **env,
-        "PREFECT_HOME": str(home),
-        "PREFECT_API_URL": PREFECT_API_URL.value(),
-        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-        "DO_NOT_TRACK": "1",
-    }
-
-
 def _raw(cat: Catalog, table: str, column: str) -> list:
     return [
         v for path in cat.fragments(table) for v in pq.read_table(cat.fs.open(path, "rb")).column(column).to_pylist()
     ]
 
 
-def _kill_tree(pid: int) -> None:
-    try:
-        family = [psutil.Process(pid), *psutil.Process(pid).children(recursive=True)]
-    except psutil.NoSuchProcess:
-        return
-    for p in family:
-        try:
-            p.send_signal(signal.SIGKILL)
-        except psutil.NoSuchProcess:
-            pass
-    psutil.wait_procs(family, timeout=10)
-
-
 def test_usage_errors_exit_2(vpf_env, tmp_path) -> None:
     for bad in (["--segmenter", "magic"], ["--height", "63"], ["--engine", "gpt"]):
         result = subprocess.run([VPF, "run", str(tmp_path), *bad], env=vpf_env, capture_output=True, text=True)
         assert result.returncode == 2, (bad, result.stdout, result.stderr)
+
+
+def test_a_missing_source_exits_2_in_one_line_and_writes_nothing(vpf_env, tmp_path) -> None:
+    (tmp_path / "empty").mkdir()
+    for source in (str(tmp_path / "missing.csv"), str(tmp_path / "empty" / "*.mp4")):
+        catalog = tmp_path / "catalog"
+        result = subprocess.run(
+            [VPF, "run", source, "--catalog", str(catalog), *TINY_ARGS], env=vpf_env, capture_output=True, text=True,
+            timeout=300,
+        )  # fmt: skip
+        assert result.returncode == 2, result.stdout + result.stderr
+        lines = [line for line in result.stderr.splitlines() if line.strip()]
+        assert len(lines) == 1 and lines[0].startswith(f"vpf run: no source at {source} ("), result.stderr
+        assert not catalog.exists(), "a missing source created the catalog folder"
+
+
+def test_discover_raises_for_a_missing_source_only(tmp_path) -> None:
+    from tasks.config import RunConfig
+    from tasks.steps.discover import SourceNotFoundError, discover
+
+    (tmp_path / "empty").mkdir()
+    for source, detail in (
+        (tmp_path / "missing.csv", "manifest not found"),
+        (tmp_path / "missing", "no such file, folder or object"),
+        (tmp_path / "empty", "the folder holds no video file"),
+        (tmp_path / "empty" / "*.mp4", "the glob matches no video file"),
+    ):
+        with pytest.raises(SourceNotFoundError) as info:
+            discover(RunConfig(source=str(source), catalog=str(tmp_path / "cat")))
+        assert str(info.value) == f"no source at {source} ({detail})"
+    # negative control: a manifest that exists and names a missing video is a source; its row is a failure
+    manifest = tmp_path / "manifest.csv"
+    manifest.write_text("uri\nmissing.mp4\n")
+    items, failures = discover(RunConfig(source=str(manifest), catalog=str(tmp_path / "cat")))
+    assert items == [] and [f.reason for f in failures] == ["not_found"]
 
 
 def test_bad_inputs_become_failure_rows_and_exit_3(vpf_env, tmp_path) -> None:
@@ -135,7 +139,7 @@ def test_sigkill_then_rerun_records_every_pair_exactly_once(vpf_env, tmp_path) -
         assert proc.poll() is None, f"vpf run ended ({proc.returncode}) before it could be killed mid-run"
         assert cat.fragments("pairs"), "no pair was recorded within 240 s"
     finally:
-        _kill_tree(proc.pid)
+        kill_tree(proc.pid)
     first_pairs = set(_raw(cat, "pairs", "pair_id"))
     assert 0 < len(first_pairs) < 2 * 8, "the kill did not land mid-run"
     assert cat.query("SELECT status FROM runs").column(0).to_pylist() == ["running"]
@@ -165,16 +169,12 @@ def test_set_reaches_any_run_setting_and_bad_ones_are_usage_errors() -> None:
     from flows.cli_factory import build_config
 
     config = build_config(
-        ("max_failure_ratio", 0.1),
-        ("render.gpu_slots", 2),
-        ("render.accept_rule.min_psnr_bg", 25),
-        source="clips/",
-        catalog="memory://x",
-        render={"engine": "null", "seed": 1},
+        {"source": "clips/", "catalog": "memory://x", "render": {"engine": "null", "seed": 1}},
+        [("max_failure_ratio", 0.1), ("render.gpu_slots", 2), ("score.accept_rule.min_psnr_bg", 25)],
     )
     assert (config.max_failure_ratio, config.render.gpu_slots, config.render.seed) == (0.1, 2, 1)
-    assert config.render.engine == "null" and config.render.accept_rule.min_psnr_bg == 25
-    for bad, hint in ((("colour", "red"),), "--set"), ((("render.seed", "x"),), "--seed"):
+    assert config.render.engine == "null" and config.score.accept_rule.min_psnr_bg == 25
+    for bad, hint in ((("colour", "red"),), ["--set"]), ((("render.seed", "x"),), ["--seed"]):
         with pytest.raises(typer.BadParameter) as info:
-            build_config(*bad, source="clips/", catalog="memory://x")
-        assert info.value.param_hint == hint
+            build_config({"source": "clips/", "catalog": "memory://x"}, bad)
+        assert info.value.param_hint == hint  # the option's flags, as typer names an option

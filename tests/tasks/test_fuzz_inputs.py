@@ -7,6 +7,7 @@ from __future__ import annotations
 import csv
 import io
 import os
+import tempfile
 import uuid
 import zipfile
 from pathlib import Path
@@ -18,8 +19,8 @@ from hypothesis import strategies as st
 
 from catalog.store import Catalog
 from tasks.errors import InputError
-from tasks.ingest import ingest_batch, item_row_key
-from tasks.masks import encode_masks_npz, read_npz_masks
+from tasks.ingest import IngestOptions, ingest_batch, item_row_key
+from tasks.masks import MaskBounds, MaskRequest, encode_masks_npz, load_mask_frames, read_npz_masks
 from tasks.segment import ProvidedSegmenter
 from tasks.sources import discover_sources
 from tasks.types import SourceItem
@@ -131,6 +132,26 @@ def test_a_damaged_mask_file_is_refused_by_name_or_read_as_a_label_map(case: tup
     assert labels.ndim == 3 and labels.dtype.kind in "biu"
 
 
+@settings(FUZZ, max_examples=100)
+@given(DAMAGED_MASKS)
+def test_a_damaged_mask_read_against_its_video_is_refused_by_name_or_fits_it(case: tuple[str, bytes]) -> None:
+    """The same damage read as ingest reads it: only a clip's frames, the header checked against the video's
+    bounds (here the good map's 4 frames of 16×24) before anything is allocated."""
+    kind, data = case
+    bounds = MaskBounds(num_frames=4, height=16, width=24)
+    with tempfile.TemporaryDirectory() as folder:
+        path = os.path.join(folder, "masks.npz")
+        Path(path).write_bytes(data)
+        try:
+            labels, _ = load_mask_frames(path, range(0, 4, 2), mask_id=OBJECT_ID, request=MaskRequest(bounds=bounds))
+        except InputError as exc:
+            reasons = ("bad_mask", "mask_too_large", "mask_too_long", "mask_shape_mismatch", "mask_frames_mismatch")
+            assert exc.input == path and exc.reason in reasons, (kind, exc)
+            return
+    assert kind not in ("empty_file", "pickled_object", "wrong_dtype", "wrong_shape", "huge_declared_dims"), kind
+    assert labels.shape == (2, 16, 24) and labels.dtype.kind in "biu"
+
+
 def test_the_refusals_give_their_reason() -> None:
     cases = {
         "random_bytes": (b"\x93NUMPY garbage", "bad_mask"),
@@ -170,7 +191,7 @@ def test_damaged_masks_become_failures_and_the_good_row_gives_its_object(
         path.write_bytes(data)
         items.append(SourceItem(uri=bad_corpus["good"], mask_uri=str(path), mask_id=OBJECT_ID, label=f"fuzz {i}"))
     result = ingest_batch(items, shared_catalog, geometry=CORPUS_GEOMETRY, segmenter=ProvidedSegmenter(),
-                          run_id="fuzz", preset="ultrafast", record=True)  # fmt: skip
+                          run_id="fuzz", options=IngestOptions(preset="ultrafast", record=True))  # fmt: skip
     keys = {r["row_key"] for r in result.rows["objects"]}
     assert item_row_key(items[0], ProvidedSegmenter()) in keys, "the good row lost its object"
     for item in items[1:]:
@@ -217,7 +238,7 @@ def test_a_fuzzed_manifest_never_stops_the_batch(rows: list[dict], bad_corpus: d
                 writer.writerow({k: "" if row.get(k) is None else row[k] for k in columns})
         items, discovered = discover_sources(str(manifest), roots=[str(root)])
         result = ingest_batch(items, shared_catalog, geometry=CORPUS_GEOMETRY, segmenter=ProvidedSegmenter(),
-                              run_id="fuzz", preset="ultrafast", record=True)  # fmt: skip
+                              run_id="fuzz", options=IngestOptions(preset="ultrafast", record=True))  # fmt: skip
     finally:
         os.unlink(manifest)
     assert len(items) + len(discovered) == 1 + len(rows), "a manifest row is neither an item nor a failure"

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from pycocotools import mask as mask_utils
 
+from tasks.config import SelectionOptions
 from tasks.errors import InputError
 from tasks.masks import (
     decode_masks_npz,
@@ -23,6 +24,10 @@ from tasks.masks import (
     resample_masks,
     select_label,
 )
+
+
+# the run's defaults, from the one place they are written
+QA = SelectionOptions().model_dump(include={"min_area", "max_area", "max_area_change"})
 
 
 def random_masks(seed: int = 0, shape: tuple[int, int, int] = (5, 33, 47)) -> np.ndarray:
@@ -129,7 +134,7 @@ def test_resample_follows_the_video_transform() -> None:
 
 
 def test_qa_accepts_a_steady_object() -> None:
-    verdict = qa_masks(square_masks())
+    verdict = qa_masks(square_masks(), **QA)
     assert verdict.ok and verdict.reason is None
     assert verdict.stats["area_ratio_mean"] == pytest.approx(144 / 2400)
     assert verdict.stats["max_area_change"] == 0.0 and verdict.stats["bbox"] == [5, 10, 17, 22]
@@ -148,5 +153,5 @@ def test_qa_accepts_a_steady_object() -> None:
     ],
 )  # fmt: skip
 def test_qa_rejections_name_their_reason(edit, reason: str) -> None:
-    verdict = qa_masks(edit(square_masks()))
+    verdict = qa_masks(edit(square_masks()), **QA)
     assert not verdict.ok and verdict.reason == reason and verdict.message

@@ -13,7 +13,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from tasks.sources import discover_sources, within_roots
+from tasks.errors import InputError
+from tasks.sources import discover_sources, resolve_within_roots, within_roots
 from tests.corpus import BAD_CORPUS_EXPECTED
 
 
@@ -130,6 +131,30 @@ def test_roots_resolve_dot_dot_and_symlinks(tmp_path: Path) -> None:
     assert within_roots("s3://bucket/data/x.mp4", ["s3://bucket/data"])
     assert not within_roots("s3://bucket/data/../other/x.mp4", ["s3://bucket/data"])
     assert not within_roots("memory://bucket/data/x.mp4", ["s3://bucket/data"])
+
+
+def test_resolve_within_roots_gives_the_real_path_to_open(tmp_path: Path) -> None:
+    """The check made when a file is opened: the real path for local files (what is opened is what was checked), a
+    URL unchanged; a link leaving the roots, or a path whose folder was swapped for one, is refused."""
+    root = tmp_path / "root"
+    (root / "sub").mkdir(parents=True)
+    (root / "sub" / "a.png").write_bytes(b"x")
+    (tmp_path / "secret.png").write_bytes(b"x")
+    os.symlink(root / "sub" / "a.png", root / "inner.png")
+    os.symlink(tmp_path / "secret.png", root / "sub" / "outer.png")
+    assert resolve_within_roots(str(root / "inner.png"), [str(root)]) == str(root / "sub" / "a.png")
+    assert resolve_within_roots(f"file://{root / 'sub' / '..' / 'inner.png'}", (str(root),)) == str(root / "sub/a.png")
+    assert resolve_within_roots(str(tmp_path / "secret.png"), None) == str(tmp_path / "secret.png")
+    assert resolve_within_roots("s3://bucket/data/x.png", ["s3://bucket/data"]) == "s3://bucket/data/x.png"
+    for outside in (str(root / "sub" / "outer.png"), "s3://bucket/data/../x.png"):
+        with pytest.raises(InputError) as err:
+            resolve_within_roots(outside, [str(root), "s3://bucket/data"])
+        assert err.value.reason == "outside_roots"
+    items, _ = discover_sources(str(tmp_path / "nothing-*.mp4"), roots=[str(root)])
+    assert not items
+    (root / "v.mp4").write_bytes(b"x")
+    (items, _), (bare, _) = discover_sources(str(root), roots=[str(root)]), discover_sources(str(root))
+    assert items[0].roots == (str(root),) and bare[0].roots is None  # carried to where masks are opened
 
 
 def test_vpdata_csv_with_both_path_conventions(tmp_path: Path, good_clips: dict) -> None:
