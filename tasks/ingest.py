@@ -1,51 +1,12 @@
-"""Ingest a batch of sources: probe, hash, split into scenes, cut model-geometry clips, segment, QA, store media.
+"""Ingest a batch of sources: probe, hash, split into scenes, cut clips of the run's geometry, segment, select, store.
 
 :func:`ingest_batch` never raises for a bad item: every exception met while handling one source, clip or row's
-object (an ``InputError``, or anything unforeseen: a damaged archive, a decoder crash) becomes a :class:`Failure`
-and the batch goes on. Unforeseen ones get reason ``unexpected_error`` with the exception's type and text. Only
-problems of the run itself propagate: the catalog cannot be written, the segmenter's model does not load.
-Sources are processed one at a time and clips are decoded, encoded and stored one at a time, so memory stays
-bounded by one clip (plus one provided label map) whatever the sources' length; a short range (at most
-``ONE_PASS_BYTES`` of frames at the clip geometry) is decoded once for both scene detection and its clips, and held
-while its clips are cut.
-
-Durability and resume (``record=True``, ``resume=True``): each clip's rows (its source, the clip, its objects, the
-failures met so far) are appended to the catalog as soon as the clip is done, so a killed run loses at most the clip
-in progress. Before decoding, the clip ids of the planned windows are looked up: a clip whose clip row and every
-asked-for object row (matched by the rows' ``row_key``) are in the catalog is neither decoded nor segmented again;
-its rows come back from the catalog for the caller to propose from. Clip rows name their plan (source, frame range,
-geometry, scene settings: ``plan_id``) and how many clips it cut (``plan_clips``): when all of them are in the
-catalog, scene detection is skipped too and the source is only probed and hashed. Rows whose masks failed are
-retried on a rerun.
-
-What it returns (:class:`IngestResult`):
-
-- ``rows``: rows for the ``sources``, ``clips`` and ``objects`` tables (matching ``catalog/schema.py``), whose media
-  (the normalised clip mp4, the object's undilated mask npz) are already stored with ``catalog.put_media``. The caller
-  appends them (and the failures) to the catalog, unless ``record=True`` did it already (appending them again is
-  harmless: rows whose ids exist are skipped).
-- ``objects``: every object, with ``qa_ok``; rejected objects also get an ``objects`` row with
-  ``qa_status="rejected"`` and ``qa_reason`` (decisions are recorded, never deleted) *and* a ``failures`` entry
-  (stage ``segment``, item kind ``object``) so they show up with the other failures. Only ``qa_ok`` objects should go
-  on to propose/render.
-- ``failures``: stage ``ingest`` (item kind ``source``, item id = the source uri) for bad videos, ranges and clips;
-  stage ``segment`` for masks that cannot be produced (item kind ``mask``, item id = the mask uri and
-  ``#mask_id=N``, for provided masks; item kind ``clip`` for a segmenter's), (item kind ``object``) for QA
-  rejections.
-
-Annotation (:class:`Annotation`, optional): a clip without a caption is described by a vision-language model
-(``clips.caption``, ``clips.caption_model``); every clip is measured and selected (motion, static, blur, brightness,
-aesthetic where configured: ``clips.selection``/``selection_reasons``); a rejected clip is kept as a row with its
-reasons and a ``failures`` entry (stage ``select``) and is not segmented (nor decoded again on a rerun). Every object
-is selected by :func:`tasks.annotate.selection.select_object` (mask QA, track continuity, size, detector score), its
-measures and reasons in its row.
-
-Masks: an item with a ``mask_uri`` always uses its provided masks (:class:`ProvidedSegmenter`); the ``segmenter``
-argument serves the items without one. Items that share a video and a frame range (VPData lists one row per object)
-share their clips: the video is decoded once and each item's object is segmented on the same clips. What a row
-says stays with that row's own object: the object row carries the row's ``caption`` (proposers read it before the
-clip's, which is the first row's) and its ``label``, and its id includes the row's key
-(:func:`catalog.ids.row_key`), so two rows with the same mask but different captions or labels are two objects.
+object becomes a :class:`Failure` and the batch goes on; only problems of the run itself propagate (the catalog
+cannot be written, a model does not load); a row on a clip that selection rejects still has its masks checked and
+gets its own ``select`` failure. Sources are handled one at a time and clips decoded, encoded and stored one at a
+time, so memory stays bounded by one clip. With ``record``, each clip's rows are recorded as soon as the
+clip is done (``tasks.steps.record``); with ``resume``, clips already recorded are neither decoded nor segmented
+again. docs/architecture.md describes the rows, the resume rules and how provided masks are matched to rows.
 """
 
 from __future__ import annotations
@@ -59,17 +20,20 @@ import fsspec
 import numpy as np
 
 from catalog.ids import clip_id as make_clip_id
-from catalog.ids import make_id, row_key, sha256_bytes, sha256_stream
+from catalog.ids import failure_id, make_id, row_key, sha256_bytes, sha256_stream
 from catalog.ids import object_id as make_object_id
 from catalog.ids import source_id as make_source_id
-from catalog.schema import ID_COLUMNS
 from catalog.store import Catalog
-from tasks.annotate.selection import SelectionOptions, clip_measures, select_clip, select_object
+from tasks.annotate.selection import clip_measures, select_clip, select_object
 from tasks.clips import ClipWindow, check_geometry, frame_stride, item_range, iter_clips, plan_windows
+from tasks.config import SelectionOptions
+from tasks.contracts import Segmenter
 from tasks.errors import InputError
 from tasks.masks import encode_masks_npz
 from tasks.scenes import detect_scenes, scenes_in_frames
-from tasks.segment import ProvidedSegmenter, Segmenter
+from tasks.segment import ProvidedSegmenter
+from tasks.sources import resolve_within_roots
+from tasks.steps.record import failure_rows, record_rows
 from tasks.timings import span
 from tasks.types import Clip, Failure, Geometry, ObjectMask, SourceItem, VideoInfo
 from tasks.video_io import STORED_CRF, STORED_PRESET, STORED_TUNE, encode_mp4, fit_frame, iter_frames, probe_video
@@ -81,13 +45,28 @@ on the decoded frames and the clips cut from them (holding them all). Longer ran
 on its own, then the clips' frames), so memory stays a few frames whatever the video's length."""
 
 
-@dataclass
-class MaskQAOptions:
-    """Thresholds of :func:`tasks.masks.qa_masks` (the paper's defaults)."""
+@dataclass(frozen=True)
+class IngestOptions:
+    """How a batch is ingested besides its geometry and annotators.
 
-    min_area: float = 0.01
-    max_area: float = 0.90
-    max_area_change: float = 0.20
+    ``min_scene_len``/``scene_threshold``: PySceneDetect ContentDetector settings (native frames, HSV score);
+    ``max_clips_per_source``: at most this many windows per item (per group of items sharing a video and range);
+    ``crf``/``preset``/``tune``: libx264 settings of the stored clip mp4; ``storage_options``: fsspec options for
+    reading sources and masks; ``keep_arrays``: keep clip frames and object masks in the result (memory grows with
+    the batch); ``record``: record each clip's rows as soon as the clip is done; ``resume``: skip clips whose rows
+    (clip and every asked-for object, by row key) are in the catalog.
+    """
+
+    min_scene_len: int = 15
+    scene_threshold: float = 27.0
+    max_clips_per_source: int | None = None
+    crf: int = STORED_CRF
+    preset: str = STORED_PRESET
+    tune: str | None = STORED_TUNE
+    storage_options: Mapping[str, Any] | None = None
+    keep_arrays: bool = False
+    record: bool = False
+    resume: bool = True
 
 
 @dataclass
@@ -108,13 +87,27 @@ class Annotation:
 @dataclass
 class IngestResult:
     """What a batch produced. ``clips``/``objects`` have their arrays released (zero-length first axis) unless
-    ``keep_arrays=True``; their media is in the catalog at the rows' ``video_uri``/``mask_uri``."""
+    ``keep_arrays=True``; their media is in the catalog at the rows' ``video_uri``/``mask_uri``. ``failures`` holds
+    one entry per ``failures`` row (add them with :meth:`fail`), so what ingest returns is what it records."""
 
     clips: list[Clip] = field(default_factory=list)
     objects: list[ObjectMask] = field(default_factory=list)
     rows: dict[str, list[dict[str, Any]]] = field(default_factory=lambda: {"sources": [], "clips": [], "objects": []})
     failures: list[Failure] = field(default_factory=list)
     skipped_clips: int = 0  # clips already in the catalog with every asked-for object (not decoded again)
+    _failure_ids: set[str] = field(default_factory=set, init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self._failure_ids = {failure_id(f.stage, f.item_id, f.reason) for f in self.failures}
+
+    def fail(self, *failures: Failure) -> None:
+        """Add ``failures``, skipping any whose ``failures`` row id (stage + item + reason) is already here: one bad
+        mask met on two clips of a video, or named by two rows, is one row, and is counted once."""
+        for failure in failures:
+            key = failure_id(failure.stage, failure.item_id, failure.reason)
+            if key not in self._failure_ids:
+                self._failure_ids.add(key)
+                self.failures.append(failure)
 
 
 class _CatalogWriteError(Exception):
@@ -129,17 +122,9 @@ def _store(catalog: Catalog, data: bytes, ext: str) -> str:
         raise _CatalogWriteError(str(exc)) from exc
 
 
-def _append_new(catalog: Catalog, table: str, rows: list[dict[str, Any]]) -> None:
-    """Append the rows whose ids the catalog does not hold yet (a rerun, or the caller recording them again)."""
-    if not rows:
-        return
-    key = ID_COLUMNS[table]
-    unique = {row[key]: row for row in reversed(rows)}  # first row per id wins
+def _record(catalog: Catalog, table: str, rows: list[dict[str, Any]]) -> None:
     try:
-        present = catalog.existing_ids(table, list(unique))
-        fresh = [row for row_id, row in reversed(list(unique.items())) if row_id not in present]
-        if fresh:
-            catalog.append(table, fresh)
+        record_rows(catalog, table, rows)
     except Exception as exc:
         raise _CatalogWriteError(str(exc)) from exc
 
@@ -157,10 +142,10 @@ class _Recorder:
             return
         for table in ("sources", "clips", "objects"):
             rows = self.result.rows[table]
-            _append_new(self.catalog, table, rows[self.done[table] :])
+            _record(self.catalog, table, rows[self.done[table] :])
             self.done[table] = len(rows)
         failures = self.result.failures[self.done["failures"] :]
-        _append_new(self.catalog, "failures", [f.row(self.run_id) for f in failures])
+        _record(self.catalog, "failures", failure_rows(failures, self.run_id))
         self.done["failures"] = len(self.result.failures)
 
 
@@ -179,8 +164,15 @@ def _group_key(item: SourceItem) -> tuple:
 
 
 def item_row_key(item: SourceItem, segmenter: Segmenter) -> str:
-    """:func:`catalog.ids.row_key` of ``item`` segmented by ``segmenter`` (``provided`` when it brings masks)."""
+    """:func:`catalog.ids.row_key` of ``item`` segmented by ``segmenter`` (``provided`` when it brings masks).
+
+    A segmenter with an ``identity`` (the open-vocabulary ones: ``tasks.annotate.specs.annotation_identity`` of its
+    options, model folders and vocabulary) is keyed by ``name@identity``: another model or vocabulary annotates
+    again (new row keys, new object ids), the same ones resume."""
     name = "provided" if item.mask_uri else getattr(segmenter, "name", type(segmenter).__name__)
+    identity = None if item.mask_uri else getattr(segmenter, "identity", None)
+    if identity:
+        name = f"{name}@{identity}"
     return row_key(segmenter=name, mask_id=item.mask_id, label=item.label, caption=item.caption, box=item.box)
 
 
@@ -251,18 +243,8 @@ def ingest_batch(
     geometry: Geometry,
     segmenter: Segmenter,
     run_id: str,
-    min_scene_len: int = 15,
-    scene_threshold: float = 27.0,
-    max_clips_per_source: int | None = None,
-    qa: MaskQAOptions | None = None,
-    crf: int = STORED_CRF,
-    preset: str = STORED_PRESET,
-    tune: str | None = STORED_TUNE,
-    storage_options: Mapping[str, Any] | None = None,
-    keep_arrays: bool = False,
-    record: bool = False,
-    resume: bool = True,
     annotation: Annotation | None = None,
+    options: IngestOptions | None = None,
 ) -> IngestResult:
     """Ingest ``items`` into clips and objects (see the module docstring).
 
@@ -272,75 +254,67 @@ def ingest_batch(
         geometry: the clip geometry (even height and width).
         segmenter: masks for items without a ``mask_uri``; set up once per batch.
         run_id: written into every row.
-        min_scene_len, scene_threshold: PySceneDetect ContentDetector settings (native frames, HSV score).
-        max_clips_per_source: at most this many windows per item (per group of items sharing a video and range).
-        qa: mask QA thresholds (ignored when ``annotation`` is given: its ``selection`` holds them).
-        crf, preset, tune: libx264 settings of the normalised clip mp4.
-        storage_options: fsspec options for reading sources and masks.
-        keep_arrays: keep clip frames and object masks in the result (memory grows with the batch).
-        record: append the rows and failures to the catalog as each clip is done (ids already there are skipped),
-            so a killed run keeps every finished clip.
-        resume: skip the clips whose clip row and every asked-for object row (by row key) are in the catalog:
-            they are neither decoded nor segmented again, and their rows come back from the catalog.
-        annotation: captions, selection thresholds, aesthetic scorer (default: selection with the ``qa`` area
-            thresholds and the default clip checks, no captioner).
+        annotation: captions, selection thresholds, aesthetic scorer (default: the default selection, no captioner).
+        options: scene split, encoding, storage, recording and resume settings (:class:`IngestOptions`).
     """
     check_geometry(geometry)
-    if annotation is None:
-        qa = qa or MaskQAOptions()
-        selection = SelectionOptions(min_area=qa.min_area, max_area=qa.max_area, max_area_change=qa.max_area_change)
-        annotation = Annotation(selection=selection)
-    result = IngestResult()
-    recorder = _Recorder(catalog, result, run_id, record)
-    provided = ProvidedSegmenter(storage_options)
-    needs_segmenter = any(not item.mask_uri for item in items)
-    if needs_segmenter:
+    batch = _Batch(
+        catalog, geometry, segmenter, ProvidedSegmenter((options or IngestOptions()).storage_options), run_id,
+        annotation or Annotation(), options or IngestOptions(),
+    )  # fmt: skip
+    if any(not item.mask_uri for item in items):
         segmenter.setup()  # once per batch: a model that fails to load fails the run, not an item
     if items:
-        annotation.setup()
+        batch.annotation.setup()
 
     groups: dict[tuple, list[SourceItem]] = {}
     for item in items:
         groups.setdefault(_group_key(item), []).append(item)
-
-    encoding = {"crf": crf, "preset": preset, "tune": tune}  # of the stored clips
-    seen_sources: set[str] = set()
     for group in groups.values():
         try:
-            _ingest_group(group, catalog, geometry, segmenter, provided, run_id, annotation, encoding, storage_options,
-                          keep_arrays, resume, min_scene_len, scene_threshold, max_clips_per_source, seen_sources,
-                          result, recorder)  # fmt: skip
+            _ingest_group(group, batch)
         except _CatalogWriteError as exc:
             raise exc.__cause__ or exc from None
         except InputError as exc:  # the rows of a group share their video: one failure names it
-            result.failures.append(Failure.from_exception("ingest", "source", group[0].uri, exc))
+            batch.result.fail(Failure.from_exception("ingest", "source", group[0].uri, exc))
         except Exception as exc:  # anything unforeseen in one source fails that source only
-            result.failures.append(Failure.unexpected("ingest", "source", group[0].uri, exc, group[0].uri))
-        recorder.flush()
-    return result
+            batch.result.fail(Failure.unexpected("ingest", "source", group[0].uri, exc, group[0].uri))
+        batch.recorder.flush()
+    return batch.result
 
 
-def _ingest_group(
-    group: list[SourceItem],
-    catalog: Catalog,
-    geometry: Geometry,
-    segmenter: Segmenter,
-    provided: ProvidedSegmenter,
-    run_id: str,
-    annotation: Annotation,
-    encoding: dict[str, Any],
-    storage_options: Mapping[str, Any] | None,
-    keep_arrays: bool,
-    resume: bool,
-    min_scene_len: int,
-    scene_threshold: float,
-    max_clips_per_source: int | None,
-    seen_sources: set[str],
-    result: IngestResult,
-    recorder: _Recorder,
-) -> None:
+@dataclass
+class _Batch:
+    """What every group of one batch shares: its inputs, settings, the result so far and its recorder."""
+
+    catalog: Catalog
+    geometry: Geometry
+    segmenter: Segmenter
+    provided: ProvidedSegmenter
+    run_id: str
+    annotation: Annotation
+    options: IngestOptions
+    result: IngestResult = field(default_factory=IngestResult)
+    seen_sources: set[str] = field(default_factory=set)
+
+    def __post_init__(self) -> None:
+        self.recorder = _Recorder(self.catalog, self.result, self.run_id, self.options.record)
+
+
+def _ingest_group(group: list[SourceItem], batch: _Batch) -> None:
     """Items sharing one video and frame range: probe, split, then per clip window encode, segment, record."""
+    catalog, geometry, segmenter, run_id, annotation = (
+        batch.catalog, batch.geometry, batch.segmenter, batch.run_id, batch.annotation,
+    )  # fmt: skip
+    opts, result, recorder = batch.options, batch.result, batch.recorder
+    storage_options, resume = opts.storage_options, opts.resume
+    scene_threshold, min_scene_len, max_clips_per_source = (
+        opts.scene_threshold, opts.min_scene_len, opts.max_clips_per_source,
+    )  # fmt: skip
+    encoding = {"crf": opts.crf, "preset": opts.preset, "tune": opts.tune}
+    seen_sources = batch.seen_sources
     lead = group[0]
+    resolve_within_roots(lead.uri, lead.roots)  # checked again as it is opened: discovery may be long past
     info = probe_video(lead.uri, storage_options=storage_options)
     source_id = make_source_id(_hash_source(lead.uri, storage_options))
     if source_id not in seen_sources:  # a readable video is a source, even if no clip fits in it
@@ -391,29 +365,28 @@ def _ingest_group(
                 encode_mp4(clip.frames, geometry.fps, **encoding, threads=1),
                 "mp4",
             )
-            extra = _annotate_clip(clip, group, annotation, result)
+            extra, rejections = _annotate_clip(clip, group, annotation, result)
             row = {**_clip_row(clip, geometry, video_uri, run_id, plan_id, len(windows)), **extra}
             result.rows["clips"].append(row)
-            selected = extra["selection"] == "ok"
-        else:  # segmenting rows a previous run left out: that run's caption and decision hold
+        else:  # rows a previous run left out, on a clip it selected (rejected clips are not in `todo`)
             clip.caption = clip.caption or done_clips[clip.clip_id].get("caption")
-            selected = done_clips[clip.clip_id].get("selection") != "rejected"
+            rejections = {False: [], True: []}
         have = done_objects.get(clip.clip_id, {})
         for item, key in zip(group, keys, strict=True):
-            if not selected:
-                break
             if key in have:
                 continue
             item_clip = dataclasses.replace(clip, item=item, caption=item.caption or clip.caption)
             try:
                 with span("annotate", items=1):  # masks: segment, QA, store (apart from decoding and normalising)
-                    _segment_clip(item_clip, info, provided if item.mask_uri else segmenter, catalog,
-                                  annotation.selection, run_id, result, keep_arrays, key)  # fmt: skip
+                    if rejection := rejections[bool(item.mask_uri)]:  # provided masks: the asked filters only
+                        _reject_row(item_clip, info, batch, key, rejection)
+                    else:
+                        _segment_clip(item_clip, info, batch.provided if item.mask_uri else segmenter, batch, key)
             except _CatalogWriteError:
                 raise
             except Exception as exc:  # this item's object only: the clip and the other rows go on
-                result.failures.append(_segment_failure(item, clip, exc))
-        if not keep_arrays:  # a new empty array: a [:0] view would keep the whole buffer alive
+                result.fail(_segment_failure(item, clip, exc))
+        if not opts.keep_arrays:  # a new empty array: a [:0] view would keep the whole buffer alive
             clip.frames = np.empty((0, *clip.frames.shape[1:]), clip.frames.dtype)
         result.clips.append(clip)
         recorder.flush()  # this clip is durable before the next one is decoded
@@ -445,52 +418,68 @@ def _scan_range(
 
 def _annotate_clip(
     clip: Clip, group: list[SourceItem], annotation: Annotation, result: IngestResult
-) -> dict[str, Any]:
-    """Caption (when nothing gave one) and clip selection; returns the clip row's annotation columns."""
+) -> tuple[dict[str, Any], dict[bool, list[str]]]:
+    """Caption (when nothing gave one) and clip selection. Returns the clip row's annotation columns and the reasons
+    to reject the clip for a row, by whether the row brings masks: every threshold applies to segmenter rows, only
+    the thresholds the user set to rows with provided masks (``select_clip(asked_only=True)``). The clip row records
+    the decision for its segmenter rows, or for its provided rows when it has no other; its measures either way."""
     extra: dict[str, Any] = {"caption_model": None}
     if annotation.captioner is not None and not clip.caption and not any(it.caption for it in group):
         caption, problems = annotation.captioner.caption(clip.frames)
         for reason, message in problems:
-            result.failures.append(Failure("caption", "clip", clip.clip_id, reason, message))
+            result.fail(Failure("caption", "clip", clip.clip_id, reason, message))
         if caption:
             clip.caption = caption
             extra["caption_model"] = annotation.captioner.model_id
     measures: dict[str, Any] = clip_measures(clip.frames)
     measures["aesthetic"] = annotation.aesthetic.score(clip.frames) if annotation.aesthetic is not None else None
-    reasons = select_clip(measures, annotation.selection)
+    rejections = {
+        False: select_clip(measures, annotation.selection),
+        True: select_clip(measures, annotation.selection, asked_only=True),
+    }
+    reasons = rejections[all(item.mask_uri for item in group)]
     if reasons:
         summary = ", ".join(f"{k}={v:.3g}" for k, v in measures.items() if v is not None)
         message = f"{clip.source_uri}: clip rejected ({', '.join(reasons)}; {summary})"
-        result.failures.append(Failure("select", "clip", clip.clip_id, reasons[0], message, "Selection"))
-    return {
+        result.fail(Failure("select", "clip", clip.clip_id, reasons[0], message, "Selection"))
+    columns = {
         **extra,
         "caption": clip.caption,
         **measures,
         "selection": "rejected" if reasons else "ok",
         "selection_reasons": reasons,
     }
+    return columns, rejections
 
 
-def _segment_clip(
-    clip: Clip,
-    info: VideoInfo,
-    segmenter: Segmenter,
-    catalog: Catalog,
-    selection: SelectionOptions,
-    run_id: str,
-    result: IngestResult,
-    keep_arrays: bool,
-    key: str,
-) -> None:
+def _reject_row(clip: Clip, info: VideoInfo, batch: _Batch, key: str, reasons: list[str]) -> None:
+    """One row on a clip that selection rejected still gets its outcome: its provided masks are read and checked as
+    on a selected clip (a mask that cannot be made raises, and the caller records that failure), then each of its
+    objects gets a ``select`` failure (item kind ``object``, the id the object would have had) with the clip's first
+    reason. A row without masks is not segmented (no model runs on a rejected clip): one failure names the row's
+    object on this clip. No object row nor mask media is written."""
+    item = clip.item
+    if item is not None and item.mask_uri:
+        objects = batch.provided.segment(clip, video=info)
+        ids = [make_object_id(clip.clip_id, sha256_bytes(encode_masks_npz(obj.masks)), key) for obj in objects]
+        where = item.mask_uri + (f"#mask_id={item.mask_id}" if item.mask_id is not None else "")
+    else:
+        ids, where = [make_id("object", clip.clip_id, key)], clip.source_uri
+    message = f"{where} (clip {clip.clip_id}): the clip was rejected ({', '.join(reasons)}); no object is made"
+    batch.result.fail(*(Failure("select", "object", object_id, reasons[0], message, "Selection") for object_id in ids))
+
+
+def _segment_clip(clip: Clip, info: VideoInfo, segmenter: Segmenter, batch: _Batch, key: str) -> None:
     """Segment one row's object(s) on ``clip`` and select them; raises for a mask that cannot be made (the caller
     records it)."""
-    item = clip.item
+    item, result, run_id = clip.item, batch.result, batch.run_id
+    selection, keep_arrays = batch.annotation.selection, batch.options.keep_arrays
     try:
         objects = segmenter.segment(clip, video=info)
     finally:  # problems that are not the clip's failure (refused vocabulary tags, …); optional for segmenters
         drain = getattr(segmenter, "drain_failures", None)
         if drain is not None:
-            result.failures.extend(drain())
+            result.fail(*drain())
     for obj in objects:
         reasons, measures = select_object(obj.masks, selection, score=obj.stats.get("score"))
         message = measures.pop("qa_message", None)
@@ -503,13 +492,13 @@ def _segment_clip(
         obj.stats["selection_reasons"] = list(dict.fromkeys(reasons))
         data = encode_masks_npz(obj.masks)
         obj.object_id = make_object_id(clip.clip_id, sha256_bytes(data), key)  # the row's own object
-        mask_uri = _store(catalog, data, "npz")
+        mask_uri = _store(batch.catalog, data, "npz")
         caption = item.caption if item is not None else None
         result.rows["objects"].append(_object_row(obj, mask_uri, run_id, caption=caption, key=key))
         if not obj.qa_ok:
             where = item.mask_uri if item is not None and item.mask_uri else clip.source_uri
             detail = message or f"rejected by selection ({', '.join(obj.stats['selection_reasons'])})"
-            result.failures.append(
+            result.fail(
                 Failure(
                     stage="segment",
                     item_kind="object",

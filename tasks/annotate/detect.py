@@ -156,7 +156,7 @@ class ZeroShotDetector:
 
         model, processor, device = load_pretrained(
             AutoModelForZeroShotObjectDetection, self.path, storage_options=self.storage_options,
-            device=self.device, dtype=self.dtype,
+            device=self.device, dtype=self.dtype, role="detector",
         )  # fmt: skip
         kind = model.config.model_type
         if kind == "grounding-dino":

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import json
 import os
 import threading
 from collections.abc import Mapping
@@ -60,6 +61,90 @@ def local_model_dir(uri: str, storage_options: Mapping[str, Any] | None = None) 
     return path
 
 
+MODEL_TYPES: dict[str, frozenset[str]] = {
+    "detector": frozenset({"grounding-dino", "owlv2", "owlvit"}),
+    "sam2 video tracker": frozenset({"sam2_video", "sam2"}),
+    "sam3 video": frozenset({"sam3_video", "sam3"}),
+    "clip": frozenset({"clip"}),
+}
+"""The ``config.json`` ``model_type`` values each role accepts (a released SAM2/SAM3 folder may say either)."""
+
+
+def is_remote(uri: str) -> bool:
+    """True for fsspec URLs other than ``file://`` (their folders are copied to the model cache to load)."""
+    return "://" in str(uri) and not str(uri).startswith("file://")
+
+
+def read_model_config(uri: str, storage_options: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """The ``config.json`` of the saved model at ``uri`` (a folder or fsspec URL), read without loading weights.
+    Raises ``InputError`` (``not_found``) when there is none, ``ValueError`` when it is not a JSON object."""
+    uri = str(uri)
+    if is_remote(uri):
+        fs, remote = fsspec.core.url_to_fs(uri, **dict(storage_options or {}))
+        target = f"{remote.rstrip('/')}/config.json"
+        if not fs.exists(target):
+            raise InputError(uri, "not_found", "no config.json at this model URL")
+        data = fs.cat_file(target)
+    else:
+        path = Path(uri[len("file://") :] if uri.startswith("file://") else uri).expanduser()
+        if not path.exists():
+            raise InputError(uri, "not_found", "no such model folder")
+        if not (path / "config.json").is_file():
+            raise InputError(uri, "not_found", "not a saved model folder (no config.json)")
+        data = (path / "config.json").read_bytes()
+    try:
+        config = json.loads(data)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ValueError(f"{uri}: config.json is not valid JSON ({exc})") from None
+    if not isinstance(config, dict):
+        raise ValueError(f"{uri}: config.json is not a JSON object")
+    return config
+
+
+def check_model_type(config: Mapping[str, Any], role: str, uri: str) -> str:
+    """``config``'s ``model_type`` when :data:`MODEL_TYPES` accepts it for ``role``; ``ValueError`` naming both."""
+    kind = str(config.get("model_type") or "")
+    expected = MODEL_TYPES[role]
+    if kind not in expected:
+        architectures = ", ".join(config.get("architectures") or []) or "none"
+        raise ValueError(
+            f"{uri} is a {kind or 'model without model_type'} model (architectures: {architectures}), not a {role} "
+            f"(model_type {' / '.join(sorted(expected))})"
+        )
+    return kind
+
+
+def model_fingerprint(uri: str, storage_options: Mapping[str, Any] | None = None) -> str:
+    """The content identity of a saved model, cheap to compute: a hash of its ``config.json`` bytes and the name,
+    size and modification time of every file at the folder's top level (``save_pretrained`` writes a flat folder).
+    Weights are not read: a changed file changes its size or mtime. For a remote URL: the URL and its file listing
+    (names and sizes); where that cannot be listed, the URL alone."""
+    uri = str(uri)
+    digest = hashlib.sha256()
+    if is_remote(uri):
+        digest.update(uri.encode())
+        try:
+            fs, remote = fsspec.core.url_to_fs(uri, **dict(storage_options or {}))
+            for info in sorted(fs.ls(remote.rstrip("/"), detail=True), key=lambda i: i["name"]):
+                digest.update(f"{info['name'].rsplit('/', 1)[-1]}\0{info.get('size')}\n".encode())
+        except Exception:  # noqa: BLE001  (the URL alone identifies it then)
+            pass
+        return digest.hexdigest()[:16]
+    path = Path(uri[len("file://") :] if uri.startswith("file://") else uri).expanduser()
+    if path.is_file():  # a single checkpoint file (segment-anything)
+        stat = path.stat()
+        digest.update(f"{path.name}\0{stat.st_size}\0{stat.st_mtime_ns}".encode())
+        return digest.hexdigest()[:16]
+    config = path / "config.json"
+    digest.update(config.read_bytes() if config.is_file() else b"")
+    if path.is_dir():
+        for entry in sorted(os.scandir(path), key=lambda e: e.name):
+            if entry.is_file():
+                stat = entry.stat()
+                digest.update(f"{entry.name}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
+    return digest.hexdigest()[:16]
+
+
 def pick_device(device: str | None) -> str:
     """``device`` as given, else ``cuda`` when available, else ``cpu``."""
     if device:
@@ -85,15 +170,21 @@ def load_pretrained(
     storage_options: Mapping[str, Any] | None = None,
     device: str | None = None,
     dtype: str = "float32",
+    role: str | None = None,
     **overrides: Any,
 ) -> tuple[Any, Any, str]:
     """``(model, processor, device)``: a transformers model of ``model_class`` and its ``AutoProcessor`` from the saved
     folder at ``path`` (local, or an fsspec URL cached by :func:`local_model_dir`; never downloaded), the model in
-    eval mode on :func:`pick_device`'s choice. ``overrides`` go to the model's config (``from_pretrained``)."""
+    eval mode on :func:`pick_device`'s choice. ``overrides`` go to the model's config (``from_pretrained``).
+
+    ``role`` (a key of :data:`MODEL_TYPES`): the folder's ``config.json`` must name one of its model types, checked
+    before any weight is read (``ValueError`` otherwise: a wrong folder never loads with only a warning)."""
     from transformers import AutoProcessor
 
     with MODEL_LOAD_LOCK:
         folder = local_model_dir(path, storage_options)
+        if role is not None:
+            check_model_type(read_model_config(str(folder)), role, str(path))
         device = pick_device(device)
         model = model_class.from_pretrained(folder, local_files_only=True, dtype=torch_dtype(dtype), **overrides)
         processor = AutoProcessor.from_pretrained(folder, local_files_only=True)

@@ -1,22 +1,13 @@
 """Open-vocabulary segmenters: a clip in, labelled tracked objects out (``--segmenter detect+track:…`` / ``sam3:…``).
 
-:class:`DetectTrackSegmenter` runs the chain the VPData pipeline used: the clip's vocabulary
-(:class:`tasks.annotate.vocab.Vocabulary`) prompts an open-vocabulary detector on key frames
-(:class:`tasks.annotate.detect.ZeroShotDetector`), and each new detection's box prompts a video tracker
-(:mod:`tasks.annotate.track`) from its key frame to the end of the clip. Track bookkeeping
-(:func:`track_detections`): key frames are visited in order; a detection whose box overlaps the box of an existing
-track's mask on that frame by more than ``match_iou`` is the same object; the others start new tracks (at most
-``max_objects`` per clip, best score first), empty before their key frame.
+:class:`DetectTrackSegmenter` prompts an open-vocabulary detector with the clip's vocabulary on key frames and a
+video tracker with each new detection's box (:func:`track_detections`); :class:`Sam3Segmenter` hands the vocabulary
+to SAM3's video model, which detects, segments and tracks in one model. Both also answer ``track(frames, phrases)``
+for phrases given directly, which the quality gate uses to look for a removed object again (``tasks.gate``).
 
-:class:`Sam3Segmenter` hands the vocabulary to SAM3's video model (``Sam3VideoModel``), which detects, segments and
-tracks every phrase's instances in one model; objects are kept by score.
-
-Both also answer ``track(frames, phrases)``: the instances of phrases given directly (no vocabulary, no failures),
-which the quality gate uses to look for a removed object in the edited clip (``tasks.gate.ResegScorer``).
-
-Each object's label is the phrase that found it; its detector score and the phrase's source (file, caption, vlm)
-are recorded in ``ObjectMask.stats`` (``score``, ``vocab_source``). Refused vocabulary tags and tagger failures are
-collected as failures (stage ``segment``, item kind ``clip``), see :meth:`Segmenter.drain_failures`.
+Each object's label is the phrase that found it; its score and the phrase's source are recorded in
+``ObjectMask.stats`` (``score``, ``vocab_source``). Refused vocabulary tags and tagger failures are collected as
+failures (stage ``segment``, item kind ``clip``), see :meth:`BaseSegmenter.drain_failures`.
 """
 
 from __future__ import annotations
@@ -33,7 +24,7 @@ from tasks.annotate.track import VideoTracker
 from tasks.annotate.vocab import Phrase, Vocabulary
 from tasks.errors import InputError
 from tasks.masks import mask_bbox
-from tasks.segment import Segmenter, make_object
+from tasks.segment import BaseSegmenter, make_object
 from tasks.types import Clip, Failure, ObjectMask, VideoInfo
 
 
@@ -65,7 +56,12 @@ def track_detections(
     match_iou: float = 0.5,
     max_objects: int = 5,
 ) -> list[Track]:
-    """Tracks for the detections found on key frames (see the module docstring).
+    """Tracks for the detections found on key frames (the VPData pipeline's chain).
+
+    Key frames are visited in order; a detection whose box overlaps the box of an existing track's mask on that frame
+    by more than ``match_iou`` is the same object; the others, best score first, start new tracks (at most
+    ``max_objects`` per clip), prompting ``tracker`` from their key frame to the end of the clip; a track is empty
+    before its key frame.
 
     Args:
         frames (`np.ndarray` of shape `(T, H, W, 3)`, uint8): the clip.
@@ -99,8 +95,14 @@ def track_detections(
     return tracks
 
 
-class _VocabSegmenter(Segmenter):
-    """Shared parts: the vocabulary per clip, failures to drain."""
+class _VocabSegmenter(BaseSegmenter):
+    """Shared parts: the vocabulary per clip, failures to drain, the identity objects are keyed by."""
+
+    spec: str | None = None
+    """The ``--segmenter`` spec it was built from (:func:`tasks.annotate.specs.build_segmenter` sets it)."""
+    identity: str | None = None
+    """:func:`tasks.annotate.specs.annotation_identity` of :attr:`spec` and the vocabulary, set with it (None without
+    a spec); ``tasks.ingest.item_row_key`` puts it in each object's row key."""
 
     def __init__(self, vocabulary: Vocabulary):
         if vocabulary.empty:
@@ -124,7 +126,7 @@ class _VocabSegmenter(Segmenter):
 
 
 class DetectTrackSegmenter(_VocabSegmenter):
-    """Open-vocabulary detector on key frames + video tracker (see the module docstring).
+    """Open-vocabulary detector on key frames + video tracker (see :func:`track_detections`).
 
     Args:
         detector: Grounding DINO / OWLv2.
@@ -251,7 +253,7 @@ class Sam3Segmenter(_VocabSegmenter):
             overrides = {"score_threshold_detection": self.threshold, "new_det_thresh": self.threshold}
         self.model, self.processor, self.device = load_pretrained(
             Sam3VideoModel, self.path, storage_options=self.storage_options, device=self.device, dtype=self.dtype,
-            **overrides,
+            role="sam3 video", **overrides,
         )  # fmt: skip
 
     def track(self, frames: np.ndarray, phrases: Sequence[str]) -> list[Track]:

@@ -1,28 +1,11 @@
 """Selection, recorded not deleted: per-clip and per-object quality measures, thresholds and their reasons.
 
-Clips (:func:`clip_measures`, :func:`select_clip`), measured on the normalised clip:
-
-- ``motion``: mean optical-flow magnitude (OpenCV's DIS flow, on frames downscaled to ``FLOW_WIDTH`` px wide,
-  rescaled to the clip's pixels per frame); too little (``low_motion``) or too much (``high_motion``) is rejected
-  when the thresholds are set;
-- ``frame_diff``: mean absolute difference of consecutive grey frames (0–255); below ``min_frame_diff`` the clip is
-  a still (``static_clip``);
-- ``sharpness``: mean variance of the Laplacian of (up to 8 evenly spaced) grey frames; below ``min_sharpness`` it is
-  ``blurry``;
-- ``brightness``: mean grey level (0–255); outside the bounds it is ``too_dark`` / ``too_bright``;
-- ``aesthetic``: only with an :class:`AestheticScorer` configured (a local CLIP folder + a linear head), else absent.
-
-Objects (:func:`track_measures`, :func:`select_object`), on the masks at the model's resolution:
-
-- the mask QA of :func:`tasks.masks.qa_masks` (area ratio bounds, area change between frames);
-- track continuity: ``track_iou_min`` (lowest IoU between consecutive frames where the object is visible),
-  ``track_lost_frames`` (empty frames after the first visible one) and ``track_reappearances`` (times it comes back
-  after being lost);
-- ``min_side_px``: the smallest side of the object's box over its visible frames (too small to edit below
-  ``min_side_px``);
-- ``score``: the detector's score, when a detector found it (``low_score`` below ``min_score``).
-
-Every decision keeps all its reasons (``selection_reasons``); the first is the object's ``qa_reason``.
+Clips: :func:`clip_measures` (motion, changed pixels, sharpness, brightness, optional aesthetic score) and
+:func:`select_clip` (on clips with provided masks, only the thresholds the user set); objects: :func:`track_measures`
+and :func:`select_object` (mask QA, track continuity, size, detector score). Thresholds are
+``tasks.config.SelectionOptions``; ``None`` turns a check off. Every decision keeps all its reasons
+(``selection_reasons``); the first is the object's ``qa_reason``. Each measure and reason is described in
+docs/annotation.md.
 """
 
 from __future__ import annotations
@@ -32,47 +15,16 @@ from typing import Any
 
 import cv2
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from tasks.annotate.loading import under_load_lock
+from tasks.config import SelectionOptions
 from tasks.masks import qa_masks
 
 
 FLOW_WIDTH = 160
-
-
-class SelectionOptions(BaseModel):
-    """Thresholds of the clip and object filters (``None``: that check is off). Run option ``--select KEY=VALUE``."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    # objects
-    min_area: float = Field(0.01, ge=0, le=1, description="smallest mask area ratio on any frame")
-    max_area: float = Field(0.90, ge=0, le=1, description="largest mask area ratio on any frame")
-    max_area_change: float = Field(0.20, gt=0, description="largest relative area change between frames")
-    min_track_iou: float | None = Field(None, ge=0, le=1, description="lowest IoU between consecutive frames")
-    max_lost_frames: int | None = Field(None, ge=0, description="most empty frames after the first visible one")
-    max_reappearances: int | None = Field(0, ge=0, description="most times an object may come back after a loss")
-    min_side_px: int | None = Field(8, ge=0, description="smallest box side at the model's resolution, pixels")
-    min_score: float | None = Field(None, ge=0, le=1, description="lowest detector score")
-    # clips
-    min_frame_diff: float | None = Field(0.5, ge=0, description="static-clip check: mean |frame difference|")
-    min_motion: float | None = Field(None, ge=0, description="lowest mean optical-flow magnitude, px/frame")
-    max_motion: float | None = Field(None, ge=0, description="highest mean optical-flow magnitude, px/frame")
-    min_sharpness: float | None = Field(None, ge=0, description="lowest mean variance of the Laplacian")
-    min_brightness: float | None = Field(10.0, ge=0, le=255, description="lowest mean grey level")
-    max_brightness: float | None = Field(245.0, ge=0, le=255, description="highest mean grey level")
-    min_aesthetic: float | None = Field(None, description="lowest aesthetic score (needs an aesthetic scorer)")
-
-    @model_validator(mode="after")
-    def _ordered(self) -> "SelectionOptions":
-        if self.min_area > self.max_area:
-            raise ValueError(f"min_area {self.min_area} > max_area {self.max_area}")
-        for lo, hi in (("min_motion", "max_motion"), ("min_brightness", "max_brightness")):
-            a, b = getattr(self, lo), getattr(self, hi)
-            if a is not None and b is not None and a > b:
-                raise ValueError(f"{lo} {a} > {hi} {b}")
-        return self
+CHANGE_LEVELS = 10
+"""Grey levels (0-255) a pixel must change by between consecutive frames to count as changed in ``frame_diff``:
+above the noise of codecs and cameras, so a frozen clip changes no pixel (docs/annotation.md has the figures)."""
 
 
 # --------------------------------------------------------------------------------------------------------- clips
@@ -92,7 +44,9 @@ def clip_measures(frames: np.ndarray, *, sharpness_frames: int = 8) -> dict[str,
     """``motion``, ``frame_diff``, ``sharpness``, ``brightness`` of ``frames`` ``(T, H, W, 3)`` uint8 (T ≥ 1).
 
     Motion is DIS optical flow (OpenCV's fast preset) between consecutive frames at ``FLOW_WIDTH`` px wide, scaled
-    back to the clip's pixels; sharpness is averaged over ``sharpness_frames`` evenly spaced frames.
+    back to the clip's pixels; ``frame_diff`` is the largest fraction (0-1) of pixels whose grey level changes by more
+    than ``CHANGE_LEVELS`` between two consecutive frames (0: nothing moves; a small object moving on a still
+    background counts); sharpness is averaged over ``sharpness_frames`` evenly spaced frames.
     """
     if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8 or not len(frames):
         raise ValueError(f"frames: expected uint8 (T, H, W, 3) with T >= 1, got {frames.dtype} {frames.shape}")
@@ -103,25 +57,36 @@ def clip_measures(frames: np.ndarray, *, sharpness_frames: int = 8) -> dict[str,
     flows = [
         float(np.linalg.norm(dis.calc(a, b, None), axis=-1).mean()) * scale for a, b in zip(small[:-1], small[1:])
     ]
-    diffs = [float(cv2.absdiff(a, b).mean()) for a, b in zip(grey[:-1], grey[1:])]
+    changed = [np.count_nonzero(cv2.absdiff(a, b) > CHANGE_LEVELS) / a.size for a, b in zip(grey[:-1], grey[1:])]
     picked = np.unique(np.round(np.linspace(0, len(grey) - 1, min(sharpness_frames, len(grey)))).astype(int))
     sharpness = float(np.mean([cv2.Laplacian(grey[i], cv2.CV_32F).var() for i in picked]))
     return {
         "motion": float(np.mean(flows)) if flows else 0.0,
-        "frame_diff": float(np.mean(diffs)) if diffs else 0.0,
+        "frame_diff": float(max(changed, default=0.0)),
         "sharpness": sharpness,
         "brightness": float(grey.mean()),
     }
 
 
-def select_clip(measures: Mapping[str, float | None], options: SelectionOptions) -> list[str]:
-    """The reasons to reject a clip with these measures (empty: selected). An absent measure is never a reason."""
+def select_clip(
+    measures: Mapping[str, float | None], options: SelectionOptions, *, asked_only: bool = False
+) -> list[str]:
+    """The reasons to reject a clip with these measures (empty: selected). An absent measure is never a reason.
+
+    ``asked_only``: only the thresholds the user set (``options.model_fields_set``, e.g. ``--select KEY=VALUE``)
+    apply, not the defaults: the rule for clips whose objects the user provided (masks from a manifest or beside the
+    video).
+    """
+
+    def threshold(name: str) -> Any:
+        return None if asked_only and name not in options.model_fields_set else getattr(options, name)
+
     checks = [
-        ("frame_diff", options.min_frame_diff, None, "static_clip", None),
-        ("motion", options.min_motion, options.max_motion, "low_motion", "high_motion"),
-        ("sharpness", options.min_sharpness, None, "blurry", None),
-        ("brightness", options.min_brightness, options.max_brightness, "too_dark", "too_bright"),
-        ("aesthetic", options.min_aesthetic, None, "low_aesthetic", None),
+        ("frame_diff", threshold("min_frame_diff"), None, "static_clip", None),
+        ("motion", threshold("min_motion"), threshold("max_motion"), "low_motion", "high_motion"),
+        ("sharpness", threshold("min_sharpness"), None, "blurry", None),
+        ("brightness", threshold("min_brightness"), threshold("max_brightness"), "too_dark", "too_bright"),
+        ("aesthetic", threshold("min_aesthetic"), None, "low_aesthetic", None),
     ]
     return _reasons(measures, checks)
 

@@ -73,8 +73,9 @@ class Sam2VideoTracker:
         from transformers import Sam2VideoModel
 
         self.model, self.processor, self.device = load_pretrained(
-            Sam2VideoModel, self.path, storage_options=self.storage_options, device=self.device, dtype=self.dtype
-        )
+            Sam2VideoModel, self.path, storage_options=self.storage_options, device=self.device, dtype=self.dtype,
+            role="sam2 video tracker",
+        )  # fmt: skip
 
     def track(self, frames: np.ndarray, boxes: Sequence[Box]) -> np.ndarray:
         import torch

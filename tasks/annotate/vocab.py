@@ -4,10 +4,15 @@ Every phrase passes :meth:`tasks.proposers.safety.SafetyPolicy.clean_label` (the
 that is too long, holds markup/code characters, an instruction or disallowed content is refused with its reason,
 never used as a label. Phrases are lower-cased and deduplicated; the first source that named a phrase is kept
 (order: file, caption, VLM). Caption nouns come from a small deterministic chunker (:func:`caption_nouns`).
+
+Without a ``--vocab`` file and without a tagger, the fixed phrases are :data:`DEFAULT_VOCABULARY` (source
+``builtin``): common objects that can be removed from a video, so raw footage is never searched with nothing.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -18,7 +23,13 @@ import fsspec
 from tasks.proposers.safety import FALLBACK_LABEL, SafetyPolicy
 
 
-VocabSource = Literal["file", "caption", "vlm"]
+VocabSource = Literal["file", "builtin", "caption", "vlm"]
+
+DEFAULT_VOCABULARY: tuple[str, ...] = (
+    "person", "dog", "cat", "bird", "horse", "car", "bicycle", "motorcycle", "bus", "truck", "boat", "ball",
+    "backpack", "handbag", "umbrella", "bottle", "cup", "chair", "bench", "potted plant", "sign", "kite",
+)  # fmt: skip
+"""The built-in vocabulary: used when a run has neither ``--vocab FILE`` nor a ``--tagger`` (docs/annotation.md)."""
 
 DETERMINERS = frozenset(
     "a an the this that these those some several many two three four five six seven eight nine ten one another "
@@ -135,11 +146,12 @@ class Vocabulary:
         tagger: Any = None,
         policy: SafetyPolicy | None = None,
         max_phrases: int = 32,
+        source: VocabSource = "file",
     ):
         if max_phrases < 1:
             raise ValueError(f"max_phrases: expected >= 1, got {max_phrases}")
         self.policy = policy or SafetyPolicy()
-        self.fixed, refused = merge_vocab([("file", phrases)], policy=self.policy)
+        self.fixed, refused = merge_vocab([(source, phrases)], policy=self.policy)
         if refused:
             raise ValueError(f"vocabulary: refused phrase(s): {'; '.join(reason for _, reason in refused)}")
         self.from_caption = from_caption
@@ -151,6 +163,23 @@ class Vocabulary:
         """True when no source can ever give a phrase."""
         return not self.fixed and not self.from_caption and self.tagger is None
 
+    @property
+    def identity(self) -> str:
+        """A hash of what decides the phrases: the fixed phrases and their source, the caption switch, the tagger's
+        model and prompt version, the phrase cap. Part of each object's row key (``tasks.ingest.item_row_key``)."""
+        tagger = None
+        if self.tagger is not None:
+            from tasks.annotate.caption import PROMPT_VERSION
+
+            tagger = [str(getattr(self.tagger, "model_id", type(self.tagger).__name__)), PROMPT_VERSION]
+        document = {
+            "fixed": [[p.text, p.source] for p in self.fixed],
+            "from_caption": self.from_caption,
+            "tagger": tagger,
+            "max_phrases": self.max_phrases,
+        }
+        return hashlib.sha256(json.dumps(document, sort_keys=True).encode()).hexdigest()[:16]
+
     def setup(self) -> None:
         if self.tagger is not None:
             self.tagger.setup()
@@ -158,7 +187,7 @@ class Vocabulary:
     def for_clip(self, caption: str | None, frames: Any = None, *, clip_id: str = "") -> tuple[list[Phrase], list]:
         """``(phrases, problems)`` for one clip; ``problems`` are ``(reason, message)`` pairs (refused phrases,
         tagger failures)."""
-        sources: list[tuple[VocabSource, Sequence[str]]] = [("file", [p.text for p in self.fixed])]
+        sources: list[tuple[VocabSource, Sequence[str]]] = [(p.source, [p.text]) for p in self.fixed]
         if self.from_caption:
             sources.append(("caption", caption_nouns(caption)))
         problems: list[tuple[str, str]] = []

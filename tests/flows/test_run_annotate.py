@@ -127,22 +127,24 @@ def test_annotation_options_are_validated_and_name_the_option(tmp_path) -> None:
 
     from flows.cli_factory import build_config
 
-    config = build_config(("annotate.select.min_motion", 0.5), source=str(tmp_path), segmenter="sam3:/m#threshold=0.4",
-                          annotate={"vocab": "v.txt", "select": {"min_track_iou": 0.3}})  # fmt: skip
+    config = build_config({"source": str(tmp_path), "segmenter": "sam3:/m#threshold=0.4",
+                           "annotate": {"vocab": "v.txt", "select": {"min_track_iou": 0.3}}},
+                          [("annotate.select.min_motion", 0.5)])  # fmt: skip
     assert config.annotate.select.min_motion == 0.5 and config.annotate.select.min_track_iou == 0.3
     assert config.recorded()["annotate"]["vocab"] == "v.txt"
-    assert config.render.reseg_segmenter == "sam3:/m#threshold=0.4"  # the gate re-segments with the run's segmenter
-    off = build_config(("render.reseg_segmenter", None), source=str(tmp_path), segmenter="sam3:/m")
-    assert off.render.reseg_segmenter is None  # --set render.reseg_segmenter=null
+    assert config.score.reseg_segmenter == "sam3:/m#threshold=0.4"  # the gate re-segments with the run's segmenter
+    off = build_config({"source": str(tmp_path), "segmenter": "sam3:/m"}, [("score.reseg_segmenter", None)])
+    assert off.score.reseg_segmenter is None  # --set score.reseg_segmenter=null
     for settings, option in (
         ({"annotate": {"select": {"min_blur": 3}}}, "--select"),
         ({"annotate": {"select": {"min_area": 0.5, "max_area": 0.1}}}, "--select"),
         ({"segmenter": "sam3:/m#colour=red"}, "--segmenter"),
         ({"segmenter": "detect+track:/m"}, "--segmenter"),
         ({"annotate": {"captioner": "llava:/m"}}, "--captioner"),
-        ({"annotate": {"aesthetic_clip": "/clip"}}, "--set"),
-        ({"render": {"reseg_segmenter": "sam:/m.pth"}}, "--set"),
+        ({"annotate": {"aesthetic_clip": "/clip"}}, "--aesthetic-clip"),  # options of their own now
+        ({"score": {"reseg_segmenter": "sam:/m.pth"}}, "--reseg-segmenter"),
+        ({"colour": 1}, "--set"),  # no option holds it
     ):
         with pytest.raises(typer.BadParameter) as err:
-            build_config(source=str(tmp_path), **settings)
-        assert err.value.param_hint == option, settings
+            build_config({"source": str(tmp_path), **settings})
+        assert err.value.param_hint == [option], settings

@@ -10,7 +10,7 @@ import torch
 
 from catalog.ids import sha256_bytes, source_id
 from catalog.store import Catalog
-from tasks.ingest import ingest_batch
+from tasks.ingest import IngestOptions, ingest_batch
 from tasks.masks import decode_masks_npz
 from tasks.segment import ProvidedSegmenter, SamSegmenter
 from tasks.sources import discover_sources
@@ -31,7 +31,7 @@ def corpus_run(bad_corpus: dict, tmp_path_factory: pytest.TempPathFactory):
         geometry=CORPUS_GEOMETRY,
         segmenter=ProvidedSegmenter(),
         run_id="run-corpus",
-        preset="ultrafast",
+        options=IngestOptions(preset="ultrafast"),
     )
     return catalog, items, discovery_failures + result.failures, result
 
@@ -94,7 +94,7 @@ def test_rerun_gives_the_same_ids(bad_corpus: dict, tmp_path) -> None:
             geometry=CORPUS_GEOMETRY,
             segmenter=ProvidedSegmenter(),
             run_id=name,
-            preset="ultrafast",
+            options=IngestOptions(preset="ultrafast"),
         )
         for name in ("a", "b")
     ]
@@ -114,7 +114,12 @@ def test_rows_sharing_a_video_share_clips(bad_corpus: dict, catalog: Catalog) ->
         for mask_id in (OBJECT_ID, OTHER_ID)
     ]
     result = ingest_batch(
-        items, catalog, geometry=CORPUS_GEOMETRY, segmenter=ProvidedSegmenter(), run_id="r", keep_arrays=True
+        items,
+        catalog,
+        geometry=CORPUS_GEOMETRY,
+        segmenter=ProvidedSegmenter(),
+        run_id="r",
+        options=IngestOptions(keep_arrays=True),
     )
     assert len(result.rows["clips"]) == 1 and len(result.rows["objects"]) == 2
     assert {r["label"] for r in result.rows["objects"]} == {"3", "5"}
@@ -142,7 +147,14 @@ def test_real_footage_with_sam_box_prompts(bikes: str, catalog: Catalog, tmp_pat
         SourceItem(uri=bikes, start_frame=76, end_frame=187, box=(200, 60, 420, 250), label="cyclist"),
         SourceItem(uri=bikes, start_frame=0, end_frame=20),  # shorter than one window
     ]
-    result = ingest_batch(items, catalog, geometry=geometry, segmenter=segmenter, run_id="r", max_clips_per_source=2)
+    result = ingest_batch(
+        items,
+        catalog,
+        geometry=geometry,
+        segmenter=segmenter,
+        run_id="r",
+        options=IngestOptions(max_clips_per_source=2),
+    )
     assert CountingSam.setups == 1
     starts = [(r["start_frame"], r["end_frame"], r["frame_stride"], r["scene_index"]) for r in result.rows["clips"]]
     assert starts == [(76, 101, 3, 0), (103, 128, 3, 0)]  # inside scene 76..137, back to back
@@ -194,8 +206,7 @@ def test_ingest_sources_and_catalog_on_s3(good_clips: dict) -> None:
             geometry=CORPUS_GEOMETRY,
             segmenter=ProvidedSegmenter(s3.storage_options),
             run_id="s3",
-            preset="ultrafast",
-            storage_options=s3.storage_options,
+            options=IngestOptions(preset="ultrafast", storage_options=s3.storage_options),
         )
         assert not result.failures and len(result.rows["clips"]) == 1
         (row,) = result.rows["objects"]
@@ -225,7 +236,8 @@ class _FakeCaptioner:
 
 def test_unlabelled_folder_with_sibling_masks_captions_and_selection(tmp_path, catalog: Catalog) -> None:
     """A folder of clips whose label maps lie next to them: one object per label, a caption from the captioner for
-    clips without one, a still clip rejected (recorded, not segmented), every decision in the rows."""
+    clips without one, a still clip rejected when the static check is asked for (recorded, its masks read and each
+    of its objects given a ``select`` failure, but no object row), every decision in the rows."""
     from tasks.annotate.selection import SelectionOptions
     from tasks.ingest import Annotation
     from tasks.synthetic import make_scene
@@ -242,10 +254,11 @@ def test_unlabelled_folder_with_sibling_masks_captions_and_selection(tmp_path, c
     items, failures = discover_sources(str(folder))
     assert not failures and all(item.mask_uri for item in items)
     captioner = _FakeCaptioner()
-    selection = SelectionOptions(min_area=0.001, max_area_change=5.0, min_side_px=200)  # side check rejects all
+    # the side check rejects all; the static check is asked for (clip filters skip provided masks by default)
+    selection = SelectionOptions(min_area=0.001, max_area_change=5.0, min_side_px=200, min_frame_diff=1e-4)
     geometry = Geometry(num_frames=8, fps=8.0, height=96, width=144)
     result = ingest_batch(items, catalog, geometry=geometry, segmenter=ProvidedSegmenter(), run_id="r",
-                          preset="ultrafast", annotation=Annotation(captioner=captioner, selection=selection))  # fmt: skip
+                          options=IngestOptions(preset="ultrafast"), annotation=Annotation(captioner=captioner, selection=selection))  # fmt: skip
     clips = {os.path.basename(c.source_uri): row for c, row in zip(result.clips, result.rows["clips"])}
     assert captioner.calls == 2
     assert clips["moving.mp4"]["caption"].startswith("a clip of 8 frames")
@@ -253,7 +266,8 @@ def test_unlabelled_folder_with_sibling_masks_captions_and_selection(tmp_path, c
     assert clips["moving.mp4"]["selection"] == "ok" and clips["moving.mp4"]["motion"] > 0.5
     assert clips["still.mp4"]["selection"] == "rejected"
     assert clips["still.mp4"]["selection_reasons"] == ["static_clip"]
-    assert [f.reason for f in result.failures if f.stage == "select"] == ["static_clip"]
+    select = [(f.item_kind, f.reason) for f in result.failures if f.stage == "select"]
+    assert select == [("clip", "static_clip"), ("object", "static_clip"), ("object", "static_clip")]  # its 2 labels
     objects = result.rows["objects"]
     assert {o["clip_id"] for o in objects} == {clips["moving.mp4"]["clip_id"]}  # the still clip was not segmented
     assert sorted(o["mask_id"] for o in objects) == [1, 2]  # one object per label of the sibling map
@@ -269,14 +283,19 @@ def test_unlabelled_folder_with_sibling_masks_captions_and_selection(tmp_path, c
     assert sorted((r["qa_reason"], r["n"]) for r in rows) == [("object_too_small", 2), ("static_clip", 1)]
     # a rerun decodes neither clip again: the rejected one counts as done, its decision comes back from the catalog
     rerun = ingest_batch(items, catalog, geometry=geometry, segmenter=ProvidedSegmenter(), run_id="r2",
-                         preset="ultrafast", annotation=Annotation(captioner=captioner, selection=selection))  # fmt: skip
+                         options=IngestOptions(preset="ultrafast"), annotation=Annotation(captioner=captioner, selection=selection))  # fmt: skip
     assert rerun.skipped_clips == 2 and captioner.calls == 2
     assert sorted(r["selection"] for r in rerun.rows["clips"]) == ["ok", "rejected"]
     # the same clips under the default thresholds: both objects are selected (the negative control of the above)
     again = ingest_batch(items[:1], Catalog(tmp_path / "other"), geometry=geometry, segmenter=ProvidedSegmenter(), run_id="r",
-                         preset="ultrafast", annotation=Annotation(selection=SelectionOptions(max_area_change=5.0)))  # fmt: skip
+                         options=IngestOptions(preset="ultrafast"), annotation=Annotation(selection=SelectionOptions(max_area_change=5.0)))  # fmt: skip
     assert [o["qa_status"] for o in again.rows["objects"]] == ["ok", "ok"]
     assert again.rows["clips"][0]["caption_model"] is None
+    # the still clip under the default thresholds: its sibling masks were given, so no clip filter drops it
+    kept = ingest_batch(items, Catalog(tmp_path / "kept"), geometry=geometry, segmenter=ProvidedSegmenter(), run_id="r",
+                        options=IngestOptions(preset="ultrafast"), annotation=Annotation(selection=SelectionOptions(max_area_change=5.0)))  # fmt: skip
+    assert [(r["selection"], r["frame_diff"] > 0) for r in kept.rows["clips"]] == [("ok", True), ("ok", False)]
+    assert len(kept.rows["objects"]) == 4 and not [f for f in kept.failures if f.stage == "select"]
 
 
 def test_no_masks_and_no_segmenter_stops_before_ingest() -> None:
@@ -300,7 +319,7 @@ def test_a_short_range_is_decoded_once_and_cut_like_two_passes(bikes: str, tmp_p
 
     def ingest(name: str):
         return ingest_batch([item], Catalog(tmp_path / name), geometry=CORPUS_GEOMETRY,
-                            segmenter=ProvidedSegmenter(), run_id=name, keep_arrays=True, preset="ultrafast")  # fmt: skip
+                            segmenter=ProvidedSegmenter(), run_id=name, options=IngestOptions(keep_arrays=True, preset="ultrafast"))  # fmt: skip
 
     two_pass = ingest("two")  # the file's scenes, then the windows decoded
     opened: list[str] = []
@@ -327,5 +346,5 @@ def test_a_long_range_is_scanned_for_scenes_without_holding_its_frames(bikes: st
     monkeypatch.setattr(tasks.ingest, "ONE_PASS_BYTES", 64 * 96 * 3 * 100)  # bikes' 250 frames do not fit
     monkeypatch.setattr(tasks.ingest, "iter_frames", lambda *a, **k: pytest.fail("the range held in memory"))
     result = ingest_batch([SourceItem(uri=bikes, label="bike")], Catalog(tmp_path / "c"), geometry=CORPUS_GEOMETRY,
-                          segmenter=ProvidedSegmenter(), run_id="r", preset="ultrafast")  # fmt: skip
+                          segmenter=ProvidedSegmenter(), run_id="r", options=IngestOptions(preset="ultrafast"))  # fmt: skip
     assert len({c["scene_index"] for c in result.rows["clips"]}) > 1

@@ -225,7 +225,7 @@ def test_detect_track_through_ingest_labels_scores_and_refusals(tmp_path) -> Non
     from catalog.store import Catalog
     from tasks.annotate.segmenters import DetectTrackSegmenter
     from tasks.annotate.selection import SelectionOptions
-    from tasks.ingest import Annotation, ingest_batch
+    from tasks.ingest import Annotation, IngestOptions, ingest_batch
     from tasks.types import Geometry, SourceItem
     from tasks.video_io import encode_mp4
 
@@ -237,7 +237,7 @@ def test_detect_track_through_ingest_labels_scores_and_refusals(tmp_path) -> Non
     segmenter = DetectTrackSegmenter(detector, OracleTracker(truth), vocabulary, keyframe_every=4)
     catalog = Catalog(str(tmp_path / "catalog"))
     result = ingest_batch([SourceItem(uri=str(tmp_path / "clip.mp4"))], catalog, segmenter=segmenter, run_id="r",
-                          geometry=Geometry(num_frames=8, fps=8.0, height=96, width=144), preset="ultrafast",
+                          geometry=Geometry(num_frames=8, fps=8.0, height=96, width=144), options=IngestOptions(preset="ultrafast"),
                           annotation=Annotation(selection=SelectionOptions(min_area=0.0, max_area_change=10.0,
                                                                            min_frame_diff=None)))  # fmt: skip
     assert detector.asked == [["horse", "ball"]]  # file phrase first, then the tag that passed

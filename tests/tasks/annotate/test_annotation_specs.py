@@ -7,6 +7,7 @@ import pytest
 from tasks.annotate.segmenters import DetectTrackSegmenter, Sam3Segmenter
 from tasks.annotate.specs import build_segmenter, is_vocab_segmenter, make_vocabulary, parse_segmenter_spec
 from tasks.annotate.track import Sam2VideoTracker, SamFrameTracker
+from tasks.annotate.vocab import DEFAULT_VOCABULARY, Vocabulary
 
 
 def test_specs_parse_and_build(tmp_path) -> None:
@@ -49,7 +50,11 @@ def test_vocabulary_options(tmp_path) -> None:
     with pytest.raises(ValueError, match="cannot be read"):
         make_vocabulary(str(tmp_path / "missing.txt"))
     with pytest.raises(ValueError, match="vocabulary has no source"):
-        build_segmenter("sam3:/m", make_vocabulary(None, from_caption=False))
+        build_segmenter("sam3:/m", Vocabulary([], from_caption=False))
+    builtin = make_vocabulary(None, from_caption=False)  # no file, no tagger: the built-in vocabulary
+    assert [p.text for p in builtin.fixed] == list(DEFAULT_VOCABULARY)
+    assert {p.source for p in builtin.for_clip(None)[0]} == {"builtin"}
+    assert make_vocabulary(None, tagger=object()).fixed == []  # a tagger names the objects instead
 
 
 def test_models_load_one_at_a_time_across_threads() -> None:
