@@ -16,7 +16,6 @@ import asyncio
 import contextlib
 import csv
 import json
-import signal
 import threading
 import time
 import uuid
@@ -29,6 +28,7 @@ import yaml
 
 from catalog.schema import TABLES
 from catalog.store import Catalog
+from tests.conftest import kill_tree
 from tests.e2e.conftest import REPO, PrefectServer
 from tests.s3server import s3_server
 
@@ -255,20 +255,6 @@ class HeartbeatWatch:
                     self.seen.add(event.resource.id.removeprefix("prefect.flow-run."))
 
 
-def _kill(pid: int) -> None:
-    """SIGKILL a process and everything under it, by PID."""
-    try:
-        family = [*psutil.Process(pid).children(recursive=True), psutil.Process(pid)]
-    except psutil.NoSuchProcess:
-        return
-    for p in family:
-        try:
-            p.send_signal(signal.SIGKILL)
-        except psutil.NoSuchProcess:
-            pass
-    psutil.wait_procs(family, timeout=10)
-
-
 def _gone(pid: int) -> bool:
     try:
         return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE  # dead, waiting for its parent to reap it
@@ -353,8 +339,8 @@ def test_killed_gpu_worker_leaves_its_run_crashed_and_a_rerun_completes_without_
                 time.sleep(0.1)
         assert victim is not None, "no render flow run was caught in flight"
         run, worker_name, flow_pid = victim
-        _kill(workers[worker_name].pid)  # the worker first: nobody is left to report the flow run's end
-        _kill(flow_pid)
+        kill_tree(workers[worker_name].pid)  # the worker first: nobody is left to report the flow run's end
+        kill_tree(flow_pid)
     assert _gone(workers[worker_name].pid) and _gone(flow_pid)
 
     crashed = _wait_final(server, run.id, timeout=ZOMBIE_AFTER_S + 90)

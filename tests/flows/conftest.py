@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import csv
 import os
-import signal
 from pathlib import Path
 
 import pytest
@@ -47,19 +46,3 @@ def vpf_env(tmp_path_factory: pytest.TempPathFactory, prefect_harness) -> dict[s
         "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
         "DO_NOT_TRACK": "1",
     }
-
-
-def kill_tree(pid: int) -> None:
-    """SIGKILL a process and all its children (a ``vpf run`` and its Prefect server or workers), then reap them."""
-    import psutil
-
-    try:
-        family = [psutil.Process(pid), *psutil.Process(pid).children(recursive=True)]
-    except psutil.NoSuchProcess:
-        return
-    for p in family:
-        try:
-            p.send_signal(signal.SIGKILL)
-        except psutil.NoSuchProcess:
-            pass
-    psutil.wait_procs(family, timeout=10)

@@ -14,8 +14,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from catalog.store import Catalog
+from tests.conftest import kill_tree
 from tests.corpus import BAD_CORPUS_EXPECTED, write_bad_corpus, write_good_clips
-from tests.flows.conftest import kill_tree
 
 
 VPF = str(Path(sys.executable).parent / "vpf")

@@ -16,7 +16,7 @@ from catalog.maintenance import HEARTBEAT_ENV, STALE_BEATS
 from catalog.store import Catalog
 from flows.build_pairs import RunHeartbeat, heartbeat_interval
 from flows.status import catalog_status
-from tests.flows.conftest import kill_tree
+from tests.conftest import kill_tree
 
 
 VPF = str(Path(sys.executable).parent / "vpf")
