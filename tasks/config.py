@@ -5,7 +5,7 @@
 else. Each step takes its part (``GeometryConfig``, ``AnnotateConfig``, ``RenderConfig``, ``ScoreConfig``); the
 render flow, which may run on another machine, receives ``RenderConfig`` and ``ScoreConfig`` as JSON.
 
-This module sits at the bottom of ``tasks/``: it imports no step, no scorer and no catalog code.
+This module sits at the bottom of ``tasks/``: it imports no step and no scorer; of ``catalog/`` only the redaction rule.
 """
 
 from __future__ import annotations

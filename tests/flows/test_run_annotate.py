@@ -53,6 +53,7 @@ def models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("models")
     return {
         "gdino": tiny_models.build_grounding_dino(root / "grounding-dino"),
+        "owlv2": tiny_models.build_owlv2(root / "owlv2"),  # the other detector (test_run_annotate_checks.py)
         "sam2": tiny_models.build_sam2_video(root / "sam2"),
         "sam3": tiny_models.build_sam3_video(root / "sam3"),
         "vlm": build_tiny_vlm(root / "vlm"),

@@ -14,21 +14,9 @@ import pytest
 from tasks.annotate.vocab import DEFAULT_VOCABULARY
 from tests.flows import test_run_annotate as base
 from tests.flows.test_run_annotate import PERMISSIVE, TINY_ARGS, VPF, _query
-from tests.tasks.annotate import tiny_models
 
 
-env, footage = base.env, base.footage  # the module fixtures of tests/flows/test_run_annotate.py
-
-
-@pytest.fixture(scope="module")
-def models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    root = tmp_path_factory.mktemp("models")
-    return {
-        "gdino": tiny_models.build_grounding_dino(root / "grounding-dino"),
-        "owlv2": tiny_models.build_owlv2(root / "owlv2"),
-        "sam2": tiny_models.build_sam2_video(root / "sam2"),
-        "sam3": tiny_models.build_sam3_video(root / "sam3"),
-    }
+env, footage, models = base.env, base.footage, base.models  # the module fixtures of tests/flows/test_run_annotate.py
 
 
 def _run(env: dict[str, str], *args: str) -> tuple[subprocess.CompletedProcess, float]:
