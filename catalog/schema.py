@@ -18,8 +18,9 @@ import pyarrow as pa
 # 4: objects.caption, objects.row_key, renders.generation, clips.plan_id, clips.plan_clips;
 # 5: clips/objects annotation and selection columns; 6: the pair-quality gate's columns replace pairs.lpips /
 # clip_sim / clip_sim_masked; 7: stage_timings; 8: pairs.reseg_iou_src, reseg_iou_tgt (the gate's re-segmentation check);
-# 9: runs.heartbeat_at, runs.heartbeat_s (a running run's sign of life)
-SCHEMA_VERSION = 9
+# 9: runs.heartbeat_at, runs.heartbeat_s (a running run's sign of life);
+# 10: reviews (people's verdicts on pairs), decisions (pairs re-decided under another accept rule)
+SCHEMA_VERSION = 10
 
 EDIT_TYPES = ("remove", "add", "replace", "attribute")
 DECISIONS = ("accepted", "rejected")
@@ -258,6 +259,34 @@ STAGE_TIMINGS = pa.schema(
     ]
 )
 
+REVIEW_VERDICTS = ("accepted", "rejected", "withdrawn")  # withdrawn: an undo, the pair counts as not reviewed
+REVIEW_REASONS = ("object_left", "effect_left", "artefact", "flicker", "wrong_object", "bad_instruction", "other")
+
+REVIEWS = pa.schema(
+    [
+        _f("review_id", pa.string(), True),  # hash of pair + reviewer + time: append-only, one row per judgement
+        _f("pair_id", pa.string(), True),
+        _f("reviewer", pa.string(), True),
+        _f("verdict", pa.string(), True),  # one of REVIEW_VERDICTS; the latest row of a pair wins
+        _f("reason", pa.string()),  # one of REVIEW_REASONS, for rejections
+        _f("note", pa.string()),
+        _f("created_at", _TS, True),
+        _f("run_id", pa.string()),
+    ]
+)
+
+DECISIONS = pa.schema(
+    [
+        _f("decision_id", pa.string(), True),  # hash of pair + rule: rescoring twice under one rule adds nothing
+        _f("pair_id", pa.string(), True),
+        _f("decision", pa.string(), True),  # accepted | rejected
+        _f("decision_reason", pa.string()),
+        _f("rule_json", pa.string(), True),  # the accept rule that decided, as JSON
+        _f("created_at", _TS, True),
+        _f("run_id", pa.string()),
+    ]
+)
+
 TABLES: dict[str, pa.Schema] = {
     "sources": SOURCES,
     "clips": CLIPS,
@@ -268,6 +297,8 @@ TABLES: dict[str, pa.Schema] = {
     "runs": RUNS,
     "failures": FAILURES,
     "stage_timings": STAGE_TIMINGS,
+    "reviews": REVIEWS,
+    "decisions": DECISIONS,
 }
 
 ID_COLUMNS: dict[str, str] = {
@@ -280,4 +311,6 @@ ID_COLUMNS: dict[str, str] = {
     "runs": "run_id",
     "failures": "failure_id",
     "stage_timings": "timing_id",
+    "reviews": "review_id",
+    "decisions": "decision_id",
 }
