@@ -15,7 +15,16 @@ apply_local_defaults()  # before Prefect is imported: ephemeral mode, analytics 
 
 import typer  # noqa: E402
 
-from flows import cli_bench, cli_catalog, cli_factory, cli_gallery, cli_quality, cli_reproduce, cli_samples  # noqa: E402
+from flows import (  # noqa: E402
+    cli_bench,
+    cli_catalog,
+    cli_factory,
+    cli_gallery,
+    cli_quality,
+    cli_reproduce,
+    cli_review,
+    cli_samples,
+)
 from flows.options import quiet_on_closed_pipes  # noqa: E402
 
 
@@ -60,6 +69,7 @@ cli_reproduce.register(app)
 cli_gallery.register(app)
 cli_bench.register(app)
 cli_quality.register(app)
+cli_review.register(app)
 quiet_on_closed_pipes(app)  # every command: a closed pipe (vpf status | head -1) ends it with exit 0, no traceback
 
 
