@@ -19,7 +19,9 @@ import pyarrow as pa
 # 5: clips/objects annotation and selection columns; 6: the pair-quality gate's columns replace pairs.lpips /
 # clip_sim / clip_sim_masked; 7: stage_timings; 8: pairs.reseg_iou_src, reseg_iou_tgt (the gate's re-segmentation check);
 # 9: runs.heartbeat_at, runs.heartbeat_s (a running run's sign of life);
-# 10: reviews (people's verdicts on pairs), decisions (pairs re-decided under another accept rule)
+# 10: reviews (people's verdicts on pairs), decisions (pairs re-decided under another accept rule); objects.prompt_frame,
+# first_frame (objects that enter the clip); renders.effect_area, effect_source (effect-aware masks); pairs.effect_residual,
+# object_ring_colour_gap, object_texture_ratio, bad_frame_share (the gate's effect, object-pixel and per-frame checks)
 SCHEMA_VERSION = 10
 
 EDIT_TYPES = ("remove", "add", "replace", "attribute")
@@ -108,6 +110,8 @@ OBJECTS = pa.schema(
         _f("track_lost_frames", pa.int32()),  # empty frames after the first visible one
         _f("track_reappearances", pa.int32()),  # times the object came back after being lost
         _f("min_side_px", pa.int32()),  # smallest box side over the visible frames, clip pixels
+        _f("prompt_frame", pa.int32()),  # clip frame whose detection started the track (detect+track, sam3)
+        _f("first_frame", pa.int32()),  # first clip frame showing the object: frames before it are absent (empty)
         _f("created_at", _TS, True),
         _f("run_id", pa.string()),
     ]
@@ -145,6 +149,8 @@ RENDERS = pa.schema(
         _f("generation", pa.string()),  # set by `vpf run --rerender`: a deliberate new render (part of the id)
         _f("video_uri", pa.string(), True),  # the edited clip, H.264 mp4
         _f("mask_uri", pa.string()),  # the dilated mask actually inpainted
+        _f("effect_area", pa.float64()),  # share of the clip's pixels of the object's side effects (tasks/effects.py)
+        _f("effect_source", pa.string()),  # how: "static-background" | "stabilised" | "unreliable" | "off"
         _f("device", pa.string()),
         _f("elapsed_s", pa.float64()),
         _f("created_at", _TS, True),
@@ -183,6 +189,10 @@ PAIRS = pa.schema(
         _f("flicker_ratio", pa.float64()),  # motion-compensated change in the hole / in the background
         _f("motion_gap", pa.float64()),  # hole vs ring median flow, full-resolution px per frame
         _f("temporal_warp_error", pa.float64()),  # the hole's warp residual, [0, 1] scale
+        _f("effect_residual", pa.float64()),  # object-correlated change left around the object, grey levels
+        _f("object_ring_colour_gap", pa.float64()),  # ring_colour_gap on the object's own pixels
+        _f("object_texture_ratio", pa.float64()),  # ring_texture_ratio on the object's own pixels
+        _f("bad_frame_share", pa.float64()),  # share of frames whose fill jumps or shows the object again
         _f("mask_area_ratio", pa.float64()),
         _f("object_frames_ratio", pa.float64()),  # share of frames where the object is visible
         # removal checks with weights (null unless CLIP weights / a re-segmentation segmenter are configured)
@@ -275,7 +285,7 @@ REVIEWS = pa.schema(
     ]
 )
 
-DECISIONS = pa.schema(
+DECISIONS_TABLE = pa.schema(
     [
         _f("decision_id", pa.string(), True),  # hash of pair + rule: rescoring twice under one rule adds nothing
         _f("pair_id", pa.string(), True),
@@ -298,7 +308,7 @@ TABLES: dict[str, pa.Schema] = {
     "failures": FAILURES,
     "stage_timings": STAGE_TIMINGS,
     "reviews": REVIEWS,
-    "decisions": DECISIONS,
+    "decisions": DECISIONS_TABLE,
 }
 
 ID_COLUMNS: dict[str, str] = {

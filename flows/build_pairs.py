@@ -4,7 +4,8 @@ One parameter, ``config`` (``tasks.config.RunConfig``), validated once and passe
 are ``failures`` rows and the batch goes on; resume is reconciled against the catalog's ids. Render batches go to an
 executor (``flows/executors.py``): this process, or the ``render`` deployment on GPU workers. One ``runs`` row per
 run: ``running`` at the start and again every heartbeat (``RunHeartbeat``: a killed run reads as ``interrupted``), then
-its final status with counts (``RunTally.status``). Prefect records the run's name and parameters redacted.
+its final status with counts (``RunTally.status``; ``interrupted`` after SIGINT/SIGTERM: ``stop_on_signals``).
+Prefect records the run's name and parameters redacted.
 """
 
 from __future__ import annotations
@@ -13,9 +14,11 @@ import json
 import logging
 import os
 import platform
+import signal
 import threading
 import uuid
 from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from importlib.metadata import version
@@ -24,6 +27,7 @@ from pathlib import Path
 from typing import Any, Literal, TypeVar
 
 from prefect import Flow, flow, get_run_logger
+from prefect._internal import control_listener
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.context import FlowRunContext, get_run_context
 from pydantic import BaseModel, Field
@@ -39,6 +43,7 @@ from flows.options import deployment_hint, relative_note
 from flows.prefect_tasks import discover_task, ingest_task, propose_task, record_task
 from flows.progress import report
 from tasks.annotate.specs import check_annotation, check_masks_or_segmenter
+from tasks.annotate.stop import RunInterrupted, clear_stop, request_stop, stop_requested
 from tasks.config import RunConfig
 from tasks.contracts import Proposer
 from tasks.steps.discover import SourceNotFoundError
@@ -50,8 +55,8 @@ from tasks.timings import StageTimer, use_timer
 from tasks.types import Failure, SourceItem
 
 
-RunStatus = Literal["running", "completed", "completed_with_failures", "failed"]
-RUN_STATUSES: tuple[RunStatus, ...] = ("running", "completed", "completed_with_failures", "failed")
+RunStatus = Literal["running", "completed", "completed_with_failures", "failed", "interrupted"]
+RUN_STATUSES: tuple[RunStatus, ...] = ("running", "completed", "completed_with_failures", "failed", "interrupted")
 RunLogger = Logger | LoggerAdapter
 T = TypeVar("T")
 
@@ -201,9 +206,13 @@ def build_pairs(config: RunConfig, executor: RenderExecutor | None = None) -> Ru
             record_task.with_options(task_run_name="record discover failures")(
                 cat, {"failures": tally.failed(failures)}
             )
-        with serial_opencv():  # the run's own threads use the cores
+        with serial_opencv(), stop_on_signals(logger):  # the run's own threads use the cores
             make_pairs(config, items, cat, tally, executor or make_executor(config))
         status = tally.status(config)
+    except BaseException:
+        if stop_requested() is not None:  # SIGINT/SIGTERM: what finished is recorded, the row says so
+            status = "interrupted"
+        raise
     finally:
         finished = datetime.now(timezone.utc)
         tally.add({"failures": 0})
@@ -255,6 +264,7 @@ def make_pairs(
                 ingested.rows.get("objects", []),
                 ingested.rows.get("clips", []),
                 dilation_radius=config.render.dilation_radius,
+                effect_masks=config.render.effect_masks,
             )
             for part, chunk in enumerate(_batches(jobs, config.batch_size), start=1):
                 executor.submit(list(chunk), f"{tally.run_id[-8:]} {label}.{part}")
@@ -303,6 +313,39 @@ def propose(
         cat, {"instructions": proposed.rows["instructions"], "failures": tally.failed(proposed.failures)}
     )
     return proposed
+
+
+@contextmanager
+def stop_on_signals(logger: RunLogger) -> Iterator[None]:
+    """While the block runs (in the main thread; elsewhere a no-op), SIGINT and SIGTERM ask the run's loops to stop
+    (``tasks.annotate.stop``: the tracking loops check between frames, ingest between clips, so the ingest threads
+    end within a frame's work) and unwind this thread: SIGINT as ``KeyboardInterrupt`` (the previous handler),
+    SIGTERM as :class:`tasks.annotate.stop.RunInterrupted`, so the process exits through ``vpf run``'s one line
+    rather than by Prefect re-sending the signal; a SIGTERM that Prefect's runner sends to cancel a deployment's run
+    (a control intent is set) goes to Prefect's handler as before. Rows recorded before the signal stay;
+    ``build_pairs`` records the run as ``interrupted``. A stop left from an earlier run is cleared."""
+    clear_stop()
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    previous = {sig: before for sig, before in previous.items() if before != signal.SIG_IGN}  # ignored stays ignored
+
+    def handler(signum: int, frame: Any) -> None:
+        request_stop(signum)
+        logger.warning("%s: stopping at the next frame; what finished stays recorded", signal.Signals(signum).name)
+        before = previous[signal.Signals(signum)]
+        if callable(before) and (signum == signal.SIGINT or control_listener.get_intent() is not None):
+            before(signum, frame)
+        raise RunInterrupted(signum, "the run")
+
+    for sig in previous:
+        signal.signal(sig, handler)
+    try:
+        yield
+    finally:
+        for sig, before in previous.items():
+            signal.signal(sig, before)
 
 
 # ------------------------------------------------------------------------------------------------------ helpers

@@ -169,7 +169,10 @@ def run_command(
     except (SourceNotFoundError, NoMasksError, AnnotationSpecError) as exc:  # found before any write: usage error
         console.print(f"[red]vpf run:[/red] {escape(str(exc))}", soft_wrap=True, highlight=False)
         raise typer.Exit(EXIT_USAGE) from None
-    except Exception as exc:  # the runs row says "failed"; the user gets one line, not a traceback
+    except BaseException as exc:  # the runs row says "failed" (or "interrupted"); one line, not a traceback
+        _exit_if_stopped()
+        if not isinstance(exc, Exception):
+            raise
         console.print(f"[red]vpf run failed:[/red] {type(exc).__name__}: {escape(redact(str(exc)))}")
         raise typer.Exit(EXIT_ERROR) from exc
     if as_json:
@@ -181,6 +184,20 @@ def run_command(
         if summary.gallery:
             console.print(f"gallery: {summary.gallery}")
     raise typer.Exit(STATUS_EXIT.get(summary.status, EXIT_ERROR))
+
+
+def _exit_if_stopped() -> None:
+    """After SIGINT/SIGTERM stopped a run (``tasks.annotate.stop``): one line, exit 128 + the signal's number."""
+    import signal
+
+    from tasks.annotate.stop import stop_requested
+
+    signum = stop_requested()
+    if signum is None:
+        return
+    name = signal.Signals(signum).name if signum else "a stop request"
+    console.print(f"[red]vpf run:[/red] stopped by {name}; the clips finished before it are recorded (vpf status)")
+    raise typer.Exit(128 + signum) from None
 
 
 RUN_OPTIONS: dict[str, FieldOption] = {option.dotted: option for option in run_command.options}  # type: ignore[attr-defined]
@@ -205,7 +222,8 @@ def status_command(
     last: Annotated[int, typer.Option("--last", min=1, help="How many runs to list.")] = 5,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout.")] = False,
 ) -> None:
-    """The last runs, row counts per table, failures by stage and reason, and the latest run's time by stage.
+    """The last runs, row counts per table, failures by stage and reason (open ones counted apart from those a later
+    run made good: "superseded"), and the latest run's time by stage.
 
     On a terminal, tables (one block per row where a table does not fit; ids never wrap). When stdout is not a
     terminal (a pipe, a file): tab-separated lines that never wrap, each section a "# title" line, a header line and
@@ -302,11 +320,14 @@ def status_sections(report: dict[str, Any], catalog: str) -> list[StatusSection]
     )
     rows = StatusSection("rows", ["table", "rows"], [[t, str(n)] for t, n in report["rows"].items()],
                          right=frozenset({"rows"}))  # fmt: skip
-    failures = StatusSection(
+    failures = StatusSection(  # count: open failures; superseded: made good by a later run (flows.status)
         "failures",
-        ["stage", "reason", "count", "example"],
-        [[f["stage"], f["reason"], str(f["count"]), str(f["example"])] for f in report["failures"]],
-        right=frozenset({"count"}),
+        ["stage", "reason", "count", "superseded", "example"],
+        [
+            [f["stage"], f["reason"], str(f["count"]), str(f["superseded"]), str(f["example"])]
+            for f in report["failures"]
+        ],
+        right=frozenset({"count", "superseded"}),
         fold=frozenset({"example"}),
     )
     sections = [runs, rows, failures]

@@ -366,13 +366,27 @@ def _split_commas(values: Sequence[Any]) -> list[str]:
 
 def _start(value: Any) -> dict[str, Any]:
     """A group of settings as a dict to set keys in: a model's set fields (the unset ones keep their defaults and
-    stay unset), a dataclass's fields, a mapping's items; anything else: empty."""
+    stay unset), a dataclass's fields that differ from the dataclass's own defaults (the others it fills itself, so
+    the keys of the dict are exactly what was set), a mapping's items; anything else: empty."""
     if isinstance(value, BaseModel):
         fields = type(value).model_fields
         return {(fields[name].alias or name): getattr(value, name) for name in value.model_fields_set}
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return {f.name: getattr(value, f.name) for f in dataclasses.fields(value)}
+        return {
+            f.name: getattr(value, f.name)
+            for f in dataclasses.fields(value)
+            if getattr(value, f.name) != _own_default(f)
+        }
     return dict(value) if isinstance(value, Mapping) else {}
+
+
+def _own_default(field: dataclasses.Field) -> Any:
+    """A dataclass field's default (``EMPTY`` for a field without one, which equals no value)."""
+    if field.default is not dataclasses.MISSING:
+        return field.default
+    if field.default_factory is not dataclasses.MISSING:
+        return field.default_factory()
+    return EMPTY
 
 
 class _NotAGroup(Exception):
@@ -460,6 +474,17 @@ def _message(error: Mapping[str, Any], rest: Sequence[str]) -> str:
     return f"{'.'.join(rest)}: {message}" if rest else message
 
 
+def _known_keys(model: type[BaseModel], path: Sequence[str]) -> list[str]:
+    """The field names of the part of ``model`` at ``path`` (empty when ``path`` does not lead to a model)."""
+    for key in path:
+        field = model.model_fields.get(key)
+        inner = _optional(field.annotation)[0] if field is not None else None
+        if not _is_model(inner):
+            return []
+        model = inner
+    return sorted(model.model_fields)
+
+
 def _holds(data: Any, path: Sequence[str]) -> bool:
     for key in path:
         if not isinstance(data, Mapping) or key not in data:
@@ -475,10 +500,12 @@ def bad_parameter(
     others: Mapping[str, Sequence[str]] | None = None,
     fallback: str | None = None,
     data: Mapping[str, Any] | None = None,
+    model: type[BaseModel] | None = None,
 ) -> typer.BadParameter:
     """``exc`` as one usage error naming the option(s) at fault: the deepest option on each error's path (all its
     flags), else ``others`` (dotted field → the names of the command parameter that fills it); an error of a whole
-    nested model names the options below it that ``data`` (the values validated) holds; else ``fallback``."""
+    nested model names the options below it that ``data`` (the values validated) holds; else ``fallback``. With
+    ``model`` (the validated model), an unknown key names the known keys of the part it was given to."""
     names: dict[tuple[str, ...], tuple[str, ...]] = {option.path: option.flags for option in options}
     names |= {tuple(dotted.split(".")): tuple(flags) for dotted, flags in (others or {}).items()}
     problems: list[tuple[tuple[str, ...] | None, str]] = []
@@ -494,7 +521,10 @@ def bad_parameter(
                 f[0] for p, f in names.items() if len(p) > len(keys) and p[: len(keys)] == keys and _holds(data, p)
             ]
             flags, rest = (tuple(below), ()) if below else (None, rest)
-        problems.append((flags or ((fallback,) if fallback else None), _message(error, rest)))
+        message = _message(error, rest)
+        if error["type"] == "extra_forbidden" and model is not None and (known := _known_keys(model, keys[:-1])):
+            message = f"{message}; known keys: {', '.join(known)}"  # "bogus: Extra inputs are not permitted; …"
+        problems.append((flags or ((fallback,) if fallback else None), message))
     hints = list(dict.fromkeys(flags for flags, _ in problems))
     if len(hints) == 1 and hints[0] is not None:
         return typer.BadParameter("; ".join(m for _, m in problems), param_hint=list(hints[0]))
@@ -527,7 +557,7 @@ def validate_model(
     try:
         return model.model_validate(data)
     except ValidationError as exc:
-        raise bad_parameter(exc, options, others=others, fallback=fallback, data=data) from None
+        raise bad_parameter(exc, options, others=others, fallback=fallback, data=data, model=model) from None
 
 
 def _names_of(parameter: inspect.Parameter) -> tuple[str, ...]:

@@ -21,6 +21,7 @@ from tasks.types import EditType, Geometry, ResizeMode
 
 
 EngineName = Literal[ENGINE_NAMES]  # type: ignore[valid-type]  # the registry holds the one list
+EffectMasksMode = Literal["auto", "all", "off"]  # side-effect-aware masks (tasks/effects.py)
 
 
 class GeometryConfig(BaseModel):
@@ -57,9 +58,12 @@ class SelectionOptions(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     # objects
-    min_area: float = Field(0.01, ge=0, le=1, description="smallest mask area ratio on any frame")
-    max_area: float = Field(0.90, ge=0, le=1, description="largest mask area ratio on any frame")
-    max_area_change: float = Field(0.20, gt=0, description="largest relative area change between frames")
+    min_area: float | None = Field(0.01, ge=0, le=1, description="smallest mask area ratio on any frame")
+    max_area: float | None = Field(0.90, ge=0, le=1, description="largest mask area ratio on any frame")
+    max_area_change: float | None = Field(0.20, gt=0, description="largest relative area change between frames")
+    max_entry_frame: int | None = Field(
+        None, ge=0, description="latest clip frame an object may first appear on (0: visible on the first frame)"
+    )
     min_track_iou: float | None = Field(None, ge=0, le=1, description="lowest IoU between consecutive frames")
     max_lost_frames: int | None = Field(None, ge=0, description="most empty frames after the first visible one")
     max_reappearances: int | None = Field(0, ge=0, description="most times an object may come back after a loss")
@@ -78,7 +82,7 @@ class SelectionOptions(BaseModel):
 
     @model_validator(mode="after")
     def _ordered(self) -> "SelectionOptions":
-        if self.min_area > self.max_area:
+        if self.min_area is not None and self.max_area is not None and self.min_area > self.max_area:
             raise ValueError(f"min_area {self.min_area} > max_area {self.max_area}")
         for lo, hi in (("min_motion", "max_motion"), ("min_brightness", "max_brightness")):
             a, b = getattr(self, lo), getattr(self, hi)
@@ -124,7 +128,8 @@ class AnnotateConfig(BaseModel):
 
 
 class RenderConfig(BaseModel):
-    """How each job is rendered: the engine, its options, the seed, the render generation and the GPU slot."""
+    """How each job is rendered: the engine, its options, the seed, the mask (dilation, side effects), the render
+    generation and the GPU slot."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -140,6 +145,12 @@ class RenderConfig(BaseModel):
         ge=0,
         description="mask dilation before inpainting, a radius in pixels (square kernel of side 2r+1); "
         "default: 16 px at 720 px wide, in proportion",
+    )
+    effect_masks: EffectMasksMode = Field(
+        "auto",
+        description="auto: grow each removal's mask to the object's shadow or reflection before dilation where they "
+        "are found reliably without weights (still cameras, tasks/effects.py); all: on moving cameras too, "
+        "stabilised (less reliable: docs/effects.md); off: the object only",
     )
     gpu_slots: int = Field(1, ge=1, description="slots of the per-worker limit gpu:<worker id> when it is created")
     rerender: bool = Field(
@@ -165,6 +176,12 @@ class ScoreConfig(BaseModel):
 
     accept_rule: AcceptRule = Field(
         default_factory=AcceptRule, description="thresholds a pair must meet (min_judge_* use the judge)"
+    )
+    accept_file: str | None = Field(
+        None,
+        exclude=True,  # read once, where the configuration is built: the rule it gives is in accept_rule
+        description="accept-rule file, JSON or YAML of accept-rule fields (vpf gate calibrate writes one); --accept "
+        "KEY=VALUE applies on top",
     )
     judge: str | None = Field(
         None, description="optional pair judge: openai:URL#MODEL or transformers:PATH of a vision-language model"
@@ -220,6 +237,41 @@ class ScoreConfig(BaseModel):
         if value is not None and not value.startswith(("transformers:", "openai:")):
             raise ValueError(f"{value!r}: expected openai:URL#MODEL or transformers:PATH")
         return value
+
+    @field_validator("accept_file")
+    @classmethod
+    def _accept_file_readable(cls, value: str | None) -> str | None:
+        from tasks.accept import load_accept_rule_fields
+
+        if value is not None:
+            load_accept_rule_fields(value)  # AcceptRuleFileError (a ValueError) names the file and the problem
+        return value
+
+    @model_validator(mode="before")
+    @classmethod
+    def _rule_from_file(cls, data: Any) -> Any:
+        """``accept_file``'s fields under the ``accept_rule`` given: a mapping's keys (what ``--accept`` set), or a
+        rule's fields that differ from the defaults. A file that cannot be read is left to ``accept_file``'s own
+        validator, which names it."""
+        from tasks.accept import AcceptRuleFileError, load_accept_rule_fields
+
+        if not isinstance(data, dict) or data.get("accept_file") is None:
+            return data
+        given = data.get("accept_rule") or {}
+        if isinstance(given, AcceptRule):
+            default = AcceptRule()
+            given = {
+                f.name: getattr(given, f.name)
+                for f in dataclasses.fields(AcceptRule)
+                if getattr(given, f.name) != getattr(default, f.name)
+            }
+        if not isinstance(given, dict):
+            return data  # not a rule: accept_rule's validation says so
+        try:
+            from_file = load_accept_rule_fields(str(data["accept_file"]))
+        except AcceptRuleFileError:
+            return data
+        return {**data, "accept_rule": {**from_file, **given}}
 
 
 class RunConfig(BaseModel):

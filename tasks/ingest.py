@@ -25,6 +25,7 @@ from catalog.ids import object_id as make_object_id
 from catalog.ids import source_id as make_source_id
 from catalog.store import Catalog
 from tasks.annotate.selection import clip_measures, select_clip, select_object
+from tasks.annotate.stop import check_stop
 from tasks.clips import ClipWindow, check_geometry, frame_stride, item_range, iter_clips, plan_windows
 from tasks.config import SelectionOptions
 from tasks.contracts import Segmenter
@@ -359,6 +360,7 @@ def _ingest_group(group: list[SourceItem], batch: _Batch) -> None:
     if not todo:
         return
     for clip in iter_clips(lead, info, todo, geometry, source_id, storage_options=storage_options, fitted=fitted):
+        check_stop(f"ingest of {clip.source_uri}")  # a stop request ends the batch between clips (not a failure)
         if clip.clip_id not in done_clips:
             video_uri = _store(
                 catalog,
@@ -430,7 +432,8 @@ def _annotate_clip(
             result.fail(Failure("caption", "clip", clip.clip_id, reason, message))
         if caption:
             clip.caption = caption
-            extra["caption_model"] = annotation.captioner.model_id
+            captioner = annotation.captioner  # its identity (name@content hash) where it has one, else its name
+            extra["caption_model"] = getattr(captioner, "identity", None) or captioner.model_id
     measures: dict[str, Any] = clip_measures(clip.frames)
     measures["aesthetic"] = annotation.aesthetic.score(clip.frames) if annotation.aesthetic is not None else None
     rejections = {
@@ -582,6 +585,8 @@ def _object_row(obj: ObjectMask, mask_uri: str, run_id: str, *, caption: str | N
         "track_lost_frames": stats.get("track_lost_frames"),
         "track_reappearances": stats.get("track_reappearances"),
         "min_side_px": stats.get("min_side_px"),
+        "prompt_frame": stats.get("prompt_frame"),
+        "first_frame": stats.get("first_visible"),
         "run_id": run_id,
     }
 

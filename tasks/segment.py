@@ -18,6 +18,7 @@ import numpy as np
 
 from catalog.ids import object_id as make_object_id
 from catalog.ids import sha256_bytes
+from tasks.annotate.stop import check_stop
 from tasks.errors import InputError
 from tasks.masks import (
     MaskBounds,
@@ -263,6 +264,7 @@ class SamSegmenter(BaseSegmenter):
     """
 
     name = "sam"
+    identity: str | None = None  # what its objects depend on (tasks.annotate.specs.sam_identity), set by its builder
 
     def __init__(
         self,
@@ -359,6 +361,7 @@ class SamSegmenter(BaseSegmenter):
             points = np.asarray(points, dtype=np.float32)
             point_labels = np.ones(len(points), np.int64) if point_labels is None else np.asarray(point_labels)
         for t in range(num_frames):
+            check_stop(f"sam tracking, frame {t}")
             if t == 0:
                 mask = self._predict(frames[0], box=prompt_box, points=points, point_labels=point_labels)
             else:

@@ -80,8 +80,17 @@ class VLMAnnotator:
 
     @property
     def model_id(self) -> str:
-        """Recorded with every caption (``clips.caption_model``)."""
+        """The backend and the model's name (``transformers:llava-1.5-7b``), used in messages."""
         return f"{self.model.backend}:{self.model.model_id}"
+
+    @property
+    def identity(self) -> str:
+        """Recorded with every caption (``clips.caption_model``) and part of the tagger's vocabulary identity:
+        :attr:`model_id` and, for a local model, ``@`` the folder's content fingerprint (configs, tokenizer, weight
+        file names and sizes), so two folders of the same name are told apart. A served model (``openai:``) is
+        named by its URL and model name only."""
+        fingerprint = getattr(self.model, "fingerprint", None)
+        return f"{self.model_id}@{fingerprint}" if fingerprint else self.model_id
 
     def setup(self) -> None:
         self.model.setup()
@@ -148,7 +157,8 @@ def make_vlm(
 ) -> VLMAnnotator:
     """A :class:`VLMAnnotator` for ``transformers:PATH`` (a local image-text-to-text model folder) or
     ``openai:URL#MODEL``. Keywords: ``num_frames``, ``image_size``, ``max_tags``, ``max_tokens`` and the backend's
-    own. A text-only model folder is refused (it cannot see the frames)."""
+    own. A folder that is not a vision-language model is refused, named for what it is (a detector, a tracker,
+    CLIP: they write no text; a text-only model: it cannot see the frames)."""
     from tasks.proposers import make_backend, parse_spec
 
     backend, argument = parse_spec(spec)
@@ -159,13 +169,14 @@ def make_vlm(
     if backend == "transformers":
         import json
 
+        from tasks.annotate.loading import not_a_vlm
         from tasks.proposers.hf import TransformersVisionBackend
 
         config = Path(argument) / "config.json"
         if not config.is_file():
             raise ValueError(f"captioner spec {spec!r}: {argument} has no config.json; expected a saved model folder")
-        if "vision_config" not in json.loads(config.read_text()):
-            raise ValueError(f"captioner spec {spec!r}: {argument} is a text-only model; it cannot see the frames")
+        if problem := not_a_vlm(json.loads(config.read_text()), argument):
+            raise ValueError(f"captioner spec {spec!r}: {problem}")
         names = ("device", "dtype", "batch_size", "max_input_tokens", "generate_kwargs")
         model: ChatBackend = TransformersVisionBackend(argument, **{k: kwargs.pop(k) for k in names if k in kwargs})
     else:

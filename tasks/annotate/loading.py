@@ -101,6 +101,25 @@ def read_model_config(uri: str, storage_options: Mapping[str, Any] | None = None
     return config
 
 
+def model_role(config: Mapping[str, Any]) -> str | None:
+    """The role of :data:`MODEL_TYPES` whose model types hold ``config``'s ``model_type`` (``None``: none)."""
+    kind = str(config.get("model_type") or "")
+    return next((role for role, kinds in MODEL_TYPES.items() if kind in kinds), None)
+
+
+def not_a_vlm(config: Mapping[str, Any], where: str) -> str | None:
+    """Why the model of ``config`` cannot serve as a vision-language model (caption, tags, judge), naming what it
+    is: a detector, tracker or CLIP model (they see images but write no text), or a text-only model; ``None`` when
+    it can (its config has a ``vision_config`` and it is none of those)."""
+    kind = str(config.get("model_type") or "") or "model without model_type"
+    role = model_role(config)
+    if role is not None:
+        return f"{where} is a {role} model ({kind}), not a vision-language model: it writes no text"
+    if "vision_config" not in config:
+        return f"{where} is a text-only {kind} model (no vision tower): it cannot see the frames"
+    return None
+
+
 def check_model_type(config: Mapping[str, Any], role: str, uri: str) -> str:
     """``config``'s ``model_type`` when :data:`MODEL_TYPES` accepts it for ``role``; ``ValueError`` naming both."""
     kind = str(config.get("model_type") or "")

@@ -20,6 +20,7 @@ import numpy as np
 
 from tasks.annotate.detect import Detection, ZeroShotDetector, box_iou
 from tasks.annotate.loading import load_pretrained, torch_dtype, under_load_lock
+from tasks.annotate.stop import check_stop
 from tasks.annotate.track import VideoTracker
 from tasks.annotate.vocab import Phrase, Vocabulary
 from tasks.errors import InputError
@@ -30,7 +31,8 @@ from tasks.types import Clip, Failure, ObjectMask, VideoInfo
 
 @dataclass
 class Track:
-    """One tracked object: ``masks`` ``(T, H, W)`` bool over the whole clip, empty before ``frame``."""
+    """One tracked object: ``masks`` ``(T, H, W)`` bool over the whole clip; ``frame`` is the frame whose detection
+    started the track (the tracker was prompted there and ran both ways from it)."""
 
     label: str
     score: float
@@ -60,8 +62,11 @@ def track_detections(
 
     Key frames are visited in order; a detection whose box overlaps the box of an existing track's mask on that frame
     by more than ``match_iou`` is the same object; the others, best score first, start new tracks (at most
-    ``max_objects`` per clip), prompting ``tracker`` from their key frame to the end of the clip; a track is empty
-    before its key frame.
+    ``max_objects`` per clip), prompting ``tracker`` on their key frame and tracking from there to the end of the
+    clip and, for a key frame after the first, backwards to frame 0 (the tracker is given the frames up to the key
+    frame in reverse order, so any :class:`VideoTracker` tracks both ways). An object first found on a later key
+    frame thus gets its earlier frames too, and stays empty on those where the tracker does not find it (an object
+    that enters the clip).
 
     Args:
         frames (`np.ndarray` of shape `(T, H, W, 3)`, uint8): the clip.
@@ -85,14 +90,27 @@ def track_detections(
         ][:room]  # fmt: skip
         if not new:
             continue
-        masks = tracker.track(frames[frame:], [d.box for d in new])
-        if masks.shape != (len(new), num_frames - frame, *frames.shape[1:3]):
-            raise ValueError(f"tracker {tracker.name}: masks of shape {masks.shape} for {len(new)} boxes")
-        for det, mask in zip(new, masks):
-            full = np.zeros(frames.shape[:3], bool)
-            full[frame:] = mask
-            tracks.append(Track(det.label, det.score, frame, det.box, full))
+        boxes = [d.box for d in new]
+        full = np.zeros((len(new), *frames.shape[:3]), bool)  # (objects, T, H, W)
+        if frame:  # backwards: frames frame, frame - 1, …, 0, prompted on the first of them
+            back = _checked(
+                tracker,
+                tracker.track(np.ascontiguousarray(frames[frame::-1]), boxes),
+                len(new),
+                frames[: frame + 1].shape,
+            )
+            full[:, : frame + 1] = back[:, ::-1]
+        full[:, frame:] = _checked(tracker, tracker.track(frames[frame:], boxes), len(new), frames[frame:].shape)
+        for det, mask in zip(new, full):
+            tracks.append(Track(det.label, det.score, frame, det.box, mask))
     return tracks
+
+
+def _checked(tracker: VideoTracker, masks: np.ndarray, objects: int, frames: tuple[int, ...]) -> np.ndarray:
+    """``masks`` after checking they are ``(objects, T, H, W)`` for frames of shape ``frames`` ``(T, H, W, 3)``."""
+    if masks.shape != (objects, *frames[:3]):
+        raise ValueError(f"tracker {tracker.name}: masks of shape {masks.shape} for {objects} boxes on {frames[:3]}")
+    return masks
 
 
 class _VocabSegmenter(BaseSegmenter):
@@ -205,7 +223,9 @@ class Sam3Segmenter(_VocabSegmenter):
         vocabulary: the clip's phrases.
         threshold: detection score threshold (``score_threshold_detection`` and ``new_det_thresh`` of the model's
             config); ``None`` keeps the checkpoint's.
-        max_objects: most objects kept per clip (highest score first).
+        max_objects: most objects per clip: passed to the model as ``max_num_objects`` (the most it tracks at once:
+            its detections beyond the cap are dropped, lowest score first, before they are tracked, so the cost per
+            frame is bounded), and at most this many are kept (highest score first).
         device, dtype: where and in which precision the model runs.
     """
 
@@ -236,6 +256,8 @@ class Sam3Segmenter(_VocabSegmenter):
         self.storage_options = dict(storage_options or {})
         self.model: Any = None
         self.processor: Any = None
+        self.frame_objects: list[int] = []
+        """How many objects the model held on each frame of the last :meth:`track` (at most ``max_objects``)."""
 
     @property
     def model_id(self) -> str:
@@ -248,9 +270,9 @@ class Sam3Segmenter(_VocabSegmenter):
             return
         from transformers import Sam3VideoModel
 
-        overrides: dict[str, Any] = {}
+        overrides: dict[str, Any] = {"max_num_objects": self.max_objects}
         if self.threshold is not None:
-            overrides = {"score_threshold_detection": self.threshold, "new_det_thresh": self.threshold}
+            overrides |= {"score_threshold_detection": self.threshold, "new_det_thresh": self.threshold}
         self.model, self.processor, self.device = load_pretrained(
             Sam3VideoModel, self.path, storage_options=self.storage_options, device=self.device, dtype=self.dtype,
             role="sam3 video", **overrides,
@@ -270,13 +292,16 @@ class Sam3Segmenter(_VocabSegmenter):
         scores: dict[int, float] = {}
         labels: dict[int, str] = {}
         first: dict[int, int] = {}
+        self.frame_objects = []
         with torch.inference_mode():
             for out in self.model.propagate_in_video_iterator(session):
+                check_stop(f"sam3 tracking, frame {out.frame_idx}")
                 result = self.processor.postprocess_outputs(session, out, original_sizes=[[height, width]])
                 for phrase, ids in result["prompt_to_obj_ids"].items():
                     for obj in ids:
                         labels.setdefault(int(obj), phrase)
                 ids = [int(v) for v in result["object_ids"].tolist()]
+                self.frame_objects.append(len(session.obj_ids))
                 frame_masks = result["masks"].cpu().numpy().astype(bool)
                 frame_scores = result["scores"].float().cpu().numpy()
                 for k, obj in enumerate(ids):

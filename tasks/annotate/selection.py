@@ -146,14 +146,28 @@ def select_object(
     masks: np.ndarray, options: SelectionOptions, *, score: float | None = None
 ) -> tuple[list[str], dict[str, Any]]:
     """``(reasons, measures)`` of one object's ``masks`` ``(T, H, W)`` bool: the mask QA's reason first (if any),
-    then the continuity, size and score reasons. ``measures`` holds :func:`tasks.masks.mask_stats` and
-    :func:`track_measures`, plus the QA message under ``qa_message``."""
-    verdict = qa_masks(masks, min_area=options.min_area, max_area=options.max_area,
-                       max_area_change=options.max_area_change)  # fmt: skip
-    measures: dict[str, Any] = {**verdict.stats, **track_measures(masks), "score": score}
+    then the entry, continuity, size and score reasons. ``measures`` holds :func:`tasks.masks.mask_stats` and
+    :func:`track_measures`, plus the QA message under ``qa_message``.
+
+    An object that enters the clip (empty on the frames before ``first_visible``, e.g. found on a later key frame
+    and absent before it) is checked by the mask QA from its first visible frame on (the area figures and the box
+    are those of the frames from there): the frames before it are absent, not lost; ``max_entry_frame`` bounds how
+    late it may enter (``object_enters_late``). An area threshold set to ``None`` turns its check off.
+    """
+    track = track_measures(masks)
+    first = track["first_visible"] or 0
+    verdict = qa_masks(
+        masks[first:],
+        min_area=0.0 if options.min_area is None else options.min_area,
+        max_area=1.0 if options.max_area is None else options.max_area,  # a ratio is never above 1
+        max_area_change=np.inf if options.max_area_change is None else options.max_area_change,
+    )
+    measures: dict[str, Any] = {**verdict.stats, **track, "score": score}
     reasons = [] if verdict.ok else [verdict.reason]
     if verdict.message:
-        measures["qa_message"] = verdict.message
+        measures["qa_message"] = verdict.message if not first else f"{verdict.message} (counted from frame {first})"
+    if options.max_entry_frame is not None and first > options.max_entry_frame:
+        reasons.append("object_enters_late")
     iou = measures["track_iou_min"]
     if options.min_track_iou is not None and iou is not None and iou < options.min_track_iou:
         reasons.append("track_discontinuous")

@@ -35,8 +35,14 @@ log = logging.getLogger(__name__)
 SEGMENTER_CHOICES = (
     "--segmenter detect+track:DETECTOR#tracker=sam2:SAM2_PATH (open-vocabulary boxes tracked by SAM2), "
     "--segmenter sam3:SAM3_PATH (text-prompted video segmentation) or --segmenter sam:CHECKPOINT#auto=1 "
-    "(segment-anything), each with --vocab FILE for the object names"
+    "(segment-anything), each with --vocab FILE for the object names (sam: labels its automatic objects with the "
+    "file's phrases in order)"
 )
+SEGMENTER_KINDS = (
+    "provided, sam:CHECKPOINT[#model_type=…&auto=1], detect+track:DETECTOR#tracker=sam2:PATH|sam:CHECKPOINT[&…] "
+    "or sam3:PATH[#threshold=…&max_objects=…]"
+)
+"""Every segmenter spec kind, as messages list them."""
 _OPTIONS: dict[str, dict[str, type]] = {
     "detect+track": {
         "tracker": str,
@@ -97,7 +103,7 @@ def parse_segmenter_spec(spec: str) -> tuple[str, str, dict[str, Any]]:
     """
     kind, sep, rest = spec.partition(":")
     if kind not in _OPTIONS or not sep:
-        raise ValueError(f"segmenter {spec!r}: expected provided, sam:…, detect+track:… or sam3:…")
+        raise ValueError(f"segmenter {spec!r}: unknown kind; expected {SEGMENTER_KINDS}")
     path, _, fragment = rest.partition("#")
     if not path:
         raise ValueError(f"segmenter {spec!r}: the model path or URL is empty")
@@ -136,11 +142,12 @@ def parse_sam_spec(spec: str) -> dict[str, Any]:
 
     Options: ``model_type`` (vit_b | vit_l | vit_h; default: read from the released file names
     ``sam_vit_h_4b8939.pth`` etc., else vit_b), ``auto`` (1/0: automatic masks for clips without a box),
-    ``max_auto_objects``, ``min_iou`` (continuity check), ``labels`` (comma-separated names for automatic objects).
+    ``max_auto_objects``, ``min_iou`` (continuity check), ``labels`` (comma-separated names for automatic objects;
+    without it, a run's ``--vocab`` file gives them, in order: ``tasks.steps.ingest.make_annotators``).
     Example: ``sam:s3://models/sam_vit_h_4b8939.pth#auto=1&labels=car,person``.
     """
     if not (spec.startswith("sam:") and len(spec) > 4):
-        raise ValueError(f"segmenter {spec!r}: expected 'provided' or 'sam:CHECKPOINT[#model_type=…&auto=1]'")
+        raise ValueError(f"segmenter {spec!r}: unknown kind; expected {SEGMENTER_KINDS}")
     checkpoint, _, fragment = spec[4:].partition("#")
     if not checkpoint:
         raise ValueError(f"segmenter {spec!r}: the checkpoint path or URL is empty")
@@ -248,6 +255,20 @@ def annotation_identity(spec: str, vocabulary: Any, storage_options: Mapping[str
     return hashlib.sha256(json.dumps(document, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
+def sam_identity(options: Mapping[str, Any], storage_options: Mapping[str, Any] | None = None) -> str:
+    """A short hash of what a ``sam:`` segmenter's objects depend on: its options as ``SamSegmenter`` takes them
+    (``labels`` included, whether they came from the spec or from ``--vocab``; not :data:`IDENTITY_IGNORED`, not the
+    checkpoint's path) and the checkpoint's content identity (:func:`tasks.annotate.loading.model_fingerprint`)."""
+    from tasks.annotate.loading import model_fingerprint
+
+    document = {
+        "kind": "sam",
+        "options": {k: v for k, v in sorted(options.items()) if k not in IDENTITY_IGNORED | {"checkpoint"}},
+        "model": model_fingerprint(str(options["checkpoint"]), storage_options),
+    }
+    return hashlib.sha256(json.dumps(document, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
 def check_annotation(config: RunConfig) -> None:
     """Check ``config``'s annotation options before a run writes anything, reading only ``config.json`` files and
     the vocabulary file (no weight is loaded, no model runs); raise :class:`AnnotationSpecError` naming the option.
@@ -326,7 +347,7 @@ def _check_model(uri: str, role: str | None, option: str, storage_options: Mappi
                  vision: bool = False, what: str = "") -> None:  # fmt: skip
     """The saved model at ``uri`` exists, has a ``config.json`` and (``role``) the model type of that role;
     ``vision``: a vision-language model (its config has a ``vision_config``)."""
-    from tasks.annotate.loading import check_model_type, is_remote, read_model_config
+    from tasks.annotate.loading import check_model_type, is_remote, not_a_vlm, read_model_config
 
     where = f"{what or role or ('vision-language model' if vision else 'model')} {uri}"
     try:
@@ -345,11 +366,8 @@ def _check_model(uri: str, role: str | None, option: str, storage_options: Mappi
             check_model_type(config, role, where)
         except ValueError as exc:
             raise AnnotationSpecError(option, str(exc)) from None
-    if vision and "vision_config" not in config:
-        kind = config.get("model_type") or "text-only"
-        raise AnnotationSpecError(
-            option, f"{where} is a {kind} model without a vision tower; it cannot see the frames"
-        )
+    if vision and (problem := not_a_vlm(config, where)):
+        raise AnnotationSpecError(option, problem)
 
 
 def _check_file(uri: str, option: str, storage_options: Mapping[str, Any] | None, *, what: str = "") -> None:

@@ -18,6 +18,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from tasks.annotate.loading import load_pretrained, torch_dtype, under_load_lock
+from tasks.annotate.stop import check_stop
 
 
 Box = Sequence[float]
@@ -96,6 +97,7 @@ class Sam2VideoTracker:
         with torch.inference_mode():
             self.model(inference_session=session, frame_idx=0)
             for out in self.model.propagate_in_video_iterator(session, start_frame_idx=0):
+                check_stop(f"sam2 tracking, frame {out.frame_idx}")
                 pred = self.processor.post_process_masks(
                     [out.pred_masks.float()], original_sizes=[[height, width]], binarize=True
                 )[0]  # (objects, 1, H, W)

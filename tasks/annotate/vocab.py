@@ -35,17 +35,40 @@ DETERMINERS = frozenset(
     "a an the this that these those some several many two three four five six seven eight nine ten one another "
     "his her their its our my your each every".split()
 )
+SINGULAR_DETERMINERS = frozenset("a an this that one another each every".split())
 STOPWORDS = frozenset(
     "is are was were be been being has have had with without on in at of and or but to from by for while as near "
     "into onto over under behind beside between through across along around against up down out off about after "
-    "before during than then there here who which that what where when very also it its".split()
+    "before during than then there here who which that what where when very also it its "
+    # prepositions and adverbs that follow a noun in captions ("a bicycle past the camera", "a car slowly")
+    "past toward towards beneath below above inside outside within via upon like among amid next beyond throughout "
+    "underneath alongside until onward onwards away back again still now just only even too together alone "
+    "nearby forward forwards backward backwards ahead aside apart while whilst so because if though although".split()
 )
+VERBS = frozenset(
+    "stand sit walk run ride move fly swim jump play look hold lie eat drive pass cross roll turn dance talk hang "
+    "float grow appear remain stay wait watch follow carry pull push chase climb graze sway blow shine glow spin "
+    "bounce perch lean stare smile laugh sleep crawl hop trot gallop zoom enter leave approach go come make take "
+    "give seem begin continue keep pose wander slide splash fill cover surround sail bark sing read write cook "
+    "glide hover drift flow pour shake nod reach pick put sniff lick chew peck flap skate ski surf jog stroll hike "
+    "pedal steer wag tilt fade pause twist bend kneel squat crouch hide emerge arrive depart travel cruise "
+    "is are was were be has have does do can will".split()
+)
+"""Verbs common in video captions: a chunk ends before one (``"the dogs run"`` → ``dogs``); their ``-s``, ``-es`` and
+``-ies`` forms are matched too (:func:`_verb_form`). Words that are as often the head of a compound noun (``pan``,
+``wave``, ``stop``, ``park``, ``race`` …: "frying pan", "bus stop") are left out."""
+LY_NOUNS = frozenset("family fly belly jelly lily bully butterfly dragonfly firefly ally rally holly assembly".split())
 NOT_OBJECTS = frozenset(
     "shot view camera scene video footage clip image picture frame close-up closeup background foreground side "
     "distance front top bottom left right middle center centre day night time way lot kind sort couple pair group "
     "portrait".split()
 )
 _WORD = re.compile(r"[a-z][a-z'\-]*|[.,;:!?()\"]")
+
+
+CHUNKER_VERSION = "2"
+"""Changes when :func:`caption_nouns` finds other phrases; part of :attr:`Vocabulary.identity` with caption nouns on,
+so a run with a changed chunker annotates again."""
 
 
 @dataclass(frozen=True)
@@ -59,38 +82,72 @@ class Phrase:
 def caption_nouns(caption: str | None, *, max_words: int = 2) -> list[str]:
     """Noun phrases of ``caption``, in order, without repeats, found with no language model.
 
-    A phrase is the words after a determiner or number (``a``, ``the``, ``two``, …) up to the next function word,
-    verb-like word (``-ing``/``-ed``) or punctuation, at most the last ``max_words`` of them (``"a tabby cat looking
-    at the camera"`` → ``tabby cat``). Chunks whose head word names the footage rather than a thing in it (``shot``,
-    ``view``, ``camera`` …) are skipped.
+    A chunk starts after a determiner or number (``a``, ``the``, ``two``, …), after ``of`` (``a cup of coffee`` →
+    ``cup``, ``coffee``) or after a possessive (``a man's hat`` → ``man``, ``hat``) and runs over its modifiers to its
+    head noun. It ends before punctuation, a preposition or adverb (``past``, ``slowly`` …), a verb (a word of
+    :data:`VERBS` or one of its ``-s`` forms, ``-ing``/``-ed`` words, and after a singular determiner any ``-s`` word:
+    ``"a rabbit stands"`` → ``rabbit``); the first word of a chunk is taken as a modifier even when verb-like (``"a
+    swimming pool"``, ``"a parked car"``, ``"a drink"``). The phrase is at most the last ``max_words`` words (``"a
+    tabby cat looking at the camera"`` → ``tabby cat``). Chunks whose head word names the footage rather than a thing
+    in it (``shot``, ``view``, ``camera`` …) are skipped. The figures measured on captions are in
+    docs/annotation.md.
     """
     if not caption:
         return []
     words = _WORD.findall(caption.lower())
     found: list[str] = []
-    i = 0
-    while i < len(words):
-        if words[i] not in DETERMINERS:
-            i += 1
-            continue
-        j = i + 1
-        chunk: list[str] = []
-        while j < len(words):
-            w = words[j]
-            if not w[0].isalpha() or w in STOPWORDS or w in DETERMINERS or _verb_like(w):
-                break
-            chunk.append(w)
-            j += 1
+
+    def add(chunk: list[str]) -> None:
         if chunk and chunk[-1] not in NOT_OBJECTS:  # "a static shot": the head names the footage, not a thing
             phrase = " ".join(chunk[-max_words:])
             if phrase not in found:
                 found.append(phrase)
+
+    i = 0
+    while i < len(words):
+        if words[i] not in DETERMINERS and words[i] != "of":  # "a cup of coffee": what follows "of" is a chunk too
+            i += 1
+            continue
+        singular = words[i] in SINGULAR_DETERMINERS
+        j = i + 1
+        chunk: list[str] = []
+        while j < len(words):
+            w = words[j]
+            if not w[0].isalpha() or w in STOPWORDS or w in DETERMINERS:
+                break
+            if w.endswith("'s") and len(w) > 2:  # a possessor is a chunk of its own; what it owns starts the next
+                chunk.append(w[:-2])
+                j += 1
+                break
+            if chunk and _ends_chunk(w, singular):
+                break
+            chunk.append(w)
+            j += 1
+        add(chunk)
+        if j < len(words) and words[j - 1].endswith("'s") and chunk:
+            words.insert(j, "the")  # what a possessor owns: "a man's hat" → man, hat
         i = max(j, i + 1)
     return found
 
 
-def _verb_like(word: str) -> bool:
-    return len(word) > 4 and (word.endswith("ing") or word.endswith("ed"))
+def _ends_chunk(word: str, singular: bool) -> bool:
+    """Whether ``word``, after at least one word of a chunk, is not part of the noun phrase (a verb or adverb)."""
+    if _verb_form(word) or (len(word) > 4 and word.endswith(("ing", "ed"))):
+        return True
+    if word.endswith("ly") and len(word) > 4 and word not in LY_NOUNS:
+        return True
+    # after "a"/"this" the noun is singular: a further "-s" word is a verb ("a rabbit stands"), not a plural noun
+    return singular and word.endswith("s") and not word.endswith(("ss", "us", "is", "as", "'s"))
+
+
+def _verb_form(word: str) -> bool:
+    if word in VERBS:
+        return True
+    if word.endswith("ies") and word[:-3] + "y" in VERBS:  # flies
+        return True
+    if word.endswith("es") and word[:-2] in VERBS:  # passes, crosses
+        return True
+    return word.endswith("s") and word[:-1] in VERBS  # stands, walks
 
 
 def read_vocab_file(uri: str, *, storage_options: Mapping[str, Any] | None = None) -> list[str]:
@@ -165,16 +222,19 @@ class Vocabulary:
 
     @property
     def identity(self) -> str:
-        """A hash of what decides the phrases: the fixed phrases and their source, the caption switch, the tagger's
-        model and prompt version, the phrase cap. Part of each object's row key (``tasks.ingest.item_row_key``)."""
+        """A hash of what decides the phrases: the fixed phrases and their source, the caption switch (and the
+        chunker's version), the tagger's identity and prompt version, the phrase cap. Part of each object's row key
+        (``tasks.ingest.item_row_key``)."""
         tagger = None
         if self.tagger is not None:
             from tasks.annotate.caption import PROMPT_VERSION
 
-            tagger = [str(getattr(self.tagger, "model_id", type(self.tagger).__name__)), PROMPT_VERSION]
+            name = getattr(self.tagger, "identity", None)  # name@content hash; a tagger of tests may have a name only
+            tagger = [str(name or getattr(self.tagger, "model_id", type(self.tagger).__name__)), PROMPT_VERSION]
         document = {
             "fixed": [[p.text, p.source] for p in self.fixed],
             "from_caption": self.from_caption,
+            "chunker": CHUNKER_VERSION if self.from_caption else None,
             "tagger": tagger,
             "max_phrases": self.max_phrases,
         }

@@ -25,10 +25,18 @@ class Annotators:
 
 def make_annotators(config: RunConfig, catalog: Catalog) -> Annotators:
     """The annotators of ``config.segmenter`` and ``config.annotate``; a vision-language model named both captioner
-    and tagger is built once; its answers are cached under the catalog root."""
+    and tagger is built once; its answers are cached under the catalog root. With ``sam:``, the ``--vocab`` file's
+    phrases label the automatic objects in order (its ``#labels=`` option, when given, wins)."""
     from tasks.annotate.caption import make_vlm
     from tasks.annotate.selection import AestheticScorer
-    from tasks.annotate.specs import build_segmenter, is_vocab_segmenter, make_vocabulary, parse_sam_spec
+    from tasks.annotate.specs import (
+        build_segmenter,
+        is_vocab_segmenter,
+        make_vocabulary,
+        parse_sam_spec,
+        sam_identity,
+    )
+    from tasks.annotate.vocab import read_vocab_file
     from tasks.ingest import Annotation
     from tasks.segment import ProvidedSegmenter, SamSegmenter
 
@@ -52,8 +60,12 @@ def make_annotators(config: RunConfig, catalog: Catalog) -> Annotators:
         segmenter: Segmenter = build_segmenter(spec, vocabulary, storage_options=options)
     elif spec == "provided":
         segmenter = ProvidedSegmenter(options)
-    else:
-        segmenter = SamSegmenter(**parse_sam_spec(spec), storage_options=options)
+    else:  # sam: --vocab names the automatic objects, in order, unless the spec gives #labels=…
+        sam_options = parse_sam_spec(spec)
+        if annotate.vocab and "labels" not in sam_options:
+            sam_options["labels"] = read_vocab_file(annotate.vocab, storage_options=options)
+        segmenter = SamSegmenter(**sam_options, storage_options=options)
+        segmenter.identity = sam_identity(sam_options, options)  # other options or labels: annotate again
     return Annotators(segmenter, annotation)
 
 

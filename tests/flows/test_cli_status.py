@@ -77,7 +77,49 @@ def test_piped_status_is_tab_separated_lines_with_whole_ids(catalog: str) -> Non
     assert runs[2][:2] == ["run_short", "completed"]
     assert [LONG_ID in line for line in result.stdout.splitlines()].count(True) == 1  # whole, on one line
     assert ["runs", "2"] in sections["rows"] and ["failures", "1"] in sections["rows"]
-    assert sections["failures"][1] == ["ingest", "not_found", "1", "a.mp4: no such file second line"]
+    assert sections["failures"][0] == ["stage", "reason", "count", "superseded", "example"]
+    assert sections["failures"][1] == ["ingest", "not_found", "1", "0", "a.mp4: no such file second line"]
+
+
+def test_failures_made_good_by_a_later_run_are_superseded_not_open(tmp_path) -> None:
+    """A stale ``no_vocabulary`` failure of a clip that a later run annotated is superseded; failures with no later
+    success, or whose "success" came in the same run or before the failure, stay open (negative controls)."""
+    cat = Catalog(str(tmp_path / "cat"))
+    t = [datetime(2026, 1, 1, h, tzinfo=timezone.utc) for h in range(6)]
+    failure = {"stage": "segment", "item_kind": "clip", "reason": "no_vocabulary", "message": "no phrase"}
+    cat.append("failures", [
+        {**failure, "failure_id": "f_fixed", "item_id": "clip_fixed", "run_id": "r1", "created_at": t[1]},
+        {**failure, "failure_id": "f_open", "item_id": "clip_open", "run_id": "r1", "created_at": t[1]},
+        {**failure, "failure_id": "f_same", "item_id": "clip_same", "run_id": "r2", "created_at": t[2]},
+        {**failure, "failure_id": "f_before", "item_id": "clip_before", "run_id": "r2", "created_at": t[3]},
+        {"failure_id": "f_obj", "stage": "segment", "item_kind": "object", "item_id": "obj_ok", "reason": "empty_mask",
+         "message": "m", "run_id": "r1", "created_at": t[1]},
+        {"failure_id": "f_obj_bad", "stage": "segment", "item_kind": "object", "item_id": "obj_bad",
+         "reason": "empty_mask", "message": "m", "run_id": "r1", "created_at": t[1]},
+        {"failure_id": "f_src", "stage": "ingest", "item_kind": "source", "item_id": "a.mp4", "reason": "not_found",
+         "message": "a.mp4: no such file", "run_id": "r1", "created_at": t[1]},
+    ])  # fmt: skip
+    obj = {"mask_source": "sam3", "mask_uri": "media/x.npz", "qa_status": "ok"}
+    cat.append("objects", [
+        {**obj, "object_id": "o1", "clip_id": "clip_fixed", "run_id": "r2", "created_at": t[2]},  # later run
+        {**obj, "object_id": "o2", "clip_id": "clip_same", "run_id": "r2", "created_at": t[3]},  # same run
+        {**obj, "object_id": "o3", "clip_id": "clip_before", "run_id": "r1", "created_at": t[2]},  # before
+        {**obj, "object_id": "obj_ok", "clip_id": "c", "run_id": "r2", "created_at": t[2]},
+        {**obj, "object_id": "obj_bad", "clip_id": "c", "run_id": "r2", "created_at": t[2], "qa_status": "rejected"},
+    ])  # fmt: skip
+    cat.append("sources", [{"source_id": "s1", "uri": "a.mp4", "run_id": "r2", "created_at": t[2]}])
+    cat.append("clips", [{"clip_id": "c", "source_id": "s1", "start_frame": 0, "end_frame": 9, "frame_stride": 1,
+                          "num_frames": 9, "fps": 8.0, "width": 8, "height": 8, "video_uri": "media/c.mp4",
+                          "run_id": "r2", "created_at": t[2]}])  # fmt: skip
+    failures = {(f["stage"], f["reason"]): f for f in catalog_status(str(tmp_path / "cat"))["failures"]}
+    assert (failures["segment", "no_vocabulary"]["count"], failures["segment", "no_vocabulary"]["superseded"]) == (
+        3,
+        1,
+    )
+    assert (failures["segment", "empty_mask"]["count"], failures["segment", "empty_mask"]["superseded"]) == (1, 1)
+    assert (failures["ingest", "not_found"]["count"], failures["ingest", "not_found"]["superseded"]) == (0, 1)
+    lines = _sections(CliRunner().invoke(app, ["status", "--catalog", str(tmp_path / "cat")]).stdout)["failures"]
+    assert ["segment", "no_vocabulary", "3", "1", "no phrase"] in lines
 
 
 def test_the_terminal_table_never_wraps_an_id(catalog: str) -> None:

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from catalog.store import Catalog
+from tasks.annotate.caption import make_vlm
 from tests.tasks.annotate import tiny_models
 from tests.tasks.proposers.conftest import build_tiny_vlm
 
@@ -105,13 +106,17 @@ def test_detect_track_and_sam3_label_objects_from_the_vocabulary(env, footage, m
         labels = _query(catalog, "SELECT label, mask_source, count(*) AS n FROM objects GROUP BY ALL")
         assert labels and {r["label"] for r in labels} <= {"horse", "ball", "star"}, labels
         assert {r["mask_source"] for r in labels} == {name}
-        objects = _query(catalog, "SELECT score, vocab_source, qa_status, selection_reasons, track_lost_frames "
-                                  "FROM objects")  # fmt: skip
+        objects = _query(catalog, "SELECT score, vocab_source, qa_status, selection_reasons, track_lost_frames, "
+                                  "prompt_frame, first_frame FROM objects")  # fmt: skip
         assert all(0 <= o["score"] <= 1 and o["vocab_source"] == "file" for o in objects)
+        assert all(0 <= o["prompt_frame"] < 17 for o in objects)  # the frame whose detection started the track
+        assert all(o["first_frame"] is None or 0 <= o["first_frame"] < 17 for o in objects)  # None: never visible
         assert all(o["track_lost_frames"] is not None and o["selection_reasons"] is not None for o in objects)
         clips = _query(catalog, "SELECT caption, caption_model, selection, motion, sharpness FROM clips")
         assert len(clips) == 2 and all(c["selection"] == "ok" and c["motion"] > 0 for c in clips)
-        assert all(c["caption_model"] == "transformers:vlm" for c in clips if c["caption"])
+        fingerprint = make_vlm(f"transformers:{models['vlm']}").identity.rsplit("@", 1)[1]
+        assert len(fingerprint) == 16  # the folder's content hash, not only its name
+        assert all(c["caption_model"] == f"transformers:vlm@{fingerprint}" for c in clips if c["caption"])
         counts = _query(catalog, "SELECT (SELECT count(*) FROM instructions) AS i, (SELECT count(*) FROM renders) AS r,"
                                  " (SELECT count(*) FROM pairs) AS p")[0]  # fmt: skip
         assert counts["i"] > 0 and counts["r"] > 0 and counts["p"] > 0, (name, counts)

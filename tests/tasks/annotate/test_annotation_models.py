@@ -66,6 +66,19 @@ def test_sam2_video_tracks_each_box_through_the_clip(sam2_video, scene) -> None:
     assert tracker.track(scene.frames, []).shape == (0, 5, 48, 80)
 
 
+def test_sam2_video_tracks_a_later_detection_both_ways(sam2_video, scene) -> None:
+    from tasks.annotate.detect import Detection
+    from tasks.annotate.segmenters import track_detections
+
+    tracker = Sam2VideoTracker(str(sam2_video))
+    box = (40.0, 10.0, 75.0, 40.0)
+    tracks = track_detections(scene.frames, {0: [], 3: [Detection(3, box, 0.9, "star")]}, tracker)
+    assert [(t.label, t.frame) for t in tracks] == [("star", 3)]
+    backwards = tracker.track(np.ascontiguousarray(scene.frames[3::-1]), [box])[0, ::-1]  # frames 0..3
+    forwards = tracker.track(scene.frames[3:], [box])[0]  # frames 3..4
+    assert np.array_equal(tracks[0].masks[:3], backwards[:3]) and np.array_equal(tracks[0].masks[3:], forwards)
+
+
 def test_detect_track_segmenter_with_sam2_and_with_segment_anything(grounding_dino, sam2_video, scene) -> None:
     from tasks.segment import SamSegmenter
     from tests.tasks.conftest import build_tiny_sam
@@ -105,6 +118,31 @@ def test_sam3_segments_the_vocabulary(sam3_video, scene) -> None:
         assert obj.masks.any() and obj.stats["vocab_source"] == "file"
     scores = [o.stats["score"] for o in objects]
     assert scores == sorted(scores, reverse=True)
+
+
+def test_sam3_tracks_at_most_max_objects_and_stops_between_frames(tmp_path, scene) -> None:
+    """A clip with many instances (16 queries x 3 phrases, every detection kept at threshold 0; the saved config caps
+    at 1000): the cap reaches the model, so it never tracks more than ``max_objects`` at once; a larger cap lets more
+    through (negative control); a stop request ends the tracking at the next frame."""
+    from tasks.annotate.stop import RunInterrupted, clear_stop, request_stop
+    from tests.tasks.annotate.tiny_models import build_sam3_video
+
+    folder = build_sam3_video(tmp_path / "sam3-many", max_objects=1000, num_queries=16)
+    phrases = ["horse", "star", "ball"]
+    capped = Sam3Segmenter(str(folder), Vocabulary(phrases, from_caption=False), max_objects=2)
+    tracks = capped.track(scene.frames, phrases)
+    assert capped.model.config.max_num_objects == 2
+    assert capped.frame_objects and max(capped.frame_objects) <= 2 and len(tracks) <= 2
+    wider = Sam3Segmenter(str(folder), Vocabulary(phrases, from_caption=False), max_objects=12)
+    wider.track(scene.frames, phrases)
+    assert max(wider.frame_objects) > 2  # the model does find more instances than the cap of 2
+    request_stop()
+    try:
+        with pytest.raises(RunInterrupted, match="sam3 tracking, frame 0"):
+            capped.track(scene.frames, phrases)
+    finally:
+        clear_stop()
+    assert len(capped.track(scene.frames, phrases)) <= 2  # cleared: tracks again
 
 
 def test_vlm_tags_and_captions_are_validated_cached_and_refused_when_unsafe(tmp_path, scene) -> None:

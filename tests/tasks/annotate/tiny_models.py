@@ -134,9 +134,10 @@ def build_sam2_video(folder: Path, seed: int = 0, size: int = 64) -> Path:
     return folder
 
 
-def build_sam3_video(folder: Path, seed: int = 0, max_objects: int = 4) -> Path:
+def build_sam3_video(folder: Path, seed: int = 0, max_objects: int = 4, num_queries: int = 4) -> Path:
     """SAM3 video: 2-layer ViT on 112×112 images (8×8 tokens at patch 14), 1-layer CLIP text encoder over characters,
-    detection thresholds 0 and no hot-start delay so random weights emit objects, ``max_objects`` tracked at most."""
+    detection thresholds 0 and no hot-start delay so random weights emit objects, ``max_objects`` tracked at most,
+    ``num_queries`` detections per frame at most."""
     import torch
     from transformers import (
         Sam2VideoVideoProcessor,
@@ -159,7 +160,7 @@ def build_sam3_video(folder: Path, seed: int = 0, max_objects: int = 4) -> Path:
     small = dict(hidden_size=128, num_layers=1, num_attention_heads=2, intermediate_size=128)
     detector = dict(
         vision_config=vision, text_config=text, geometry_encoder_config=small, detr_encoder_config=small,
-        detr_decoder_config={**small, "num_queries": 4}, mask_decoder_config=dict(hidden_size=128, num_attention_heads=2),
+        detr_decoder_config={**small, "num_queries": num_queries}, mask_decoder_config=dict(hidden_size=128, num_attention_heads=2),
     )  # fmt: skip
     tracker = dict(
         vision_config=vision, prompt_encoder_config=dict(hidden_size=128, image_size=s, patch_size=p),
