@@ -44,6 +44,8 @@ REFERENCES: dict[str, dict[str, str]] = {
     "instructions": {"object_id": "objects", "clip_id": "clips"},
     "renders": {"instruction_id": "instructions", "clip_id": "clips", "object_id": "objects"},
     "pairs": {"render_id": "renders", "instruction_id": "instructions", "clip_id": "clips", "object_id": "objects"},
+    "reviews": {"pair_id": "pairs"},
+    "decisions": {"pair_id": "pairs"},
 }
 
 MEDIA_PREFIX = "media/"

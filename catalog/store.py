@@ -1,6 +1,6 @@
 """``Catalog``: a catalog's storage (``catalog.storage``) with its SQL views, queries, maintenance and export.
 
-The package is layered without circles: ``ids``/``schema`` → ``storage`` → ``views`` → ``sql`` →
+The package is layered without circles: ``ids``/``schema`` → ``storage`` → ``reviews`` → ``views`` → ``sql`` →
 ``maintenance``/``export`` → ``store`` (this module). Callers use ``Catalog`` from here; the modules below take a
 ``CatalogStorage``.
 """

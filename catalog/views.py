@@ -23,6 +23,7 @@ import duckdb
 import psutil
 import pyarrow as pa
 
+from catalog.reviews import LATEST_REVIEWS_SQL
 from catalog.schema import ID_COLUMNS, TABLES
 from catalog.storage import MISSING_FRAGMENT_ATTEMPTS, CatalogError, is_missing_file
 
@@ -33,11 +34,44 @@ if TYPE_CHECKING:
 
 UNIQUE_SUFFIX = ".u.parquet"
 
-# Convenience views, created after the table views.
+# The latest rescore of each pair (``vpf rescore``: a pair re-decided under another accept rule from its recorded
+# columns); a rescore is the pair's effective gate decision only while it is newer than the pair row itself (a pair
+# scored again by a later run is decided by that run).
+LATEST_DECISIONS_SQL = """
+SELECT pair_id, decision, decision_reason, rule_json, created_at AS decided_at
+FROM (
+    SELECT *, row_number() OVER (PARTITION BY pair_id ORDER BY created_at DESC, decision_id DESC) AS _n
+    FROM decisions
+)
+WHERE _n = 1
+"""
+
+# Convenience views, created after the table views, in this order (later ones read earlier ones).
 CONVENIENCE_VIEWS: dict[str, str] = {
+    "reviewed": LATEST_REVIEWS_SQL,
+    "latest_decisions": LATEST_DECISIONS_SQL,
+    # a pair with its instruction, clip, source and render, and three decisions: ``gate_decision`` (the gate's, as
+    # the run recorded it), ``decision`` (the effective gate decision: the latest rescore when newer than the pair
+    # row, else the gate's) and ``final_decision`` (the reviewer's verdict where the pair was reviewed, else
+    # ``decision``)
     "pairs_full": """
         SELECT
-            p.*,
+            p.* REPLACE (
+                CASE WHEN d.decided_at > p.created_at THEN d.decision ELSE p.decision END AS decision,
+                CASE WHEN d.decided_at > p.created_at THEN d.decision_reason ELSE p.decision_reason END
+                    AS decision_reason
+            ),
+            p.decision AS gate_decision,
+            p.decision_reason AS gate_decision_reason,
+            CASE WHEN d.decided_at > p.created_at THEN d.decided_at END AS rescored_at,
+            CASE WHEN d.decided_at > p.created_at THEN d.rule_json END AS rescore_rule_json,
+            rv.verdict AS review_verdict,
+            rv.reason AS review_reason,
+            rv.note AS review_note,
+            rv.reviewer,
+            rv.reviewed_at,
+            coalesce(rv.verdict, CASE WHEN d.decided_at > p.created_at THEN d.decision ELSE p.decision END)
+                AS final_decision,
             i.instruction AS instruction_text,
             i.target_caption,
             i.source_caption,
@@ -64,6 +98,8 @@ CONVENIENCE_VIEWS: dict[str, str] = {
         LEFT JOIN sources s ON s.source_id = c.source_id
         LEFT JOIN renders r ON r.render_id = p.render_id
         LEFT JOIN objects o ON o.object_id = p.object_id
+        LEFT JOIN latest_decisions d ON d.pair_id = p.pair_id
+        LEFT JOIN reviewed rv ON rv.pair_id = p.pair_id
     """,
 }
 

@@ -20,6 +20,7 @@ from flows import (  # noqa: E402
     cli_catalog,
     cli_factory,
     cli_gallery,
+    cli_gate,
     cli_quality,
     cli_reproduce,
     cli_review,
@@ -69,6 +70,7 @@ cli_reproduce.register(app)
 cli_gallery.register(app)
 cli_bench.register(app)
 cli_quality.register(app)
+cli_gate.register(app)
 cli_review.register(app)
 quiet_on_closed_pipes(app)  # every command: a closed pipe (vpf status | head -1) ends it with exit 0, no traceback
 

@@ -270,7 +270,9 @@ def sql_command(
     ] = None,
 ) -> None:
     """Run a read-only SQL query over the catalog views (sources, clips, objects, instructions, renders, pairs,
-    runs, failures, pairs_full), streaming its result in bounded memory."""
+    runs, failures, stage_timings, reviews, decisions; reviewed: the latest review of each pair; latest_decisions:
+    the latest rescore of each pair; pairs_full: a pair with its instruction, clip, source, render, effective and
+    reviewed decision), streaming its result in bounded memory."""
     cat = open_catalog(catalog)
     try:
         limits = QueryLimits.resolve(memory_limit, temp_dir, spill_limit)

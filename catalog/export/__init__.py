@@ -30,7 +30,7 @@ import fsspec
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from catalog.export.card import dataset_card
+from catalog.export.card import dataset_card, review_counts
 from catalog.export.columns import trainer_table, type_note
 from catalog.export.config import (
     DECISIONS,
@@ -494,11 +494,12 @@ def export(
     earlier = load_since(catalog, config.since, storage_options) if config.since else None
     created = datetime.now(timezone.utc)
     try:
-        rows, as_of = select_for_export(catalog, config, since=earlier)
+        selection = select_for_export(catalog, config, since=earlier)
     except ValueError as exc:
         if type(exc) is ValueError:  # option errors (SqlRejected and CatalogError pass through)
             raise ExportError(str(exc)) from None
         raise
+    rows, as_of = selection.rows, selection.newest
     fs, out = fsspec.core.url_to_fs(out_url, **dict(storage_options or {}))
     out = out.rstrip("/")
     export_id = f"{created:%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:8]}"
@@ -540,6 +541,7 @@ def export(
             "replaces": folder.previous["export_id"] if folder.previous else None,
             "rows": rows.num_rows,
             "counts": counts,
+            "reviews": review_counts(rows, selection.withheld_by_review),
             "files": exporter.files,
             "media": exporter.media,
             "pairs": pair_ids,

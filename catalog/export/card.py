@@ -19,7 +19,11 @@ COLUMN_NOTES: dict[str, str] = {
     "instruction": "the short edit instruction (the prompt of an instruction-based editor)",
     "target_caption": "caption of the target clip (the prompt of a caption-conditioned inpainter)",
     "engine": "the engine that rendered the edited clip",
-    "decision": "accepted | rejected by the factory's quality gate",
+    "decision": "accepted | rejected by the factory's quality gate (the latest `vpf rescore`, else the run's)",
+    "gate_decision": "accepted | rejected by the quality gate when the pair was made",
+    "review_verdict": "accepted | rejected by a person (`vpf review`); empty: not reviewed",
+    "review_reason": "why the reviewer rejected the pair (object_left, effect_left, artefact, flicker, …)",
+    "final_decision": "the review's verdict where there is one, else `decision`",
     "source_id": "id of the source video (content hash)",
     "license": "licence of the source video, from its manifest (empty: unknown)",
     "attribution": "who to credit for the source video, from its manifest",
@@ -265,6 +269,31 @@ batch = torch.utils.data.default_collate([ds.with_format("torch")[i] for i in ra
 """
 
 
+def review_counts(rows: pa.Table, withheld: int) -> dict[str, int]:
+    """How people's reviews (``vpf review``) met the exported ``rows``: ``reviewed`` (pairs with a review),
+    ``gate_agreed``/``gate_disagreed`` (the review's verdict is / is not the pair's gate ``decision``; an exported
+    pair the gate rejected and a reviewer accepted is a disagreement) and ``withheld`` (pairs the selection took
+    that a reviewer rejected, left out)."""
+    verdicts = rows.column("review_verdict").to_pylist() if rows.num_rows else []
+    decisions = rows.column("decision").to_pylist() if rows.num_rows else []
+    reviewed = [(v, d) for v, d in zip(verdicts, decisions) if v is not None]
+    agreed = sum(1 for v, d in reviewed if v == d)
+    return {"reviewed": len(reviewed), "gate_agreed": agreed, "gate_disagreed": len(reviewed) - agreed,
+            "withheld": withheld}  # fmt: skip
+
+
+def _reviews_section(reviews: Mapping[str, int], rows: int) -> str:
+    if not reviews["reviewed"] and not reviews["withheld"]:
+        return "No exported pair was reviewed by a person; every decision is the quality gate's."
+    return (
+        f"{reviews['reviewed']} of the {rows} exported pairs were reviewed by a person (`vpf review`); on those the "
+        f"quality gate agreed with the reviewer {reviews['gate_agreed']} times and disagreed "
+        f"{reviews['gate_disagreed']} times (pairs the gate rejected and a reviewer accepted, included by "
+        f"`include_reviewed_good`). {reviews['withheld']} pair(s) the selection took were left out because a "
+        "reviewer rejected them: a reviewed-bad pair never leaves the factory."
+    )
+
+
 def dataset_card(
     rows: pa.Table,
     *,
@@ -300,6 +329,9 @@ def dataset_card(
         f"\nSplits are assigned per {options.get('split_by')} (a hash of its id and the seed), so every pair of one "
         "source (or clip), both directions of a render included, is in exactly one split."
     )
+    if "reviews" in manifest:
+        parts.append("\n## Reviews\n")
+        parts.append(_reviews_section(manifest["reviews"], rows.num_rows))
     parts.append("\n## Counts\n")
     parts.append(_table(["split", "pairs"], [[s, manifest["counts"].get(s, 0)] for s in splits]))
     if rows.num_rows:

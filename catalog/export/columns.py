@@ -4,7 +4,7 @@ Every value is a string, a float or an integer, so ``datasets``' ``with_format("
 ``torch.utils.data.default_collate`` take a batch as it is, in every format (the WebDataset ``.json`` too):
 timestamps become ISO 8601 strings, a missing string is ``""``, a missing number is NaN (an integer column that can
 lack values, such as the judge's scores, is a float column), lists and structs become JSON strings. The catalog's
-own media URIs are left out: the media travel in the export itself.
+own media URIs are left out (the media travel in the export itself), and so are reviewers' names and notes.
 """
 
 from __future__ import annotations
@@ -21,6 +21,9 @@ import pyarrow.compute as pc
 EXCLUDED: frozenset[str] = frozenset(
     {"src_video_uri", "tgt_video_uri", "mask_uri", "preview_uri", "contact_sheet_uri"}
 )
+# Who reviewed a pair and what they wrote (catalog.reviews): people's names and notes stay in the factory; the
+# verdict and its reason travel (``review_verdict``, ``review_reason``, ``final_decision``).
+PRIVATE: frozenset[str] = frozenset({"reviewer", "review_note"})
 # Integer columns that may lack a value (a pair the judge did not score): always float, NaN when missing.
 FLOAT_INTEGERS: frozenset[str] = frozenset({"judge_compliance", "judge_consistency", "judge_quality"})
 NOTES = {
@@ -46,7 +49,7 @@ def _json(value: Any) -> str:
 def trainer_column(name: str, column: pa.ChunkedArray) -> tuple[pa.Array | pa.ChunkedArray, str] | None:
     """``column`` as exported and the kind of its values (``string``, ``float``, ``int``, ``bool``, ``timestamp``,
     ``json``), or None for a column left out."""
-    if name in EXCLUDED:
+    if name in EXCLUDED or name in PRIVATE:
         return None
     kind = column.type
     if pa.types.is_timestamp(kind) or pa.types.is_date(kind) or pa.types.is_time(kind):

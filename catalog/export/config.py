@@ -104,6 +104,11 @@ class ExportConfig(BaseModel):
         description="Only pairs with these quality-gate decisions: accepted, rejected or both. Rejected pairs are "
         "exported only when listed; pairs without a decision never are.",
     )
+    include_reviewed_good: bool = Field(
+        False,
+        description="Also export pairs a reviewer accepted (vpf review) whatever their gate decision. A pair whose "
+        "latest review rejected it is never exported.",
+    )
     licenses: list[str] | None = Field(
         None,
         description="Only pairs whose source is under one of these licences ('unknown' = none recorded).",

@@ -1,6 +1,7 @@
 """Which pairs an export takes, and in which split: filters, leak-free splits, quality-first balancing, ``--since``.
 
-Order of operations: the SQL predicate ``where``, the quality-gate ``decisions`` (accepted only unless asked) and the
+Order of operations: the SQL predicate ``where``, the quality-gate ``decisions`` (accepted only unless asked; people's
+reviews over the gate: a pair reviewed bad never leaves, one reviewed good only with ``include_reviewed_good``) and the
 licence filter → ``since`` (drop what an earlier export already saw) → split assignment → ``balance``/``cap`` (per
 group, best first) → order by split, then pair id.
 
@@ -55,7 +56,7 @@ def split_of(key: str, shares: Mapping[str, float], seed: int = 0) -> str:
 
 
 def quality_sort_keys() -> list[tuple[str, str]]:
-    """How ``cap``/``balance`` rank the pairs of a group, best first: accepted before rejected, then the judge's
+    """How ``cap``/``balance`` rank the pairs of a group, best first: accepted (``final_decision``) before rejected, then the judge's
     quality score, background PSNR and SSIM (higher first), the temporal warp error (lower first), and the pair id
     to break ties. Missing figures sort last. Change this one function when the quality gate changes."""
     return [
@@ -77,10 +78,22 @@ class Since:
     pair_ids: frozenset[str]
 
 
-def apply_decision_filter(rows: pa.Table, decisions: Sequence[str]) -> pa.Table:
-    """Keep the pairs whose quality-gate ``decision`` is one of ``decisions`` (a pair without one matches none)."""
-    keep = pc.is_in(rows.column("decision"), value_set=pa.array(list(decisions), pa.string()))
-    return rows.filter(pc.fill_null(keep, False))
+def apply_decision_filter(
+    rows: pa.Table, decisions: Sequence[str], include_reviewed_good: bool = False
+) -> tuple[pa.Table, int]:
+    """Keep the pairs whose quality-gate ``decision`` (``pairs_full``'s: the latest rescore or the gate's) is one of
+    ``decisions`` (a pair without one matches none), with people's reviews over the gate: a pair whose latest review
+    (``review_verdict``) is ``rejected`` is never kept, whatever ``decisions`` says; one reviewed ``accepted`` is
+    kept whatever its gate decision when ``include_reviewed_good``. Returns the rows kept and how many pairs
+    ``decisions`` took that a rejecting review withheld."""
+    verdict = rows.column("review_verdict")
+    by_gate = pc.fill_null(pc.is_in(rows.column("decision"), value_set=pa.array(list(decisions), pa.string())), False)
+    reviewed_bad = pc.fill_null(pc.equal(verdict, "rejected"), False)
+    keep = by_gate
+    if include_reviewed_good:
+        keep = pc.or_(keep, pc.fill_null(pc.equal(verdict, "accepted"), False))
+    withheld = pc.sum(pc.and_(by_gate, reviewed_bad).cast(pa.int64())).as_py() or 0
+    return rows.filter(pc.and_(keep, pc.invert(reviewed_bad))), withheld
 
 
 def apply_license_filter(rows: pa.Table, licenses: Sequence[str] | None) -> pa.Table:
@@ -144,7 +157,7 @@ def apply_cap(rows: pa.Table, group_columns: Sequence[str], cap: int | None) -> 
     if rows.num_rows == 0:
         return rows
     ranked = rows.append_column("_row", pa.array(range(rows.num_rows), pa.int64()))
-    accepted = pc.fill_null(pc.equal(rows.column("decision"), "accepted"), False)
+    accepted = pc.fill_null(pc.equal(rows.column("final_decision"), "accepted"), False)  # a review over the gate
     ranked = ranked.append_column("_accepted", accepted)
     order = [(c, "ascending") for c in group_columns] + quality_sort_keys()
     ranked = ranked.take(pc.sort_indices(ranked, sort_keys=order))  # nulls sort last by default
@@ -163,20 +176,28 @@ def apply_cap(rows: pa.Table, group_columns: Sequence[str], cap: int | None) -> 
     return rows.take(pa.array(chosen, pa.int64()))
 
 
-def select_for_export(
-    catalog: Catalog, config: ExportConfig, since: Since | None = None
-) -> tuple[pa.Table, datetime | None]:
+@dataclass(frozen=True)
+class Selection:
+    """What :func:`select_for_export` selected: the rows, the newest ``created_at`` among all pairs (what a later
+    ``since`` starts from) and how many pairs a rejecting review withheld (see :func:`apply_decision_filter`)."""
+
+    rows: pa.Table
+    newest: datetime | None
+    withheld_by_review: int
+
+
+def select_for_export(catalog: Catalog, config: ExportConfig, since: Since | None = None) -> Selection:
     """The rows ``config`` selects (``pairs_full`` + ``license``, ``attribution``, ``split``), ordered by split (in
-    the order of the shares) then pair id; and the newest ``created_at`` among all pairs (what a later ``since``
-    starts from). ``since``: the earlier export ``config.since`` names, loaded by the caller. ``where`` goes through
-    the read-only SQL guard (raises ``SqlRejected``); an unknown ``balance`` column raises ``ValueError``."""
+    the order of the shares) then pair id, as a :class:`Selection`. ``since``: the earlier export ``config.since``
+    names, loaded by the caller. ``where`` goes through the read-only SQL guard (raises ``SqlRejected``); an unknown
+    ``balance`` column raises ``ValueError``."""
     shares = config.shares
     sql = f"SELECT * FROM ({EXPORT_SQL}) AS pairs_export"
     if config.where and config.where.strip():
         sql += f" WHERE {config.where}"
     rows = catalog.query(f"{sql} ORDER BY pair_id", read_only=True)
     newest = catalog.query("SELECT max(created_at) AS t FROM pairs").column("t")[0].as_py()
-    rows = apply_decision_filter(rows, config.decisions)
+    rows, withheld = apply_decision_filter(rows, config.decisions, config.include_reviewed_good)
     rows = apply_license_filter(rows, config.licenses)
     rows = apply_since(rows, since)
     rows = assign_splits(rows, shares, config.split_by, config.seed)
@@ -185,4 +206,4 @@ def select_for_export(
     order = pa.array([rank[s] for s in rows.column("split").to_pylist()], pa.int32())
     keys = pa.table({"r": order, "p": rows.column("pair_id")})
     rows = rows.take(pc.sort_indices(keys, sort_keys=[("r", "ascending"), ("p", "ascending")]))
-    return rows, newest
+    return Selection(rows, newest, withheld)

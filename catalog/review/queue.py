@@ -17,6 +17,7 @@ import duckdb
 
 from catalog.gallery import GalleryError, gallery_query
 from catalog.reviews import LATEST_REVIEWS_SQL
+from catalog.schema import DECISIONS
 from catalog.sql import SqlRejected
 
 
@@ -25,7 +26,6 @@ if TYPE_CHECKING:
 
 
 STRATA = ("decision", "engine")  # a sample is stratified by the gate's decision and the engine
-DECISIONS = ("accepted", "rejected")
 MAX_QUEUE_PAIRS = 10_000  # one session's page holds at most this many pairs (about 1 KB of JSON each)
 
 

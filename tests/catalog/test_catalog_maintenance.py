@@ -34,6 +34,8 @@ def test_stats(catalog: Catalog) -> None:
         "runs": 0,
         "failures": 3,
         "stage_timings": 0,
+        "reviews": 0,
+        "decisions": 0,
     }
     assert stats["tables"]["pairs"]["fragments"] == 1
     by = {(r["edit_type"], r["decision"], r["engine"]): r["n"] for r in stats["pairs_by"]}
