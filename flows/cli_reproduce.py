@@ -176,7 +176,13 @@ def reproduce_pair(
         )
     except (TypeError, ValueError) as exc:
         raise ReproduceError(f"pair {pair_id}: cannot rebuild engine {pair['engine']!r}: {exc}") from None
-    jobs = plan([instruction], [obj], [clip], dilation_radius=pipeline.get("dilation_radius"))
+    jobs = plan(
+        [instruction],
+        [obj],
+        [clip],
+        dilation_radius=pipeline.get("dilation_radius"),
+        effect_masks=pipeline.get("effect_masks", "off"),  # absent: the render grew no effect mask
+    )
     job = jobs[0]
     seed = int(pair["seed"] or 0)
     scratch_dir = Path(scratch) if scratch else Path(tempfile.mkdtemp(prefix=f"vpf-reproduce-{pair_id[:16]}-"))

@@ -3,8 +3,10 @@
 For every engine and every clip the engine fills the (dilated) mask and its output is compared with the ground truth
 (the clip without the objects): PSNR, SSIM, MSE and MAE inside and outside the mask, the flow-warp error of the
 filled region, and with CLIP weights configured CLIP text similarity and temporal consistency (absent without
-weights, never estimated). Clips come from the synthetic scenes (``tasks.synthetic``) or a ground-truth folder
-(:func:`folder_clips`). LPIPS is not part of the table: the project ships no LPIPS implementation.
+weights, never estimated). Clips come from the synthetic scenes (``tasks.synthetic``), the real-footage cases
+(``tasks.real_footage``: :func:`real_clips`) or a ground-truth folder (:func:`folder_clips`). With
+``effect_masks="auto"`` each object's mask is grown to its side effects (``tasks.effects``) before dilation, as
+renders do. LPIPS is not part of the table: the project ships no LPIPS implementation.
 """
 
 from __future__ import annotations
@@ -52,6 +54,41 @@ def synthetic_clips(
             yield GroundTruthClip(
                 scene.name, scene.frames, scene.background, scene.masks, BACKGROUNDS[scene.background_name]
             )
+
+
+def real_clips(
+    kinds: Sequence[str], seeds: Sequence[int], effects: Sequence[str], *, frames: int, height: int, width: int
+) -> Iterator[GroundTruthClip]:
+    """The real-footage cases (``tasks.real_footage.real_cases``), one per footage, seed, camera kind and effect; the
+    truth is the footage without object and effect, the masks are the object's (its effect is for the engine's
+    mask to find: ``effect_masks="auto"``)."""
+    from tasks.real_footage import real_cases
+
+    for case in real_cases(frames=frames, height=height, width=width, kinds=kinds, seeds=seeds, effects=effects):
+        yield GroundTruthClip(case.name, case.source, case.background, case.object_mask, None)
+
+
+def inpainting_hole(
+    clip: GroundTruthClip, dilation_radius: int | None = None, effect_masks: str = "off"
+) -> tuple[np.ndarray, dict[str, Any]]:
+    """The region an engine fills for ``clip``: its masks grown to their side effects (``tasks.effects.find_effects``;
+    ``effect_masks``: ``auto`` on still cameras, ``all`` on moving ones too, ``off``), then dilated by ``dilation_radius`` pixels (default: the factory's).
+
+    Returns:
+        ``(hole, info)``: `(num_frames, height, width)` bool, and ``{"effect_area", "effect_source"}``.
+    """
+    from tasks.masks import default_dilation_radius, dilate_masks
+
+    if effect_masks not in ("auto", "all", "off"):
+        raise ValueError(f"effect_masks must be 'auto', 'all' or 'off', got {effect_masks!r}")
+    radius = dilation_radius if dilation_radius is not None else default_dilation_radius(clip.frames.shape[2])
+    grown, info = clip.masks, {"effect_area": None, "effect_source": "off"}
+    if effect_masks != "off":
+        from tasks.effects import find_effects
+
+        found = find_effects(clip.frames, clip.masks, moving_cameras=effect_masks == "all", name=clip.name)
+        grown, info = clip.masks | found.masks, {"effect_area": found.area, "effect_source": found.source}
+    return dilate_masks(grown, radius), info
 
 
 def folder_clips(folder: str | Path) -> Iterator[GroundTruthClip]:
@@ -126,11 +163,13 @@ def evaluate_engines(
     clip_weights: str | None = None,
     seed: int = 0,
     engine_options: dict[str, dict[str, Any]] | None = None,
+    effect_masks: str = "off",
 ) -> dict[str, Any]:
     """Run every engine on every clip and average the metrics per engine.
 
     ``dilation_radius``: of the object masks before inpainting, in pixels (default: the factory's,
-    ``tasks.masks.default_dilation_radius``).
+    ``tasks.masks.default_dilation_radius``); ``effect_masks``: ``auto`` grows them to the objects' side effects
+    first (:func:`inpainting_hole`). Per-clip rows carry ``effect_area`` and ``effect_source``.
 
     Per engine, metrics are means over clips, except PSNR, which is computed from the mean MSE.
 
@@ -140,8 +179,9 @@ def evaluate_engines(
     """
     from tasks.engines.registry import get_engine
     from tasks.gate import ClipScorer
-    from tasks.masks import default_dilation_radius, dilate_masks
 
+    if effect_masks not in ("auto", "all", "off"):  # before any engine is built
+        raise ValueError(f"effect_masks must be 'auto', 'all' or 'off', got {effect_masks!r}")
     engines = {name: get_engine(name, **(engine_options or {}).get(name, {})) for name in engine_names}
     for engine in engines.values():
         engine.setup()
@@ -150,15 +190,12 @@ def evaluate_engines(
         scorer.setup()  # once, before any clip: a bad path fails here, not half-way
     per_clip: list[dict[str, Any]] = []
     for clip in clips:
-        hole = dilate_masks(
-            clip.masks,
-            dilation_radius if dilation_radius is not None else default_dilation_radius(clip.frames.shape[2]),
-        )
+        hole, effects = inpainting_hole(clip, dilation_radius, effect_masks)
         for name, engine in engines.items():
             start = time.perf_counter()
             edited = engine.inpaint(clip.frames, hole, prompt=clip.caption or "", edit_type="remove", seed=seed)
             seconds = time.perf_counter() - start
-            per_clip.append({"engine": name, "clip": clip.name, "seconds": seconds,
+            per_clip.append({"engine": name, "clip": clip.name, "seconds": seconds, **effects,
                              **clip_metrics(edited, clip, hole, scorer)})  # fmt: skip
     rows = []
     for name, engine in engines.items():

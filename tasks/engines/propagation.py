@@ -2,7 +2,8 @@
 
 DIS optical flow between neighbouring frames (grey, downscaled by ``flow_scale``) is completed inside the holes (the
 camera's fitted affine motion plus a harmonic residual); hole pixels inherit sources (frame, x, y) along chained flows
-in both time directions, blended by temporal distance; pixels no frame shows are filled by ``cv2.inpaint``. Only
+in both time directions, blended by temporal distance; pixels no frame shows are filled spatially (a harmonic
+interpolation of their surroundings by default, ``cv2.inpaint`` on request). Only
 pixels inside the (optionally dilated) mask change; all others are returned bit-identical. Steps: docs/method.md.
 
 Bad input raises ``InputError``. A clip whose masks cover every pixel is filled with neutral grey and flagged
@@ -23,9 +24,12 @@ from tasks.masks import dilate_masks
 
 
 # Bump whenever the output of the same inputs can change.
-ALGORITHM_VERSION = "prop-2"
+ALGORITHM_VERSION = "prop-3"
 
 FlowPreset = Literal["ultrafast", "fast", "medium"]
+SpatialMethod = Literal["harmonic", "telea"]
+SPATIAL_METHODS = ("harmonic", "telea")
+_SPATIAL_SWEEPS = 20  # Jacobi sweeps per pyramid level of the harmonic spatial fill
 _PRESETS = {
     "ultrafast": cv2.DISOPTICAL_FLOW_PRESET_ULTRAFAST,
     "fast": cv2.DISOPTICAL_FLOW_PRESET_FAST,
@@ -37,6 +41,10 @@ _HOLE_GROW = 4  # flow-resolution pixels added around holes: DIS vectors there a
 # quality inside the hole on zooming scenes (see docs/method.md)
 _FLOW_MARGIN = 48
 _MIN_FLOW_SIDE = 32
+# a residual whose median length on the background around the hole is below this (flow-resolution pixels) is noise:
+# the camera's fitted motion alone carries the hole (exact copies on a static camera)
+_STILL_PX = 0.25
+_MIN_GAIN_PX = 0.05  # a camera motion model must explain this much more than a simpler one (see _better)
 _OBSERVED = np.array([0, 0, 0, 1], np.float32)  # an observed pixel's propagation state (see _propagate_sources)
 _OBSERVED_CELL = _OBSERVED.view(np.complex128)[0]  # the same 16 bytes as one item
 _COLS = 4096  # point lists are remapped as (rows, _COLS) images: OpenCV maps must stay under 32767 per side
@@ -172,8 +180,8 @@ def _fit_affine(flow: np.ndarray, usable: np.ndarray, step: int = 4) -> np.ndarr
     """The camera's motion ``p -> A @ [x, y, 1]`` from the usable flow vectors, by robust least squares.
 
     The simplest model that explains the vectors wins: no motion, a translation, or a full affine map, each kept
-    only if it lowers the median residual by more than 10 % over the simpler one (so flow noise on a static
-    camera never becomes a tiny drift that chained propagation would accumulate).
+    only if it lowers the median residual by more than 10 % and ``_MIN_GAIN_PX`` over the simpler one (so flow noise
+    on a static camera never becomes a tiny drift that chained propagation would accumulate).
 
     Args:
         flow (`np.ndarray` of shape `(h, w, 2)`): a flow field.
@@ -194,7 +202,7 @@ def _fit_affine(flow: np.ndarray, usable: np.ndarray, step: int = 4) -> np.ndarr
     # translation: the median vector
     shift = np.median(vectors, axis=0)
     residual = float(np.median(_lengths(vectors - shift)))
-    if residual < 0.9 * best_residual:
+    if _better(residual, best_residual):
         best, best_residual = identity + np.array([[0, 0, shift[0]], [0, 0, shift[1]]]), residual
     # affine: least squares, refit once without outliers; its residual is the median error of the last fit
     keep = np.ones(len(ys), bool)
@@ -204,9 +212,16 @@ def _fit_affine(flow: np.ndarray, usable: np.ndarray, step: int = 4) -> np.ndarr
         keep = errors < max(1.0, 2.0 * residual)
         if keep.sum() < 24:
             break
-    if residual < 0.9 * best_residual:
+    if _better(residual, best_residual):
         best = coef.T
     return best
+
+
+def _better(residual: float, simpler: float) -> bool:
+    """Whether a motion model with median ``residual`` beats a simpler one with ``simpler`` (flow-resolution
+    pixels): 10 % lower and lower by ``_MIN_GAIN_PX``, so that DIS noise on a still camera (median vectors of
+    0.1-0.2 px) never becomes a drift that chained propagation accumulates."""
+    return residual < 0.9 * simpler and simpler - residual > _MIN_GAIN_PX
 
 
 def _lengths(vectors: np.ndarray) -> np.ndarray:
@@ -281,7 +296,12 @@ def _stabilised_flow(
     pair[..., 0], pair[..., 1] = a[y0:y1, x0:x1], b_on_a
     pair = np.clip(np.rint(harmonic_fill(pair, hole, iterations=0)), 0, 255).astype(np.uint8)
     residual = dis.calc(np.ascontiguousarray(pair[..., 0]), np.ascontiguousarray(pair[..., 1]), None)
-    residual = harmonic_fill(residual, hole, iterations=4)
+    if hole.all() or _median_length(residual, ~hole) < _STILL_PX:
+        # the camera's motion explains the background: its residual is noise, and things moving on their own (people
+        # in the background) would drag the completed field; exact copies instead (a still camera's holes)
+        residual[:] = 0
+    else:
+        residual = harmonic_fill(residual, hole, iterations=4)
     gx = np.arange(x0, x1, dtype=np.float32)[None, :]
     gy = np.arange(y0, y1, dtype=np.float32)[:, None]
     px, py = gx + residual[..., 0], gy + residual[..., 1]
@@ -289,6 +309,11 @@ def _stabilised_flow(
     flow[..., 0] = affine[0, 0] * px + affine[0, 1] * py + (affine[0, 2] - gx)
     flow[..., 1] = affine[1, 0] * px + affine[1, 1] * py + (affine[1, 2] - gy)
     return _Flow(flow, x0, y0)
+
+
+def _median_length(vectors: np.ndarray, where: np.ndarray) -> float:
+    """The median length of the `(h, w, 2)` ``vectors`` at the `(h, w)` bool ``where`` (not empty)."""
+    return float(np.median(cv2.magnitude(vectors[..., 0], vectors[..., 1])[where]))
 
 
 def _grow(mask: np.ndarray, pixels: int) -> np.ndarray:
@@ -468,6 +493,7 @@ def propagate_inpaint(
     flow_scale: float = 0.5,
     flow_preset: FlowPreset = "ultrafast",
     spatial_radius: int = 5,
+    spatial_method: SpatialMethod = "harmonic",
     name: str = "clip",
 ) -> PropagationResult:
     """Fill ``masks`` in ``frames`` by bidirectional flow propagation, then spatial inpainting.
@@ -477,7 +503,10 @@ def propagate_inpaint(
         masks (`np.ndarray` of shape `(num_frames, height, width)`): bool, True = fill.
         flow_scale: resolution factor for flow estimation (0 < s <= 1).
         flow_preset: DIS preset.
-        spatial_radius: ``cv2.inpaint`` radius for pixels never observed.
+        spatial_radius: ``cv2.inpaint`` radius for pixels never observed (``spatial_method="telea"``).
+        spatial_method: how pixels no frame shows are filled: ``harmonic`` (a push-pull harmonic interpolation of
+            the pixels around them; measured better than Telea on real and synthetic frames, docs/method.md) or
+            ``telea`` (``cv2.inpaint``).
         name: names the input in errors.
 
     Returns:
@@ -565,7 +594,7 @@ def propagate_inpaint(
             if FRAME_WITHOUT_BACKGROUND not in flags:
                 flags.append(FRAME_WITHOUT_BACKGROUND)
             continue
-        out[t, ys[left], xs[left]] = _spatial_fill(out[t], ys[left], xs[left], spatial_radius)
+        out[t, ys[left], xs[left]] = _spatial_fill(out[t], ys[left], xs[left], spatial_radius, spatial_method)
     if hole_pixels and spatial > 0.5 * hole_pixels:
         flags.append(MOSTLY_SPATIAL_FILL)
 
@@ -575,9 +604,18 @@ def propagate_inpaint(
     return PropagationResult(out, report)
 
 
-def _spatial_fill(frame: np.ndarray, ys: np.ndarray, xs: np.ndarray, radius: int) -> np.ndarray:
-    """Telea inpainting of the pixels ``(ys, xs)`` (not empty) of one `(height, width, 3)` uint8 frame, on their
-    bounding box + margin. Returns their colours, `(n, 3)` uint8."""
+def _spatial_fill(
+    frame: np.ndarray, ys: np.ndarray, xs: np.ndarray, radius: int, method: SpatialMethod = "harmonic"
+) -> np.ndarray:
+    """Spatial inpainting of the pixels ``(ys, xs)`` (not empty) of one `(height, width, 3)` uint8 frame, on their
+    bounding box + margin: ``harmonic`` (``harmonic_fill``, ``_SPATIAL_SWEEPS`` sweeps) or ``telea``
+    (``cv2.inpaint`` with ``radius``). Returns their colours, `(n, 3)` uint8."""
+    if method == "harmonic":
+        y0, y1, x0, x1 = _points_box(ys, xs, 4, frame.shape[:2])
+        hole = np.zeros((y1 - y0, x1 - x0), bool)
+        hole[ys - y0, xs - x0] = True
+        filled = harmonic_fill(frame[y0:y1, x0:x1].astype(np.float32), hole, iterations=_SPATIAL_SWEEPS)
+        return np.clip(np.rint(filled[ys - y0, xs - x0]), 0, 255).astype(np.uint8)
     y0, y1, x0, x1 = _points_box(ys, xs, 2 * radius + 2, frame.shape[:2])
     hole = np.zeros((y1 - y0, x1 - x0), np.uint8)
     hole[ys - y0, xs - x0] = 1
@@ -593,7 +631,9 @@ class PropagationEngine(InpaintEngine):
         flow_preset: DIS optical-flow preset (``ultrafast`` | ``fast`` | ``medium``).
         dilation_radius: extra mask dilation before filling, a radius in pixels (the masks given to ``run`` are
             usually dilated already).
-        spatial_radius: ``cv2.inpaint`` radius for never-observed pixels.
+        spatial_radius: ``cv2.inpaint`` radius for never-observed pixels, with ``spatial_telea``.
+        spatial_telea: fill never-observed pixels with ``cv2.inpaint`` (Telea) instead of the harmonic interpolation
+            (the default, measured better: docs/method.md).
 
     ``run`` returns the clip's ``PropagationReport`` (``as_dict``) as ``report`` and its flags as ``flags``.
     """
@@ -609,6 +649,7 @@ class PropagationEngine(InpaintEngine):
         flow_preset: FlowPreset = "ultrafast",
         dilation_radius: int = 0,
         spatial_radius: int = 5,
+        spatial_telea: bool = False,
     ):
         if not 0 < flow_scale <= 1:
             raise ValueError(f"PropagationEngine: flow_scale must be in (0, 1], got {flow_scale}")
@@ -623,6 +664,7 @@ class PropagationEngine(InpaintEngine):
         self.flow_preset = flow_preset
         self.dilation_radius = int(dilation_radius)
         self.spatial_radius = int(spatial_radius)
+        self.spatial_telea = bool(spatial_telea)
 
     @property
     def version(self) -> str:
@@ -634,6 +676,7 @@ class PropagationEngine(InpaintEngine):
             "flow_preset": self.flow_preset,
             "dilation_radius": self.dilation_radius,
             "spatial_radius": self.spatial_radius,
+            "spatial_telea": self.spatial_telea,
         }
 
     def fill(
@@ -654,6 +697,7 @@ class PropagationEngine(InpaintEngine):
             flow_scale=self.flow_scale,
             flow_preset=self.flow_preset,
             spatial_radius=self.spatial_radius,
+            spatial_method="telea" if self.spatial_telea else "harmonic",
         )
         report = result.report
         return Inpainted(result.frames, list(report.flags), report.as_dict(), filled=filled)

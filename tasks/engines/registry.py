@@ -1,4 +1,5 @@
-"""Engines by name: ``get_engine("auto" | "propagation" | "cv2-inpaint" | "null" | "videopainter" | "sleep", **kwargs)``.
+"""Engines by name: ``get_engine(name, **kwargs)``, ``name`` one of ``ENGINE_NAMES``: ``auto``, ``propagation``,
+``cv2-inpaint``, ``nearest-frame`` (the baselines: tasks/engines/baseline.py), ``null``, ``videopainter``, ``sleep``.
 
 ``sleep`` stands in for an accelerator (waits ``seconds`` per clip, holds no CPU): dry runs of a fleet, benchmarks.
 
@@ -23,7 +24,7 @@ from tasks.engines.base import InpaintEngine
 
 logger = logging.getLogger(__name__)
 
-ENGINE_NAMES = ("auto", "propagation", "cv2-inpaint", "null", "videopainter", "sleep")
+ENGINE_NAMES = ("auto", "propagation", "cv2-inpaint", "nearest-frame", "null", "videopainter", "sleep")
 VIDEOPAINTER_ENV = {
     "base": "VPF_VIDEOPAINTER_BASE",
     "branch": "VPF_VIDEOPAINTER_BRANCH",
@@ -50,6 +51,10 @@ def engine_class(name: str) -> type[InpaintEngine]:
         from tasks.engines.baseline import Cv2InpaintEngine
 
         return Cv2InpaintEngine
+    if name == "nearest-frame":
+        from tasks.engines.baseline import NearestFrameEngine
+
+        return NearestFrameEngine
     if name == "sleep":
         from tasks.engines.sleep import SleepEngine
 

@@ -7,6 +7,8 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
+from tasks.config import EffectMasksMode
+
 
 class RenderJob(BaseModel):
     """One instruction to render, as JSON: ids and media uris only, so it travels to a GPU worker."""
@@ -23,6 +25,11 @@ class RenderJob(BaseModel):
     fps: float
     dilation_radius: int = Field(
         0, ge=0, description="dilation of the mask before inpainting: radius in pixels (square kernel of side 2r+1)"
+    )
+    effect_masks: EffectMasksMode = Field(
+        "off",
+        description="auto: grow the mask to the object's side effects before dilation on still cameras, all: on moving "
+        "cameras too (tasks/effects.py)",
     )
     add_instruction_id: str | None = Field(None, description="for a removal: the reverse `add` instruction")
     add_instruction: str | None = None
@@ -43,10 +50,13 @@ def plan(
     clips: Sequence[Mapping[str, Any]],
     *,
     dilation_radius: int | None,
+    effect_masks: EffectMasksMode,
 ) -> list[RenderJob]:
     """One job per instruction except ``add``, which rides on its object's removal (the reverse pair: inpainted →
     original). ``dilation_radius`` in pixels; None: the object's own, else ``tasks.masks.default_dilation_radius`` of
-    the clip width. Edit types the engine cannot render become recorded skips at render time."""
+    the clip width. ``effect_masks`` (``RenderConfig.effect_masks``): ``auto`` (still cameras) or ``all`` grows each
+    removal's mask to the object's shadow or reflection (``tasks.effects``); other edits keep the object's mask.
+    Edit types the engine cannot render become recorded skips at render time."""
     from tasks.masks import default_dilation_radius
 
     clip_by_id = {c["clip_id"]: c for c in clips}
@@ -74,6 +84,7 @@ def plan(
                 mask_uri=obj["mask_uri"],
                 fps=float(clip["fps"]),
                 dilation_radius=radius,
+                effect_masks=effect_masks if ins["edit_type"] == "remove" else "off",
                 add_instruction_id=add["instruction_id"] if add else None,
                 add_instruction=add["instruction"] if add else None,
                 add_instruction_long=add.get("instruction_long") if add else None,

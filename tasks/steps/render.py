@@ -28,10 +28,14 @@ from tasks.types import Failure
 
 def render_params(job: RenderJob, engine: InpaintEngine) -> dict[str, Any]:
     """What changes a render's pixels besides instruction, engine version and seed: ``{"engine": the engine's own
-    parameters, "pipeline": what the factory does around it (the mask dilation)}``. Recorded as
+    parameters, "pipeline": what the factory does around it (the mask dilation; ``effect_masks`` when the mask grows
+    to the object's side effects, absent when off, so renders made before the option keep their ids)}``. Recorded as
     ``renders.params_json`` and hashed into the render id; an engine option and a pipeline setting of the same name
     never overwrite each other."""
-    return {"engine": engine.params(), "pipeline": {"dilation_radius": job.dilation_radius}}
+    pipeline: dict[str, Any] = {"dilation_radius": job.dilation_radius}
+    if job.effect_masks != "off":
+        pipeline["effect_masks"] = job.effect_masks
+    return {"engine": engine.params(), "pipeline": pipeline}
 
 
 def render_id_of(job: RenderJob, engine: InpaintEngine, seed: int, generation: str | None = None) -> str:
@@ -59,12 +63,16 @@ def pending(
 @dataclass
 class JobInputs:
     """A job's inputs as the engine and the gate read them: ``frames`` `(num_frames, height, width, 3)` uint8, the
-    object's own ``object_masks`` and the dilated ``masks`` to fill, both `(num_frames, height, width)` bool."""
+    object's own ``object_masks`` and the dilated ``masks`` to fill (grown to the object's side effects unless
+    ``effect_masks="off"``), both `(num_frames, height, width)` bool; ``effect_area`` (share of the clip's pixels)
+    and ``effect_source`` (``tasks.effects.EffectMasks.source``, or ``off``) say what the side effects added."""
 
     frames: np.ndarray
     object_masks: np.ndarray
     masks: np.ndarray
     started: float = field(default_factory=time.perf_counter)
+    effect_area: float | None = None
+    effect_source: str = "off"
 
 
 @dataclass
@@ -83,7 +91,9 @@ class Rendered:
 
 
 def load(job: RenderJob, catalog: Catalog, engine: InpaintEngine) -> JobInputs:
-    """Read a job's clip and mask (each decoded once) and dilate the mask as the job says.
+    """Read a job's clip and mask (each decoded once), grow the mask to the object's side effects
+    (``tasks.effects.find_effects``; ``job.effect_masks``: ``auto`` on still cameras, ``all`` on moving ones too) and
+    dilate it as the job says.
 
     Raises:
         UnsupportedEditError: the engine cannot render the job's edit type (checked before reading anything).
@@ -101,8 +111,14 @@ def load(job: RenderJob, catalog: Catalog, engine: InpaintEngine) -> JobInputs:
             raise InputError(
                 job.mask_uri, "mask_shape_mismatch", f"mask {masks.shape} does not match clip {frames.shape[:3]}"
             )
-        dilated = dilate_masks(masks, job.dilation_radius) if job.dilation_radius else masks
-    return JobInputs(frames, masks, dilated, started)
+        grown, effect_area, effect_source = masks, None, "off"
+        if job.effect_masks != "off":
+            from tasks.effects import find_effects
+
+            effects = find_effects(frames, masks, moving_cameras=job.effect_masks == "all", name=job.mask_uri)
+            grown, effect_area, effect_source = masks | effects.masks, effects.area, effects.source
+        dilated = dilate_masks(grown, job.dilation_radius) if job.dilation_radius else grown
+    return JobInputs(frames, masks, dilated, started, effect_area, effect_source)
 
 
 def inpaint(job: RenderJob, inputs: JobInputs, engine: InpaintEngine, *, seed: int) -> Inpainted:
@@ -145,6 +161,8 @@ def store(
         "generation": generation,
         "video_uri": video_uri,
         "mask_uri": mask_uri,
+        "effect_area": inputs.effect_area,
+        "effect_source": inputs.effect_source,
         "device": str(engine.device),
         "elapsed_s": time.perf_counter() - inputs.started,
         "run_id": run_id,

@@ -60,7 +60,7 @@ def pipeline(
         proposed = propose.propose(objects, clips, proposer, edit_types=["remove", "add"], seed=0, run_id=run_id)
         instructions = proposed.rows["instructions"]
         record.record_tables(cat, {"instructions": instructions})
-        jobs = plan.plan(instructions, objects, clips, dilation_radius=None)
+        jobs = plan.plan(instructions, objects, clips, dilation_radius=None, effect_masks=config.render.effect_masks)
         made = maker.make(jobs, cat, run_id=run_id)
         counts["renders"] += made.counts["renders"]
         counts["already_done"] += made.counts["already_done"]

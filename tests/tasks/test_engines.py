@@ -8,7 +8,7 @@ import pytest
 
 from tasks.engines import registry
 from tasks.engines.base import Inpainted, InpaintEngine
-from tasks.engines.baseline import Cv2InpaintEngine
+from tasks.engines.baseline import Cv2InpaintEngine, NearestFrameEngine, nearest_uncovered_frames
 from tasks.engines.null import NullEngine
 from tasks.engines.propagation import PropagationEngine
 from tasks.errors import InputError, UnsupportedEditError
@@ -29,7 +29,13 @@ def _clip(seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
 
 
 @pytest.mark.parametrize(
-    "name, cls", [("propagation", PropagationEngine), ("cv2-inpaint", Cv2InpaintEngine), ("null", NullEngine)]
+    "name, cls",
+    [
+        ("propagation", PropagationEngine),
+        ("cv2-inpaint", Cv2InpaintEngine),
+        ("nearest-frame", NearestFrameEngine),
+        ("null", NullEngine),
+    ],
 )
 def test_get_engine_by_name(name: str, cls: type) -> None:
     engine = registry.get_engine(name)
@@ -79,7 +85,7 @@ def test_unknown_engine_and_options_are_errors(no_videopainter_env) -> None:
         registry.get_engine("auto", sharpness=3)  # neither candidate takes it (videopainter has `strength`)
 
 
-@pytest.mark.parametrize("engine", [Cv2InpaintEngine(), NullEngine()])
+@pytest.mark.parametrize("engine", [Cv2InpaintEngine(), NearestFrameEngine(), NullEngine()])
 def test_baselines_change_only_the_mask(engine) -> None:
     frames, masks = _clip()
     out = engine.inpaint(frames, masks)
@@ -134,6 +140,45 @@ def test_cv2_baseline_settings() -> None:
     assert Cv2InpaintEngine(method="ns").params() == {"radius": 5, "method": "ns"}
     with pytest.raises(ValueError, match="method"):
         Cv2InpaintEngine(method="magic")
+
+
+def test_nearest_uncovered_frame_of_every_pixel() -> None:
+    masks = np.zeros((7, 1, 3), bool)
+    masks[1:6, 0, 0] = True  # uncovered in frames 0 and 6: 1-2 look back, 4-5 ahead, 3 is a tie (the earlier wins)
+    masks[:, 0, 1] = True  # never uncovered
+    masks[0:2, 0, 2] = True  # uncovered from frame 2 on
+    nearest = nearest_uncovered_frames(masks)
+    assert nearest[:, 0, 0].tolist() == [0, 0, 0, 0, 6, 6, 6]
+    assert nearest[:, 0, 1].tolist() == [-1] * 7
+    assert nearest[:, 0, 2].tolist() == [2, 2, 2, 3, 4, 5, 6]  # an uncovered pixel's own frame is its nearest
+
+
+def test_nearest_frame_engine_copies_the_background_where_it_was_seen_and_fills_the_rest() -> None:
+    rng = np.random.default_rng(1)
+    still = rng.integers(0, 256, size=(1, 24, 32, 3), dtype=np.uint8)
+    frames = np.repeat(still, 6, axis=0)
+    masks = np.zeros((6, 24, 32), bool)
+    for t in range(6):
+        masks[t, 8:16, 2 + 4 * t : 10 + 4 * t] = True  # a box sliding right
+        frames[t][masks[t]] = 0  # the object: black
+    masks[:, 10:12, 14:16] = True  # a spot covered in every frame
+    result = NearestFrameEngine().run(frames, masks)
+    seen = masks.copy()  # every hole pixel but the never-seen spot
+    seen[:, 10:12, 14:16] = False
+    assert np.array_equal(result.frames[seen], np.repeat(still, 6, axis=0)[seen])  # exact on a still camera
+    assert result.report == {"spatial_pixels": 6 * 4, "hole_pixels": int(masks.sum())}
+    assert (result.frames[:, 10:12, 14:16] != 0).any()  # the never-seen spot is filled, not left black
+    # negative control: the per-frame spatial baseline cannot recover the texture the box hid
+    spatial = Cv2InpaintEngine().inpaint(frames, masks)
+    assert not np.array_equal(spatial[seen], np.repeat(still, 6, axis=0)[seen])
+
+
+def test_nearest_frame_settings() -> None:
+    assert NearestFrameEngine(radius=3).params() == {"radius": 3, "method": "telea"}
+    with pytest.raises(ValueError, match="NearestFrameEngine: method"):
+        NearestFrameEngine(method="magic")
+    with pytest.raises(ValueError, match="radius"):
+        NearestFrameEngine(radius=0)
 
 
 # ------------------------------------------------------------------------------------------ the engine contract
@@ -201,3 +246,48 @@ def test_paste_region_takes_the_fill_exactly_inside_the_region(seed: int) -> Non
         out = paste_region(frames, fill, region)
         np.testing.assert_array_equal(out, np.where(region[..., None], fill, frames))
         assert out is not frames and not np.shares_memory(out, fill)
+
+
+# ------------------------------------------------------------------------------------------ vpf eval on real footage
+def _eval_app():
+    import typer
+
+    from flows import cli_quality
+
+    app = typer.Typer()
+    cli_quality.register(app)
+    app.command("noop")(lambda: None)  # two commands: typer keeps the subcommand names
+    return app
+
+
+def test_vpf_eval_on_real_footage_with_effect_masks_reports_each_engine() -> None:
+    import json
+
+    from typer.testing import CliRunner
+
+    args = ["eval", "--real", "--engine", "propagation", "--engine", "nearest-frame", "--scenes", "static",
+            "--effects", "shadow", "--frames", "9", "--height", "48", "--width", "72", "--effect-masks", "auto",
+            "--json"]  # fmt: skip
+    result = CliRunner().invoke(_eval_app(), args)
+    assert result.exit_code == 0, result.output
+    assert "real footage static" in result.output and "effect masks auto" in result.output
+    table = json.loads(result.output.strip().splitlines()[-1])
+    rows = {r["requested"]: r for r in table["engines"]}
+    assert set(rows) == {"propagation", "nearest-frame"} and {r["clips"] for r in rows.values()} == {3}
+    assert rows["propagation"]["psnr_in"] >= rows["nearest-frame"]["psnr_in"]
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--real", "--data", "somewhere"], "two sources"),
+        (["--real", "--effects", "smoke"], "--effects must name"),
+        (["--real", "--scenes", "occlusion"], "--scenes must name"),
+        (["--effect-masks", "maybe"], "--effect-masks must be"),
+    ],
+)
+def test_vpf_eval_usage_errors_exit_2_with_one_line(args: list[str], message: str) -> None:
+    from typer.testing import CliRunner
+
+    result = CliRunner().invoke(_eval_app(), ["eval", *args])
+    assert result.exit_code == 2 and message in result.output

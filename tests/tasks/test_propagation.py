@@ -47,6 +47,57 @@ def test_static_camera_background_is_recovered_exactly_where_it_was_seen() -> No
     assert np.percentile(diff, 99) <= 2
 
 
+def _still_with_noise_and_a_passer_by(seed: int, passer_by: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A still camera over a textured background with sensor noise (sigma 2 levels), 32x96x144; a grey box crosses
+    it (the hole) and, with ``passer_by``, a red disc moves the other way, twice as fast, just above the box's path
+    (part of the truth). Returns ``(frames, truth, hole)``: `(T, H, W, 3)` uint8 twice and `(T, H, W)` bool."""
+    import cv2
+
+    rng = np.random.default_rng(seed)
+    num_frames, height, width = 32, 96, 144
+    texture = cv2.GaussianBlur(rng.uniform(0, 255, (height, width, 3)).astype(np.float32), (0, 0), 2.0)
+    texture = (texture - texture.mean()) * 3 + 128
+    truth = np.clip(texture[None] + rng.normal(0, 2, (num_frames, height, width, 3)), 0, 255).astype(np.uint8)
+    frames, hole = truth.copy(), np.zeros((num_frames, height, width), bool)
+    for t in range(num_frames):
+        if passer_by:
+            cv2.circle(truth[t], (int(136 - 2 * t * 128 / num_frames), 24), 8, (220, 40, 40), -1)
+        frames[t] = truth[t]
+        x = int(6 + t * 108 / num_frames)
+        frames[t, 32:64, x : x + 24] = 90
+        hole[t, 32:64, x : x + 24] = True
+    return frames, truth, dilate_masks(hole, 2)
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+@pytest.mark.parametrize("passer_by", [False, True])
+def test_a_still_camera_is_at_least_as_good_as_copying_the_nearest_frame(seed: int, passer_by: bool) -> None:
+    """On a still camera every hole pixel is seen in some frame: copying it from the nearest one (the
+    ``nearest-frame`` baseline) is all but exact. The engine must not do worse: flow noise must not become a drift
+    of the camera, nor things moving on their own (the passer-by) a motion of the background in the hole. (Engine
+    version prop-2 fell 2.4 dB short with seed 0 and the passer-by: 31.0 dB against 33.4.)"""
+    from tasks.engines.baseline import nearest_frame_fill
+
+    frames, truth, hole = _still_with_noise_and_a_passer_by(seed, passer_by)
+    ours = region_metrics(propagate_inpaint(frames, hole).frames, truth, hole)["psnr"]
+    nearest = region_metrics(nearest_frame_fill(frames, hole)[0], truth, hole)["psnr"]
+    assert ours >= nearest - 0.1, f"{ours:.2f} dB vs nearest frame {nearest:.2f} dB"
+    # negative control: the spatial baseline is far below both (the comparison is not trivially met)
+    assert region_metrics(inpaint_frames(frames, hole), truth, hole)["psnr"] < nearest - 5
+
+
+def test_camera_motion_fit_keeps_a_still_camera_still_under_flow_noise() -> None:
+    """Flow noise of 0.1-0.2 px (DIS on a still camera) is no motion; a real translation of 1 px is one."""
+    from tasks.engines.propagation import _fit_affine
+
+    rng = np.random.default_rng(0)
+    noise = rng.normal(0, 0.15, (64, 96, 2)).astype(np.float32)
+    usable = np.ones((64, 96), bool)
+    assert np.array_equal(_fit_affine(noise, usable), [[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]])
+    moved = _fit_affine(noise + np.array([1.0, -0.5], np.float32), usable)
+    assert moved is not None and abs(moved[0, 2] - 1.0) < 0.05 and abs(moved[1, 2] + 0.5) < 0.05
+
+
 @pytest.mark.parametrize("dilation_radius", [0, 3])
 def test_pixels_outside_the_dilated_mask_are_bit_identical(dilation_radius: int) -> None:
     rng = np.random.default_rng(0)
@@ -146,11 +197,34 @@ def test_harmonic_fill_reproduces_an_affine_field() -> None:
     assert np.array_equal(filled[~hole], field[~hole])
 
 
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_never_seen_pixels_are_filled_better_than_telea(seed: int) -> None:
+    """A hole that covers the same pixels in every frame: nothing to propagate, all spatial. The harmonic fill (the
+    default) beats ``cv2.inpaint`` (``spatial_telea=True``, the negative control) on a blurred-noise texture."""
+    import cv2
+
+    rng = np.random.default_rng(seed)
+    texture = cv2.GaussianBlur(rng.uniform(0, 255, (64, 96, 3)).astype(np.float32), (0, 0), 4.0)
+    truth = np.repeat(np.clip((texture - texture.mean()) * 4 + 128, 0, 255).astype(np.uint8)[None], 4, axis=0)
+    masks = np.zeros(truth.shape[:3], bool)
+    masks[:, 20:44, 30:60] = True
+    frames = truth.copy()
+    frames[masks] = 0
+    errors = {}
+    for telea in (False, True):
+        result = PropagationEngine(spatial_telea=telea).run(frames, masks)
+        assert "mostly_spatial_fill" in result.flags
+        errors[telea] = region_metrics(result.frames, truth, masks)["mse"]
+    assert errors[False] < errors[True], errors
+
+
 def test_version_and_params() -> None:
     engine = PropagationEngine(flow_scale=0.25)
     assert engine.version.startswith("prop-")
     assert engine.params()["flow_scale"] == 0.25
     assert PropagationEngine().params() != engine.params()
+    assert PropagationEngine().params()["spatial_telea"] is False
+    assert PropagationEngine(spatial_telea=True).params() != PropagationEngine().params()
 
 
 @pytest.mark.parametrize("shape", [(1, 32, 32), (2, 8, 8), (4, 12, 200), (3, 200, 12), (3, 9, 13)])

@@ -38,7 +38,7 @@ def test_add_instructions_ride_on_their_objects_removal_render() -> None:
         _instruction("object_2", "remove", "remove the cat"),  # no add instruction: one pair only
         _instruction("object_2", "replace", "turn the cat into a fox"),
     ]
-    jobs = plan(instructions, OBJECTS, CLIPS, dilation_radius=None)
+    jobs = plan(instructions, OBJECTS, CLIPS, dilation_radius=None, effect_masks="auto")
     assert [(j.object_id, j.edit_type) for j in jobs] == [
         ("object_1", "remove"),
         ("object_2", "remove"),
@@ -51,7 +51,9 @@ def test_add_instructions_ride_on_their_objects_removal_render() -> None:
     assert (
         {j.dilation_radius for j in jobs} == {default_dilation_radius(96)} == {2}
     )  # 16 px at 720 wide, in proportion
-    assert {j.dilation_radius for j in plan(instructions, OBJECTS, CLIPS, dilation_radius=9)} == {9}
+    assert {j.dilation_radius for j in plan(instructions, OBJECTS, CLIPS, dilation_radius=9, effect_masks="auto")} == {
+        9
+    }
     # A job is JSON all the way: what run_deployment sends to a gpu worker.
     assert RenderJob.model_validate_json(dog.model_dump_json()) == dog
 
