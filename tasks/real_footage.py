@@ -41,6 +41,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from importlib.util import find_spec
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
@@ -392,20 +393,10 @@ def composite(
 
 
 # ----------------------------------------------------------------------------------------------- cases
-def real_cases(
-    *,
-    frames: int = 49,
-    height: int = 480,
-    width: int = 720,
-    kinds: Sequence[str] = CAMERAS,
-    seeds: Sequence[int] = (0,),
-    effects: Sequence[str] = EFFECTS,
-    footage: Sequence[str] | None = None,
-) -> list[RealCase]:
-    """Every (footage, seed, camera kind, effect) case as a list; see :func:`iter_real_cases` (which builds them one
-    at a time, for callers that need not hold them all: about 170 MB per case at 49×480×720)."""
-    return list(iter_real_cases(frames=frames, height=height, width=width, kinds=kinds, seeds=seeds,
-                                effects=effects, footage=footage))  # fmt: skip
+def real_cases(**options: Any) -> list[RealCase]:
+    """Every (footage, seed, camera kind, effect) case as a list; ``options`` are :func:`iter_real_cases`'s (which
+    builds them one at a time, for callers that need not hold them all: about 170 MB per case at 49×480×720)."""
+    return list(iter_real_cases(**options))
 
 
 def iter_real_cases(

@@ -60,9 +60,9 @@ class Cv2InpaintEngine(InpaintEngine):
 
     def __init__(self, *, radius: int = 5, method: Method = "telea"):
         if method not in _METHODS:
-            raise ValueError(f"Cv2InpaintEngine: method must be one of {sorted(_METHODS)}, got {method!r}")
+            raise ValueError(f"{type(self).__name__}: method must be one of {sorted(_METHODS)}, got {method!r}")
         if radius < 1:
-            raise ValueError(f"Cv2InpaintEngine: radius must be >= 1, got {radius}")
+            raise ValueError(f"{type(self).__name__}: radius must be >= 1, got {radius}")
         self.radius = int(radius)
         self.method = method
 
@@ -138,7 +138,7 @@ def nearest_frame_fill(
     return out, int(never.sum())
 
 
-class NearestFrameEngine(InpaintEngine):
+class NearestFrameEngine(Cv2InpaintEngine):
     """Each hole pixel copied from the nearest frame showing it, ``cv2.inpaint`` elsewhere (removal only).
 
     Args:
@@ -149,23 +149,10 @@ class NearestFrameEngine(InpaintEngine):
     """
 
     engine_id = "nearest-frame"
-    edit_types = frozenset({"remove"})
-    exclusive = False  # a pure function of its input on the CPU: several clips render at once
-
-    def __init__(self, *, radius: int = 5, method: Method = "telea"):
-        if method not in _METHODS:
-            raise ValueError(f"NearestFrameEngine: method must be one of {sorted(_METHODS)}, got {method!r}")
-        if radius < 1:
-            raise ValueError(f"NearestFrameEngine: radius must be >= 1, got {radius}")
-        self.radius = int(radius)
-        self.method = method
 
     @property
     def version(self) -> str:
         return f"{NEAREST_VERSION}+opencv-{cv2.__version__}"
-
-    def params(self) -> dict:
-        return {"radius": self.radius, "method": self.method}
 
     def fill(
         self,

@@ -46,3 +46,9 @@ def vpf_env(tmp_path_factory: pytest.TempPathFactory, prefect_harness) -> dict[s
         "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
         "DO_NOT_TRACK": "1",
     }
+
+
+@pytest.fixture(scope="session")
+def annotate_env(vpf_env: dict[str, str]) -> dict[str, str]:
+    """:func:`vpf_env` for ``vpf run``s that load the tiny annotation models: offline, one OpenMP thread."""
+    return {**vpf_env, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}

@@ -5,7 +5,6 @@ captioner, and every selection decision in SQL."""
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -27,13 +26,8 @@ PERMISSIVE = ["--select", "max_area=1.0", "--select", "max_area_change=1000", "-
 
 
 @pytest.fixture(scope="module")
-def env(tmp_path_factory: pytest.TempPathFactory, prefect_harness) -> dict[str, str]:
-    from prefect.settings import PREFECT_API_URL
-
-    base = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
-    return {**base, "PREFECT_HOME": str(tmp_path_factory.mktemp("prefect-home")),
-            "PREFECT_API_URL": PREFECT_API_URL.value(), "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-            "DO_NOT_TRACK": "1", "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}  # fmt: skip
+def env(annotate_env: dict[str, str]) -> dict[str, str]:
+    return annotate_env
 
 
 @pytest.fixture(scope="module")

@@ -4,7 +4,6 @@ the next frame, the clips finished before it stay recorded, and the run's row sa
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import sys
@@ -22,13 +21,8 @@ CLIP_FRAMES = 49
 
 
 @pytest.fixture(scope="module")
-def env(tmp_path_factory: pytest.TempPathFactory, prefect_harness) -> dict[str, str]:
-    from prefect.settings import PREFECT_API_URL
-
-    base = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
-    return {**base, "PREFECT_HOME": str(tmp_path_factory.mktemp("prefect-home")),
-            "PREFECT_API_URL": PREFECT_API_URL.value(), "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-            "DO_NOT_TRACK": "1", "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}  # fmt: skip
+def env(annotate_env: dict[str, str]) -> dict[str, str]:
+    return annotate_env
 
 
 def _footage(folder: Path, videos: int) -> Path:
