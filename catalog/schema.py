@@ -191,7 +191,7 @@ PAIRS = pa.schema(
         _f("temporal_warp_error", pa.float64()),  # the hole's warp residual, [0, 1] scale
         _f("effect_residual", pa.float64()),  # object-correlated change left around the object, grey levels
         _f("object_ring_colour_gap", pa.float64()),  # ring_colour_gap on the object's own pixels
-        _f("object_texture_ratio", pa.float64()),  # ring_texture_ratio on the object's own pixels
+        _f("object_texture_ratio", pa.float64()),  # fill texture on the object / what other frames show there
         _f("bad_frame_share", pa.float64()),  # share of frames whose fill jumps or shows the object again
         _f("mask_area_ratio", pa.float64()),
         _f("object_frames_ratio", pa.float64()),  # share of frames where the object is visible

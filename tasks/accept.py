@@ -6,7 +6,7 @@ The checks themselves are described in docs/quality-gate.md.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 from tasks.engines.base import NO_OBSERVED_BACKGROUND
@@ -24,6 +24,10 @@ _CHECKS: tuple[tuple[str, str, str], ...] = (
     ("flicker_ratio", "max_flicker_ratio", "<="),
     ("motion_gap", "max_motion_gap", "<="),
     ("temporal_warp_error", "max_warp_error", "<="),
+    ("effect_residual", "max_effect_residual", "<="),
+    ("object_ring_colour_gap", "max_object_ring_colour_gap", "<="),
+    ("object_texture_ratio", "min_object_texture_ratio", ">="),
+    ("bad_frame_share", "max_bad_frame_share", "<="),
     ("mask_area_ratio", "min_mask_area_ratio", ">="),
     ("mask_area_ratio", "max_mask_area_ratio", "<="),
     ("judge_compliance", "min_judge_compliance", ">="),
@@ -51,6 +55,10 @@ class AcceptRule:
     max_flicker_ratio: float | None = 1.5
     max_motion_gap: float | None = 0.6
     max_warp_error: float | None = None
+    max_effect_residual: float | None = 3.0
+    max_object_ring_colour_gap: float | None = 1.0
+    min_object_texture_ratio: float | None = 0.3
+    max_bad_frame_share: float | None = 0.05
     min_mask_area_ratio: float | None = 0.001
     max_mask_area_ratio: float | None = 0.9
     min_clip_label_drop: float | None = 0.0
@@ -112,3 +120,69 @@ class AcceptRule:
         if failed:
             return "rejected", "; ".join(failed) + note
         return "accepted", "all checks passed" + note
+
+
+def threshold_checks() -> tuple[tuple[str, str, str], ...]:
+    """``(column, rule field, ">=" | "<=")`` of every check that compares one recorded ``pairs`` column with one
+    threshold, in the order reasons are written (what ``vpf gate calibrate`` may move)."""
+    return _CHECKS
+
+
+MAX_RULE_FILE_CHARS = 1 << 16  # an accept-rule file holds a few dozen fields
+
+
+class AcceptRuleFileError(ValueError):
+    """An accept-rule file that cannot be read, is not a mapping of ``AcceptRule`` fields, or holds a bad value."""
+
+
+def accept_rule_fields(path: str, data: Any) -> dict[str, Any]:
+    """``data`` (a file's parsed content) checked as a mapping of ``AcceptRule`` fields: unknown keys and values of
+    the wrong type raise ``AcceptRuleFileError`` naming ``path``, the key and the problem. Returns the fields given
+    (the others keep their defaults when the rule is built)."""
+    from pydantic import TypeAdapter, ValidationError
+
+    if not isinstance(data, dict):
+        raise AcceptRuleFileError(f"{path}: expected a mapping of accept-rule fields, got {type(data).__name__}")
+    known = {f.name: f for f in fields(AcceptRule)}
+    unknown = sorted(set(data) - set(known))
+    if unknown:
+        raise AcceptRuleFileError(f"{path}: unknown accept-rule key(s) {unknown}; known: {', '.join(known)}")
+    checked: dict[str, Any] = {}
+    for key, value in data.items():
+        try:
+            checked[key] = TypeAdapter(known[key].type).validate_python(value, strict=True)
+        except ValidationError as exc:
+            problem = exc.errors(include_url=False)[0]["msg"]
+            raise AcceptRuleFileError(f"{path}: {key}: {value!r} is not valid ({problem})") from None
+    return checked
+
+
+def load_accept_rule_fields(path: str) -> dict[str, Any]:
+    """The fields of the accept-rule file ``path`` (JSON, or YAML for ``.yaml``/``.yml``; a local path or an fsspec
+    URL), checked by :func:`accept_rule_fields`. ``vpf gate calibrate`` writes such files; ``vpf run --accept-file``
+    and ``vpf rescore --accept-file`` read them. Raises ``AcceptRuleFileError`` naming the file and the problem."""
+    import json
+
+    import fsspec
+    import yaml
+
+    try:
+        with fsspec.open(path, "rt", encoding="utf-8") as f:
+            text = f.read(MAX_RULE_FILE_CHARS + 1)
+    except (OSError, ValueError) as exc:
+        raise AcceptRuleFileError(f"{path}: cannot read the accept-rule file ({exc})") from None
+    if len(text) > MAX_RULE_FILE_CHARS:
+        raise AcceptRuleFileError(f"{path}: larger than {MAX_RULE_FILE_CHARS} characters; not an accept-rule file")
+    try:
+        data = yaml.safe_load(text) if path.endswith((".yaml", ".yml")) else json.loads(text)
+    except (json.JSONDecodeError, yaml.YAMLError) as exc:
+        raise AcceptRuleFileError(f"{path}: not valid {'YAML' if path.endswith(('.yaml', '.yml')) else 'JSON'}: {exc}")
+    return accept_rule_fields(path, data)
+
+
+def load_accept_rule(path: str, overrides: dict[str, Any] | None = None) -> AcceptRule:
+    """The ``AcceptRule`` of the file ``path`` (see :func:`load_accept_rule_fields`) with ``overrides`` (fields,
+    e.g. from ``--accept KEY=VALUE``) set on top; fields neither names keep their defaults."""
+    given = load_accept_rule_fields(path)
+    extra = accept_rule_fields("--accept", dict(overrides or {}))
+    return AcceptRule(**{**given, **extra})

@@ -32,6 +32,12 @@ BAND_PX = 3  # width of the seam band inside the hole edge, working pixels
 SSIM_FRAMES = 4
 _NOISE_FLOOR = 2.0  # grey levels: texture below this is codec noise
 _MIN_PIXELS = 12  # fewer working pixels in a frame's region: the frame is not used for that check
+BAD_FRAME_FLICKER = 3.0  # a frame whose hole changes 3x more than the background from the frame before is bad
+BAD_FRAME_MATCH = 0.6  # ... and one where the object's texture is back (its NCC with the source's object)
+REFERENCE_STEP = 3  # object_texture_ratio looks the background up in every third frame
+REFERENCE_FLOOR = 0.1  # grey levels added to both texture energies of the reference ratio
+EFFECT_STEP = 2  # effect_residual measures every second frame
+EFFECT_SIGMAS = 2.0  # effect_residual keeps what exceeds this many standard errors of the per-frame residuals
 
 # the columns a score fills (besides metrics_json and quality_flags), in schema order
 GATE_COLUMNS = (
@@ -47,6 +53,10 @@ GATE_COLUMNS = (
     "flicker_ratio",
     "motion_gap",
     "temporal_warp_error",
+    "effect_residual",
+    "object_ring_colour_gap",
+    "object_texture_ratio",
+    "bad_frame_share",
     "mask_area_ratio",
     "object_frames_ratio",
     "clip_label_src",
@@ -204,7 +214,8 @@ def _median(values: np.ndarray, valid: np.ndarray) -> float | None:
 def removal_checks(
     source: np.ndarray, target: np.ndarray, masks: np.ndarray, object_masks: np.ndarray
 ) -> tuple[dict[str, float | None], dict[str, Any]]:
-    """The weight-free removal checks on one render (see the module docstring); each is a median over frames.
+    """The weight-free removal checks on one render (see the module docstring): medians over frames, the share of
+    bad frames and the effect left around the object.
 
     Args:
         source, target (`np.ndarray` of shape `(num_frames, height, width, 3)`, uint8): decoded stored clips.
@@ -213,8 +224,12 @@ def removal_checks(
 
     Returns:
         ``(columns, details)``: ``hole_change``, ``object_match``, ``ring_colour_gap``, ``ring_texture_ratio``,
-        ``seam_error``, ``flicker_ratio``, ``motion_gap``, ``temporal_warp_error`` (None when a check has no pixels to use), and
-        details for ``metrics_json``.
+        ``seam_error``, ``flicker_ratio``, ``motion_gap``, ``temporal_warp_error``, ``effect_residual``,
+        ``object_ring_colour_gap``, ``object_texture_ratio``, ``bad_frame_share`` (None when a check has no pixels
+        to use), and details for ``metrics_json``. ``object_texture_ratio`` is the fill's texture energy on the
+        object's core over the texture the clip shows at the same spots in other frames (:func:`_reference_texture`;
+        details ``object_reference_texture``, ``object_reference_frames``), or, where no frame shows them, over the
+        ring's (details ``object_ring_texture``, always given).
     """
     region = working_region(masks)
     src, tgt = _crop_frames(source, region), _crop_frames(target, region)
@@ -244,7 +259,28 @@ def removal_checks(
     texture = (_sums(tgt_energy, hole) / h + 0.5) / (_sums(tgt_energy, ring) / r + 0.5)
     # no seam: on the band of real background inside the mask edge the fill's texture is the source's
     seam = 1.0 - _ncc(src_bp, tgt_bp, band, b)
-    warp, flicker, motion_gap, flicker_frames = _temporal(tgt, hole, ring, ring | ~_grow(touched, RING_PX))
+    warp, flicker, motion_gap, flicker_frames, frame_flicker = _temporal(
+        tgt, hole, ring, ring | ~_grow(touched, RING_PX)
+    )
+    tgt_luma = _luma(tgt)
+    to_first = _camera(tgt_luma, hole)
+    effect, effect_frames, effect_details = _effect_residual(tgt_luma, hole, obj_cover > 0, to_first)
+    # the fill on the object's own pixels against the ring
+    obj_mean = _sums(tgt, obj) / o[:, None]
+    obj_gap = np.linalg.norm(obj_mean - ring_mean, axis=1) / (np.sqrt(ring_var) + 8.0)
+    # texture on the object's core (3 working pixels in from its outline, clear of the step a fill makes there)
+    core = obj & ~_grow(~obj, 3)
+    n_core = core.sum((1, 2)).astype(np.float64)
+    obj_texture = (_sums(tgt_energy, core) / np.maximum(n_core, 1.0) + 0.5) / (_sums(tgt_energy, ring) / r + 0.5)
+    has_both = has_obj & has_ring
+    has_core = (n_core >= _MIN_PIXELS) & has_ring
+    ref_texture, ref_pixels = _reference_texture(tgt_luma, np.abs(tgt_bp), hole, core, to_first)
+    has_ref = np.isfinite(ref_texture)
+    # frames whose fill does not follow from the frame before, or where the object's texture is back
+    judged = [t for t, f in enumerate(frame_flicker) if f is not None or has_obj[t]]
+    bad_frames = [t for t in judged if (frame_flicker[t] or 0.0) > BAD_FRAME_FLICKER
+                  or (has_obj[t] and match[t] > BAD_FRAME_MATCH)]  # fmt: skip
+    bad_share = len(bad_frames) / len(judged) if judged else None
     columns = {
         "hole_change": _median(change, has_obj),
         "object_match": _median(match, has_obj),
@@ -254,6 +290,11 @@ def removal_checks(
         "flicker_ratio": flicker,
         "motion_gap": None if motion_gap is None else motion_gap * region.factor,  # full-resolution pixels
         "temporal_warp_error": warp,
+        "effect_residual": effect,
+        "object_ring_colour_gap": _median(obj_gap, has_both),
+        # against the true background where the clip shows it in another frame, else against the ring
+        "object_texture_ratio": _median(ref_texture, has_ref) if has_ref.any() else _median(obj_texture, has_core),
+        "bad_frame_share": bad_share,
     }
     details = {
         "region": [region.x0, region.y0, region.x1, region.y1],
@@ -266,23 +307,31 @@ def removal_checks(
             "flicker_ratio": flicker_frames,
         },
         "object_match_p90": float(np.quantile(match[has_obj], 0.9)) if has_obj.any() else None,
+        **effect_details,
+        "bad_frames": bad_frames,
+        "object_reference_texture": _median(ref_texture, has_ref),
+        "object_reference_frames": int(has_ref.sum()),
+        "object_ring_texture": _median(obj_texture, has_core),
     }
+    details["frames_used"]["effect_residual"] = effect_frames
     return {k: (None if v is None else float(v)) for k, v in columns.items()}, details
 
 
 def _temporal(
     target: np.ndarray, hole: np.ndarray, ring: np.ndarray, reference: np.ndarray
-) -> tuple[float | None, float | None, float | None, int]:
+) -> tuple[float | None, float | None, float | None, int, list[float | None]]:
     """Temporal checks of the hole on the target (`(T, h, w, 3)` float32 at working resolution).
 
     Flow from frame t+1 back to t is estimated on the target (DIS) and frame t is warped onto t+1. The mean absolute
     residual inside ``hole[t + 1]`` is compared with the residual on ``reference[t + 1]`` (background around the
     hole), and the median flow inside the hole with the median flow on its ``ring`` (a fill moves with what
     surrounds it). Returns ``(warp error on the [0, 1] scale, hole residual / (background residual + 1 grey level),
-    median over frames of the distance between the two median flows in working pixels, frames used)``.
+    median over frames of the distance between the two median flows in working pixels, frames used, per frame the
+    hole's residual from the frame before over the background's + 1 grey level (None where not measured))``.
     """
+    per_frame: list[float | None] = [None] * len(target)
     if len(target) < 2:
-        return None, None, None, 0
+        return None, None, None, 0, per_frame
     grey = np.stack([cv2.cvtColor(f, cv2.COLOR_RGB2GRAY) for f in target.astype(np.uint8)])
     h, w = grey.shape[1:]
     gx, gy = np.meshgrid(np.arange(w, dtype=np.float32), np.arange(h, dtype=np.float32))
@@ -298,6 +347,7 @@ def _temporal(
         warped = cv2.remap(target[t], gx + back[..., 0], gy + back[..., 1], cv2.INTER_LINEAR,
                            borderMode=cv2.BORDER_REPLICATE)  # fmt: skip
         residual = np.abs(warped - target[t + 1]).mean(-1)
+        per_frame[t + 1] = float(residual[hmask].mean() / (residual[rmask].mean() + 1.0))
         in_hole += float(residual[hmask].sum())
         n_hole += int(hmask.sum())
         in_ref += float(residual[rmask].sum())
@@ -307,10 +357,230 @@ def _temporal(
             inside, around = np.median(back[hmask], axis=0), np.median(back[ring[t + 1]], axis=0)
             gaps.append(float(np.hypot(*(inside - around))))
     if not frames:
-        return None, None, None, 0
+        return None, None, None, 0, per_frame
     hole_residual, ref_residual = in_hole / n_hole, in_ref / n_ref
     gap = float(np.median(gaps)) if gaps else None
-    return hole_residual / 255.0, hole_residual / (ref_residual + 1.0), gap, frames
+    return hole_residual / 255.0, hole_residual / (ref_residual + 1.0), gap, frames, per_frame
+
+
+def _affine_to(flow: np.ndarray, valid: np.ndarray, step: int = 3) -> np.ndarray | None:
+    """The affine map `(2, 3)` from a frame's pixel coordinates to another's that best fits ``flow`` `(h, w, 2)` on
+    ``valid`` pixels (least squares on a grid of ``step`` px, refitted without the worst third); None with too few
+    pixels."""
+    h, w = valid.shape
+    ys, xs = np.mgrid[0:h:step, 0:w:step]
+    keep = valid[ys, xs]
+    if keep.sum() < 12:
+        return None
+    x, y = xs[keep].astype(np.float64), ys[keep].astype(np.float64)
+    dst = np.stack([x + flow[ys, xs, 0][keep], y + flow[ys, xs, 1][keep]], 1)
+    design = np.stack([x, y, np.ones_like(x)], 1)
+    use = np.ones(len(x), bool)
+    for _ in range(2):
+        coef, *_ = np.linalg.lstsq(design[use], dst[use], rcond=None)
+        err = np.hypot(*(design @ coef - dst).T)
+        use = err <= np.quantile(err, 0.67) + 1e-6
+    return coef.T
+
+
+def _clear_at(busy: np.ndarray, affine: np.ndarray) -> np.ndarray:
+    """Pixels of a frame whose spot in another frame (``affine`` `(2, 3)`: this frame's pixels → that frame's) lies
+    inside that frame and clear of its ``busy`` `(h, w)` bool region."""
+    h, w = busy.shape
+    flags = cv2.INTER_NEAREST | cv2.WARP_INVERSE_MAP
+    return cv2.warpAffine(busy.view(np.uint8), affine, (w, h), flags=flags, borderValue=1) == 0
+
+
+def _aligned(frame: np.ndarray, affine: np.ndarray) -> np.ndarray:
+    """Another frame `(h, w)` float32 resampled onto this one's pixels (``affine`` as in :func:`_clear_at`)."""
+    h, w = frame.shape
+    return cv2.warpAffine(frame, affine, (w, h), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
+                          borderMode=cv2.BORDER_REPLICATE)  # fmt: skip
+
+
+def _camera(luma: np.ndarray, hole: np.ndarray) -> list[np.ndarray]:
+    """Per frame, the affine map `(3, 3)` from its working pixels to the first frame's: maps between neighbouring
+    frames fitted to their optical flow outside the holes (``hole`` `(T, h, w)` bool grown by 2), chained."""
+    grey = np.clip(luma, 0, 255).astype(np.uint8)
+    outside = ~_grow(hole, 2)
+    dis = cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_ULTRAFAST)
+    to_first = [np.eye(3)]
+    for t in range(1, len(luma)):
+        affine = _affine_to(dis.calc(grey[t], grey[t - 1], None), outside[t] & outside[t - 1])
+        step = np.eye(3) if affine is None else np.vstack([affine, [0.0, 0.0, 1.0]])
+        to_first.append(to_first[-1] @ step)
+    return to_first
+
+
+def _reference_texture(
+    luma: np.ndarray, energy: np.ndarray, hole: np.ndarray, core: np.ndarray, to_first: list[np.ndarray]
+) -> tuple[np.ndarray, np.ndarray]:
+    """The fill's texture on the object's core against the true background's there, where the clip shows it.
+
+    For every ``REFERENCE_STEP``-th frame t, each pixel of ``core[t]`` is looked up in the nearest frame (before or
+    after, alternately) in which it is clear of the hole (``hole`` grown by 1), aligned onto t by the camera maps
+    ``to_first``: there the clip shows the background the fill should have restored. Returns per frame ``(ratio,
+    pixels)``: (mean ``energy`` on the looked-up pixels + ``REFERENCE_FLOOR``) / (mean band-pass energy of the
+    aligned views there + ``REFERENCE_FLOOR``), NaN where not measured, and the number of looked-up pixels.
+
+    Args:
+        luma, energy (`np.ndarray` of shape `(T, h, w)`, float32): the target's luma and its band-pass magnitude.
+        hole, core (`np.ndarray` of shape `(T, h, w)`, bool): the inpainted region; the object's core.
+    """
+    num_frames, h, w = luma.shape
+    busy = _grow(hole, 1)
+    ratios = np.full(num_frames, np.nan)
+    pixels = np.zeros(num_frames, int)
+    for t in range(0, num_frames, REFERENCE_STEP):
+        missing = core[t].copy()
+        if missing.sum() < _MIN_PIXELS:
+            continue
+        ref_energy = np.full((h, w), np.nan, np.float32)
+        for lag in range(1, num_frames):
+            if (t - lag < 0 and t + lag >= num_frames) or not missing.any():
+                break
+            for r in (t - lag, t + lag):
+                if not 0 <= r < num_frames:
+                    continue
+                affine = (np.linalg.inv(to_first[r]) @ to_first[t])[:2]  # frame t's pixels → frame r's
+                fresh = missing & _clear_at(busy[r], affine)
+                if not fresh.any():
+                    continue
+                warped = _aligned(luma[r], affine)
+                band = cv2.GaussianBlur(warped, (0, 0), 0.5) - cv2.GaussianBlur(warped, (0, 0), 2.0)
+                ref_energy[fresh] = np.abs(band)[fresh]
+                missing &= ~fresh
+        found = np.isfinite(ref_energy)
+        pixels[t] = int(found.sum())
+        if pixels[t] >= _MIN_PIXELS:
+            ratios[t] = (float(energy[t][found].mean()) + REFERENCE_FLOOR) / (
+                float(ref_energy[found].mean()) + REFERENCE_FLOOR
+            )
+    return ratios, pixels
+
+
+def _effect_residual(
+    luma: np.ndarray, hole: np.ndarray, obj: np.ndarray, to_first: list[np.ndarray]
+) -> tuple[float | None, int, dict[str, float]]:
+    """Object-correlated change left around the object in the target: a shadow or reflection the fill kept.
+
+    Args:
+        luma (`np.ndarray` of shape `(T, h, w)`, float32): the target's luma at working resolution.
+        hole, obj (`np.ndarray` of shape `(T, h, w)`, bool): the inpainted region and the object (touched pixels).
+        to_first: the camera (:func:`_camera`).
+
+    1. The camera: an affine map between neighbouring frames is fitted to their optical flow outside the holes and
+       chained, so any frame can be aligned onto any other (:func:`_camera`).
+    2. The residual: for every ``EFFECT_STEP``-th frame t and each pixel around the object (the hole minus the
+       object, and a ring of ``RING_PX`` outside the hole), the nearest frame r before and the nearest after in which
+       that pixel is clear of the hole are aligned onto t. Their low-passed luma difference (Gaussian, sigma 1.5),
+       less the change in exposure (the mean difference over the background both frames show), is shrunk towards
+       zero by the background's own change over the same lag on the same side (frame r against frame r + (r - t),
+       where that is clear too): a background that moves or changes by itself (people, water, a lamp) changes as
+       much between two views of it. The pixel's residual is the side that differs less, or zero where t lies
+       between its two views (t darker than one and lighter than the other): what t shows there that the
+       background does not.
+    3. Moving with the object: residuals are averaged in the object's frame of reference (centred on its centroid),
+       where a shadow or reflection stays put while the background's own changes do not. A position counts what its
+       mean exceeds by ``EFFECT_SIGMAS`` standard errors, over positions seen in at least half the frames used.
+
+    Returns:
+        ``(value, frames used, details)``: the 95th percentile of that over the positions inside the hole, less the
+        same over the ring outside it (what the background itself does near the object), in grey levels; None when
+        fewer than two frames see the object's surroundings uncovered. Details: ``effect_inside``,
+        ``effect_outside``.
+    """
+    num_frames, h, w = luma.shape
+    near = _grow(hole, RING_PX) & ~_grow(obj, 2)
+    busy = _grow(hole, 1)
+    from_first = [np.linalg.inv(m) for m in to_first]
+    total = np.zeros((2, 2 * h, 2 * w), np.float64)
+    total_sq = np.zeros_like(total)
+    count = np.zeros((2, 2 * h, 2 * w), np.int32)
+    frames = 0
+    for t in range(0, num_frames, EFFECT_STEP):
+        n_near = int(near[t].sum())
+        if n_near < _MIN_PIXELS:
+            continue
+        # per pixel, the nearest frame before and the nearest after in which the pixel is clear of the hole; frame
+        # r's clear pixels and luma aligned onto t, each computed once (the lag's second view is a later reference)
+        clear_of: dict[int, np.ndarray] = {}
+        view_of: dict[int, np.ndarray] = {}
+
+        def clear_at(r: int, t: int = t) -> np.ndarray:
+            if r not in clear_of:
+                clear_of[r] = _clear_at(busy[r], (from_first[r] @ to_first[t])[:2])
+            return clear_of[r]
+
+        def view(r: int, t: int = t) -> np.ndarray:
+            if r not in view_of:
+                view_of[r] = _aligned(luma[r], (from_first[r] @ to_first[t])[:2])
+            return view_of[r]
+
+        sides = []
+        for direction in (-1, 1):
+            found = np.full((h, w), np.nan, np.float32)
+            missing = near[t].copy()
+            for r in range(t + direction, -1 if direction < 0 else num_frames, direction):
+                clear = clear_at(r)
+                fresh = missing & clear
+                if not fresh.any():
+                    continue
+                warped = view(r)
+                # less the change in exposure: the mean difference over the background both frames show
+                both = clear & ~busy[t]
+                shift = float(np.mean((luma[t] - warped)[both])) if both.sum() >= _MIN_PIXELS else 0.0
+                diff = cv2.GaussianBlur(luma[t] - warped - shift, (0, 0), 1.5)
+                # the background's own change over the same lag, on the same side: reference r against r + lag
+                r2 = min(max(r + (r - t), 0), num_frames - 1)
+                if r2 != r:
+                    clear2, warped2 = clear_at(r2), view(r2)
+                    both2 = clear2 & clear
+                    shift2 = float(np.mean((warped - warped2)[both2])) if both2.sum() >= _MIN_PIXELS else 0.0
+                    own = np.where(clear2, np.abs(cv2.GaussianBlur(warped - warped2 - shift2, (0, 0), 1.5)), 0.0)
+                    diff = np.sign(diff) * np.maximum(np.abs(diff) - own, 0.0)
+                found[fresh] = diff[fresh]
+                missing &= ~fresh
+                if missing.sum() < 0.05 * n_near:
+                    break
+            sides.append(found)
+        # the side that differs least (a background that moves by itself differs on one side only)
+        before, after = sides
+        closer = np.where(np.abs(before) <= np.abs(after), before, after)
+        between = (before * after) < 0  # t lies between its two references: the background's own change
+        residual = np.where(np.isnan(before), after, np.where(np.isnan(after), before,
+                            np.where(between, 0.0, closer)))  # fmt: skip
+        ys, xs = np.nonzero(obj[t])
+        if not len(ys):
+            continue
+        # into the object's frame of reference: its centroid at (h, w) of a (2h, 2w) canvas; the pixels inside the
+        # hole (what the engine filled) and those of the ring outside it (the source's, as they were) apart
+        oy, ox = h - int(round(ys.mean())), w - int(round(xs.mean()))
+        used = False
+        for part, where in enumerate((near[t] & hole[t], near[t] & ~hole[t])):
+            use = where & np.isfinite(residual)
+            py, px = np.nonzero(use)
+            np.add.at(total[part], (py + oy, px + ox), residual[use])
+            np.add.at(total_sq[part], (py + oy, px + ox), residual[use] ** 2)
+            np.add.at(count[part], (py + oy, px + ox), 1)
+            used |= part == 0 and len(py) >= _MIN_PIXELS
+        frames += used
+    if frames < 2:
+        return None, frames, {}
+    levels = []
+    for part in range(2):
+        seen = count[part] >= max(2, frames // 2)
+        if seen.sum() < _MIN_PIXELS:
+            levels.append(0.0 if part else None)
+            continue
+        n = count[part][seen]
+        mean = total[part][seen] / n
+        spread = np.sqrt(np.maximum(total_sq[part][seen] / n - mean**2, 0.0) / n)
+        levels.append(float(np.quantile(np.maximum(np.abs(mean) - EFFECT_SIGMAS * spread, 0.0), 0.95)))
+    inside, outside_ring = levels
+    if inside is None:
+        return None, frames, {}
+    return max(0.0, inside - outside_ring), frames, {"effect_inside": inside, "effect_outside": outside_ring}
 
 
 # ----------------------------------------------------------------------------------------------- weighted checks
@@ -548,6 +818,10 @@ def score_render(
         ("flicker_ratio", "fewer than two frames with a hole and background around it"),
         ("motion_gap", "fewer than two frames with a hole and a ring around it"),
         ("temporal_warp_error", "fewer than two frames with a hole and background around it"),
+        ("effect_residual", "fewer than two frames show the object's surroundings uncovered in another frame"),
+        ("object_ring_colour_gap", "the object covers too few pixels, or no ring of background around the hole"),
+        ("object_texture_ratio", "the object's core covers too few pixels, or no ring of background around the hole"),
+        ("bad_frame_share", "no frame with the object or with a hole and background around it"),
     ):
         if columns[key] is None:
             absent[key] = why

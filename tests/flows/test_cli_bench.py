@@ -46,3 +46,24 @@ def test_bad_arguments_exit_2() -> None:
     runner = CliRunner()
     assert runner.invoke(_app(), ["bench", "quality", "--engine", "magic"]).exit_code == 2
     assert runner.invoke(_app(), ["bench", "quality", "--scenes", "dolly"]).exit_code == 2
+
+
+def test_gate_real_json_last_line(tmp_path, monkeypatch) -> None:
+    monkeypatch.setenv("VPF_CACHE", str(tmp_path))
+    args = ["bench", "gate", "--real", "--scenes", "static", "--frames", "9", "--height", "64", "--width", "96"]
+    result = CliRunner().invoke(_app(), [*args, "--no-encode", "--json"])
+    assert result.exit_code == 0, result.output
+    assert "tune accepted" in result.output and "heldout accepted" in result.output
+    summary = json.loads(result.output.strip().splitlines()[-1])
+    assert set(summary["halves"]) == {"tune", "heldout"}
+    for half in summary["halves"].values():
+        # 3 clips x 1 camera x 3 effects; each half scores the truth on each of its cases
+        assert half["counts"]["ground_truth"][1] in (3, 6)
+        assert "effect_left" in half["counts"] and "garbled" in half["counts"]
+    assert summary["s_per_pair"] > 0
+
+
+def test_gate_real_bad_camera_exits_2() -> None:
+    result = CliRunner().invoke(_app(), ["bench", "gate", "--real", "--scenes", "occlusion"])
+    assert result.exit_code == 2
+    assert "static, pan, zoom, handheld" in result.output

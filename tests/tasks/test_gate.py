@@ -227,3 +227,128 @@ def test_clip_label_check_with_local_weights(pan, tiny_clip) -> None:
     assert json.loads(plain["metrics_json"])["absent"]["clip_label_src"] == "no CLIP weights configured"
     with pytest.raises(FileNotFoundError):
         gate.ClipScorer("/nonexistent/clip").setup()
+
+
+# ----------------------------------------------------------------------------------------------- the newer checks
+def _on_object(pan: Scored, fill: np.ndarray) -> np.ndarray:
+    """The truth with ``fill`` on the object's own pixels only (the real band around them), stored."""
+    truth = pan.targets["ground_truth"]
+    return _stored(np.where(pan.scene.masks[..., None], fill, truth).astype(np.uint8), 8.0)
+
+
+def _only(field: str) -> AcceptRule:
+    return AcceptRule(
+        **{f: None for f in vars(RULE) if f.startswith(("min_", "max_"))} | {field: getattr(RULE, field)}
+    )
+
+
+def test_object_pixels_are_checked_apart_from_the_band(pan) -> None:
+    good = pan.quality["ground_truth"]
+    black = pan.score(_on_object(pan, np.zeros_like(pan.source)))
+    flat = pan.score(_on_object(pan, np.full_like(pan.source, 128)))
+    propagation = pan.quality["propagation"]
+    # a black object with real background around it: the object's colour is off its ring's
+    assert good["object_ring_colour_gap"] <= RULE.max_object_ring_colour_gap < black["object_ring_colour_gap"]
+    assert _only("max_object_ring_colour_gap").decide(black)[1].startswith("object_ring_colour_gap ")
+    # a flat object: no texture in its core (the default is low, for the engine's smooth fills of small objects)
+    only = {f: None for f in vars(RULE) if f.startswith(("min_", "max_"))}
+    strict = AcceptRule(**(only | {"min_object_texture_ratio": 0.3}))
+    assert good["object_texture_ratio"] >= 0.3 > 3 * flat["object_texture_ratio"] / 2
+    assert strict.decide(good)[0] == "accepted"
+    assert strict.decide(flat)[1].startswith("object_texture_ratio ")
+    for q in (good, propagation):
+        assert _only("max_object_ring_colour_gap").decide(q)[0] == "accepted"
+        assert _only("min_object_texture_ratio").decide(q)[0] == "accepted"  # the default passes the engine's fill
+
+
+def test_a_few_bad_frames_are_refused(pan) -> None:
+    good = pan.quality["ground_truth"]
+    assert good["bad_frame_share"] == 0.0
+    spoiled = pan.targets["ground_truth"].copy()
+    spoiled[[8, 16]] = pan.source[[8, 16]]  # the object is back in 2 frames of 25
+    bad = pan.score(spoiled)
+    # the medians barely move; the share of bad frames does
+    assert RULE.decide(bad)[0] == "rejected"
+    assert bad["object_match"] <= RULE.max_object_match and bad["hole_change"] >= RULE.min_hole_change
+    assert bad["bad_frame_share"] >= 2 / 25 > RULE.max_bad_frame_share
+    assert {8, 16} <= set(json.loads(bad["metrics_json"])["bad_frames"])  # the details name them
+    assert _only("max_bad_frame_share").decide(bad)[1].startswith("bad_frame_share ")
+    assert _only("max_bad_frame_share").decide(pan.quality["propagation"])[0] == "accepted"
+
+
+def _darken_beside_object(pan: Scored, offsets: np.ndarray) -> np.ndarray:
+    """The truth darkened by 40 % on the object's mask moved by ``offsets[t]`` (dy, dx) in frame t, inside the hole
+    and off the object (a shadow where the offsets are constant)."""
+    truth = pan.targets["ground_truth"].astype(np.float32)
+    out = truth.copy()
+    for t, (dy, dx) in enumerate(offsets):
+        moved = np.roll(pan.scene.masks[t], (int(dy), int(dx)), axis=(0, 1))
+        where = moved & pan.hole[t] & ~pan.scene.masks[t]
+        out[t][where] *= 0.6
+    return _stored(np.round(out).astype(np.uint8), 8.0)
+
+
+def test_effect_left_beside_the_object_is_refused(pan) -> None:
+    good = pan.quality["ground_truth"]
+    frames = len(pan.source)
+    shadow = pan.score(_darken_beside_object(pan, np.tile([10, 6], (frames, 1))))  # moves with the object
+    rng = np.random.default_rng(0)
+    wandering = pan.score(_darken_beside_object(pan, rng.integers(-12, 13, (frames, 2))))  # does not
+    limit = RULE.max_effect_residual
+    assert good["effect_residual"] <= limit < shadow["effect_residual"]
+    assert _only("max_effect_residual").decide(shadow)[1].startswith("effect_residual ")
+    # change that does not follow the object is not an effect (other checks judge its flicker)
+    assert wandering["effect_residual"] < shadow["effect_residual"] / 2
+    assert _only("max_effect_residual").decide(pan.quality["propagation"])[0] == "accepted"
+
+
+def test_object_texture_is_measured_against_the_background_the_clip_shows(pan) -> None:
+    good, propagation = pan.quality["ground_truth"], pan.quality["propagation"]
+    # each frame's mean colour on the object's own pixels, real background around them (object_flat on real footage)
+    means = pan.source.reshape(len(pan.source), -1, 3).mean(1).round()[:, None, None, :]
+    flat = pan.score(_on_object(pan, np.broadcast_to(means, pan.source.shape).astype(np.uint8)))
+    details = json.loads(flat["metrics_json"])
+    assert details["object_reference_frames"] >= 2  # the pan shows the background under the object in other frames
+    assert flat["object_texture_ratio"] == details["object_reference_texture"] < 0.2
+    assert _only("min_object_texture_ratio").decide(flat)[1].startswith("object_texture_ratio ")
+    for q in (good, propagation):  # the truth and the engine's fill have the texture the clip shows there
+        assert q["object_texture_ratio"] > 0.5
+        assert _only("min_object_texture_ratio").decide(q)[0] == "accepted"
+    # against the ring, the engine's fill of this small object looked as smooth as a flat one (0.17)
+    assert json.loads(propagation["metrics_json"])["object_ring_texture"] < 0.5 < propagation["object_texture_ratio"]
+
+
+def test_object_texture_without_a_view_of_the_background_is_not_measured() -> None:
+    rng = np.random.default_rng(0)
+    luma = rng.uniform(0, 255, (6, 40, 50)).astype(np.float32)
+    energy = np.abs(luma - luma.mean())
+    core = np.zeros(luma.shape, bool)
+    core[:, 15:25, 20:30] = True
+    to_first = [np.eye(3)] * 6
+    # the hole covers the object's spot in every frame: nothing to compare with (the ring ratio is used instead)
+    hole = np.zeros(luma.shape, bool)
+    hole[:, 10:30, 15:35] = True
+    ratios, pixels = gate._reference_texture(luma, energy, hole, core, to_first)
+    assert np.isnan(ratios).all() and (pixels == 0).all()
+    # the same spot uncovered in the last frame: measured, against that frame's own texture
+    hole[-1] = False
+    ratios, pixels = gate._reference_texture(luma, energy, hole, core, to_first)
+    measured = np.flatnonzero(np.isfinite(ratios))
+    assert len(measured) and (pixels[measured] == 100).all() and np.isfinite(ratios[measured]).all()
+
+
+def test_a_background_that_changes_by_itself_is_not_an_effect(pan) -> None:
+    # the whole clip brightens steadily (exposure): the nearest views of the object's surroundings differ from each
+    # frame by what the background did meanwhile, which the check discounts; a shadow on top still counts
+    ramp = np.linspace(-25, 25, len(pan.source), dtype=np.float32)[:, None, None, None]
+
+    def drifted(frames: np.ndarray) -> np.ndarray:
+        return _stored(np.clip(frames.astype(np.float32) + ramp, 0, 255).round().astype(np.uint8), 8.0)
+
+    source = drifted(pan.scene.frames)
+    truth = gate.score_render(source, drifted(pan.targets["ground_truth"]), pan.hole, object_masks=pan.scene.masks)
+    frames = len(pan.source)
+    shadow_target = drifted(_darken_beside_object(pan, np.tile([10, 6], (frames, 1))))
+    shadow = gate.score_render(source, shadow_target, pan.hole, object_masks=pan.scene.masks)
+    assert truth["effect_residual"] <= RULE.max_effect_residual < shadow["effect_residual"]
+    assert _only("max_effect_residual").decide(truth)[0] == "accepted"

@@ -112,6 +112,8 @@ def test_the_unedited_clip_is_found_again_and_rejected_naming_reseg_iou(painted,
     alone = AcceptRule(
         min_psnr_bg=None, min_hole_change=None, max_object_match=None, max_ring_colour_gap=None,
         min_ring_texture_ratio=None, max_seam_error=None, max_flicker_ratio=None, max_motion_gap=None,
+        max_effect_residual=None, max_object_ring_colour_gap=None, min_object_texture_ratio=None,
+        max_bad_frame_share=None,
     )  # fmt: skip
     for p in painted:
         q = p.score("original", reseg=reseg)
