@@ -186,6 +186,32 @@ def _stored(frames: np.ndarray, fps: float) -> np.ndarray:
         return read_frames(str(path))
 
 
+def _score_timed(
+    source: np.ndarray,
+    target: np.ndarray,
+    hole: np.ndarray,
+    object_masks: np.ndarray,
+    rule: AcceptRule,
+    *,
+    encode: bool,
+    fps: float,
+    times: tuple[list[float], list[float]],
+) -> dict[str, Any]:
+    """Store ``target`` as the render step does (``encode``), score it against ``source`` with the gate over
+    ``hole`` and decide with ``rule``; the scoring's wall and CPU seconds are appended to ``times``. Returns the
+    benchmark row's ``decision``, ``reason`` and gate columns. Clips `(num_frames, height, width, 3)` uint8, masks
+    `(num_frames, height, width)` bool."""
+    from tasks import gate
+
+    stored = _stored(target, fps) if encode else target
+    start, start_cpu = time.perf_counter(), time.process_time()
+    quality = gate.score_render(source, stored, hole, object_masks=object_masks)
+    times[0].append(time.perf_counter() - start)
+    times[1].append(time.process_time() - start_cpu)
+    decision, reason = rule.decide(quality)
+    return {"decision": decision, "reason": reason, **{k: quality[k] for k in gate.GATE_COLUMNS}}
+
+
 def run_gate_benchmark(
     *,
     scenes: Sequence[str] | None = None,
@@ -210,7 +236,6 @@ def run_gate_benchmark(
         "geometry"}``. A control whose hole equals the truth's within ``_SAME_AS_TRUTH`` grey levels (a shuffled
         still background) is scored but not counted as a negative.
     """
-    from tasks import gate
     from tasks.engines.registry import get_engine
     from tasks.synthetic import MOTIONS
 
@@ -231,12 +256,9 @@ def run_gate_benchmark(
             candidates = gate_candidates(scene, source, hole, seed=seed, engine=engine)
             truth = candidates["ground_truth"]
             for name, target in candidates.items():
-                stored = _stored(target, fps) if encode else target
-                start, start_cpu = time.perf_counter(), time.process_time()
-                quality = gate.score_render(source, stored, hole, object_masks=scene.masks)
-                wall.append(time.perf_counter() - start)
-                cpu.append(time.process_time() - start_cpu)
-                decision, reason = rule.decide(quality)
+                scored = _score_timed(
+                    source, target, hole, scene.masks, rule, encode=encode, fps=fps, times=(wall, cpu)
+                )
                 same = (
                     name in NEGATIVE_KINDS
                     and float(np.abs(target[hole].astype(np.int16) - truth[hole]).mean()) < _SAME_AS_TRUTH
@@ -249,9 +271,7 @@ def run_gate_benchmark(
                         "kind": name,
                         "positive": name in POSITIVE_KINDS,
                         "counted": not same,
-                        "decision": decision,
-                        "reason": reason,
-                        **{k: quality[k] for k in gate.GATE_COLUMNS},
+                        **scored,
                     }
                 )
                 if progress is not None:
@@ -482,7 +502,6 @@ def run_real_gate_benchmark(
         each row also names its ``footage``, ``camera``, ``effect`` and ``half``. A control whose hole equals the
         truth's within ``_SAME_AS_TRUTH`` grey levels in every frame is scored but not counted as a negative.
     """
-    from tasks import gate
     from tasks.real_footage import CAMERAS, EFFECTS, iter_real_cases
 
     rule = rule or AcceptRule()
@@ -495,12 +514,9 @@ def run_real_gate_benchmark(
         hole = scoring_masks(case)
         truth = case.background
         for name, target in real_gate_candidates(case, source, hole, seed=case.seed).items():
-            stored = _stored(target, fps) if encode else target
-            start, start_cpu = time.perf_counter(), time.process_time()
-            quality = gate.score_render(source, stored, hole, object_masks=case.object_mask)
-            wall.append(time.perf_counter() - start)
-            cpu.append(time.process_time() - start_cpu)
-            decision, reason = rule.decide(quality)
+            scored = _score_timed(
+                source, target, hole, case.object_mask, rule, encode=encode, fps=fps, times=(wall, cpu)
+            )
             same = name in REAL_NEGATIVE_KINDS and _worst_frame_gap(target, truth, hole) < _SAME_AS_TRUTH
             rows.append(
                 {
@@ -513,9 +529,7 @@ def run_real_gate_benchmark(
                     "kind": name,
                     "positive": name in REAL_POSITIVE_KINDS,
                     "counted": not same,
-                    "decision": decision,
-                    "reason": reason,
-                    **{k: quality[k] for k in gate.GATE_COLUMNS},
+                    **scored,
                 }
             )
             if progress is not None:
