@@ -20,6 +20,7 @@ import cv2
 import numpy as np
 
 from tasks.annotate.loading import under_load_lock
+from tasks.camera_motion import aligned, camera_maps, clear_at, grow
 from tasks.engines.base import NO_OBSERVED_BACKGROUND, check_inputs
 from tasks.errors import InputError
 from tasks.metrics import PSNR_CAP_DB, mask_statistics, psnr_from_mse
@@ -183,11 +184,6 @@ def _band_pass(frames: np.ndarray) -> np.ndarray:
     return out
 
 
-def _grow(masks: np.ndarray, px: int) -> np.ndarray:
-    kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * px + 1, 2 * px + 1))
-    return np.stack([cv2.dilate(m.view(np.uint8), kernel) for m in masks]).astype(bool)
-
-
 def _sums(values: np.ndarray, where: np.ndarray) -> np.ndarray:
     """Per-frame sums of ``values`` `(T, h, w[, c])` over ``where`` `(T, h, w)` → `(T[, c])`."""
     w = where.astype(np.float32)
@@ -236,9 +232,9 @@ def removal_checks(
     hole_cover = _crop_cover(masks, region)
     obj_cover = _crop_cover(object_masks & masks, region)
     hole, obj, touched = hole_cover > 0.5, obj_cover > 0.5, hole_cover > 0
-    ring = _grow(hole, RING_PX) & ~_grow(touched, 1)
+    ring = grow(hole, RING_PX) & ~grow(touched, 1)
     # seam band: inside the hole, within BAND_PX of its edge, at least 2 working pixels away from the object
-    band = hole & _grow(~hole, BAND_PX) & ~_grow(obj_cover > 0, 2)
+    band = hole & grow(~hole, BAND_PX) & ~grow(obj_cover > 0, 2)
     src_bp, tgt_bp = _band_pass(_luma(src)), _band_pass(_luma(tgt))
     src_energy, tgt_energy = np.abs(src_bp), np.abs(tgt_bp)
 
@@ -260,16 +256,16 @@ def removal_checks(
     # no seam: on the band of real background inside the mask edge the fill's texture is the source's
     seam = 1.0 - _ncc(src_bp, tgt_bp, band, b)
     warp, flicker, motion_gap, flicker_frames, frame_flicker = _temporal(
-        tgt, hole, ring, ring | ~_grow(touched, RING_PX)
+        tgt, hole, ring, ring | ~grow(touched, RING_PX)
     )
     tgt_luma = _luma(tgt)
-    to_first = _camera(tgt_luma, hole)
+    to_first = camera_maps(tgt_luma, hole)
     effect, effect_frames, effect_details = _effect_residual(tgt_luma, hole, obj_cover > 0, to_first)
     # the fill on the object's own pixels against the ring
     obj_mean = _sums(tgt, obj) / o[:, None]
     obj_gap = np.linalg.norm(obj_mean - ring_mean, axis=1) / (np.sqrt(ring_var) + 8.0)
     # texture on the object's core (3 working pixels in from its outline, clear of the step a fill makes there)
-    core = obj & ~_grow(~obj, 3)
+    core = obj & ~grow(~obj, 3)
     n_core = core.sum((1, 2)).astype(np.float64)
     obj_texture = (_sums(tgt_energy, core) / np.maximum(n_core, 1.0) + 0.5) / (_sums(tgt_energy, ring) / r + 0.5)
     has_both = has_obj & has_ring
@@ -363,55 +359,6 @@ def _temporal(
     return hole_residual / 255.0, hole_residual / (ref_residual + 1.0), gap, frames, per_frame
 
 
-def _affine_to(flow: np.ndarray, valid: np.ndarray, step: int = 3) -> np.ndarray | None:
-    """The affine map `(2, 3)` from a frame's pixel coordinates to another's that best fits ``flow`` `(h, w, 2)` on
-    ``valid`` pixels (least squares on a grid of ``step`` px, refitted without the worst third); None with too few
-    pixels."""
-    h, w = valid.shape
-    ys, xs = np.mgrid[0:h:step, 0:w:step]
-    keep = valid[ys, xs]
-    if keep.sum() < 12:
-        return None
-    x, y = xs[keep].astype(np.float64), ys[keep].astype(np.float64)
-    dst = np.stack([x + flow[ys, xs, 0][keep], y + flow[ys, xs, 1][keep]], 1)
-    design = np.stack([x, y, np.ones_like(x)], 1)
-    use = np.ones(len(x), bool)
-    for _ in range(2):
-        coef, *_ = np.linalg.lstsq(design[use], dst[use], rcond=None)
-        err = np.hypot(*(design @ coef - dst).T)
-        use = err <= np.quantile(err, 0.67) + 1e-6
-    return coef.T
-
-
-def _clear_at(busy: np.ndarray, affine: np.ndarray) -> np.ndarray:
-    """Pixels of a frame whose spot in another frame (``affine`` `(2, 3)`: this frame's pixels → that frame's) lies
-    inside that frame and clear of its ``busy`` `(h, w)` bool region."""
-    h, w = busy.shape
-    flags = cv2.INTER_NEAREST | cv2.WARP_INVERSE_MAP
-    return cv2.warpAffine(busy.view(np.uint8), affine, (w, h), flags=flags, borderValue=1) == 0
-
-
-def _aligned(frame: np.ndarray, affine: np.ndarray) -> np.ndarray:
-    """Another frame `(h, w)` float32 resampled onto this one's pixels (``affine`` as in :func:`_clear_at`)."""
-    h, w = frame.shape
-    return cv2.warpAffine(frame, affine, (w, h), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
-                          borderMode=cv2.BORDER_REPLICATE)  # fmt: skip
-
-
-def _camera(luma: np.ndarray, hole: np.ndarray) -> list[np.ndarray]:
-    """Per frame, the affine map `(3, 3)` from its working pixels to the first frame's: maps between neighbouring
-    frames fitted to their optical flow outside the holes (``hole`` `(T, h, w)` bool grown by 2), chained."""
-    grey = np.clip(luma, 0, 255).astype(np.uint8)
-    outside = ~_grow(hole, 2)
-    dis = cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_ULTRAFAST)
-    to_first = [np.eye(3)]
-    for t in range(1, len(luma)):
-        affine = _affine_to(dis.calc(grey[t], grey[t - 1], None), outside[t] & outside[t - 1])
-        step = np.eye(3) if affine is None else np.vstack([affine, [0.0, 0.0, 1.0]])
-        to_first.append(to_first[-1] @ step)
-    return to_first
-
-
 def _reference_texture(
     luma: np.ndarray, energy: np.ndarray, hole: np.ndarray, core: np.ndarray, to_first: list[np.ndarray]
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -428,7 +375,7 @@ def _reference_texture(
         hole, core (`np.ndarray` of shape `(T, h, w)`, bool): the inpainted region; the object's core.
     """
     num_frames, h, w = luma.shape
-    busy = _grow(hole, 1)
+    busy = grow(hole, 1)
     ratios = np.full(num_frames, np.nan)
     pixels = np.zeros(num_frames, int)
     for t in range(0, num_frames, REFERENCE_STEP):
@@ -443,10 +390,10 @@ def _reference_texture(
                 if not 0 <= r < num_frames:
                     continue
                 affine = (np.linalg.inv(to_first[r]) @ to_first[t])[:2]  # frame t's pixels → frame r's
-                fresh = missing & _clear_at(busy[r], affine)
+                fresh = missing & clear_at(busy[r], affine)
                 if not fresh.any():
                     continue
-                warped = _aligned(luma[r], affine)
+                warped = aligned(luma[r], affine)
                 band = cv2.GaussianBlur(warped, (0, 0), 0.5) - cv2.GaussianBlur(warped, (0, 0), 2.0)
                 ref_energy[fresh] = np.abs(band)[fresh]
                 missing &= ~fresh
@@ -467,10 +414,10 @@ def _effect_residual(
     Args:
         luma (`np.ndarray` of shape `(T, h, w)`, float32): the target's luma at working resolution.
         hole, obj (`np.ndarray` of shape `(T, h, w)`, bool): the inpainted region and the object (touched pixels).
-        to_first: the camera (:func:`_camera`).
+        to_first: the camera (``tasks.camera_motion.camera_maps``).
 
     1. The camera: an affine map between neighbouring frames is fitted to their optical flow outside the holes and
-       chained, so any frame can be aligned onto any other (:func:`_camera`).
+       chained, so any frame can be aligned onto any other (``tasks.camera_motion.camera_maps``).
     2. The residual: for every ``EFFECT_STEP``-th frame t and each pixel around the object (the hole minus the
        object, and a ring of ``RING_PX`` outside the hole), the nearest frame r before and the nearest after in which
        that pixel is clear of the hole are aligned onto t. Their low-passed luma difference (Gaussian, sigma 1.5),
@@ -491,8 +438,8 @@ def _effect_residual(
         ``effect_outside``.
     """
     num_frames, h, w = luma.shape
-    near = _grow(hole, RING_PX) & ~_grow(obj, 2)
-    busy = _grow(hole, 1)
+    near = grow(hole, RING_PX) & ~grow(obj, 2)
+    busy = grow(hole, 1)
     from_first = [np.linalg.inv(m) for m in to_first]
     total = np.zeros((2, 2 * h, 2 * w), np.float64)
     total_sq = np.zeros_like(total)
@@ -507,14 +454,14 @@ def _effect_residual(
         clear_of: dict[int, np.ndarray] = {}
         view_of: dict[int, np.ndarray] = {}
 
-        def clear_at(r: int, t: int = t) -> np.ndarray:
+        def clear_in(r: int, t: int = t) -> np.ndarray:
             if r not in clear_of:
-                clear_of[r] = _clear_at(busy[r], (from_first[r] @ to_first[t])[:2])
+                clear_of[r] = clear_at(busy[r], (from_first[r] @ to_first[t])[:2])
             return clear_of[r]
 
         def view(r: int, t: int = t) -> np.ndarray:
             if r not in view_of:
-                view_of[r] = _aligned(luma[r], (from_first[r] @ to_first[t])[:2])
+                view_of[r] = aligned(luma[r], (from_first[r] @ to_first[t])[:2])
             return view_of[r]
 
         sides = []
@@ -522,7 +469,7 @@ def _effect_residual(
             found = np.full((h, w), np.nan, np.float32)
             missing = near[t].copy()
             for r in range(t + direction, -1 if direction < 0 else num_frames, direction):
-                clear = clear_at(r)
+                clear = clear_in(r)
                 fresh = missing & clear
                 if not fresh.any():
                     continue
@@ -534,7 +481,7 @@ def _effect_residual(
                 # the background's own change over the same lag, on the same side: reference r against r + lag
                 r2 = min(max(r + (r - t), 0), num_frames - 1)
                 if r2 != r:
-                    clear2, warped2 = clear_at(r2), view(r2)
+                    clear2, warped2 = clear_in(r2), view(r2)
                     both2 = clear2 & clear
                     shift2 = float(np.mean((warped - warped2)[both2])) if both2.sum() >= _MIN_PIXELS else 0.0
                     own = np.where(clear2, np.abs(cv2.GaussianBlur(warped - warped2 - shift2, (0, 0), 1.5)), 0.0)
