@@ -163,8 +163,8 @@ def eval_command(
         str,
         typer.Option(
             "--effect-masks",
-            help="auto: grow the masks to the objects' shadows/reflections first on still cameras (as renders do by "
-            "default); all: on moving cameras too; off: the objects only.",
+            help="auto: grow the masks to the objects' shadows/reflections first, on still and moving cameras (as "
+            "renders do by default); all: the same; off: the objects only.",
         ),
     ] = "off",
     frames: Annotated[int, typer.Option("--frames", min=2)] = 49,

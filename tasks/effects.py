@@ -2,27 +2,45 @@
 
 An object changes the pixels around it: a shadow darkens the ground, a reflection brightens or tints it. Masks from
 segmenters outline the object only, so a removal that fills the object's mask leaves its shadow behind. This module
-finds the pixels outside the object whose appearance changes with the object's presence (:func:`find_effects`):
+finds the pixels outside the object whose appearance changes with the object's presence (:func:`find_effects`). A
+camera whose frames all line up with the middle one within ``STILL_PX`` working pixels (features of the middle frame
+tracked into each frame) is *still*; any other camera is *moving*. The two take different routes.
 
-1. **The camera.** Features tracked between neighbouring frames (outside the object) give each frame's similarity
-   transform to the middle frame. A camera whose frames all line up with the middle one within ``STILL_PX`` pixels
-   (features of the middle frame tracked directly into each frame) is a still camera
-   (``static-background``); otherwise, with ``moving_cameras=True``, every frame is warped onto the middle one
-   (``stabilised``). A moving camera without it, too few tracked features, too few inliers, or frames that do not
-   line up after warping (parallax, a zoom through depth, a cut) make the clip ``unreliable``: no effect is looked
-   for and the mask is not grown.
-2. **The background.** Per pixel, the median of the frames in which the object is far from it (its mask grown by
-   a tenth of the frame's short side): the pixel as it looks without the object nearby.
-3. **The change.** Pixels outside the object that differ from their background by more than the clip's noise
+**Still cameras** (``static-background``):
+
+1. **The background.** Per pixel, the median of the frames in which the object is far from it (its mask grown by
+   ``FAR_SHARE`` of the frame's short side): the pixel as it looks without the object nearby.
+2. **The change.** Pixels outside the object that differ from their background by more than the clip's noise
    (``NOISE_SIGMAS`` times a robust estimate) and than ``MIN_CHANGE`` of their brightness, darker or brighter.
-4. **Moving with the object.** Changed regions must reach the object (connected components that come within
+3. **Moving with the object.** Changed regions must reach the object (connected components that come within
    ``REACH_SHARE`` of the frame's short side of it: a shadow touches it, a reflection may lie a little below it)
    and keep their place relative to it: a position (relative to the object's centroid) must be changed in at least
    ``MIN_CONSISTENCY`` of the frames (the object's *zone*), and a pixel must not change by itself: in at most
    ``MAX_OWN_CHANGE`` of the frames in which it lies outside the zone. Things moving on their own (people and cars
    in the background, a talking head) fail these.
-5. **The whole effect.** Each frame's found core grows by up to ``_GROW_STEPS`` working pixels over pixels that
+4. **The whole effect.** Each frame's found core grows by up to ``_GROW_STEPS`` working pixels over pixels that
    change by half the limit (hysteresis), so the soft edge of a shadow is taken with it.
+
+**Moving cameras** (``local-views``; unless ``moving_cameras=False``). A clip-wide background is wrong there: the
+shot plays while the camera moves, and transforms chained over the whole clip drift. Each frame is compared with
+*local views* instead (:func:`_local_residuals`):
+
+1. **The camera.** Affine maps between neighbouring frames from their optical flow outside the object, chained
+   (``tasks.camera_motion.camera_maps``): any frame can be looked at from any other over a short lag.
+2. **The residual.** For each frame t and each pixel within ``NEAR_SHARE`` of the short side of the object (outside
+   it and its edge ring): the nearest frame before and the nearest after in which that pixel's spot is clear of the
+   object grown by ``LOCAL_FAR_SHARE`` (a view that shows neither the object nor its shadow), aligned onto t; the
+   difference less the exposure change, shrunk by the background's own change over the same lag (that view against
+   one as far again on the same side), zero where t lies between its two views, the smaller side otherwise.
+3. **The zone.** In the object's frame of reference (relative to its centroid), per position, over the frames in
+   which both sides were seen (something that arrives and stays differs from one side only): the mean residual must exceed ``MIN_CHANGE`` of the brightness and ``LOCAL_SIGMAS``
+   standard errors, and at least ``LOCAL_CONSISTENCY`` of the samples must change that way (a background thing that
+   passes by for a while gives a few strong samples, a shadow gives many). Positions measured in fewer than
+   ``MIN_SEEN_SHARE`` of the frames are not judged.
+4. **Per frame.** The zone placed at the object's centroid, on pixels whose own residual in that frame (from either
+   side) has the zone's sign and exceeds half the limit, connected to the object (``REACH_SHARE``); joined by the
+   zone's pixels around it that the frame does not contradict (where the background changes by itself, its residual
+   is shrunk to nothing); grown as on still cameras. Pixels with no clear view are left out.
 
 Everything runs at a working resolution of at most ``WORK_SIDE`` pixels on the long side; the effect mask is
 resampled back to the clip's size and excludes the object's mask. Docs: docs/effects.md.
@@ -36,11 +54,15 @@ from typing import Literal
 import cv2
 import numpy as np
 
+from tasks.camera_motion import camera_maps
 from tasks.errors import InputError
 
 
-EffectSource = Literal["static-background", "stabilised", "unreliable"]
-EFFECT_SOURCES: tuple[str, ...] = ("static-background", "stabilised", "unreliable")
+EffectSource = Literal["static-background", "local-views", "unreliable"]
+EFFECT_SOURCES: tuple[str, ...] = ("static-background", "local-views", "unreliable")
+# the finder's version, part of a render's identity whenever masks grow (``tasks.steps.render.render_params``): bump it
+# when a change can grow a different mask, so renders made with another finder are not taken for this one's
+FINDER_VERSION = "2"  # 2: moving cameras searched with local views (1: still cameras only)
 
 WORK_SIDE = 360  # long side of the working resolution, in pixels
 STILL_PX = 1.0  # largest corner displacement (working pixels) of any frame against the middle one for a still camera
@@ -51,12 +73,19 @@ NOISE_SIGMAS = 4.0  # a change must exceed this many robust noise sigmas ...
 MIN_CHANGE = 0.06  # ... and this share of the background's brightness (+ 10 grey levels)
 MAX_OWN_CHANGE = 0.1  # share of the frames outside the object's zone in which an effect's pixel may change
 MIN_CONSISTENCY = 0.3  # share of frames in which a position relative to the object must be changed
-MIN_FEATURES = 20  # tracked features (and inliers) a frame pair needs for the camera's motion
-MIN_INLIER_SHARE = 0.3
-MAX_ALIGN_ERROR = 10.0  # median grey-level difference of aligned background frames above which alignment failed
+MIN_FEATURES = 20  # tracked features a still camera's middle frame needs
+MAX_ALIGN_ERROR = 10.0  # median grey-level difference of aligned background views above which alignment failed
+# moving cameras
+LOCAL_FAR_SHARE = 0.2  # a view is clear of the object grown by this share of the short side (and of its shadow)
+NEAR_SHARE = 0.2  # pixels within this share of the short side of the object are measured
+LOCAL_SIGMAS = 3.0  # a zone position's mean residual exceeds this many standard errors ...
+LOCAL_CONSISTENCY = 0.65  # ... and at least this share of its samples change that way (by half the limit)
+MIN_SEEN_SHARE = 0.3  # a zone position is measured in at least this share of the frames used
 _GROW_STEPS = 4  # working pixels the found core may grow over weaker change
 _MAX_WEAK_SHARE = 0.5  # share of frames above which a pixel's weak change is its own, not the effect's
 _EDGE_RING = 2  # working pixels around the object left out of the change (its feathered edge, mask jitter)
+_EXPOSURE_STEP = 4  # the exposure change between two frames is measured on a grid of this step (working pixels)
+_MIN_PIXELS = 12  # fewer working pixels to measure in a frame: the frame is not used
 
 
 @dataclass
@@ -65,8 +94,9 @@ class EffectMasks:
 
     ``masks``: `(num_frames, height, width)` bool, the effect's pixels, never inside the object's mask (all False
     for ``unreliable``); ``area``: their share of all the clip's pixels; ``source``: how they were found
-    (``static-background``: a still camera; ``stabilised``: a moving camera, compensated; ``unreliable``: the camera
-    could not be compensated or the object never leaves its place, nothing looked for); ``reason``: one line on the
+    (``static-background``: a still camera, against each pixel's median background; ``local-views``: a moving
+    camera, against nearby frames aligned onto each frame; ``unreliable``: a moving camera not asked for, frames that
+    do not line up, or an object that never leaves its place: nothing looked for); ``reason``: one line on the
     decision.
     """
 
@@ -79,37 +109,6 @@ class EffectMasks:
 def _work_size(height: int, width: int) -> tuple[int, int]:
     scale = min(1.0, WORK_SIDE / max(height, width))
     return max(16, int(round(height * scale))), max(16, int(round(width * scale)))
-
-
-def _similarity_to_middle(grey: np.ndarray, objects: np.ndarray) -> tuple[list[np.ndarray] | None, str]:
-    """Each frame's `(2, 3)` similarity transform onto the middle frame (chained between neighbours), or None and
-    why the camera's motion cannot be compensated."""
-    num_frames, h, w = grey.shape
-    exclude = np.ones((9, 9), np.uint8)
-    steps = []  # steps[t]: frame t -> t + 1, as 3x3
-    for t in range(num_frames - 1):
-        keep = (cv2.dilate((objects[t] | objects[t + 1]).view(np.uint8), exclude) == 0).view(np.uint8) * 255
-        points = cv2.goodFeaturesToTrack(grey[t], 400, 0.01, 6, mask=keep)
-        if points is None or len(points) < MIN_FEATURES:
-            return None, f"frame {t}: {0 if points is None else len(points)} trackable background features"
-        moved, status, _ = cv2.calcOpticalFlowPyrLK(grey[t], grey[t + 1], points, None, winSize=(21, 21), maxLevel=3)
-        ok = status.reshape(-1) == 1
-        if ok.sum() < MIN_FEATURES:
-            return None, f"frame {t}: {int(ok.sum())} features tracked to the next frame"
-        matrix, inliers = cv2.estimateAffinePartial2D(
-            points[ok], moved[ok], method=cv2.RANSAC, ransacReprojThreshold=1.0
-        )
-        if matrix is None or inliers.sum() < max(MIN_FEATURES, MIN_INLIER_SHARE * ok.sum()):
-            got = 0 if inliers is None else int(inliers.sum())
-            return None, f"frame {t}: {got} of {int(ok.sum())} tracks fit one camera motion"
-        steps.append(np.vstack([matrix, [0.0, 0.0, 1.0]]))
-    middle = num_frames // 2
-    to_middle = [np.eye(3) for _ in range(num_frames)]
-    for t in range(middle - 1, -1, -1):  # t -> t+1 -> ... -> middle
-        to_middle[t] = to_middle[t + 1] @ steps[t]
-    for t in range(middle + 1, num_frames):  # t -> t-1 -> ... -> middle
-        to_middle[t] = to_middle[t - 1] @ np.linalg.inv(steps[t - 1])
-    return [m[:2] for m in to_middle], ""
 
 
 def _is_still(grey: np.ndarray, objects: np.ndarray) -> bool:
@@ -186,17 +185,257 @@ def _consistent(changed: np.ndarray, raw: np.ndarray, objects: np.ndarray, judge
     return changed & zone & ~own[None]
 
 
+# ----------------------------------------------------------------------------------------------- still cameras
+def _still_effects(grey: np.ndarray, objects: np.ndarray) -> tuple[np.ndarray | None, str]:
+    """The effect on a still camera, against each pixel's median background (steps 1-4 of the module docstring).
+
+    Args:
+        grey (`np.ndarray` of shape `(T, h, w)`, uint8): the clip at working resolution.
+        objects (`np.ndarray` of shape `(T, h, w)`, bool): the object.
+
+    Returns:
+        ``(found, why)``: `(T, h, w)` bool, the effect at working resolution, or None and why nothing can be said.
+    """
+    num_frames, h, w = grey.shape
+    far_px = max(2, int(round(FAR_SHARE * min(h, w))))
+    # each pixel's distance to the object, per frame (working pixels)
+    distance = np.stack([cv2.distanceTransform((~o).view(np.uint8), cv2.DIST_L2, 3) for o in objects])
+    usable = distance > far_px
+    samples = np.where(usable, grey.astype(np.float32), np.nan)
+    enough = usable.sum(0) >= MIN_BACKGROUND_FRAMES
+    if not enough.any():
+        return None, "the object is never far from its surroundings"
+    samples[:, ~enough] = 0.0  # no background there: never a change (nanmedian of all-nan warns)
+    background = np.nanmedian(samples, axis=0).astype(np.float32)
+    difference = grey.astype(np.float32) - background[None]
+    # alignment and noise on the background seen without the object
+    residual = np.abs(difference[usable & enough[None]])
+    align_error = float(np.median(residual))
+    if align_error > MAX_ALIGN_ERROR:
+        return None, f"frames do not line up (median error {align_error:.1f})"
+    sigma = 1.4826 * align_error
+
+    # the change, outside the object and its edge ring, where a background exists
+    ring = np.ones((2 * _EDGE_RING + 1, 2 * _EDGE_RING + 1), np.uint8)
+    around = np.stack([cv2.dilate(o.view(np.uint8), ring) > 0 for o in objects])
+    limit = np.maximum(NOISE_SIGMAS * sigma, MIN_CHANGE * (background + 10.0))
+    changed = (np.abs(difference) > limit[None]) & enough[None] & ~around
+    weak = (np.abs(difference) > 0.5 * limit[None]) & enough[None] & ~around  # half the limit
+    opened = np.ones((3, 3), np.uint8)
+    seed = distance <= REACH_SHARE * min(h, w)  # near the object: a reflection may lie a little below it
+    for t in range(num_frames):
+        c = cv2.morphologyEx(changed[t].view(np.uint8), cv2.MORPH_OPEN, opened) > 0
+        # moving with the object: reaching near it ...
+        changed[t] = _connected_to(c, seed[t]) if objects[t].any() else False
+    # ... and in the same place relative to it
+    found = _consistent(changed, weak, objects, np.broadcast_to(enough[None], changed.shape))
+    # the whole effect: hysteresis from the found core over weaker change, but not over pixels that change that much
+    # in most frames by themselves
+    weak &= (weak.sum(0) < _MAX_WEAK_SHARE * np.maximum(enough * num_frames, 1))[None]
+    found = np.stack([_hysteresis(f, k) for f, k in zip(found, weak)])
+    if found.any():  # the edge ring next to a found effect belongs to it
+        found = np.stack([(cv2.dilate(f.view(np.uint8), ring) > 0) & (a | f) & ~o
+                          for f, a, o in zip(found, around, objects)])  # fmt: skip
+    return found, ""
+
+
+def _hysteresis(core: np.ndarray, weak: np.ndarray) -> np.ndarray:
+    """``core`` `(h, w)` bool grown geodesically by up to ``_GROW_STEPS`` pixels over ``weak`` `(h, w)` bool."""
+    grown = core.view(np.uint8)
+    step = np.ones((3, 3), np.uint8)
+    for _ in range(_GROW_STEPS if core.any() else 0):
+        grown = cv2.dilate(grown, step) & weak.view(np.uint8) | grown
+    return grown > 0
+
+
+# ----------------------------------------------------------------------------------------------- moving cameras
+def _local_residuals(
+    luma: np.ndarray, near: np.ndarray, busy: np.ndarray, to_first: list[np.ndarray]
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
+    """Per frame, what each pixel of ``near`` shows that its own background, seen in nearby frames, does not.
+
+    For each pixel of ``near[t]``: the nearest frame before t and the nearest after in which its spot is clear of
+    ``busy``, aligned onto t by the camera maps ``to_first``. Each view's low-passed difference (Gaussian, sigma 1.5
+    working pixels) less the change in exposure (the median difference over the background both frames show, on a
+    grid of ``_EXPOSURE_STEP`` pixels) is shrunk towards zero by the background's own change over the same lag on
+    the same side (that view against one as far again, where that one is clear too): a background that changes by
+    itself (people, traffic, a talking head, water) changes as much between two views of it. The residual is the
+    side that differs less, zero where t lies between its two views (darker than one, lighter than the other: the
+    background's own trend; something that arrives and stays differs from one side only). Work is done on the box
+    around ``near[t]`` only.
+
+    Args:
+        luma (`np.ndarray` of shape `(T, h, w)`, float32): grey levels at working resolution.
+        near, busy (`np.ndarray` of shape `(T, h, w)`, bool): pixels to measure; pixels a view must be clear of.
+        to_first: per frame, the `(3, 3)` map from its pixels to the first frame's (``camera_maps``).
+
+    Returns:
+        ``(both, either, base, align_error)``: `(T, h, w)` float32 each, the residual in grey levels where both sides
+        have a view (NaN elsewhere), the same where at least one side has (the one side's value where only one has;
+        NaN where none has), and the brightness of the view it was measured against; and the median absolute
+        difference (low-passed, before the background's own change is taken off) of all views used: how well the
+        frames line up, in grey levels.
+    """
+    num_frames, h, w = luma.shape
+    from_first = [np.linalg.inv(m) for m in to_first]
+    both = np.full((num_frames, h, w), np.nan, np.float32)
+    either, base = both.copy(), both.copy()
+    grid = np.diag([_EXPOSURE_STEP, _EXPOSURE_STEP, 1.0])  # grid pixels -> frame pixels
+    gh, gw = -(-h // _EXPOSURE_STEP), -(-w // _EXPOSURE_STEP)
+    pad = 6  # working pixels around the box: the Gaussian's support
+    inverse = cv2.WARP_INVERSE_MAP
+    raw: list[np.ndarray] = []  # per view, its absolute differences on the pixels it measured
+    for t in range(num_frames):
+        ys, xs = np.nonzero(near[t])
+        if len(ys) < _MIN_PIXELS:
+            continue
+        y0, y1 = max(0, ys.min() - pad), min(h, ys.max() + pad + 1)
+        x0, x1 = max(0, xs.min() - pad), min(w, xs.max() + pad + 1)
+        size = (x1 - x0, y1 - y0)
+        box = np.array([[1.0, 0.0, x0], [0.0, 1.0, y0], [0.0, 0.0, 1.0]])  # box pixels -> frame t's pixels
+        here, todo = luma[t, y0:y1, x0:x1], near[t, y0:y1, x0:x1]
+        free_t = cv2.resize(busy[t].view(np.uint8), (gw, gh), interpolation=cv2.INTER_NEAREST) == 0
+        luma_t = luma[t, ::_EXPOSURE_STEP, ::_EXPOSURE_STEP]
+        looked: dict[int, tuple[np.ndarray, np.ndarray, float]] = {}
+
+        def look(r: int, t: int = t) -> tuple[np.ndarray, np.ndarray, float]:
+            """Frame r seen from frame t's box: its clear spots, its luma, and its exposure against frame t."""
+            if r not in looked:
+                onto = from_first[r] @ to_first[t]  # frame t's pixels -> frame r's
+                coarse = (onto @ grid)[:2]
+                free = cv2.warpAffine(busy[r].view(np.uint8), coarse, (gw, gh), flags=cv2.INTER_NEAREST | inverse,
+                                      borderValue=1) == 0  # fmt: skip
+                shared = free & free_t
+                coarse_view = cv2.warpAffine(luma[r], coarse, (gw, gh), flags=cv2.INTER_LINEAR | inverse,
+                                             borderMode=cv2.BORDER_REPLICATE)  # fmt: skip
+                shift = float(np.median((luma_t - coarse_view)[shared])) if shared.sum() >= _MIN_PIXELS else 0.0
+                fine = (onto @ box)[:2]
+                clear = cv2.warpAffine(busy[r].view(np.uint8), fine, size, flags=cv2.INTER_NEAREST | inverse,
+                                       borderValue=1) == 0  # fmt: skip
+                view = cv2.warpAffine(luma[r], fine, size, flags=cv2.INTER_LINEAR | inverse,
+                                      borderMode=cv2.BORDER_REPLICATE)  # fmt: skip
+                looked[r] = clear, view, shift
+            return looked[r]
+
+        sides = []
+        for direction in (-1, 1):
+            side = np.full((2, *here.shape), np.nan, np.float32)  # the residual, the view's brightness
+            missing = todo.copy()
+            n_todo = int(missing.sum())
+            for r in range(t + direction, -1 if direction < 0 else num_frames, direction):
+                clear, view, shift = look(r)
+                fresh = missing & clear
+                if not fresh.any():
+                    continue
+                diff = cv2.GaussianBlur(here - view - shift, (0, 0), 1.5)
+                raw.append(np.abs(diff[fresh]))
+                r2 = 2 * r - t  # as far again on the same side
+                if 0 <= r2 < num_frames:
+                    clear2, view2, shift2 = look(r2)
+                    own = np.abs(cv2.GaussianBlur(view - view2 - (shift2 - shift), (0, 0), 1.5))
+                    diff = np.sign(diff) * np.maximum(np.abs(diff) - np.where(clear2, own, 0.0), 0.0)
+                side[0][fresh], side[1][fresh] = diff[fresh], view[fresh]
+                missing &= ~fresh
+                if missing.sum() < 0.05 * n_todo:
+                    break
+            sides.append(side)
+        (before, seen_before), (after, seen_after) = sides
+        closer = np.where(np.abs(before) <= np.abs(after), before, after)
+        combined = np.where(before * after < 0, 0.0, closer)
+        both[t, y0:y1, x0:x1] = np.where(np.isnan(before) | np.isnan(after), np.nan, combined)
+        either[t, y0:y1, x0:x1] = np.where(np.isnan(before), after, np.where(np.isnan(after), before, combined))
+        base[t, y0:y1, x0:x1] = np.where(np.isnan(seen_before), seen_after, seen_before)
+    align_error = float(np.median(np.concatenate(raw))) if raw else 0.0
+    return both, either, base, align_error
+
+
+def _local_effects(luma: np.ndarray, objects: np.ndarray) -> tuple[np.ndarray | None, str]:
+    """The effect on a moving camera, from local views (steps 1-4 of the module docstring's moving-camera route).
+
+    Args:
+        luma (`np.ndarray` of shape `(T, h, w)`, float32): the clip's grey levels at working resolution.
+        objects (`np.ndarray` of shape `(T, h, w)`, bool): the object.
+
+    Returns:
+        ``(found, why)``: `(T, h, w)` bool, the effect at working resolution in each frame's own coordinates, or None
+        and why nothing can be said.
+    """
+    num_frames, h, w = luma.shape
+    short = min(h, w)
+    # each pixel's distance to the object, per frame (working pixels; infinite where the object is absent)
+    distance = np.stack([cv2.distanceTransform((~o).view(np.uint8), cv2.DIST_L2, cv2.DIST_MASK_PRECISE)
+                         if o.any() else np.full(o.shape, np.inf, np.float32) for o in objects])  # fmt: skip
+    around = distance <= _EDGE_RING
+    near = (distance <= max(2, round(NEAR_SHARE * short))) & ~around
+    busy = distance <= max(2, round(LOCAL_FAR_SHARE * short))
+    seed = distance <= max(2, round(REACH_SHARE * short))
+    residual, either, base, align_error = _local_residuals(luma, near, busy, camera_maps(luma, seed))
+    if not np.isfinite(either).any():
+        return None, "no frame shows the object's surroundings without it"
+    if align_error > MAX_ALIGN_ERROR:
+        return None, f"frames do not line up (median residual {align_error:.1f})"
+    floor = MIN_CHANGE * (np.nan_to_num(base) + 10.0)  # per pixel: the weakest change that counts, grey levels
+    measured = np.isfinite(residual)
+
+    # the object's frame of reference: its centroid at (h, w) of a (2h, 2w) canvas. Per position: the residuals'
+    # sum and sum of squares, the floors' sum, how many samples are darker and how many lighter by half the floor
+    canvas = (2 * h, 2 * w)
+    sums = np.zeros((6, 4 * h * w), np.float64)
+    offsets: dict[int, tuple[int, int]] = {}  # per frame showing the object: where its centroid puts the canvas
+    used = 0  # frames whose residuals count
+    for t in range(num_frames):
+        ys, xs = np.nonzero(objects[t])
+        if not len(ys):
+            continue
+        oy, ox = h - int(round(ys.mean())), w - int(round(xs.mean()))
+        offsets[t] = (oy, ox)
+        if measured[t].sum() < _MIN_PIXELS:
+            continue
+        used += 1
+        py, px = np.nonzero(measured[t])
+        at = np.ravel_multi_index((py + oy, px + ox), canvas)
+        values, limit = residual[t][py, px].astype(np.float64), floor[t][py, px]
+        for k, v in enumerate((values, values**2, limit, values < -0.5 * limit, values > 0.5 * limit, None)):
+            sums[k] += np.bincount(at, v, minlength=sums.shape[1])
+    if used < MIN_BACKGROUND_FRAMES:
+        return None, f"{used} frames show the object's surroundings without it on both sides"
+    count = sums[5].reshape(canvas)
+    total, squares, limits, darker, lighter, n = (cv2.blur(s.reshape(canvas), (3, 3)) for s in sums)  # 3x3 pooled
+    n = np.maximum(n, 1e-9)
+    mean = total / n
+    error = np.sqrt(np.maximum(squares / n - mean**2, 0.0) / n)
+    zone = (count >= max(MIN_BACKGROUND_FRAMES, MIN_SEEN_SHARE * used)) & (np.abs(mean) > limits / n)
+    zone &= np.abs(mean) > LOCAL_SIGMAS * error
+    zone &= np.where(mean < 0, darker, lighter) >= LOCAL_CONSISTENCY * n  # many samples, not a few strong ones
+    sign = np.sign(mean) * zone
+
+    # per frame: the zone at the object's place, on pixels that change that way in this frame
+    found = np.zeros((num_frames, h, w), bool)
+    for t, (oy, ox) in offsets.items():
+        change = either[t]  # np.nan where no side has a view: left out
+        weak = np.isfinite(change) & (np.abs(change) > 0.5 * floor[t])
+        here = sign[oy : oy + h, ox : ox + w]
+        core = _connected_to(weak & (change * here > 0), seed[t])
+        if core.any():
+            # the zone's pixels this frame does not contradict (a view exists and does not change the other way),
+            # joined to the core: where the background changes by itself its residual is shrunk to nothing
+            uncontradicted = (here != 0) & np.isfinite(change) & ~(weak & (change * here < 0))
+            core |= _connected_to(uncontradicted | core, core)
+        dominant = np.sign(change[core].sum()) if core.any() else 0.0
+        found[t] = _hysteresis(core, weak & (change * dominant > 0))
+    return found, ""
+
+
 def find_effects(
-    frames: np.ndarray, object_masks: np.ndarray, *, moving_cameras: bool = False, name: str = "clip"
+    frames: np.ndarray, object_masks: np.ndarray, *, moving_cameras: bool = True, name: str = "clip"
 ) -> EffectMasks:
     """Find the object's side effects (shadow, reflection): pixels outside it that change with its presence.
 
     Args:
         frames (`np.ndarray` of shape `(num_frames, height, width, 3)`, uint8): the clip.
         object_masks (`np.ndarray` of shape `(num_frames, height, width)`, bool): the object, True = object.
-        moving_cameras: look for effects on moving cameras too (stabilised); False: a moving camera is
-            ``unreliable`` (on the real-footage cases stabilised results grew masks over things moving on their own
-            and cost up to 10 dB of whole-frame PSNR on clips without effects: docs/effects.md).
+        moving_cameras: look for effects on moving cameras too (``local-views``; what renders do under
+            ``effect_masks="auto"`` and ``"all"``); False: a moving camera is ``unreliable`` and nothing grows.
         name: names the input in errors.
 
     Returns:
@@ -221,83 +460,21 @@ def find_effects(
     objects = np.stack([cv2.resize(m.view(np.uint8), (w, h), interpolation=cv2.INTER_NEAREST) > 0
                         for m in object_masks])  # fmt: skip
 
-    # 1. the camera
-    still = _is_still(grey, objects)
-    if not still and not moving_cameras:
+    if _is_still(grey, objects):
+        found, why = _still_effects(grey, objects)
+        source: EffectSource = "static-background"
+    elif moving_cameras:
+        found, why = _local_effects(grey.astype(np.float32), objects)
+        source = "local-views"
+    else:
         return EffectMasks(empty, 0.0, "unreliable", "moving camera: effects are looked for on still cameras only")
-    valid = np.ones((num_frames, h, w), bool)
-    transforms: list[np.ndarray] = []
-    if not still:
-        transforms, why = _similarity_to_middle(grey, objects)
-        if transforms is None:
-            return EffectMasks(empty, 0.0, "unreliable", f"camera motion not compensated: {why}")
-        flags = cv2.INTER_LINEAR
-        for t, m in enumerate(transforms):
-            grey[t] = cv2.warpAffine(grey[t], m, (w, h), flags=flags, borderMode=cv2.BORDER_REPLICATE)
-            objects[t] = cv2.warpAffine(objects[t].view(np.uint8), m, (w, h), flags=cv2.INTER_NEAREST) > 0
-            valid[t] = cv2.warpAffine(np.ones((h, w), np.uint8), m, (w, h), flags=cv2.INTER_NEAREST) > 0
-        valid = np.stack([cv2.erode(v.view(np.uint8), np.ones((5, 5), np.uint8)) > 0 for v in valid])
-    source = "static-background" if still else "stabilised"
-
-    # 2. the background: per pixel, the median of the frames in which the object is far
-    far_px = max(2, int(round(FAR_SHARE * min(h, w))))
-    # each pixel's distance to the object, per frame (working pixels)
-    distance = np.stack([cv2.distanceTransform((~o).view(np.uint8), cv2.DIST_L2, 3) for o in objects])
-    usable = valid & (distance > far_px)
-    samples = np.where(usable, grey.astype(np.float32), np.nan)
-    enough = usable.sum(0) >= MIN_BACKGROUND_FRAMES
-    if not enough.any():
-        return EffectMasks(empty, 0.0, "unreliable", "the object is never far from its surroundings")
-    samples[:, ~enough] = 0.0  # no background there: never a change (nanmedian of all-nan warns)
-    background = np.nanmedian(samples, axis=0).astype(np.float32)
-    difference = grey.astype(np.float32) - background[None]
-    # alignment and noise on the background seen without the object
-    residual = np.abs(difference[usable & enough[None]])
-    if not len(residual):
-        return EffectMasks(empty, 0.0, "unreliable", "no background seen without the object")
-    align_error = float(np.median(residual))
-    if align_error > MAX_ALIGN_ERROR:
-        return EffectMasks(empty, 0.0, "unreliable", f"frames do not line up (median error {align_error:.1f})")
-    sigma = 1.4826 * align_error
-
-    # 3. the change, outside the object and its edge ring, where a background exists
-    ring = np.ones((2 * _EDGE_RING + 1, 2 * _EDGE_RING + 1), np.uint8)
-    around = np.stack([cv2.dilate(o.view(np.uint8), ring) > 0 for o in objects])
-    limit = np.maximum(NOISE_SIGMAS * sigma, MIN_CHANGE * (background + 10.0))
-    changed = (np.abs(difference) > limit[None]) & valid & enough[None]
-    changed &= ~around
-    weak = (np.abs(difference) > 0.5 * limit[None]) & valid & enough[None] & ~around  # half the limit
-    opened = np.ones((3, 3), np.uint8)
-    seed = distance <= REACH_SHARE * min(h, w)  # near the object: a reflection may lie a little below it
-    for t in range(num_frames):
-        c = cv2.morphologyEx(changed[t].view(np.uint8), cv2.MORPH_OPEN, opened) > 0
-        # 4. moving with the object: reaching near it ...
-        changed[t] = _connected_to(c, seed[t]) if objects[t].any() else False
-    # ... and in the same place relative to it
-    found = _consistent(changed, weak, objects, valid & enough[None])
-    # 5. the whole effect: hysteresis from the found core over weaker change, but not over pixels that change that
-    # much in most frames by themselves
-    weak &= (weak.sum(0) < _MAX_WEAK_SHARE * np.maximum((valid & enough[None]).sum(0), 1))[None]
-    step = np.ones((3, 3), np.uint8)
-    for t in range(num_frames):
-        core = found[t].view(np.uint8)
-        for _ in range(_GROW_STEPS if core.any() else 0):  # geodesic: at most _GROW_STEPS pixels from the core
-            core = cv2.dilate(core, step) & weak[t].view(np.uint8) | core
-        found[t] = core > 0
-    if found.any():  # the edge ring next to a found effect belongs to it
-        found = np.stack([(cv2.dilate(f.view(np.uint8), ring) > 0) & (a | f) & ~o
-                          for f, a, o in zip(found, around, objects)])  # fmt: skip
-
-    # back to each frame's own coordinates and the clip's size
+    if found is None:
+        return EffectMasks(empty, 0.0, "unreliable", why)
     out = np.zeros_like(object_masks)
     for t in range(num_frames):
-        if not found[t].any():
-            continue
-        f = found[t].view(np.uint8)
-        if not still:
-            f = cv2.warpAffine(f, transforms[t], (w, h), flags=cv2.INTER_NEAREST | cv2.WARP_INVERSE_MAP)
-        out[t] = cv2.resize(f, (width, height), interpolation=cv2.INTER_NEAREST) > 0
+        if found[t].any():
+            out[t] = cv2.resize(found[t].view(np.uint8), (width, height), interpolation=cv2.INTER_NEAREST) > 0
     out &= ~object_masks
     area = float(out.mean())
-    what = "still camera" if still else "camera motion compensated"
+    what = "still camera" if source == "static-background" else "moving camera, local views"
     return EffectMasks(out, area, source, f"{what}; effect {100 * area:.2f}% of the clip's pixels")

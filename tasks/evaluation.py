@@ -72,7 +72,7 @@ def inpainting_hole(
     clip: GroundTruthClip, dilation_radius: int | None = None, effect_masks: str = "off"
 ) -> tuple[np.ndarray, dict[str, Any]]:
     """The region an engine fills for ``clip``: its masks grown to their side effects (``tasks.effects.find_effects``;
-    ``effect_masks``: ``auto`` on still cameras, ``all`` on moving ones too, ``off``), then dilated by ``dilation_radius`` pixels (default: the factory's).
+    ``effect_masks``: ``auto`` or ``all``, on still and moving cameras alike, or ``off``), then dilated by ``dilation_radius`` pixels (default: the factory's).
 
     Returns:
         ``(hole, info)``: `(num_frames, height, width)` bool, and ``{"effect_area", "effect_source"}``.
@@ -86,7 +86,7 @@ def inpainting_hole(
     if effect_masks != "off":
         from tasks.effects import find_effects
 
-        found = find_effects(clip.frames, clip.masks, moving_cameras=effect_masks == "all", name=clip.name)
+        found = find_effects(clip.frames, clip.masks, name=clip.name)  # auto and all alike: every camera
         grown, info = clip.masks | found.masks, {"effect_area": found.area, "effect_source": found.source}
     return dilate_masks(grown, radius), info
 
