@@ -149,8 +149,8 @@ RENDERS = pa.schema(
         _f("generation", pa.string()),  # set by `vpf run --rerender`: a deliberate new render (part of the id)
         _f("video_uri", pa.string(), True),  # the edited clip, H.264 mp4
         _f("mask_uri", pa.string()),  # the dilated mask actually inpainted
-        _f("effect_area", pa.float64()),  # share of the clip's pixels of the object's side effects (tasks/effects.py)
-        _f("effect_source", pa.string()),  # how: "static-background" | "stabilised" | "unreliable" | "off"
+        _f("effect_area", pa.float64()),  # share of the clip's pixels of the object's side effects
+        _f("effect_source", pa.string()),  # how: tasks/effects.py's source, "segmenter[+…]" or "off"
         _f("device", pa.string()),
         _f("elapsed_s", pa.float64()),
         _f("created_at", _TS, True),

@@ -147,6 +147,7 @@ def reproduce_pair(
     """Re-render the render behind ``pair_id`` into ``scratch`` (a fresh temporary folder by default) and compare it
     with the stored media (see module docstring). Raises ``ReproduceError`` when it cannot be re-rendered."""
     from catalog.ids import sha256_bytes
+    from tasks.config import EFFECT_PHRASES
     from tasks.engines.registry import get_engine
     from tasks.steps.plan import plan
     from tasks.steps.render import render_id_of, render_jobs
@@ -182,6 +183,8 @@ def reproduce_pair(
         [clip],
         dilation_radius=pipeline.get("dilation_radius"),
         effect_masks=pipeline.get("effect_masks", "off"),  # absent: the render grew no effect mask
+        effect_segmenter=pipeline.get("effect_segmenter"),  # absent: no segmenter was asked for the effects
+        effect_phrases=pipeline.get("effect_phrases") or EFFECT_PHRASES,
     )
     job = jobs[0]
     seed = int(pair["seed"] or 0)
@@ -195,8 +198,20 @@ def reproduce_pair(
         if work.put_media(data, uri.rsplit(".", 1)[-1]) != uri:
             raise ReproduceError(f"pair {pair_id}: input media {uri} no longer matches its content hash")
     engine.setup()
+    effects = None
+    if job.effect_segmenter:  # the open-vocabulary route of side-effect masks: its models, here
+        from tasks.effect_segments import EffectSegmenter
+        from tasks.errors import InputError
+
+        try:
+            effects = EffectSegmenter(job.effect_segmenter, storage_options=catalog.storage_options)
+            effects.setup()
+        except (InputError, ValueError) as exc:
+            raise ReproduceError(f"pair {pair_id}: cannot load its side-effect segmenter: {exc}") from None
     generation = pair["generation"]  # a render made on purpose again (vpf run --rerender) keeps its generation
-    rendered, out = render_jobs([job], work, engine, seed=seed, run_id=None, generation=generation)
+    rendered, out = render_jobs(
+        [job], work, engine, seed=seed, run_id=None, generation=generation, effect_segmenter=effects
+    )
     if not rendered:
         reasons = "; ".join(f"{f.reason}: {f.message}" for f in out.failures) or "no output"
         raise ReproduceError(f"pair {pair_id}: the render failed again: {reasons}")

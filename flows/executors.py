@@ -38,6 +38,7 @@ from flows.prefect_tasks import make_pairs_task
 from flows.progress import report
 from tasks.config import RenderConfig, RunConfig, ScoreConfig
 from tasks.contracts import InpaintEngine
+from tasks.effect_segments import EffectSegmenter
 from tasks.engines.registry import gpu_present
 from tasks.pipeline import enter_context
 from tasks.produce import PairMaker
@@ -96,9 +97,14 @@ def make_engine(config: RenderConfig) -> InpaintEngine:
 
 
 def prepare(engine: InpaintEngine, render: RenderConfig, score: ScoreConfig, catalog: Catalog) -> PairMaker:
-    """Set ``engine`` up and load the scoring models: call once, inside the GPU slot where there is one."""
+    """Set ``engine`` up and load the scoring models and the side-effect segmenter (``render.effect_segmenter``: the
+    gate's re-segmentation models when the specs are the same; a spec that cannot be loaded fails here, naming spec
+    and path): call once, inside the GPU slot where there is one."""
     engine.setup()
-    return PairMaker(engine, Scorers.load(score, catalog), render, score)
+    scorers = Scorers.load(score, catalog)
+    shared = scorers.reseg.finder if scorers.reseg is not None else None
+    effects = EffectSegmenter.load(render, catalog.storage_options, share=shared)
+    return PairMaker(engine, scorers, render, score, effects)
 
 
 def make_batch(

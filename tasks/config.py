@@ -22,6 +22,7 @@ from tasks.types import EditType, Geometry, ResizeMode
 
 EngineName = Literal[ENGINE_NAMES]  # type: ignore[valid-type]  # the registry holds the one list
 EffectMasksMode = Literal["auto", "all", "off"]  # side-effect-aware masks (tasks/effects.py)
+EFFECT_PHRASES = ("shadow of {label}", "reflection of {label}")  # the open-vocabulary route (tasks/effect_segments.py)
 
 
 class GeometryConfig(BaseModel):
@@ -148,9 +149,21 @@ class RenderConfig(BaseModel):
     )
     effect_masks: EffectMasksMode = Field(
         "auto",
-        description="auto: grow each removal's mask to the object's shadow or reflection before dilation where they "
-        "are found reliably without weights (still cameras, tasks/effects.py); all: on moving cameras too, "
-        "stabilised (less reliable: docs/effects.md); off: the object only",
+        description="auto: grow each removal's mask to the object's shadow or reflection before dilation, found "
+        "without weights (tasks/effects.py: against a median background on still cameras, against local views on "
+        "moving ones; docs/effects.md); all: the same (kept for recorded runs); off: the object only",
+    )
+    effect_segmenter: str | None = Field(
+        None,
+        description="open-vocabulary segmenter (detect+track:… or sam3:…) asked for each labelled removal's side "
+        "effects by name (--effect-phrases), grown into its mask with the weight-free finder's unless effect_masks "
+        "is off (tasks/effect_segments.py), loaded once per run or render batch; default: the run's --segmenter "
+        "when it is one of these (null turns it off)",
+    )
+    effect_phrases: list[str] = Field(
+        default_factory=lambda: list(EFFECT_PHRASES),
+        min_length=1,
+        description="what effect_segmenter is asked for, templates with {label} (the object's name)",
     )
     gpu_slots: int = Field(1, ge=1, description="slots of the per-worker limit gpu:<worker id> when it is created")
     rerender: bool = Field(
@@ -167,6 +180,30 @@ class RenderConfig(BaseModel):
         if not run_id:
             raise ValueError("rerender: a new render generation is named after the run; run_id is missing")
         return run_id
+
+    @field_validator("effect_segmenter")
+    @classmethod
+    def _effect_spec(cls, value: str | None) -> str | None:
+        from tasks.annotate.specs import is_vocab_segmenter, parse_segmenter_spec
+
+        if value is None:
+            return value
+        if not is_vocab_segmenter(value):
+            raise ValueError(f"{value!r}: the side-effect segmenter needs an open-vocabulary detect+track:… or sam3:…")
+        parse_segmenter_spec(value)
+        return value
+
+    @field_validator("effect_phrases")
+    @classmethod
+    def _effect_templates(cls, value: list[str]) -> list[str]:
+        for template in value:
+            try:
+                filled = template.format(label="x")
+            except (KeyError, IndexError, ValueError):
+                raise ValueError(f"{template!r}: a phrase template may name only {{label}}") from None
+            if "{label}" not in template or not filled.strip():
+                raise ValueError(f"{template!r}: a phrase template must contain {{label}} (the object's name)")
+        return value
 
 
 class ScoreConfig(BaseModel):
@@ -298,7 +335,8 @@ class RunConfig(BaseModel):
         "(segment-anything) | detect+track:DETECTOR#tracker=sam2:PATH[&threshold=0.3&keyframe_every=8] (Grounding "
         "DINO/OWLv2 + SAM2 video) | sam3:PATH[#threshold=0.5] (SAM3 video); paths or URLs. The last two also "
         "re-segment each render for the quality gate (--reseg-segmenter to choose another, "
-        "--set score.reseg_segmenter=null: off)",
+        "--set score.reseg_segmenter=null: off) and find removals' shadows and reflections by name "
+        "(--effect-segmenter, --set render.effect_segmenter=null: off)",
     )
     annotate: AnnotateConfig = Field(default_factory=AnnotateConfig)
     # instructions
@@ -371,6 +409,16 @@ class RunConfig(BaseModel):
 
         if "reseg_segmenter" not in self.score.model_fields_set and is_vocab_segmenter(self.segmenter):
             self.score.reseg_segmenter = self.segmenter
+        return self
+
+    @model_validator(mode="after")
+    def _effects_with_the_run_segmenter(self) -> "RunConfig":
+        """Side effects are asked of the run's own open-vocabulary segmenter unless ``render.effect_segmenter`` was
+        set (to another spec, or to None: off)."""
+        from tasks.annotate.specs import is_vocab_segmenter
+
+        if "effect_segmenter" not in self.render.model_fields_set and is_vocab_segmenter(self.segmenter):
+            self.render.effect_segmenter = self.segmenter
         return self
 
     def recorded(self) -> dict[str, Any]:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import math
-import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,6 +20,7 @@ import numpy as np
 
 from tasks.annotate.loading import under_load_lock
 from tasks.camera_motion import aligned, camera_maps, clear_at, grow
+from tasks.effect_segments import PhraseFinder
 from tasks.engines.base import NO_OBSERVED_BACKGROUND, check_inputs
 from tasks.errors import InputError
 from tasks.metrics import PSNR_CAP_DB, mask_statistics, psnr_from_mse
@@ -614,7 +614,7 @@ class ClipScorer:
 class ResegScorer:
     """Re-segmentation check: an open-vocabulary segmenter looks for the object's label in a clip, and what it finds is
     compared with the object's own masks (see the module docstring). Build one per batch: the models load on first use
-    (``setup()``), once; calls from several threads take turns.
+    (``setup()``), once; calls from several threads take turns (``tasks.effect_segments.PhraseFinder``).
 
     Args:
         spec: a ``detect+track:…`` or ``sam3:…`` segmenter spec (``tasks.annotate.specs``), built here.
@@ -631,47 +631,25 @@ class ResegScorer:
         storage_options: dict[str, Any] | None = None,
         found_iou: float = 0.5,
     ) -> None:
-        if (spec is None) == (segmenter is None):
-            raise ValueError("ResegScorer: give a segmenter spec or a segmenter, not both or neither")
-        if spec is not None:
-            from tasks.annotate.specs import build_segmenter, is_vocab_segmenter
-            from tasks.annotate.vocab import Vocabulary
-
-            if not is_vocab_segmenter(spec):
-                raise ValueError(
-                    f"reseg segmenter {spec!r}: expected an open-vocabulary detect+track:… or sam3:… spec"
-                )
-            # the phrases are passed with each call (the object's label); this vocabulary is never asked
-            segmenter = build_segmenter(spec, Vocabulary(from_caption=True), storage_options=storage_options)
-        self.name = spec or getattr(segmenter, "name", type(segmenter).__name__)
-        self.segmenter = segmenter
+        # the phrases are passed with each call (the object's label)
+        self.finder = PhraseFinder(spec, segmenter=segmenter, storage_options=storage_options, role="reseg segmenter",
+                                   not_loaded="reseg_not_loaded", models="the gate's re-segmentation models")  # fmt: skip
+        self.name, self.segmenter = self.finder.name, self.finder.segmenter
         self.found_iou = float(found_iou)
-        self._lock = threading.Lock()
-        self._ready = False
+
+    @property
+    def _ready(self) -> bool:  # the models are loaded (read by tests that count loads)
+        return self.finder.ready
 
     def setup(self) -> None:
         """Load the segmenter's models (idempotent). Raises ``InputError`` naming the spec and the path at fault."""
-        with self._lock:
-            if self._ready:
-                return
-            try:
-                self.segmenter.setup()
-            except Exception as exc:
-                raise InputError(
-                    self.name, "reseg_not_loaded", f"the gate's re-segmentation models cannot be loaded ({exc})"
-                ) from exc
-            self._ready = True
+        self.finder.setup()
 
     def find(self, frames: np.ndarray, label: str) -> np.ndarray:
         """Masks `(num_instances, num_frames, height, width)` bool of every instance of ``label`` found in ``frames``
         `(num_frames, height, width, 3)` uint8."""
         self.setup()
-        with self._lock:
-            tracks = self.segmenter.track(frames, [label])
-        masks = [np.asarray(t.masks, dtype=bool) for t in tracks]
-        for m in masks:
-            if m.shape != frames.shape[:3]:
-                raise ValueError(f"reseg segmenter {self.name}: masks of shape {m.shape} for frames {frames.shape}")
+        masks = [m for _, m in self.finder.track(frames, [label])]
         return np.stack(masks) if masks else np.zeros((0, *frames.shape[:3]), bool)
 
     def iou(self, frames: np.ndarray, object_masks: np.ndarray, label: str) -> tuple[float, dict[str, Any]]:

@@ -1,7 +1,7 @@
 """Produce a batch's pairs: each job rendered, its render recorded, scored, and its pairs recorded, job by job.
 
-A :class:`PairMaker` holds what a batch needs and what must be loaded once: the engine (set up), the scoring models
-and the render and score settings. Its owner (an executor in ``flows/executors.py``, or the ``render`` flow) builds
+A :class:`PairMaker` holds what a batch needs and what must be loaded once: the engine (set up), the scoring models,
+the side-effect segmenter and the render and score settings. Its owner (an executor in ``flows/executors.py``, or the ``render`` flow) builds
 it once and hands it every batch. The work is pipelined (``tasks.pipeline.JobPipeline``): the next job renders
 while the previous render is stored, scored and recorded. A render's row is recorded before its pairs, so a batch
 stopped after k renders keeps those k and a resumed run re-scores a render whose pairs are missing.
@@ -15,11 +15,12 @@ from dataclasses import dataclass
 
 from catalog.store import Catalog
 from tasks.config import RenderConfig, ScoreConfig
+from tasks.effect_segments import EffectSegmenter
 from tasks.engines.base import Inpainted, InpaintEngine
 from tasks.errors import UnsupportedEditError
 from tasks.pipeline import JobPipeline
 from tasks.steps.outputs import StepOutput
-from tasks.steps.plan import RenderJob
+from tasks.steps.plan import RenderJob, with_effect_segmenter
 from tasks.steps.record import failure_rows, record_rows, record_tables
 from tasks.steps.render import JobInputs, inpaint, load, pending, store
 from tasks.steps.score import Scorers, score
@@ -32,12 +33,14 @@ COUNTS = ("jobs", "already_done", "renders", "skipped", "pairs", "accepted", "ju
 
 @dataclass
 class PairMaker:
-    """An engine already set up, the scoring models already loaded, and the settings that go with them."""
+    """An engine already set up, the scoring models already loaded, and the settings that go with them; ``effects``:
+    the side-effect segmenter of ``render.effect_segmenter``, loaded (``EffectSegmenter.load``; None: not used)."""
 
     engine: InpaintEngine
     scorers: Scorers
     render: RenderConfig
     score: ScoreConfig
+    effects: EffectSegmenter | None = None
 
     def make(
         self,
@@ -56,6 +59,8 @@ class PairMaker:
         recorded already), the failures and ``rows["previews"]`` (``{"preview_uri": …}`` per pair with one).
         """
         generation = self.render.generation(run_id)  # None unless --rerender
+        # the render's side-effect segmenter asked on every labelled removal with effect masks (part of the ids)
+        jobs = [with_effect_segmenter(job, self.render.effect_segmenter, self.render.effect_phrases) for job in jobs]
         todo, done = pending(catalog, jobs, self.engine, self.render.seed, generation)
         out = StepOutput(rows={"previews": []}, counts=dict.fromkeys(COUNTS, 0), timer=timer or StageTimer())
         out.counts.update(jobs=len(jobs), already_done=done)
@@ -105,7 +110,7 @@ class PairMaker:
 
         if todo:
             pipeline: JobPipeline[RenderJob, JobInputs, tuple[JobInputs, Inpainted]] = JobPipeline(
-                lambda job: load(job, catalog, self.engine),
+                lambda job: load(job, catalog, self.engine, effect_segmenter=self.effects),
                 lambda job, inputs: (inputs, inpaint(job, inputs, self.engine, seed=seed)),
                 finish,
                 on_error,

@@ -273,9 +273,9 @@ def check_annotation(config: RunConfig) -> None:
     """Check ``config``'s annotation options before a run writes anything, reading only ``config.json`` files and
     the vocabulary file (no weight is loaded, no model runs); raise :class:`AnnotationSpecError` naming the option.
 
-    Checked: the segmenter spec and its option ranges (``threshold``/``nms_iou``/``match_iou`` in [0, 1],
-    ``max_objects``/``batch_size`` >= 1, ``keyframe_every`` >= 0, ``dtype`` in :data:`DTYPES`, a device name); each
-    model folder exists, has a ``config.json`` and is of the model type its role needs (detector: Grounding DINO /
+    Checked: the segmenter specs (``--segmenter``, ``--reseg-segmenter``, ``--effect-segmenter``) and their option
+    ranges (``threshold``/``nms_iou``/``match_iou`` in [0, 1], ``max_objects``/``batch_size`` >= 1,
+    ``keyframe_every`` >= 0, ``dtype`` in :data:`DTYPES`, a device name); each model folder exists, has a ``config.json`` and is of the model type its role needs (detector: Grounding DINO /
     OWLv2 / OWL-ViT; ``tracker=sam2:`` SAM2 video; ``sam3:`` SAM3 video; tagger, captioner and judge
     ``transformers:`` folders a vision-language model; ``--aesthetic-clip``/``--clip-weights`` CLIP); a ``sam:``
     checkpoint and the aesthetic head exist; the vocabulary file is readable UTF-8 and every phrase passes the label
@@ -291,6 +291,9 @@ def check_annotation(config: RunConfig) -> None:
     reseg = config.score.reseg_segmenter
     if reseg and reseg != spec:
         _check_vocab_segmenter(reseg, "--reseg-segmenter", options)
+    effects = config.render.effect_segmenter
+    if effects and effects not in (spec, reseg):
+        _check_vocab_segmenter(effects, "--effect-segmenter", options)
     annotate = config.annotate
     if annotate.vocab:
         check_vocab_file(annotate.vocab, storage_options=options)

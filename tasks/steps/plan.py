@@ -7,7 +7,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from tasks.config import EffectMasksMode
+from tasks.config import EFFECT_PHRASES, EffectMasksMode
 
 
 class RenderJob(BaseModel):
@@ -28,8 +28,16 @@ class RenderJob(BaseModel):
     )
     effect_masks: EffectMasksMode = Field(
         "off",
-        description="auto: grow the mask to the object's side effects before dilation on still cameras, all: on moving "
-        "cameras too (tasks/effects.py)",
+        description="auto (or all, the same): grow the mask to the object's side effects before dilation, on still "
+        "and moving cameras (tasks/effects.py); off: the object only",
+    )
+    effect_segmenter: str | None = Field(
+        None,
+        description="for a labelled removal with effect_masks: the open-vocabulary segmenter spec asked for its side "
+        "effects by name (tasks/effect_segments.py)",
+    )
+    effect_phrases: list[str] = Field(
+        default_factory=list, description="with effect_segmenter: the phrase templates ({label}) it is asked"
     )
     add_instruction_id: str | None = Field(None, description="for a removal: the reverse `add` instruction")
     add_instruction: str | None = None
@@ -51,11 +59,15 @@ def plan(
     *,
     dilation_radius: int | None,
     effect_masks: EffectMasksMode,
+    effect_segmenter: str | None = None,
+    effect_phrases: Sequence[str] = EFFECT_PHRASES,
 ) -> list[RenderJob]:
     """One job per instruction except ``add``, which rides on its object's removal (the reverse pair: inpainted →
     original). ``dilation_radius`` in pixels; None: the object's own, else ``tasks.masks.default_dilation_radius`` of
-    the clip width. ``effect_masks`` (``RenderConfig.effect_masks``): ``auto`` (still cameras) or ``all`` grows each
+    the clip width. ``effect_masks`` (``RenderConfig.effect_masks``): ``auto`` (or ``all``) grows each
     removal's mask to the object's shadow or reflection (``tasks.effects``); other edits keep the object's mask.
+    ``effect_segmenter`` (``RenderConfig.effect_segmenter``) with ``effect_phrases``: such a removal whose object has a
+    label is also asked of that open-vocabulary segmenter (``tasks.effect_segments``); without a label it is not.
     Edit types the engine cannot render become recorded skips at render time."""
     from tasks.masks import default_dilation_radius
 
@@ -91,4 +103,14 @@ def plan(
                 label=obj.get("label"),
             )
         )
-    return jobs
+    return [with_effect_segmenter(job, effect_segmenter, effect_phrases) for job in jobs]
+
+
+def with_effect_segmenter(job: RenderJob, spec: str | None, phrases: Sequence[str] = EFFECT_PHRASES) -> RenderJob:
+    """``job`` asking the open-vocabulary segmenter ``spec`` for its side effects with the templates ``phrases``
+    when it grows its mask to them (``effect_masks`` not ``off``: removals only) and its object has a label, else
+    asking none. The render flow applies its ``RenderConfig`` this way (``tasks.produce.PairMaker``)."""
+    use = spec if job.effect_masks != "off" and job.label else None
+    if (use, list(phrases) if use else []) == (job.effect_segmenter, job.effect_phrases):
+        return job
+    return job.model_copy(update={"effect_segmenter": use, "effect_phrases": list(phrases) if use else []})

@@ -18,6 +18,7 @@ import numpy as np
 
 from catalog import ids
 from catalog.store import Catalog
+from tasks.effect_segments import EffectSegmenter, SegmentedEffects, combine
 from tasks.engines.base import Inpainted, InpaintEngine
 from tasks.errors import InputError, UnsupportedEditError
 from tasks.steps.outputs import StepOutput
@@ -28,13 +29,21 @@ from tasks.types import Failure
 
 def render_params(job: RenderJob, engine: InpaintEngine) -> dict[str, Any]:
     """What changes a render's pixels besides instruction, engine version and seed: ``{"engine": the engine's own
-    parameters, "pipeline": what the factory does around it (the mask dilation; ``effect_masks`` when the mask grows
-    to the object's side effects, absent when off, so renders made before the option keep their ids)}``. Recorded as
-    ``renders.params_json`` and hashed into the render id; an engine option and a pipeline setting of the same name
-    never overwrite each other."""
+    parameters, "pipeline": what the factory does around it (the mask dilation; ``effect_masks`` and the finder's
+    version ``effect_finder`` when the mask grows to the object's side effects, absent when off, so renders made
+    before the option keep their ids;
+    ``effect_segmenter`` and ``effect_phrases`` when an open-vocabulary segmenter is asked for them, absent
+    otherwise)}``. Recorded as ``renders.params_json`` and hashed into the render id; an engine option and a pipeline
+    setting of the same name never overwrite each other."""
     pipeline: dict[str, Any] = {"dilation_radius": job.dilation_radius}
     if job.effect_masks != "off":
+        from tasks.effects import FINDER_VERSION
+
         pipeline["effect_masks"] = job.effect_masks
+        pipeline["effect_finder"] = FINDER_VERSION
+    if job.effect_segmenter:
+        pipeline["effect_segmenter"] = job.effect_segmenter
+        pipeline["effect_phrases"] = list(job.effect_phrases)
     return {"engine": engine.params(), "pipeline": pipeline}
 
 
@@ -65,7 +74,8 @@ class JobInputs:
     """A job's inputs as the engine and the gate read them: ``frames`` `(num_frames, height, width, 3)` uint8, the
     object's own ``object_masks`` and the dilated ``masks`` to fill (grown to the object's side effects unless
     ``effect_masks="off"``), both `(num_frames, height, width)` bool; ``effect_area`` (share of the clip's pixels)
-    and ``effect_source`` (``tasks.effects.EffectMasks.source``, or ``off``) say what the side effects added."""
+    and ``effect_source`` (``tasks.effects.EffectMasks.source``, ``segmenter`` or ``segmenter+<that source>`` with the
+    open-vocabulary route: ``tasks.effect_segments.combine``; or ``off``) say what the side effects added."""
 
     frames: np.ndarray
     object_masks: np.ndarray
@@ -90,14 +100,18 @@ class Rendered:
     flags: list[str] = field(default_factory=list)
 
 
-def load(job: RenderJob, catalog: Catalog, engine: InpaintEngine) -> JobInputs:
+def load(
+    job: RenderJob, catalog: Catalog, engine: InpaintEngine, *, effect_segmenter: EffectSegmenter | None = None
+) -> JobInputs:
     """Read a job's clip and mask (each decoded once), grow the mask to the object's side effects
-    (``tasks.effects.find_effects``; ``job.effect_masks``: ``auto`` on still cameras, ``all`` on moving ones too) and
-    dilate it as the job says.
+    (``tasks.effects.find_effects``, on still and moving cameras; ``job.effect_masks``: ``auto`` or ``all``) and
+    dilate it as the job says. A job with ``effect_segmenter`` also grows it by what ``effect_segmenter`` (loaded for
+    that spec) finds for its phrases (``tasks.effect_segments``).
 
     Raises:
         UnsupportedEditError: the engine cannot render the job's edit type (checked before reading anything).
-        InputError: the mask does not match the clip (``mask_shape_mismatch``) or a file is unreadable.
+        InputError: the mask does not match the clip (``mask_shape_mismatch``) or a file is unreadable; the job asks
+            for a side-effect segmenter other than ``effect_segmenter`` (``effect_segmenter_not_loaded``).
     """
     from tasks.masks import decode_masks_npz, dilate_masks
     from tasks.video_io import read_frames
@@ -115,10 +129,25 @@ def load(job: RenderJob, catalog: Catalog, engine: InpaintEngine) -> JobInputs:
         if job.effect_masks != "off":
             from tasks.effects import find_effects
 
-            effects = find_effects(frames, masks, moving_cameras=job.effect_masks == "all", name=job.mask_uri)
-            grown, effect_area, effect_source = masks | effects.masks, effects.area, effects.source
+            effects = find_effects(frames, masks, name=job.mask_uri)  # auto and all alike: every camera
+            found, effect_area, effect_source = combine(effects, _by_name(job, frames, masks, effect_segmenter))
+            grown = masks | found
         dilated = dilate_masks(grown, job.dilation_radius) if job.dilation_radius else grown
     return JobInputs(frames, masks, dilated, started, effect_area, effect_source)
+
+
+def _by_name(
+    job: RenderJob, frames: np.ndarray, masks: np.ndarray, effect_segmenter: EffectSegmenter | None
+) -> SegmentedEffects | None:
+    """What the job's open-vocabulary segmenter finds of its object's side effects; None when it asks none (or has
+    no label: the weight-free finder alone)."""
+    if not job.effect_segmenter or not job.label:
+        return None
+    if effect_segmenter is None or effect_segmenter.name != job.effect_segmenter:
+        loaded = effect_segmenter.name if effect_segmenter else "none"
+        raise InputError(job.effect_segmenter, "effect_segmenter_not_loaded",
+                         f"the job asks this side-effect segmenter; the render has loaded {loaded}")  # fmt: skip
+    return effect_segmenter.find(frames, masks, job.label, job.effect_phrases)
 
 
 def inpaint(job: RenderJob, inputs: JobInputs, engine: InpaintEngine, *, seed: int) -> Inpainted:
@@ -178,15 +207,16 @@ def render_jobs(
     seed: int,
     run_id: str | None,
     generation: str | None = None,
+    effect_segmenter: EffectSegmenter | None = None,
 ) -> tuple[list[Rendered], StepOutput]:
-    """Render jobs one after another with an engine already set up; nothing is recorded (``vpf reproduce`` renders
-    into a scratch catalog this way). Edit types the engine cannot render are counted as ``skipped``; both they and
-    bad inputs are returned as failures."""
+    """Render jobs one after another with an engine already set up (and the jobs' side-effect segmenter, if they ask
+    one); nothing is recorded (``vpf reproduce`` renders into a scratch catalog this way). Edit types the engine
+    cannot render are counted as ``skipped``; both they and bad inputs are returned as failures."""
     out = StepOutput(rows={"renders": []})
     rendered: list[Rendered] = []
     for job in jobs:
         try:
-            inputs = load(job, catalog, engine)
+            inputs = load(job, catalog, engine, effect_segmenter=effect_segmenter)
             done = store(job, inputs, inpaint(job, inputs, engine, seed=seed), catalog, engine, seed=seed,
                          run_id=run_id, generation=generation)  # fmt: skip
         except InputError as exc:  # UnsupportedEditError included

@@ -98,6 +98,11 @@ def test_model_folders_must_exist_hold_a_config_and_fit_their_role(
     _refused(_config(tmp_path, segmenter=f"sam:{missing}/sam_vit_b.pth"), "--segmenter", "no such file")
     # the gate's own segmenter, when it is not the run's
     _refused(_config(tmp_path, score={"reseg_segmenter": f"sam3:{sam2_video}"}), "--reseg-segmenter", "sam2_video")
+    # and the one asked for side effects by name, when it is neither
+    _refused(_config(tmp_path, render={"effect_segmenter": f"sam3:{missing}"}), "--effect-segmenter", "no such")
+    check_annotation(
+        _config(tmp_path, segmenter=f"sam3:{sam3_video}", render={"effect_segmenter": f"sam3:{sam3_video}"})
+    )
 
 
 def test_vlm_and_clip_folders_are_checked(tmp_path, grounding_dino) -> None:
