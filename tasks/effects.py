@@ -249,6 +249,86 @@ def _hysteresis(core: np.ndarray, weak: np.ndarray) -> np.ndarray:
 
 
 # ----------------------------------------------------------------------------------------------- moving cameras
+def _median(values: np.ndarray) -> float:
+    """``np.median`` of a 1-d array of at least 2 values, without its overhead (a partial sort around the middle)."""
+    middle = len(values) // 2
+    low, high = np.partition(values, (middle - 1, middle))[middle - 1 : middle + 1]
+    return float(high) if len(values) % 2 else float((low + high) / 2)
+
+
+def _exposure_shifts(luma: np.ndarray, busy: np.ndarray, onto: np.ndarray, pairs: np.ndarray) -> np.ndarray:
+    """Per pair of frames (t, r) of ``pairs`` `(T, T)` bool, frame t's exposure against frame r's `(T, T)`: the
+    median grey-level difference over the background both show (``busy`` `(T, h, w)` uint8, 1 = not background) on a
+    grid of ``_EXPOSURE_STEP`` pixels of frame t; 0 where they share fewer than ``_MIN_PIXELS`` grid points or the
+    pair is not asked for. ``onto`` `(T, T, 3, 3)`: frame t's pixels -> frame r's. Frame by frame r, so that its
+    pixels are read while in the cache."""
+    num_frames, h, w = luma.shape
+    grid = np.diag([_EXPOSURE_STEP, _EXPOSURE_STEP, 1.0])  # grid pixels -> frame pixels
+    gh, gw = -(-h // _EXPOSURE_STEP), -(-w // _EXPOSURE_STEP)
+    free_grid = np.stack([cv2.resize(b, (gw, gh), interpolation=cv2.INTER_NEAREST) == 0 for b in busy])
+    luma_grid = luma[:, ::_EXPOSURE_STEP, ::_EXPOSURE_STEP]
+    shifts = np.zeros((num_frames, num_frames))
+    for r in range(num_frames):
+        seen_by = np.flatnonzero(pairs[:, r])
+        free = np.empty((len(seen_by), gh, gw), np.uint8)  # frame r's busy points seen from each frame t's grid
+        views = np.empty((len(seen_by), gh, gw), np.float32)  # frame r's luma on each frame t's grid
+        for i, t in enumerate(seen_by):
+            coarse = (onto[t, r] @ grid)[:2]
+            cv2.warpAffine(busy[r], coarse, (gw, gh), dst=free[i], flags=cv2.INTER_NEAREST | cv2.WARP_INVERSE_MAP,
+                           borderValue=1)  # fmt: skip
+            cv2.warpAffine(luma[r], coarse, (gw, gh), dst=views[i], flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
+                           borderMode=cv2.BORDER_REPLICATE)  # fmt: skip
+        shared = (free == 0) & free_grid[seen_by]
+        differences = luma_grid[seen_by] - views
+        for i, t in enumerate(seen_by):
+            values = differences[i][shared[i]]
+            shifts[t, r] = _median(values) if len(values) >= _MIN_PIXELS else 0.0
+    return shifts
+
+
+def _aligned_views(
+    luma: np.ndarray,
+    onto: np.ndarray,
+    boxes: np.ndarray,
+    want_t: np.ndarray,
+    want_r: np.ndarray,
+    want_y: np.ndarray,
+    want_x: np.ndarray,
+    pad: int,
+) -> np.ndarray:
+    """Per request i, frame ``want_r[i]`` aligned onto frame ``want_t[i]`` (``onto`` `(T, T, 3, 3)`: frame t's
+    pixels -> frame r's) at that frame's pixel (``want_y[i]``, ``want_x[i]``): its luma and its low-passed luma
+    (Gaussian, sigma 1.5 working pixels) `(n, 2)` float32. Frame r is aligned and low-passed onto the part of frame
+    t's box (``boxes[t]``: y0, y1, x0, x1) that the requests of (t, r) need, grown by ``pad`` (the Gaussian's
+    support; where the part meets the box's edge, the low pass sees that edge as a pass over the whole box would).
+    Frame r by frame r, so that its pixels are read while in the cache."""
+    num_frames = len(luma)
+    pair = (want_r * num_frames + want_t).astype(np.int16 if num_frames <= 181 else np.int32)  # < num_frames**2
+    by_pair = np.argsort(pair, kind="stable")  # a radix sort for 16-bit keys
+    pair, sy, sx = pair[by_pair], want_y[by_pair], want_x[by_pair]
+    starts = np.flatnonzero(np.diff(pair, prepend=-1))
+    ends = np.append(starts[1:], len(pair))
+    frame_t, frame_r = want_t[by_pair[starts]], want_r[by_pair[starts]]
+    box = boxes[frame_t]  # [pairs, (y0, y1, x0, x1)]
+    top = np.maximum(np.minimum.reduceat(sy, starts) - pad, box[:, 0])
+    bottom = np.minimum(np.maximum.reduceat(sy, starts) + pad + 1, box[:, 1])
+    left = np.maximum(np.minimum.reduceat(sx, starts) - pad, box[:, 2])
+    right = np.minimum(np.maximum.reduceat(sx, starts) + pad + 1, box[:, 3])
+    parts = onto[frame_t, frame_r, :2]  # [pairs, 2, 3]: each part's pixels -> frame r's
+    parts[:, :, 2] += parts[:, :, 0] * left[:, None] + parts[:, :, 1] * top[:, None]
+    out = np.empty((len(pair), 2), np.float32)
+    corners = zip(top.tolist(), bottom.tolist(), left.tolist(), right.tolist())
+    for i, (start, end, r, (a, b, c, d)) in enumerate(zip(starts.tolist(), ends.tolist(), frame_r.tolist(), corners)):
+        view = cv2.warpAffine(luma[r], parts[i], (d - c, b - a), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
+                              borderMode=cv2.BORDER_REPLICATE)  # fmt: skip
+        low = cv2.GaussianBlur(view, (0, 0), 1.5)
+        flat = (sy[start:end] - a) * (d - c) + (sx[start:end] - c)
+        out[start:end, 0], out[start:end, 1] = view.ravel()[flat], low.ravel()[flat]
+    seen_from = np.empty_like(out)
+    seen_from[by_pair] = out
+    return seen_from
+
+
 def _local_residuals(
     luma: np.ndarray, near: np.ndarray, busy: np.ndarray, to_first: list[np.ndarray]
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
@@ -261,8 +341,15 @@ def _local_residuals(
     the same side (that view against one as far again, where that one is clear too): a background that changes by
     itself (people, traffic, a talking head, water) changes as much between two views of it. The residual is the
     side that differs less, zero where t lies between its two views (darker than one, lighter than the other: the
-    background's own trend; something that arrives and stays differs from one side only). Work is done on the box
-    around ``near[t]`` only.
+    background's own trend; something that arrives and stays differs from one side only).
+
+    Work, in three passes: (1) per frame t, which frames are clear at each pixel (one nearest-neighbour warp of
+    ``busy`` per frame onto the box around ``near[t]``), then each pixel's nearest clear frame on each side at once
+    (with the stop of a search frame by frame: once all but 5 % of the pixels have a view); (2) frame by frame r,
+    the exposure changes of the frames that look at r (:func:`_exposure_shifts`) and r aligned and low-passed on
+    the part of each such frame's box its pixels need (:func:`_aligned_views`); (3) per frame t, the residuals.
+    The results are those of a frame-by-frame search that aligns and low-passes each view over the whole box (up to
+    the rounding of the warps' fixed-point coordinates).
 
     Args:
         luma (`np.ndarray` of shape `(T, h, w)`, float32): grey levels at working resolution.
@@ -277,76 +364,134 @@ def _local_residuals(
         frames line up, in grey levels.
     """
     num_frames, h, w = luma.shape
-    from_first = [np.linalg.inv(m) for m in to_first]
-    both = np.full((num_frames, h, w), np.nan, np.float32)
-    either, base = both.copy(), both.copy()
-    grid = np.diag([_EXPOSURE_STEP, _EXPOSURE_STEP, 1.0])  # grid pixels -> frame pixels
-    gh, gw = -(-h // _EXPOSURE_STEP), -(-w // _EXPOSURE_STEP)
-    pad = 6  # working pixels around the box: the Gaussian's support
-    inverse = cv2.WARP_INVERSE_MAP
-    raw: list[np.ndarray] = []  # per view, its absolute differences on the pixels it measured
+    from_first = np.linalg.inv(np.stack(to_first))  # [num_frames, 3, 3]
+    onto = np.stack([from_first @ m for m in to_first])  # [t, r, 3, 3]: frame t's pixels -> frame r's
+    pad = 6  # working pixels around the box and around the pixels a view serves: the Gaussian's support
+    busy_u8 = busy.view(np.uint8)
+
+    # 1. per frame t and side, each pixel's view (its nearest clear frame) and the one as far again, where clear
+    measured: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray, tuple[int, int, int, int]]] = {}  # t -> pixels
+    # to measure (ys, xs), frame t low-passed there, the box around them (y0, y1, x0, x1)
+    uses: list[tuple[int, int, np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = []  # (t, side, pixels with a view
+    # (indices into ys), their frames, those of them with a view as far again (indices into the former), its frames)
     for t in range(num_frames):
         ys, xs = np.nonzero(near[t])
-        if len(ys) < _MIN_PIXELS:
+        n_todo = len(ys)
+        if n_todo < _MIN_PIXELS:
             continue
         y0, y1 = max(0, ys.min() - pad), min(h, ys.max() + pad + 1)
         x0, x1 = max(0, xs.min() - pad), min(w, xs.max() + pad + 1)
-        size = (x1 - x0, y1 - y0)
+        in_box = (ys - y0) * (x1 - x0) + (xs - x0)  # the pixels to measure, as flat indices into the box
+        here = cv2.GaussianBlur(luma[t, y0:y1, x0:x1], (0, 0), 1.5).reshape(-1)[in_box]  # low-passed, [n_todo]
+        measured[t] = ys, xs, here, (y0, y1, x0, x1)
         box = np.array([[1.0, 0.0, x0], [0.0, 1.0, y0], [0.0, 0.0, 1.0]])  # box pixels -> frame t's pixels
-        here, todo = luma[t, y0:y1, x0:x1], near[t, y0:y1, x0:x1]
-        free_t = cv2.resize(busy[t].view(np.uint8), (gw, gh), interpolation=cv2.INTER_NEAREST) == 0
-        luma_t = luma[t, ::_EXPOSURE_STEP, ::_EXPOSURE_STEP]
-        looked: dict[int, tuple[np.ndarray, np.ndarray, float]] = {}
 
-        def look(r: int, t: int = t) -> tuple[np.ndarray, np.ndarray, float]:
-            """Frame r seen from frame t's box: its clear spots, its luma, and its exposure against frame t."""
-            if r not in looked:
-                onto = from_first[r] @ to_first[t]  # frame t's pixels -> frame r's
-                coarse = (onto @ grid)[:2]
-                free = cv2.warpAffine(busy[r].view(np.uint8), coarse, (gw, gh), flags=cv2.INTER_NEAREST | inverse,
-                                      borderValue=1) == 0  # fmt: skip
-                shared = free & free_t
-                coarse_view = cv2.warpAffine(luma[r], coarse, (gw, gh), flags=cv2.INTER_LINEAR | inverse,
-                                             borderMode=cv2.BORDER_REPLICATE)  # fmt: skip
-                shift = float(np.median((luma_t - coarse_view)[shared])) if shared.sum() >= _MIN_PIXELS else 0.0
-                fine = (onto @ box)[:2]
-                clear = cv2.warpAffine(busy[r].view(np.uint8), fine, size, flags=cv2.INTER_NEAREST | inverse,
-                                       borderValue=1) == 0  # fmt: skip
-                view = cv2.warpAffine(luma[r], fine, size, flags=cv2.INTER_LINEAR | inverse,
-                                      borderMode=cv2.BORDER_REPLICATE)  # fmt: skip
-                looked[r] = clear, view, shift
-            return looked[r]
+        def clear_of(
+            r: int, t: int = t, box: np.ndarray = box, size: tuple[int, int] = (x1 - x0, y1 - y0)
+        ) -> np.ndarray:
+            """Frame r's ``busy`` seen from frame t's box `(y1 - y0, x1 - x0)` uint8 (0: clear; 1 also beyond r)."""
+            flags = cv2.INTER_NEAREST | cv2.WARP_INVERSE_MAP
+            return cv2.warpAffine(busy_u8[r], (onto[t, r] @ box)[:2], size, flags=flags, borderValue=1)
 
-        sides = []
-        for direction in (-1, 1):
-            side = np.full((2, *here.shape), np.nan, np.float32)  # the residual, the view's brightness
-            missing = todo.copy()
-            n_todo = int(missing.sum())
-            for r in range(t + direction, -1 if direction < 0 else num_frames, direction):
-                clear, view, shift = look(r)
-                fresh = missing & clear
-                if not fresh.any():
-                    continue
-                diff = cv2.GaussianBlur(here - view - shift, (0, 0), 1.5)
-                raw.append(np.abs(diff[fresh]))
-                r2 = 2 * r - t  # as far again on the same side
-                if 0 <= r2 < num_frames:
-                    clear2, view2, shift2 = look(r2)
-                    own = np.abs(cv2.GaussianBlur(view - view2 - (shift2 - shift), (0, 0), 1.5))
-                    diff = np.sign(diff) * np.maximum(np.abs(diff) - np.where(clear2, own, 0.0), 0.0)
-                side[0][fresh], side[1][fresh] = diff[fresh], view[fresh]
-                missing &= ~fresh
-                if missing.sum() < 0.05 * n_todo:
-                    break
-            sides.append(side)
-        (before, seen_before), (after, seen_after) = sides
+        for side, direction in enumerate((-1, 1)):
+            order = np.arange(t + direction, -1 if direction < 0 else num_frames, direction)  # nearest first
+            if not len(order):
+                continue
+            # per frame of ``order`` (in growing chunks, until the search stops), which pixels' spots are clear of
+            # ``busy`` there (0: clear); each pixel takes the nearest clear view, until all but 5 % of the pixels have
+            # one (the nearest as the smallest of: a view's rank where it is clear, all bits set where not)
+            warped = np.empty((len(order), (y1 - y0) * (x1 - x0)), np.uint8)
+            rank_type = np.uint8 if len(order) < 255 else np.uint16
+            none = np.iinfo(rank_type).max
+            nearest = np.full(n_todo, none, rank_type)
+            ready, stop = 0, None  # ranks warped so far; the rank after which the search stops
+            while ready < len(order) and stop is None:
+                upto = min(len(order), 2 * ready + 4)
+                for k in range(ready, upto):
+                    warped[k] = clear_of(order[k]).reshape(-1)
+                ranks = np.arange(ready, upto, dtype=rank_type)[:, None]
+                nearest = np.minimum(nearest, ((warped[ready:upto].astype(rank_type) * none) | ranks).min(0)[in_box])
+                ready = upto
+                left = n_todo - np.cumsum(np.bincount(nearest[nearest != none], minlength=ready))[:ready]
+                done = np.flatnonzero(left < 0.05 * n_todo)
+                stop = int(done[0]) if len(done) else None
+            seen = nearest != none
+            if stop is not None:
+                seen &= nearest <= stop
+            idx = np.flatnonzero(seen)
+            if not len(idx):
+                continue
+            k = nearest[idx].astype(np.int64)
+            for rank in range(ready, min(len(order), 2 * int(k.max()) + 2)):  # the views as far again
+                warped[rank] = clear_of(order[rank]).reshape(-1)
+            k2 = 2 * k + 1  # the frame as far again on the same side, where it exists and is clear too
+            twice = np.flatnonzero(k2 < len(order))
+            twice = twice[warped[k2[twice], in_box[idx[twice]]] == 0]
+            uses.append((t, side, idx, order[k], twice, order[k2[twice]]))
+
+    both = np.full((num_frames, h, w), np.nan, np.float32)
+    either, base = both.copy(), both.copy()
+    if not uses:  # no pixel has a clear view
+        return both, either, base, 0.0
+
+    # 2. frame by frame (a frame's pixels are read while they are in the cache): exposure changes and views
+    pairs = np.zeros((num_frames, num_frames), bool)  # [t, r]: frame r is seen from frame t
+    for t, _, _, frame, _, frame2 in uses:
+        pairs[t, frame] = pairs[t, frame2] = True
+    shifts = _exposure_shifts(luma, busy_u8, onto, pairs)
+    # every (pixel of frame t, frame r) to look at, flat over all uses: first each use's views, then its views as
+    # far again
+    sizes = np.array([len(i) + len(tw) for _, _, i, _, tw, _ in uses])
+    starts = np.concatenate([[0], np.cumsum(sizes)])
+    want_t = np.repeat([t for t, *_ in uses], sizes)
+    want_r = np.concatenate([np.concatenate([f, f2]) for _, _, _, f, _, f2 in uses])
+    want_y = np.concatenate([measured[t][0][np.concatenate([i, i[tw]])] for t, _, i, _, tw, _ in uses])
+    want_x = np.concatenate([measured[t][1][np.concatenate([i, i[tw]])] for t, _, i, _, tw, _ in uses])
+    boxes = np.zeros((num_frames, 4), np.int64)
+    for t, m in measured.items():
+        boxes[t] = m[3]
+    seen_from = _aligned_views(luma, onto, boxes, want_t, want_r, want_y, want_x, pad)  # [n, (luma, low-passed)]
+
+    # 3. per frame t: the residual on each side, then both sides together
+    sides = {t: np.full((2, 2, len(m[0])), np.nan, np.float32) for t, m in measured.items()}  # [side, (residual,
+    # brightness of the view), pixel]
+    raw: list[np.ndarray] = []  # per view, its absolute differences on the pixels it measured
+    for (t, side, idx, frame, twice, frame2), start in zip(uses, starts):
+        view = seen_from[start : start + len(idx)]
+        shift = shifts[t, frame]
+        diff = measured[t][2][idx] - view[:, 1] - shift
+        raw.append(np.abs(diff))
+        if len(twice):
+            view2 = seen_from[start + len(idx) : start + len(idx) + len(twice), 1]
+            own = np.abs(view[twice, 1] - view2 - (shifts[t, frame2] - shift[twice]))
+            diff[twice] = np.sign(diff[twice]) * np.maximum(np.abs(diff[twice]) - own, 0.0)
+        sides[t][side, 0, idx], sides[t][side, 1, idx] = diff, view[:, 0]
+    for t, ((before, seen_before), (after, seen_after)) in sides.items():
+        ys, xs = measured[t][:2]
         closer = np.where(np.abs(before) <= np.abs(after), before, after)
         combined = np.where(before * after < 0, 0.0, closer)
-        both[t, y0:y1, x0:x1] = np.where(np.isnan(before) | np.isnan(after), np.nan, combined)
-        either[t, y0:y1, x0:x1] = np.where(np.isnan(before), after, np.where(np.isnan(after), before, combined))
-        base[t, y0:y1, x0:x1] = np.where(np.isnan(seen_before), seen_after, seen_before)
+        both[t, ys, xs] = np.where(np.isnan(before) | np.isnan(after), np.nan, combined)
+        either[t, ys, xs] = np.where(np.isnan(before), after, np.where(np.isnan(after), before, combined))
+        base[t, ys, xs] = np.where(np.isnan(seen_before), seen_after, seen_before)
     align_error = float(np.median(np.concatenate(raw))) if raw else 0.0
     return both, either, base, align_error
+
+
+def _distance_to(objects: np.ndarray, reach: int) -> np.ndarray:
+    """Per frame, each pixel's Euclidean distance to the object `(T, h, w)` float32, in working pixels, exact up to
+    ``reach`` pixels and ``np.inf`` beyond (and in frames without the object). Each frame's transform is taken on the
+    object's box grown by more than ``reach``: the object's pixels nearest to a pixel of that box lie inside it."""
+    distance = np.full(objects.shape, np.inf, np.float32)
+    h, w = objects.shape[1:]
+    for o, d in zip(objects, distance):
+        rows, cols = np.flatnonzero(o.any(1)), np.flatnonzero(o.any(0))
+        if not len(rows):
+            continue
+        y0, y1 = max(0, rows[0] - reach - 1), min(h, rows[-1] + reach + 2)
+        x0, x1 = max(0, cols[0] - reach - 1), min(w, cols[-1] + reach + 2)
+        d[y0:y1, x0:x1] = cv2.distanceTransform((~o[y0:y1, x0:x1]).view(np.uint8), cv2.DIST_L2, cv2.DIST_MASK_PRECISE)
+    distance[distance > reach] = np.inf
+    return distance
 
 
 def _local_effects(luma: np.ndarray, objects: np.ndarray) -> tuple[np.ndarray | None, str]:
@@ -362,9 +507,9 @@ def _local_effects(luma: np.ndarray, objects: np.ndarray) -> tuple[np.ndarray | 
     """
     num_frames, h, w = luma.shape
     short = min(h, w)
-    # each pixel's distance to the object, per frame (working pixels; infinite where the object is absent)
-    distance = np.stack([cv2.distanceTransform((~o).view(np.uint8), cv2.DIST_L2, cv2.DIST_MASK_PRECISE)
-                         if o.any() else np.full(o.shape, np.inf, np.float32) for o in objects])  # fmt: skip
+    # each pixel's distance to the object, per frame (working pixels; infinite where the object is absent and beyond
+    # the farthest distance used)
+    distance = _distance_to(objects, max(2, round(NEAR_SHARE * short), round(LOCAL_FAR_SHARE * short)))
     around = distance <= _EDGE_RING
     near = (distance <= max(2, round(NEAR_SHARE * short))) & ~around
     busy = distance <= max(2, round(LOCAL_FAR_SHARE * short))
@@ -380,25 +525,26 @@ def _local_effects(luma: np.ndarray, objects: np.ndarray) -> tuple[np.ndarray | 
     # the object's frame of reference: its centroid at (h, w) of a (2h, 2w) canvas. Per position: the residuals'
     # sum and sum of squares, the floors' sum, how many samples are darker and how many lighter by half the floor
     canvas = (2 * h, 2 * w)
-    sums = np.zeros((6, 4 * h * w), np.float64)
     offsets: dict[int, tuple[int, int]] = {}  # per frame showing the object: where its centroid puts the canvas
-    used = 0  # frames whose residuals count
+    samples: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []  # per frame used: canvas positions, values, floors
     for t in range(num_frames):
         ys, xs = np.nonzero(objects[t])
         if not len(ys):
             continue
         oy, ox = h - int(round(ys.mean())), w - int(round(xs.mean()))
         offsets[t] = (oy, ox)
-        if measured[t].sum() < _MIN_PIXELS:
-            continue
-        used += 1
         py, px = np.nonzero(measured[t])
-        at = np.ravel_multi_index((py + oy, px + ox), canvas)
-        values, limit = residual[t][py, px].astype(np.float64), floor[t][py, px]
-        for k, v in enumerate((values, values**2, limit, values < -0.5 * limit, values > 0.5 * limit, None)):
-            sums[k] += np.bincount(at, v, minlength=sums.shape[1])
+        if len(py) < _MIN_PIXELS:
+            continue
+        samples.append(((py + oy) * canvas[1] + px + ox, residual[t][py, px], floor[t][py, px]))
+    used = len(samples)  # frames whose residuals count
     if used < MIN_BACKGROUND_FRAMES:
         return None, f"{used} frames show the object's surroundings without it on both sides"
+    at = np.concatenate([a for a, _, _ in samples])
+    values = np.concatenate([v for _, v, _ in samples]).astype(np.float64)
+    limit = np.concatenate([f for _, _, f in samples])
+    sums = [np.bincount(at, v, minlength=4 * h * w).astype(np.float64)
+            for v in (values, values**2, limit, values < -0.5 * limit, values > 0.5 * limit, None)]  # fmt: skip
     count = sums[5].reshape(canvas)
     total, squares, limits, darker, lighter, n = (cv2.blur(s.reshape(canvas), (3, 3)) for s in sums)  # 3x3 pooled
     n = np.maximum(n, 1e-9)
