@@ -1,6 +1,7 @@
 """End-to-end throughput: ``build_pairs`` over N generated clips at the model geometry (49×480×720), in three modes.
 
-    .venv/bin/python bench/throughput.py [--clips 12] [--modes propagation,null,sim] [--sim-seconds 20] [--json]
+    .venv/bin/python bench/throughput.py [--clips 12] [--modes propagation,null,sim] [--sim-seconds 20]
+                                         [--effect-masks auto|all|off] [--json]
 
 Modes, each in a fresh process after an untimed warm-up: ``propagation`` (the CPU engine, previews on), ``null`` (the
 factory's own cost per clip) and ``sim`` (the ``sleep`` engine: T = ``--sim-seconds`` per clip of device time and no
@@ -100,7 +101,8 @@ def run_mode(args: argparse.Namespace) -> dict[str, object]:
                               score={"previews": previews}))  # fmt: skip
         config = RunConfig(source=args.child_clips, catalog=str(Path(tmp) / "cat"), geometry=geometry, gallery=False,
                            batch_size=args.batch_size,
-                           render={"engine": engine, "engine_options": options}, score={"previews": previews})  # fmt: skip
+                           render={"engine": engine, "engine_options": options, "effect_masks": args.effect_masks},
+                           score={"previews": previews})  # fmt: skip
         me = psutil.Process()
         cpu0, t0 = _tree_cpu_s(me), time.perf_counter()
         summary = build_pairs(config)
@@ -151,6 +153,12 @@ def main() -> None:
     parser.add_argument("--fps", type=float, default=8.0)
     parser.add_argument("--work-dir", default=os.path.join(tempfile.gettempdir(), "vpf-bench-throughput"),
                         help="where generated clips are kept between runs")  # fmt: skip
+    parser.add_argument(
+        "--effect-masks",
+        choices=("auto", "all", "off"),
+        default="auto",
+        help="side-effect masks of the removals (the factory's default: auto)",
+    )
     parser.add_argument("--json", action="store_true")
     parser.add_argument("--child", choices=MODES, help=argparse.SUPPRESS)
     parser.add_argument("--child-clips", help=argparse.SUPPRESS)
@@ -174,7 +182,7 @@ def main() -> None:
             cmd = [sys.executable, __file__, "--child", mode, "--child-clips", str(manifest), "--clips-n", str(n),
                    "--sim-seconds", str(args.sim_seconds), "--batch-size", str(args.batch_size),
                    "--frames", str(args.frames), "--height", str(args.height), "--width", str(args.width),
-                   "--fps", str(args.fps)]  # fmt: skip
+                   "--fps", str(args.fps), "--effect-masks", args.effect_masks]  # fmt: skip
             proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
             if proc.returncode != 0:
                 sys.stderr.write(proc.stderr[-4000:])
@@ -190,7 +198,8 @@ def main() -> None:
               f"{r['pairs_per_hour']:>9.0f}{r['cpu_pct']:>7.0f}{r['cpu_s_per_clip']:>11.2f}{r['peak_rss_mb']:>8.0f}"
               f"  {breakdown}")  # fmt: skip
 
-    figures: dict[str, object] = {"cores": os.cpu_count(), "geometry": [args.frames, args.height, args.width],
+    figures: dict[str, object] = {"cores": os.cpu_count(), "effect_masks": args.effect_masks,
+                                  "geometry": [args.frames, args.height, args.width],
                                   "sim_seconds": args.sim_seconds, "runs": results}  # fmt: skip
     largest = {r["mode"]: r for r in results if r["clips"] == max(sizes)}
     checks = []
