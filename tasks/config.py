@@ -25,6 +25,18 @@ EffectMasksMode = Literal["auto", "all", "off"]  # side-effect-aware masks (task
 EFFECT_PHRASES = ("shadow of {label}", "reflection of {label}")  # the open-vocabulary route (tasks/effect_segments.py)
 
 
+def _vocab_spec(value: str | None, role: str) -> str | None:
+    """``value`` when it is None or a well-formed open-vocabulary segmenter spec; else ``ValueError`` naming ``role``."""
+    from tasks.annotate.specs import is_vocab_segmenter, parse_segmenter_spec
+
+    if value is None:
+        return value
+    if not is_vocab_segmenter(value):
+        raise ValueError(f"{value!r}: {role} needs an open-vocabulary detect+track:… or sam3:…")
+    parse_segmenter_spec(value)
+    return value
+
+
 class GeometryConfig(BaseModel):
     """Clip geometry: the model's default is 49 frames at 8 fps, 480×720 (docs/method.md)."""
 
@@ -184,14 +196,7 @@ class RenderConfig(BaseModel):
     @field_validator("effect_segmenter")
     @classmethod
     def _effect_spec(cls, value: str | None) -> str | None:
-        from tasks.annotate.specs import is_vocab_segmenter, parse_segmenter_spec
-
-        if value is None:
-            return value
-        if not is_vocab_segmenter(value):
-            raise ValueError(f"{value!r}: the side-effect segmenter needs an open-vocabulary detect+track:… or sam3:…")
-        parse_segmenter_spec(value)
-        return value
+        return _vocab_spec(value, "the side-effect segmenter")
 
     @field_validator("effect_phrases")
     @classmethod
@@ -259,14 +264,7 @@ class ScoreConfig(BaseModel):
     @field_validator("reseg_segmenter")
     @classmethod
     def _reseg_spec(cls, value: str | None) -> str | None:
-        from tasks.annotate.specs import is_vocab_segmenter, parse_segmenter_spec
-
-        if value is None:
-            return value
-        if not is_vocab_segmenter(value):
-            raise ValueError(f"{value!r}: the re-segmentation check needs an open-vocabulary detect+track:… or sam3:…")
-        parse_segmenter_spec(value)
-        return value
+        return _vocab_spec(value, "the re-segmentation check")
 
     @field_validator("judge")
     @classmethod
