@@ -400,23 +400,16 @@ class RunConfig(BaseModel):
         return value
 
     @model_validator(mode="after")
-    def _reseg_with_the_run_segmenter(self) -> "RunConfig":
-        """The gate re-segments with the run's own open-vocabulary segmenter unless ``score.reseg_segmenter`` was
-        set (to another spec, or to None: off)."""
+    def _the_run_segmenter_by_default(self) -> "RunConfig":
+        """The gate re-segments (``score.reseg_segmenter``) and side effects are asked by name
+        (``render.effect_segmenter``) with the run's own open-vocabulary segmenter, unless that field was set (to
+        another spec, or to None: off)."""
         from tasks.annotate.specs import is_vocab_segmenter
 
-        if "reseg_segmenter" not in self.score.model_fields_set and is_vocab_segmenter(self.segmenter):
-            self.score.reseg_segmenter = self.segmenter
-        return self
-
-    @model_validator(mode="after")
-    def _effects_with_the_run_segmenter(self) -> "RunConfig":
-        """Side effects are asked of the run's own open-vocabulary segmenter unless ``render.effect_segmenter`` was
-        set (to another spec, or to None: off)."""
-        from tasks.annotate.specs import is_vocab_segmenter
-
-        if "effect_segmenter" not in self.render.model_fields_set and is_vocab_segmenter(self.segmenter):
-            self.render.effect_segmenter = self.segmenter
+        if is_vocab_segmenter(self.segmenter):
+            for part, field in ((self.score, "reseg_segmenter"), (self.render, "effect_segmenter")):
+                if field not in part.model_fields_set:
+                    setattr(part, field, self.segmenter)
         return self
 
     def recorded(self) -> dict[str, Any]:
