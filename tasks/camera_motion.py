@@ -12,30 +12,13 @@ import cv2
 import numpy as np
 
 
+_GRID = 3  # px between the flow samples a map is fitted to
+
+
 def grow(masks: np.ndarray, px: int) -> np.ndarray:
     """``masks`` `(T, h, w)` bool dilated by an ellipse of radius ``px`` pixels, frame by frame."""
     kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * px + 1, 2 * px + 1))
     return np.stack([cv2.dilate(m.view(np.uint8), kernel) for m in masks]).astype(bool)
-
-
-def affine_from_flow(flow: np.ndarray, valid: np.ndarray, step: int = 3) -> np.ndarray | None:
-    """The affine map `(2, 3)` from a frame's pixel coordinates to another's that best fits ``flow`` `(h, w, 2)` on
-    ``valid`` pixels (least squares on a grid of ``step`` px, refitted without the worst third); None with too few
-    pixels."""
-    h, w = valid.shape
-    ys, xs = np.mgrid[0:h:step, 0:w:step]
-    keep = valid[ys, xs]
-    if keep.sum() < 12:
-        return None
-    x, y = xs[keep].astype(np.float64), ys[keep].astype(np.float64)
-    dst = np.stack([x + flow[ys, xs, 0][keep], y + flow[ys, xs, 1][keep]], 1)
-    design = np.stack([x, y, np.ones_like(x)], 1)
-    use = np.ones(len(x), bool)
-    for _ in range(2):
-        coef, *_ = np.linalg.lstsq(design[use], dst[use], rcond=None)
-        err = np.hypot(*(design @ coef - dst).T)
-        use = err <= np.quantile(err, 0.67) + 1e-6
-    return coef.T
 
 
 def clear_at(busy: np.ndarray, affine: np.ndarray) -> np.ndarray:
@@ -56,14 +39,48 @@ def aligned(frame: np.ndarray, affine: np.ndarray) -> np.ndarray:
 def camera_maps(luma: np.ndarray, busy: np.ndarray) -> list[np.ndarray]:
     """Per frame, the affine map `(3, 3)` from its pixels to the first frame's: maps between neighbouring frames
     fitted to their optical flow outside ``busy`` `(T, h, w)` bool (grown by 2 px), chained. ``luma`` `(T, h, w)`
-    float32 grey levels. A frame pair with too little clear flow is taken as not moving. Frame t's pixels → frame
-    r's: ``(inv(maps[r]) @ maps[t])[:2]``."""
-    grey = np.clip(luma, 0, 255).astype(np.uint8)
-    outside = ~grow(busy, 2)
+    grey levels, uint8 or float (clipped to 0..255 and truncated to uint8 for the flow). A frame pair with too little
+    clear flow (fewer than 12 points of the grid) is taken as not moving. Frame t's pixels → frame r's:
+    ``(inv(maps[r]) @ maps[t])[:2]``.
+
+    Each neighbouring pair's map is the least-squares affine fit to the flow on a grid of ``_GRID`` px, refitted
+    without the worst third of the points."""
+    grey = luma if luma.dtype == np.uint8 else np.clip(luma, 0, 255).astype(np.uint8)
+    h, w = grey.shape[1:]
+    ys, xs = np.mgrid[0:h:_GRID, 0:w:_GRID]
+    xs, ys = xs.astype(np.float64), ys.astype(np.float64)
+    outside = ~grow(busy, 2)[:, ::_GRID, ::_GRID]
     dis = cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_ULTRAFAST)
     to_first = [np.eye(3)]
-    for t in range(1, len(luma)):
-        affine = affine_from_flow(dis.calc(grey[t], grey[t - 1], None), outside[t] & outside[t - 1])
-        step = np.eye(3) if affine is None else np.vstack([affine, [0.0, 0.0, 1.0]])
+    for t in range(1, len(grey)):
+        flow = dis.calc(grey[t], grey[t - 1], None)[::_GRID, ::_GRID]
+        keep = outside[t] & outside[t - 1]
+        step = np.eye(3)
+        if keep.sum() >= 12:
+            x, y = xs[keep], ys[keep]
+            dst = np.stack([x + flow[..., 0][keep], y + flow[..., 1][keep]], 1)
+            design = np.stack([x, y, np.ones_like(x)], 1)
+            coef, *_ = np.linalg.lstsq(design, dst, rcond=None)
+            err = np.hypot(*(design @ coef - dst).T)
+            use = err <= _linear_quantile(err, 0.67) + 1e-6  # refitted without the worst third
+            coef, *_ = np.linalg.lstsq(design[use], dst[use], rcond=None)
+            step = np.vstack([coef.T, [0.0, 0.0, 1.0]])
         to_first.append(to_first[-1] @ step)
     return to_first
+
+
+def _linear_quantile(values: np.ndarray, q: float) -> float:
+    """``np.quantile(values, q)`` (its default, linear method) of a 1-d float64 array without NaNs, by a partial
+    sort around the two values it interpolates between (the same arithmetic, so the same result bit for bit)."""
+    n = len(values)
+    virtual = (n - 1) * q  # numpy's virtual index for the linear method
+    below = np.floor(virtual)
+    if virtual >= n - 1:
+        return float(np.max(values))
+    if virtual < 0:
+        return float(np.min(values))
+    k = int(below)
+    low, high = np.partition(values, (k, k + 1))[k : k + 2]
+    gamma = virtual - below
+    difference = high - low
+    return float(high - difference * (1 - gamma)) if gamma >= 0.5 else float(low + difference * gamma)

@@ -26,7 +26,8 @@ shot plays while the camera moves, and transforms chained over the whole clip dr
 *local views* instead (:func:`_local_residuals`):
 
 1. **The camera.** Affine maps between neighbouring frames from their optical flow outside the object, chained
-   (``tasks.camera_motion.camera_maps``): any frame can be looked at from any other over a short lag.
+   (``tasks.camera_motion.camera_maps``): any frame can be looked at from
+   any other over a short lag.
 2. **The residual.** For each frame t and each pixel within ``NEAR_SHARE`` of the short side of the object (outside
    it and its edge ring): the nearest frame before and the nearest after in which that pixel's spot is clear of the
    object grown by ``LOCAL_FAR_SHARE`` (a view that shows neither the object nor its shadow), aligned onto t; the
@@ -198,19 +199,18 @@ def _still_effects(grey: np.ndarray, objects: np.ndarray) -> tuple[np.ndarray | 
     """
     num_frames, h, w = grey.shape
     far_px = max(2, int(round(FAR_SHARE * min(h, w))))
-    # each pixel's distance to the object, per frame (working pixels)
-    distance = np.stack([cv2.distanceTransform((~o).view(np.uint8), cv2.DIST_L2, 3) for o in objects])
-    usable = distance > far_px
-    samples = np.where(usable, grey.astype(np.float32), np.nan)
+    reach_px = REACH_SHARE * min(h, w)
+    # per frame, the pixels far from the object (a background) and those near it (a change may reach them)
+    usable, seed = _far_and_near(objects, far_px, reach_px)
     enough = usable.sum(0) >= MIN_BACKGROUND_FRAMES
     if not enough.any():
         return None, "the object is never far from its surroundings"
-    samples[:, ~enough] = 0.0  # no background there: never a change (nanmedian of all-nan warns)
-    background = np.nanmedian(samples, axis=0).astype(np.float32)
+    background = _masked_median(grey, usable)
+    background[~enough] = 0.0  # no background there: never a change
     difference = grey.astype(np.float32) - background[None]
+    np.abs(difference, out=difference)  # only its size counts from here on
     # alignment and noise on the background seen without the object
-    residual = np.abs(difference[usable & enough[None]])
-    align_error = float(np.median(residual))
+    align_error = _median_of(difference[usable & enough[None]])
     if align_error > MAX_ALIGN_ERROR:
         return None, f"frames do not line up (median error {align_error:.1f})"
     sigma = 1.4826 * align_error
@@ -219,13 +219,12 @@ def _still_effects(grey: np.ndarray, objects: np.ndarray) -> tuple[np.ndarray | 
     ring = np.ones((2 * _EDGE_RING + 1, 2 * _EDGE_RING + 1), np.uint8)
     around = np.stack([cv2.dilate(o.view(np.uint8), ring) > 0 for o in objects])
     limit = np.maximum(NOISE_SIGMAS * sigma, MIN_CHANGE * (background + 10.0))
-    changed = (np.abs(difference) > limit[None]) & enough[None] & ~around
-    weak = (np.abs(difference) > 0.5 * limit[None]) & enough[None] & ~around  # half the limit
+    changed = (difference > limit[None]) & enough[None] & ~around
+    weak = (difference > 0.5 * limit[None]) & enough[None] & ~around  # half the limit
     opened = np.ones((3, 3), np.uint8)
-    seed = distance <= REACH_SHARE * min(h, w)  # near the object: a reflection may lie a little below it
     for t in range(num_frames):
         c = cv2.morphologyEx(changed[t].view(np.uint8), cv2.MORPH_OPEN, opened) > 0
-        # moving with the object: reaching near it ...
+        # moving with the object: reaching near it (a reflection may lie a little below it) ...
         changed[t] = _connected_to(c, seed[t]) if objects[t].any() else False
     # ... and in the same place relative to it
     found = _consistent(changed, weak, objects, np.broadcast_to(enough[None], changed.shape))
@@ -239,6 +238,45 @@ def _still_effects(grey: np.ndarray, objects: np.ndarray) -> tuple[np.ndarray | 
     return found, ""
 
 
+def _far_and_near(objects: np.ndarray, far: float, near: float) -> tuple[np.ndarray, np.ndarray]:
+    """Per frame, the pixels farther than ``far`` from the object and those within ``near`` of it `(T, h, w)` bool
+    each (working pixels; the 3x3 chamfer metric of ``cv2.distanceTransform``, ``DIST_L2``, mask 3; all pixels are
+    far in frames without the object). Each frame's transform is taken on the object's box grown by more than both:
+    a chamfer path from an object's pixel to a pixel of that box stays inside it, so the distances there are those of
+    a transform over the whole frame (up to the last bit of their float sums), and all pixels beyond it are far."""
+    num_frames, h, w = objects.shape
+    is_far, is_near = np.ones(objects.shape, bool), np.zeros(objects.shape, bool)
+    reach = int(np.ceil(max(far, near)))
+    for t, o in enumerate(objects):
+        rows, cols = np.flatnonzero(o.any(1)), np.flatnonzero(o.any(0))
+        if not len(rows):
+            continue
+        y0, y1 = max(0, rows[0] - reach - 1), min(h, rows[-1] + reach + 2)
+        x0, x1 = max(0, cols[0] - reach - 1), min(w, cols[-1] + reach + 2)
+        distance = cv2.distanceTransform((~o[y0:y1, x0:x1]).view(np.uint8), cv2.DIST_L2, 3)
+        is_far[t, y0:y1, x0:x1], is_near[t, y0:y1, x0:x1] = distance > far, distance <= near
+    return is_far, is_near
+
+
+def _masked_median(values: np.ndarray, use: np.ndarray) -> np.ndarray:
+    """Per pixel, the median of ``values`` `(T, h, w)` uint8 over the frames where ``use`` `(T, h, w)` bool is set
+    `(h, w)` float32 (the mean of the two middle values for an even count; 0 where no frame is used): what
+    ``np.nanmedian`` gives with the unused values set to NaN, from one sort of the stack (the unused values, as 256,
+    sort after all the used ones) and a pick by count."""
+    num_frames, h, w = values.shape
+    stack = values.reshape(num_frames, -1).T.astype(np.uint16)  # [pixel, frame]
+    unused = ~use.reshape(num_frames, -1).T
+    stack[unused] = 256
+    stack.sort(axis=1)
+    count = num_frames - unused.sum(1)
+    pixel = np.arange(len(stack))
+    low = stack[pixel, np.maximum(count - 1, 0) // 2].astype(np.float32)
+    high = stack[pixel, count // 2].astype(np.float32)
+    median = (low + high) / 2
+    median[count == 0] = 0.0
+    return median.reshape(h, w)
+
+
 def _hysteresis(core: np.ndarray, weak: np.ndarray) -> np.ndarray:
     """``core`` `(h, w)` bool grown geodesically by up to ``_GROW_STEPS`` pixels over ``weak`` `(h, w)` bool."""
     grown = core.view(np.uint8)
@@ -250,10 +288,11 @@ def _hysteresis(core: np.ndarray, weak: np.ndarray) -> np.ndarray:
 
 # ----------------------------------------------------------------------------------------------- moving cameras
 def _median(values: np.ndarray) -> float:
-    """``np.median`` of a 1-d array of at least 2 values, without its overhead (a partial sort around the middle)."""
+    """``np.median`` of a 1-d float32 array of at least 2 values, without its overhead (a partial sort around the
+    middle, in place: ``values`` is reordered)."""
     middle = len(values) // 2
-    low, high = np.partition(values, (middle - 1, middle))[middle - 1 : middle + 1]
-    return float(high) if len(values) % 2 else float((low + high) / 2)
+    values.partition((middle - 1, middle))
+    return float(values[middle]) if len(values) % 2 else float((values[middle - 1] + values[middle]) / 2)
 
 
 def _exposure_shifts(luma: np.ndarray, busy: np.ndarray, onto: np.ndarray, pairs: np.ndarray) -> np.ndarray:
@@ -266,72 +305,97 @@ def _exposure_shifts(luma: np.ndarray, busy: np.ndarray, onto: np.ndarray, pairs
     grid = np.diag([_EXPOSURE_STEP, _EXPOSURE_STEP, 1.0])  # grid pixels -> frame pixels
     gh, gw = -(-h // _EXPOSURE_STEP), -(-w // _EXPOSURE_STEP)
     free_grid = np.stack([cv2.resize(b, (gw, gh), interpolation=cv2.INTER_NEAREST) == 0 for b in busy])
-    luma_grid = luma[:, ::_EXPOSURE_STEP, ::_EXPOSURE_STEP]
+    luma_grid = np.ascontiguousarray(luma[:, ::_EXPOSURE_STEP, ::_EXPOSURE_STEP])
     shifts = np.zeros((num_frames, num_frames))
     for r in range(num_frames):
         seen_by = np.flatnonzero(pairs[:, r])
+        if not len(seen_by):
+            continue
         free = np.empty((len(seen_by), gh, gw), np.uint8)  # frame r's busy points seen from each frame t's grid
         views = np.empty((len(seen_by), gh, gw), np.float32)  # frame r's luma on each frame t's grid
-        for i, t in enumerate(seen_by):
-            coarse = (onto[t, r] @ grid)[:2]
+        for i, coarse in enumerate((onto[seen_by, r] @ grid)[:, :2]):
             cv2.warpAffine(busy[r], coarse, (gw, gh), dst=free[i], flags=cv2.INTER_NEAREST | cv2.WARP_INVERSE_MAP,
                            borderValue=1)  # fmt: skip
             cv2.warpAffine(luma[r], coarse, (gw, gh), dst=views[i], flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
                            borderMode=cv2.BORDER_REPLICATE)  # fmt: skip
         shared = (free == 0) & free_grid[seen_by]
-        differences = luma_grid[seen_by] - views
-        for i, t in enumerate(seen_by):
-            values = differences[i][shared[i]]
-            shifts[t, r] = _median(values) if len(values) >= _MIN_PIXELS else 0.0
+        values = (luma_grid[seen_by] - views)[shared]  # each frame t's values, one after the other
+        counts = np.count_nonzero(shared.reshape(len(seen_by), -1), axis=1)
+        for t, count, end in zip(seen_by.tolist(), counts.tolist(), np.cumsum(counts).tolist()):
+            if count >= _MIN_PIXELS:
+                shifts[t, r] = _median(values[end - count : end])
     return shifts
 
 
 def _aligned_views(
     luma: np.ndarray,
     onto: np.ndarray,
-    boxes: np.ndarray,
-    want_t: np.ndarray,
+    t: int,
+    box: tuple[int, int, int, int],
     want_r: np.ndarray,
     want_y: np.ndarray,
     want_x: np.ndarray,
     pad: int,
-) -> np.ndarray:
-    """Per request i, frame ``want_r[i]`` aligned onto frame ``want_t[i]`` (``onto`` `(T, T, 3, 3)`: frame t's
-    pixels -> frame r's) at that frame's pixel (``want_y[i]``, ``want_x[i]``): its luma and its low-passed luma
-    (Gaussian, sigma 1.5 working pixels) `(n, 2)` float32. Frame r is aligned and low-passed onto the part of frame
-    t's box (``boxes[t]``: y0, y1, x0, x1) that the requests of (t, r) need, grown by ``pad`` (the Gaussian's
-    support; where the part meets the box's edge, the low pass sees that edge as a pass over the whole box would).
-    Frame r by frame r, so that its pixels are read while in the cache."""
-    num_frames = len(luma)
-    pair = (want_r * num_frames + want_t).astype(np.int16 if num_frames <= 181 else np.int32)  # < num_frames**2
-    by_pair = np.argsort(pair, kind="stable")  # a radix sort for 16-bit keys
-    pair, sy, sx = pair[by_pair], want_y[by_pair], want_x[by_pair]
-    starts = np.flatnonzero(np.diff(pair, prepend=-1))
-    ends = np.append(starts[1:], len(pair))
-    frame_t, frame_r = want_t[by_pair[starts]], want_r[by_pair[starts]]
-    box = boxes[frame_t]  # [pairs, (y0, y1, x0, x1)]
-    top = np.maximum(np.minimum.reduceat(sy, starts) - pad, box[:, 0])
-    bottom = np.minimum(np.maximum.reduceat(sy, starts) + pad + 1, box[:, 1])
-    left = np.maximum(np.minimum.reduceat(sx, starts) - pad, box[:, 2])
-    right = np.minimum(np.maximum.reduceat(sx, starts) + pad + 1, box[:, 3])
-    parts = onto[frame_t, frame_r, :2]  # [pairs, 2, 3]: each part's pixels -> frame r's
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per request i, frame ``want_r[i]`` aligned onto frame ``t`` (``onto`` `(T, T, 3, 3)`: frame t's pixels ->
+    frame r's) at its pixel (``want_y[i]``, ``want_x[i]``): its luma and its low-passed luma (Gaussian, sigma 1.5
+    working pixels), `(n,)` float32 each. Frame r is aligned and low-passed onto the part of frame t's ``box`` (y0,
+    y1, x0, x1) that the requests of r need, grown by ``pad`` (the Gaussian's support; where the part meets the box's
+    edge, the low pass sees that edge as a pass over the whole box would). Frame indices below 32,768."""
+    by_frame = np.argsort(want_r.astype(np.int16), kind="stable")  # a radix sort for 16-bit keys
+    sy, sx = want_y[by_frame].astype(np.int32), want_x[by_frame].astype(np.int32)
+    counts = np.bincount(want_r, minlength=len(luma))
+    frames = np.flatnonzero(counts)
+    counts = counts[frames]
+    starts = np.cumsum(counts) - counts
+    top = np.maximum(np.minimum.reduceat(sy, starts) - pad, box[0])
+    bottom = np.minimum(np.maximum.reduceat(sy, starts) + pad + 1, box[1])
+    left = np.maximum(np.minimum.reduceat(sx, starts) - pad, box[2])
+    right = np.minimum(np.maximum.reduceat(sx, starts) + pad + 1, box[3])
+    parts = onto[t, frames, :2]  # [parts, 2, 3]: each part's pixels -> frame r's
     parts[:, :, 2] += parts[:, :, 0] * left[:, None] + parts[:, :, 1] * top[:, None]
-    out = np.empty((len(pair), 2), np.float32)
-    corners = zip(top.tolist(), bottom.tolist(), left.tolist(), right.tolist())
-    for i, (start, end, r, (a, b, c, d)) in enumerate(zip(starts.tolist(), ends.tolist(), frame_r.tolist(), corners)):
-        view = cv2.warpAffine(luma[r], parts[i], (d - c, b - a), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
-                              borderMode=cv2.BORDER_REPLICATE)  # fmt: skip
-        low = cv2.GaussianBlur(view, (0, 0), 1.5)
-        flat = (sy[start:end] - a) * (d - c) + (sx[start:end] - c)
-        out[start:end, 0], out[start:end, 1] = view.ravel()[flat], low.ravel()[flat]
-    seen_from = np.empty_like(out)
-    seen_from[by_pair] = out
-    return seen_from
+    width = right - left
+    flat = sy * np.repeat(width, counts) + sx - np.repeat(top * width + left, counts)  # into each request's part
+    out_seen, out_low = np.empty(len(want_r), np.float32), np.empty(len(want_r), np.float32)  # in the sorted order
+    size = int(((bottom - top) * width).max())
+    scratch_seen, scratch_low = np.empty(size, np.float32), np.empty(size, np.float32)
+    flags = cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP
+    ends = (starts + counts).tolist()
+    for matrix, r, rows, cols, start, end in zip(parts, frames.tolist(), (bottom - top).tolist(), width.tolist(),
+                                                 starts.tolist(), ends):  # fmt: skip
+        view, low = scratch_seen[: rows * cols], scratch_low[: rows * cols]
+        cv2.warpAffine(luma[r], matrix, (cols, rows), dst=view.reshape(rows, cols), flags=flags,
+                       borderMode=cv2.BORDER_REPLICATE)  # fmt: skip
+        cv2.GaussianBlur(view.reshape(rows, cols), (0, 0), 1.5, dst=low.reshape(rows, cols))
+        at = flat[start:end]
+        view.take(at, out=out_seen[start:end])
+        low.take(at, out=out_low[start:end])
+    seen, low = np.empty(len(want_r), np.float32), np.empty(len(want_r), np.float32)
+    seen[by_frame], low[by_frame] = out_seen, out_low
+    return seen, low
+
+
+def _median_of(values: np.ndarray) -> float:
+    """``np.median`` of a 1-d float array of at least 1 value, faster on large arrays: the two middle values are
+    selected among the values between two bounds taken from a sample (all of them when the bounds miss)."""
+    n = len(values)
+    middle = n // 2
+    wanted = (middle - 1, middle) if n % 2 == 0 else (middle,)
+    if n >= 4096:
+        sample = values[:: n // 1024]  # 1,024 to 2,047 values
+        at = (len(sample) * 45 // 100, len(sample) * 55 // 100)  # about the 45th and 55th percentiles
+        low, high = np.partition(sample, at)[list(at)]
+        below = int(np.count_nonzero(values < low))
+        between = values[(values >= low) & (values <= high)]
+        if below <= wanted[0] and below + len(between) > wanted[-1]:
+            picked = np.partition(between, tuple(k - below for k in wanted))[[k - below for k in wanted]]
+            return float(picked.mean())
+    return float(np.mean(np.partition(values, wanted)[list(wanted)]))
 
 
 def _local_residuals(
     luma: np.ndarray, near: np.ndarray, busy: np.ndarray, to_first: list[np.ndarray]
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
+) -> tuple[dict[int, tuple[tuple[int, int, int, int], np.ndarray, np.ndarray, np.ndarray]], float]:
     """Per frame, what each pixel of ``near`` shows that its own background, seen in nearby frames, does not.
 
     For each pixel of ``near[t]``: the nearest frame before t and the nearest after in which its spot is clear of
@@ -346,10 +410,11 @@ def _local_residuals(
     Work, in three passes: (1) per frame t, which frames are clear at each pixel (one nearest-neighbour warp of
     ``busy`` per frame onto the box around ``near[t]``), then each pixel's nearest clear frame on each side at once
     (with the stop of a search frame by frame: once all but 5 % of the pixels have a view); (2) frame by frame r,
-    the exposure changes of the frames that look at r (:func:`_exposure_shifts`) and r aligned and low-passed on
-    the part of each such frame's box its pixels need (:func:`_aligned_views`); (3) per frame t, the residuals.
-    The results are those of a frame-by-frame search that aligns and low-passes each view over the whole box (up to
-    the rounding of the warps' fixed-point coordinates).
+    the exposure changes of the frames that look at r (:func:`_exposure_shifts`); (3) per frame t and side, each
+    view aligned and low-passed on the part of t's box its pixels need (:func:`_aligned_views`), the residuals.
+    Only each frame's box is kept and returned (no whole-frame arrays). The results are those of a frame-by-frame
+    search that aligns and low-passes each view over the whole box (up to the rounding of the warps' fixed-point
+    coordinates).
 
     Args:
         luma (`np.ndarray` of shape `(T, h, w)`, float32): grey levels at working resolution.
@@ -357,11 +422,12 @@ def _local_residuals(
         to_first: per frame, the `(3, 3)` map from its pixels to the first frame's (``camera_maps``).
 
     Returns:
-        ``(both, either, base, align_error)``: `(T, h, w)` float32 each, the residual in grey levels where both sides
-        have a view (NaN elsewhere), the same where at least one side has (the one side's value where only one has;
-        NaN where none has), and the brightness of the view it was measured against; and the median absolute
-        difference (low-passed, before the background's own change is taken off) of all views used: how well the
-        frames line up, in grey levels.
+        ``(per_frame, align_error)``: per frame t with pixels to measure, ``(box, both, either, base)``: the box
+        around them (y0, y1, x0, x1; nothing is measured outside it) and on it `(y1 - y0, x1 - x0)` float32 each,
+        the residual in grey levels where both sides have a view (NaN elsewhere), the same where at least one side
+        has (the one side's value where only one has; NaN where none has), and the brightness of the view it was
+        measured against; and the median absolute difference (low-passed, before the background's own change is
+        taken off) of all views used: how well the frames line up, in grey levels. Empty where no pixel has a view.
     """
     num_frames, h, w = luma.shape
     from_first = np.linalg.inv(np.stack(to_first))  # [num_frames, 3, 3]
@@ -387,11 +453,13 @@ def _local_residuals(
         box = np.array([[1.0, 0.0, x0], [0.0, 1.0, y0], [0.0, 0.0, 1.0]])  # box pixels -> frame t's pixels
 
         def clear_of(
-            r: int, t: int = t, box: np.ndarray = box, size: tuple[int, int] = (x1 - x0, y1 - y0)
-        ) -> np.ndarray:
-            """Frame r's ``busy`` seen from frame t's box `(y1 - y0, x1 - x0)` uint8 (0: clear; 1 also beyond r)."""
+            r: int, out: np.ndarray, t: int = t, box: np.ndarray = box, size: tuple[int, int] = (x1 - x0, y1 - y0)
+        ) -> None:
+            """Frame r's ``busy`` seen from frame t's box, written to ``out`` (the box's pixels, flat, uint8; 0:
+            clear; 1 also beyond r)."""
             flags = cv2.INTER_NEAREST | cv2.WARP_INVERSE_MAP
-            return cv2.warpAffine(busy_u8[r], (onto[t, r] @ box)[:2], size, flags=flags, borderValue=1)
+            cv2.warpAffine(busy_u8[r], (onto[t, r] @ box)[:2], size, dst=out.reshape(size[::-1]), flags=flags,
+                           borderValue=1)  # fmt: skip
 
         for side, direction in enumerate((-1, 1)):
             order = np.arange(t + direction, -1 if direction < 0 else num_frames, direction)  # nearest first
@@ -408,7 +476,7 @@ def _local_residuals(
             while ready < len(order) and stop is None:
                 upto = min(len(order), 2 * ready + 4)
                 for k in range(ready, upto):
-                    warped[k] = clear_of(order[k]).reshape(-1)
+                    clear_of(order[k], warped[k])
                 ranks = np.arange(ready, upto, dtype=rank_type)[:, None]
                 nearest = np.minimum(nearest, ((warped[ready:upto].astype(rank_type) * none) | ranks).min(0)[in_box])
                 ready = upto
@@ -423,104 +491,95 @@ def _local_residuals(
                 continue
             k = nearest[idx].astype(np.int64)
             for rank in range(ready, min(len(order), 2 * int(k.max()) + 2)):  # the views as far again
-                warped[rank] = clear_of(order[rank]).reshape(-1)
+                clear_of(order[rank], warped[rank])
             k2 = 2 * k + 1  # the frame as far again on the same side, where it exists and is clear too
             twice = np.flatnonzero(k2 < len(order))
             twice = twice[warped[k2[twice], in_box[idx[twice]]] == 0]
             uses.append((t, side, idx, order[k], twice, order[k2[twice]]))
 
-    both = np.full((num_frames, h, w), np.nan, np.float32)
-    either, base = both.copy(), both.copy()
     if not uses:  # no pixel has a clear view
-        return both, either, base, 0.0
+        return {}, 0.0
 
-    # 2. frame by frame (a frame's pixels are read while they are in the cache): exposure changes and views
+    # 2. frame by frame (a frame's pixels are read while they are in the cache): exposure changes
     pairs = np.zeros((num_frames, num_frames), bool)  # [t, r]: frame r is seen from frame t
     for t, _, _, frame, _, frame2 in uses:
         pairs[t, frame] = pairs[t, frame2] = True
     shifts = _exposure_shifts(luma, busy_u8, onto, pairs)
-    # every (pixel of frame t, frame r) to look at, flat over all uses: first each use's views, then its views as
-    # far again
-    sizes = np.array([len(i) + len(tw) for _, _, i, _, tw, _ in uses])
-    starts = np.concatenate([[0], np.cumsum(sizes)])
-    want_t = np.repeat([t for t, *_ in uses], sizes)
-    want_r = np.concatenate([np.concatenate([f, f2]) for _, _, _, f, _, f2 in uses])
-    want_y = np.concatenate([measured[t][0][np.concatenate([i, i[tw]])] for t, _, i, _, tw, _ in uses])
-    want_x = np.concatenate([measured[t][1][np.concatenate([i, i[tw]])] for t, _, i, _, tw, _ in uses])
-    boxes = np.zeros((num_frames, 4), np.int64)
-    for t, m in measured.items():
-        boxes[t] = m[3]
-    seen_from = _aligned_views(luma, onto, boxes, want_t, want_r, want_y, want_x, pad)  # [n, (luma, low-passed)]
 
-    # 3. per frame t: the residual on each side, then both sides together
+    # 3. per frame t and side: its views aligned onto t, the residual on each side, then both sides together
     sides = {t: np.full((2, 2, len(m[0])), np.nan, np.float32) for t, m in measured.items()}  # [side, (residual,
     # brightness of the view), pixel]
     raw: list[np.ndarray] = []  # per view, its absolute differences on the pixels it measured
-    for (t, side, idx, frame, twice, frame2), start in zip(uses, starts):
-        view = seen_from[start : start + len(idx)]
+    for t, side, idx, frame, twice, frame2 in uses:
+        ys, xs, here, box = measured[t]
+        pixels = np.concatenate([idx, idx[twice]])
+        seen, low = _aligned_views(luma, onto, t, box, np.concatenate([frame, frame2]), ys[pixels], xs[pixels], pad)
         shift = shifts[t, frame]
-        diff = measured[t][2][idx] - view[:, 1] - shift
+        diff = here[idx] - low[: len(idx)] - shift
         raw.append(np.abs(diff))
         if len(twice):
-            view2 = seen_from[start + len(idx) : start + len(idx) + len(twice), 1]
-            own = np.abs(view[twice, 1] - view2 - (shifts[t, frame2] - shift[twice]))
+            own = np.abs(low[twice] - low[len(idx) :] - (shifts[t, frame2] - shift[twice]))
             diff[twice] = np.sign(diff[twice]) * np.maximum(np.abs(diff[twice]) - own, 0.0)
-        sides[t][side, 0, idx], sides[t][side, 1, idx] = diff, view[:, 0]
+        sides[t][side, 0, idx], sides[t][side, 1, idx] = diff, seen[: len(idx)]
+    found = {}
     for t, ((before, seen_before), (after, seen_after)) in sides.items():
-        ys, xs = measured[t][:2]
+        ys, xs, _, (y0, y1, x0, x1) = measured[t]
         closer = np.where(np.abs(before) <= np.abs(after), before, after)
         combined = np.where(before * after < 0, 0.0, closer)
-        both[t, ys, xs] = np.where(np.isnan(before) | np.isnan(after), np.nan, combined)
-        either[t, ys, xs] = np.where(np.isnan(before), after, np.where(np.isnan(after), before, combined))
-        base[t, ys, xs] = np.where(np.isnan(seen_before), seen_after, seen_before)
-    align_error = float(np.median(np.concatenate(raw))) if raw else 0.0
-    return both, either, base, align_error
+        both, either, base = np.full((3, y1 - y0, x1 - x0), np.nan, np.float32)
+        both[ys - y0, xs - x0] = np.where(np.isnan(before) | np.isnan(after), np.nan, combined)
+        either[ys - y0, xs - x0] = np.where(np.isnan(before), after, np.where(np.isnan(after), before, combined))
+        base[ys - y0, xs - x0] = np.where(np.isnan(seen_before), seen_after, seen_before)
+        found[t] = (y0, y1, x0, x1), both, either, base
+    align_error = _median_of(np.concatenate(raw)) if raw else 0.0
+    return found, align_error
 
 
-def _distance_to(objects: np.ndarray, reach: int) -> np.ndarray:
-    """Per frame, each pixel's Euclidean distance to the object `(T, h, w)` float32, in working pixels, exact up to
-    ``reach`` pixels and ``np.inf`` beyond (and in frames without the object). Each frame's transform is taken on the
-    object's box grown by more than ``reach``: the object's pixels nearest to a pixel of that box lie inside it."""
-    distance = np.full(objects.shape, np.inf, np.float32)
+def _within(objects: np.ndarray, reaches: tuple[int, ...]) -> list[np.ndarray]:
+    """Per reach of ``reaches`` (working pixels), the pixels whose Euclidean distance to the object is at most that
+    `(T, h, w)` bool (none in frames without the object). Each frame's distance transform is taken on the object's
+    box grown by more than the largest reach: the object's pixels nearest to a pixel of that box lie inside it."""
+    masks = [np.zeros(objects.shape, bool) for _ in reaches]
     h, w = objects.shape[1:]
-    for o, d in zip(objects, distance):
+    reach = max(reaches)
+    for t, o in enumerate(objects):
         rows, cols = np.flatnonzero(o.any(1)), np.flatnonzero(o.any(0))
         if not len(rows):
             continue
         y0, y1 = max(0, rows[0] - reach - 1), min(h, rows[-1] + reach + 2)
         x0, x1 = max(0, cols[0] - reach - 1), min(w, cols[-1] + reach + 2)
-        d[y0:y1, x0:x1] = cv2.distanceTransform((~o[y0:y1, x0:x1]).view(np.uint8), cv2.DIST_L2, cv2.DIST_MASK_PRECISE)
-    distance[distance > reach] = np.inf
-    return distance
+        d = cv2.distanceTransform((~o[y0:y1, x0:x1]).view(np.uint8), cv2.DIST_L2, cv2.DIST_MASK_PRECISE)
+        for mask, r in zip(masks, reaches):
+            mask[t, y0:y1, x0:x1] = d <= r
+    return masks
 
 
-def _local_effects(luma: np.ndarray, objects: np.ndarray) -> tuple[np.ndarray | None, str]:
+def _local_effects(grey: np.ndarray, objects: np.ndarray) -> tuple[np.ndarray | None, str]:
     """The effect on a moving camera, from local views (steps 1-4 of the module docstring's moving-camera route).
 
     Args:
-        luma (`np.ndarray` of shape `(T, h, w)`, float32): the clip's grey levels at working resolution.
+        grey (`np.ndarray` of shape `(T, h, w)`, uint8): the clip's grey levels at working resolution.
         objects (`np.ndarray` of shape `(T, h, w)`, bool): the object.
 
     Returns:
         ``(found, why)``: `(T, h, w)` bool, the effect at working resolution in each frame's own coordinates, or None
         and why nothing can be said.
     """
+    luma = grey.astype(np.float32)
     num_frames, h, w = luma.shape
     short = min(h, w)
-    # each pixel's distance to the object, per frame (working pixels; infinite where the object is absent and beyond
-    # the farthest distance used)
-    distance = _distance_to(objects, max(2, round(NEAR_SHARE * short), round(LOCAL_FAR_SHARE * short)))
-    around = distance <= _EDGE_RING
-    near = (distance <= max(2, round(NEAR_SHARE * short))) & ~around
-    busy = distance <= max(2, round(LOCAL_FAR_SHARE * short))
-    seed = distance <= max(2, round(REACH_SHARE * short))
-    residual, either, base, align_error = _local_residuals(luma, near, busy, camera_maps(luma, seed))
-    if not np.isfinite(either).any():
+    # the pixels within each distance used of the object, per frame (working pixels)
+    reaches = tuple(max(2, round(share * short)) for share in (NEAR_SHARE, LOCAL_FAR_SHARE, REACH_SHARE))
+    around, near, busy, seed = _within(objects, (_EDGE_RING, *reaches))
+    near &= ~around
+    views, align_error = _local_residuals(luma, near, busy, camera_maps(grey, seed))
+    if not any(np.isfinite(either).any() for _, _, either, _ in views.values()):
         return None, "no frame shows the object's surroundings without it"
     if align_error > MAX_ALIGN_ERROR:
         return None, f"frames do not line up (median residual {align_error:.1f})"
-    floor = MIN_CHANGE * (np.nan_to_num(base) + 10.0)  # per pixel: the weakest change that counts, grey levels
-    measured = np.isfinite(residual)
+    # per frame, on its box: the residual, the weakest change that counts (grey levels), the change on either side
+    boxed = {t: (box, residual, MIN_CHANGE * (np.nan_to_num(base) + 10.0), either)
+             for t, (box, residual, either, base) in views.items()}  # fmt: skip
 
     # the object's frame of reference: its centroid at (h, w) of a (2h, 2w) canvas. Per position: the residuals'
     # sum and sum of squares, the floors' sum, how many samples are darker and how many lighter by half the floor
@@ -533,10 +592,13 @@ def _local_effects(luma: np.ndarray, objects: np.ndarray) -> tuple[np.ndarray | 
             continue
         oy, ox = h - int(round(ys.mean())), w - int(round(xs.mean()))
         offsets[t] = (oy, ox)
-        py, px = np.nonzero(measured[t])
+        if t not in boxed:
+            continue
+        (y0, _, x0, _), residual, floor, _ = boxed[t]
+        py, px = np.nonzero(np.isfinite(residual))
         if len(py) < _MIN_PIXELS:
             continue
-        samples.append(((py + oy) * canvas[1] + px + ox, residual[t][py, px], floor[t][py, px]))
+        samples.append(((py + y0 + oy) * canvas[1] + px + x0 + ox, residual[py, px], floor[py, px]))
     used = len(samples)  # frames whose residuals count
     if used < MIN_BACKGROUND_FRAMES:
         return None, f"{used} frames show the object's surroundings without it on both sides"
@@ -556,19 +618,23 @@ def _local_effects(luma: np.ndarray, objects: np.ndarray) -> tuple[np.ndarray | 
     sign = np.sign(mean) * zone
 
     # per frame: the zone at the object's place, on pixels that change that way in this frame
+    # (on the box of the frame's measured pixels: nothing is found, joined or grown beyond them)
     found = np.zeros((num_frames, h, w), bool)
     for t, (oy, ox) in offsets.items():
-        change = either[t]  # np.nan where no side has a view: left out
-        weak = np.isfinite(change) & (np.abs(change) > 0.5 * floor[t])
-        here = sign[oy : oy + h, ox : ox + w]
-        core = _connected_to(weak & (change * here > 0), seed[t])
+        if t not in boxed:
+            continue
+        (y0, y1, x0, x1), _, floor, change = boxed[t]  # change: np.nan where no side has a view, left out
+        box = slice(y0, y1), slice(x0, x1)
+        weak = np.isfinite(change) & (np.abs(change) > 0.5 * floor)
+        here = sign[oy : oy + h, ox : ox + w][box]
+        core = _connected_to(weak & (change * here > 0), seed[t][box])
         if core.any():
             # the zone's pixels this frame does not contradict (a view exists and does not change the other way),
             # joined to the core: where the background changes by itself its residual is shrunk to nothing
             uncontradicted = (here != 0) & np.isfinite(change) & ~(weak & (change * here < 0))
             core |= _connected_to(uncontradicted | core, core)
         dominant = np.sign(change[core].sum()) if core.any() else 0.0
-        found[t] = _hysteresis(core, weak & (change * dominant > 0))
+        found[t][box] = _hysteresis(core, weak & (change * dominant > 0))
     return found, ""
 
 
@@ -595,11 +661,14 @@ def find_effects(
         raise InputError(name, "bad_shape", f"frames must be uint8 (T, H, W, 3), got {frames.dtype} {frames.shape}")
     if object_masks.shape != frames.shape[:3]:
         raise InputError(name, "bad_shape", f"object masks {object_masks.shape} do not match frames {frames.shape}")
-    object_masks = object_masks.astype(bool)
+    object_masks = object_masks.astype(bool, copy=False)
     num_frames, height, width = object_masks.shape
-    empty = np.zeros_like(object_masks)
+
+    def unreliable(why: str) -> EffectMasks:  # nothing looked for or found: nothing grows
+        return EffectMasks(np.zeros_like(object_masks), 0.0, "unreliable", why)
+
     if num_frames < 2 * MIN_BACKGROUND_FRAMES or not object_masks.any():
-        return EffectMasks(empty, 0.0, "unreliable", f"{num_frames} frames or an empty object: nothing to compare")
+        return unreliable(f"{num_frames} frames or an empty object: nothing to compare")
     h, w = _work_size(height, width)
     grey = np.stack([cv2.resize(cv2.cvtColor(f, cv2.COLOR_RGB2GRAY), (w, h), interpolation=cv2.INTER_AREA)
                      for f in frames])  # fmt: skip
@@ -610,17 +679,17 @@ def find_effects(
         found, why = _still_effects(grey, objects)
         source: EffectSource = "static-background"
     elif moving_cameras:
-        found, why = _local_effects(grey.astype(np.float32), objects)
+        found, why = _local_effects(grey, objects)
         source = "local-views"
     else:
-        return EffectMasks(empty, 0.0, "unreliable", "moving camera: effects are looked for on still cameras only")
+        return unreliable("moving camera: effects are looked for on still cameras only")
     if found is None:
-        return EffectMasks(empty, 0.0, "unreliable", why)
+        return unreliable(why)
     out = np.zeros_like(object_masks)
     for t in range(num_frames):
         if found[t].any():
-            out[t] = cv2.resize(found[t].view(np.uint8), (width, height), interpolation=cv2.INTER_NEAREST) > 0
-    out &= ~object_masks
-    area = float(out.mean())
+            grown = cv2.resize(found[t].view(np.uint8), (width, height), interpolation=cv2.INTER_NEAREST) > 0
+            np.greater(grown, object_masks[t], out=out[t])  # outside the object's mask
+    area = np.count_nonzero(out) / out.size
     what = "still camera" if source == "static-background" else "moving camera, local views"
     return EffectMasks(out, area, source, f"{what}; effect {100 * area:.2f}% of the clip's pixels")

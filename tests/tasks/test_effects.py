@@ -10,6 +10,8 @@ import numpy as np
 import pytest
 
 from catalog.store import Catalog
+from tasks import effects
+from tasks.camera_motion import _linear_quantile, camera_maps
 from tasks.effects import EFFECT_SOURCES, find_effects
 from tasks.engines.propagation import PropagationEngine
 from tasks.errors import InputError
@@ -275,3 +277,84 @@ def test_the_render_step_inpaints_and_records_the_grown_mask(tmp_path, camera: s
 
 def test_effect_sources_are_the_documented_ones() -> None:
     assert set(EFFECT_SOURCES) == {"static-background", "local-views", "unreliable"}
+
+
+# ----------------------------------------------------------------------------------------------- the fast helpers
+# the finder's speed-ups must not change what it finds: each helper against the numpy/OpenCV call it stands for
+
+
+def test_the_masked_median_is_nanmedian_of_the_used_values() -> None:
+    """Per pixel, the median over the used frames, odd and even counts, one used frame, none (0)."""
+    rng = np.random.default_rng(0)
+    values = rng.integers(0, 256, (9, 7, 11)).astype(np.uint8)
+    use = rng.random(values.shape) > 0.4
+    use[:, 0, 0] = False  # no frame: 0
+    use[:, 0, 1] = False
+    use[3, 0, 1] = True  # one frame: its value
+    values[:, 1, :] = 255  # the largest value sorts before the unused ones
+    samples = np.where(use, values.astype(np.float32), np.nan)
+    samples[:, ~use.any(0)] = 0.0
+    expected = np.nanmedian(samples, axis=0).astype(np.float32)
+    got = effects._masked_median(values, use)
+    assert got.dtype == np.float32 and np.array_equal(got, expected)
+    assert got[0, 0] == 0.0 and got[0, 1] == values[3, 0, 1]
+
+
+@pytest.mark.parametrize("size", [1, 2, 7, 4095, 4096, 20_001, 100_000])
+def test_the_windowed_median_is_np_median(size: int) -> None:
+    """Small arrays (a plain partial sort), large ones (values between two sampled bounds), skewed, with ties, and an
+    array whose strided sample misses the middle (the window falls back to all values)."""
+    rng = np.random.default_rng(size)
+    misleading = np.zeros(size)
+    misleading[:: max(1, size // 1024)] = 1000.0  # the sample sees only these
+    for values in (
+        np.abs(rng.normal(0.0, 3.0, size)),
+        np.round(rng.exponential(2.0, size), 1),  # many ties
+        np.concatenate([np.zeros(size // 2), rng.random(size - size // 2) * 100]),
+        np.sort(rng.random(size)),
+        misleading,
+    ):
+        assert effects._median_of(values) == float(np.median(values))
+        assert effects._median_of(values.astype(np.float32)) == float(np.median(values.astype(np.float32)))
+
+
+def test_the_linear_quantile_is_np_quantile() -> None:
+    rng = np.random.default_rng(1)
+    for size in [1, 2, 3, 10, 99, 1000, 9600]:
+        for _ in range(5):
+            values = np.abs(rng.normal(0.0, 1.0, size)) * rng.choice([1e-3, 1.0, 100.0])
+            for q in (0.0, 0.1, 0.5, 0.67, 0.99, 1.0):
+                assert _linear_quantile(values, q) == np.quantile(values, q)
+
+
+def test_camera_maps_follow_a_known_shift_and_skip_blind_pairs() -> None:
+    """A texture moved by a known step per frame gives that translation (uint8 and float input alike); a frame pair
+    with nothing clear is taken as not moving."""
+    rng = np.random.default_rng(3)
+    texture = cv2.GaussianBlur(rng.uniform(0, 255, (120, 160)).astype(np.float32), (0, 0), 2.0)
+    dx, dy = 1.5, -0.75  # px per frame
+    frames = np.stack([cv2.warpAffine(texture, np.float32([[1, 0, -t * dx], [0, 1, -t * dy]]), (160, 120),
+                                      borderMode=cv2.BORDER_REFLECT) for t in range(6)])[:, 20:100, 20:140]  # fmt: skip
+    busy = np.zeros(frames.shape, bool)
+    maps = camera_maps(frames, busy)
+    for t, m in enumerate(maps):  # frame t's pixel x lies at x + t * dx in frame 0
+        assert np.allclose(m[:2, 2], [t * dx, t * dy], atol=0.3) and np.allclose(m[:2, :2], np.eye(2), atol=0.01)
+    grey = np.clip(frames, 0, 255).astype(np.uint8)
+    assert all(np.array_equal(a, b) for a, b in zip(camera_maps(grey, busy), camera_maps(frames, busy)))
+    busy[3] = True  # nothing clear between frames 2 and 3, and 3 and 4
+    blind = camera_maps(frames, busy)
+    assert np.array_equal(blind[3], blind[2]) and np.allclose(blind[5][:2, 2] - blind[4][:2, 2], [dx, dy], atol=0.2)
+
+
+def test_far_and_near_are_those_of_the_whole_frame_distance() -> None:
+    """The boxed transforms give the whole-frame one's far and near pixels; frames without the object are all far;
+    objects at the frame's edge too."""
+    objects = np.zeros((3, 60, 80), bool)
+    objects[0, 20:30, 30:45] = True
+    objects[2, 0:8, 70:80] = True  # at the corner
+    far, near = effects._far_and_near(objects, 12, 9.6)
+    assert far[1].all() and not near[1].any()
+    for t in (0, 2):
+        full = cv2.distanceTransform((~objects[t]).view(np.uint8), cv2.DIST_L2, 3)
+        assert np.array_equal(far[t], full > 12) and np.array_equal(near[t], full <= 9.6)
+        assert near[t].sum() > objects[t].sum() and (~far[t]).sum() > near[t].sum()  # not trivially all or none
