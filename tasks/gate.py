@@ -19,7 +19,7 @@ import cv2
 import numpy as np
 
 from tasks.annotate.loading import under_load_lock
-from tasks.camera_motion import aligned, camera_maps, clear_at, grow
+from tasks.camera_motion import camera_maps, grow
 from tasks.effect_segments import PhraseFinder
 from tasks.engines.base import NO_OBSERVED_BACKGROUND, check_inputs
 from tasks.errors import InputError
@@ -185,8 +185,9 @@ def _band_pass(frames: np.ndarray) -> np.ndarray:
 
 
 def _sums(values: np.ndarray, where: np.ndarray) -> np.ndarray:
-    """Per-frame sums of ``values`` `(T, h, w[, c])` over ``where`` `(T, h, w)` → `(T[, c])`."""
-    w = where.astype(np.float32)
+    """Per-frame sums of ``values`` `(T, h, w[, c])` over ``where`` `(T, h, w)` (bool, or float32 0/1 weights) →
+    `(T[, c])`."""
+    w = where if where.dtype == np.float32 else where.astype(np.float32)
     if values.ndim == 4:
         return np.einsum("thwc,thw->tc", values, w)
     return np.einsum("thw,thw->t", values, w)
@@ -230,13 +231,20 @@ def removal_checks(
     region = working_region(masks)
     src, tgt = _crop_frames(source, region), _crop_frames(target, region)
     hole_cover = _crop_cover(masks, region)
-    obj_cover = _crop_cover(object_masks & masks, region)
+    # the object inside the hole, cut to the region first (the hole lies inside it)
+    rows, cols = slice(region.y0, region.y1), slice(region.x0, region.x1)
+    obj_region = Region(0, region.y1 - region.y0, 0, region.x1 - region.x0, region.factor)
+    obj_cover = _crop_cover(object_masks[:, rows, cols] & masks[:, rows, cols], obj_region)
     hole, obj, touched = hole_cover > 0.5, obj_cover > 0.5, hole_cover > 0
-    ring = grow(hole, RING_PX) & ~grow(touched, 1)
+    around_hole, around_obj = grow(hole, RING_PX), grow(obj_cover > 0, 2)
+    ring = around_hole & ~grow(touched, 1)
     # seam band: inside the hole, within BAND_PX of its edge, at least 2 working pixels away from the object
-    band = hole & grow(~hole, BAND_PX) & ~grow(obj_cover > 0, 2)
-    src_bp, tgt_bp = _band_pass(_luma(src)), _band_pass(_luma(tgt))
+    band = hole & grow(~hole, BAND_PX) & ~around_obj
+    tgt_luma = _luma(tgt)
+    src_bp, tgt_bp = _band_pass(_luma(src)), _band_pass(tgt_luma)
     src_energy, tgt_energy = np.abs(src_bp), np.abs(tgt_bp)
+    # the masks as float32 weights, converted once for every per-frame sum
+    obj_w, hole_w, ring_w, band_w = (m.astype(np.float32) for m in (obj, hole, ring, band))
 
     n_obj, n_hole, n_ring, n_band = (m.sum((1, 2)).astype(np.float64) for m in (obj, hole, ring, band))
     has_obj = n_obj >= _MIN_PIXELS
@@ -245,32 +253,35 @@ def removal_checks(
     o, h, r, b = (np.maximum(n, 1.0) for n in (n_obj, n_hole, n_ring, n_band))
 
     # hole changed: mean absolute colour change on the object, in units of the source object's texture
-    change = _sums(np.abs(tgt - src), obj).sum(1) / (3 * o) / (_sums(src_energy, obj) / o + _NOISE_FLOOR)
+    change = _sums(np.abs(tgt - src), obj_w).sum(1) / (3 * o) / (_sums(src_energy, obj_w) / o + _NOISE_FLOOR)
     # object gone: NCC of the band-passed source object with the band-passed target on its pixels
-    match = _ncc(src_bp, tgt_bp, obj, o)
+    match = _ncc(src_bp, tgt_bp, obj_w, o)
     # the fill fits its ring: colour distance in units of the ring's colour spread; texture energy ratio
-    hole_mean, ring_mean = _sums(tgt, hole) / h[:, None], _sums(tgt, ring) / r[:, None]
-    ring_var = (_sums(tgt * tgt, ring) / r[:, None] - ring_mean**2).clip(min=0).sum(1)
+    hole_mean, ring_mean = _sums(tgt, hole_w) / h[:, None], _sums(tgt, ring_w) / r[:, None]
+    ring_var = (_sums(tgt * tgt, ring_w) / r[:, None] - ring_mean**2).clip(min=0).sum(1)
     gap = np.linalg.norm(hole_mean - ring_mean, axis=1) / (np.sqrt(ring_var) + 8.0)
-    texture = (_sums(tgt_energy, hole) / h + 0.5) / (_sums(tgt_energy, ring) / r + 0.5)
+    ring_texture = _sums(tgt_energy, ring_w) / r + 0.5
+    texture = (_sums(tgt_energy, hole_w) / h + 0.5) / ring_texture
     # no seam: on the band of real background inside the mask edge the fill's texture is the source's
-    seam = 1.0 - _ncc(src_bp, tgt_bp, band, b)
+    seam = 1.0 - _ncc(src_bp, tgt_bp, band_w, b)
     warp, flicker, motion_gap, flicker_frames, frame_flicker = _temporal(
         tgt, hole, ring, ring | ~grow(touched, RING_PX)
     )
-    tgt_luma = _luma(tgt)
     to_first = camera_maps(tgt_luma, hole)
-    effect, effect_frames, effect_details = _effect_residual(tgt_luma, hole, obj_cover > 0, to_first)
+    busy = grow(hole, 1)
+    effect, effect_frames, effect_details = _effect_residual(
+        tgt_luma, hole, obj_cover > 0, to_first, near=around_hole & ~around_obj, busy=busy
+    )
     # the fill on the object's own pixels against the ring
-    obj_mean = _sums(tgt, obj) / o[:, None]
+    obj_mean = _sums(tgt, obj_w) / o[:, None]
     obj_gap = np.linalg.norm(obj_mean - ring_mean, axis=1) / (np.sqrt(ring_var) + 8.0)
     # texture on the object's core (3 working pixels in from its outline, clear of the step a fill makes there)
     core = obj & ~grow(~obj, 3)
     n_core = core.sum((1, 2)).astype(np.float64)
-    obj_texture = (_sums(tgt_energy, core) / np.maximum(n_core, 1.0) + 0.5) / (_sums(tgt_energy, ring) / r + 0.5)
+    obj_texture = (_sums(tgt_energy, core) / np.maximum(n_core, 1.0) + 0.5) / ring_texture
     has_both = has_obj & has_ring
     has_core = (n_core >= _MIN_PIXELS) & has_ring
-    ref_texture, ref_pixels = _reference_texture(tgt_luma, np.abs(tgt_bp), hole, core, to_first)
+    ref_texture, ref_pixels = _reference_texture(tgt_luma, tgt_energy, hole, core, to_first, busy=busy)
     has_ref = np.isfinite(ref_texture)
     # frames whose fill does not follow from the frame before, or where the object's texture is back
     judged = [t for t, f in enumerate(frame_flicker) if f is not None or has_obj[t]]
@@ -359,8 +370,53 @@ def _temporal(
     return hole_residual / 255.0, hole_residual / (ref_residual + 1.0), gap, frames, per_frame
 
 
+def _blur_radius(sigma: float) -> int:
+    """Half the kernel side ``cv2.GaussianBlur`` uses for a float image and ``sigma`` (``ksize=(0, 0)``), pixels."""
+    return (round(sigma * 8 + 1) | 1) // 2
+
+
+def _box(mask: np.ndarray) -> tuple[int, int, int, int]:
+    """``(y0, y1, x0, x1)``: the bounding box of a `(h, w)` bool ``mask``; ``y1 == y0`` when it is empty."""
+    x, y, width, height = cv2.boundingRect(np.ascontiguousarray(mask).view(np.uint8))
+    return y, y + height, x, x + width
+
+
+def _window_affine(affine: np.ndarray, y0: int, x0: int) -> np.ndarray:
+    """``affine`` `(2, 3)` (this frame's pixels → another's) for a window whose pixel (0, 0) is this frame's
+    ``(y0, x0)``."""
+    (a, b, c), (d, e, f) = affine[:2].tolist()
+    return np.array([[a, b, c + a * x0 + b * y0], [d, e, f + d * x0 + e * y0]])
+
+
+def _clear_window(busy: np.ndarray, affine: np.ndarray, box: tuple[int, int, int, int]) -> np.ndarray:
+    """:func:`tasks.camera_motion.clear_at` on the window ``box`` `(y0, y1, x0, x1)` of this frame only."""
+    y0, y1, x0, x1 = box
+    flags = cv2.INTER_NEAREST | cv2.WARP_INVERSE_MAP
+    warp = _window_affine(affine, y0, x0)
+    return cv2.warpAffine(busy.view(np.uint8), warp, (x1 - x0, y1 - y0), flags=flags, borderValue=1) == 0
+
+
+def _aligned_window(frame: np.ndarray, affine: np.ndarray, box: tuple[int, int, int, int]) -> np.ndarray:
+    """:func:`tasks.camera_motion.aligned` on the window ``box`` `(y0, y1, x0, x1)` of this frame only."""
+    y0, y1, x0, x1 = box
+    return cv2.warpAffine(frame, _window_affine(affine, y0, x0), (x1 - x0, y1 - y0),
+                          flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP, borderMode=cv2.BORDER_REPLICATE)  # fmt: skip
+
+
+def _grown_box(box: tuple[int, int, int, int], px: int, shape: tuple[int, ...]) -> tuple[int, int, int, int]:
+    """``box`` `(y0, y1, x0, x1)` grown by ``px`` on every side, cut to a frame of ``shape`` `(h, w)`."""
+    y0, y1, x0, x1 = box
+    return max(0, y0 - px), min(shape[0], y1 + px), max(0, x0 - px), min(shape[1], x1 + px)
+
+
 def _reference_texture(
-    luma: np.ndarray, energy: np.ndarray, hole: np.ndarray, core: np.ndarray, to_first: list[np.ndarray]
+    luma: np.ndarray,
+    energy: np.ndarray,
+    hole: np.ndarray,
+    core: np.ndarray,
+    to_first: list[np.ndarray],
+    *,
+    busy: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """The fill's texture on the object's core against the true background's there, where the clip shows it.
 
@@ -370,44 +426,62 @@ def _reference_texture(
     pixels)``: (mean ``energy`` on the looked-up pixels + ``REFERENCE_FLOOR``) / (mean band-pass energy of the
     aligned views there + ``REFERENCE_FLOOR``), NaN where not measured, and the number of looked-up pixels.
 
+    Only the core's bounding box is aligned and band-passed (grown by the band-pass's kernel radius), which gives
+    the whole frame's values there.
+
     Args:
         luma, energy (`np.ndarray` of shape `(T, h, w)`, float32): the target's luma and its band-pass magnitude.
         hole, core (`np.ndarray` of shape `(T, h, w)`, bool): the inpainted region; the object's core.
+        busy: ``hole`` grown by 1 when the caller has it (else grown here).
     """
     num_frames, h, w = luma.shape
-    busy = grow(hole, 1)
+    busy = grow(hole, 1) if busy is None else busy
+    from_first = [np.linalg.inv(m) for m in to_first]
+    margin = _blur_radius(2.0)
     ratios = np.full(num_frames, np.nan)
     pixels = np.zeros(num_frames, int)
     for t in range(0, num_frames, REFERENCE_STEP):
-        missing = core[t].copy()
-        if missing.sum() < _MIN_PIXELS:
+        if np.count_nonzero(core[t]) < _MIN_PIXELS:
             continue
-        ref_energy = np.full((h, w), np.nan, np.float32)
+        win = _box(core[t])
+        wy0, wy1, wx0, wx1 = win
+        missing = core[t][wy0:wy1, wx0:wx1].copy()
+        ref_energy = np.full(missing.shape, np.nan, np.float32)
         for lag in range(1, num_frames):
             if (t - lag < 0 and t + lag >= num_frames) or not missing.any():
                 break
             for r in (t - lag, t + lag):
                 if not 0 <= r < num_frames:
                     continue
-                affine = (np.linalg.inv(to_first[r]) @ to_first[t])[:2]  # frame t's pixels → frame r's
-                fresh = missing & clear_at(busy[r], affine)
-                if not fresh.any():
+                affine = (from_first[r] @ to_first[t])[:2]  # frame t's pixels → frame r's
+                fresh = missing & _clear_window(busy[r], affine, win)
+                fy0, fy1, fx0, fx1 = _box(fresh)
+                if fy1 == fy0:
                     continue
-                warped = aligned(luma[r], affine)
+                view = _grown_box((fy0 + wy0, fy1 + wy0, fx0 + wx0, fx1 + wx0), margin, (h, w))
+                warped = _aligned_window(luma[r], affine, view)
                 band = cv2.GaussianBlur(warped, (0, 0), 0.5) - cv2.GaussianBlur(warped, (0, 0), 2.0)
-                ref_energy[fresh] = np.abs(band)[fresh]
+                dy, dx = fy0 + wy0 - view[0], fx0 + wx0 - view[2]
+                new = fresh[fy0:fy1, fx0:fx1]
+                ref_energy[fy0:fy1, fx0:fx1][new] = np.abs(band[dy : dy + fy1 - fy0, dx : dx + fx1 - fx0])[new]
                 missing &= ~fresh
         found = np.isfinite(ref_energy)
         pixels[t] = int(found.sum())
         if pixels[t] >= _MIN_PIXELS:
-            ratios[t] = (float(energy[t][found].mean()) + REFERENCE_FLOOR) / (
+            ratios[t] = (float(energy[t][wy0:wy1, wx0:wx1][found].mean()) + REFERENCE_FLOOR) / (
                 float(ref_energy[found].mean()) + REFERENCE_FLOOR
             )
     return ratios, pixels
 
 
 def _effect_residual(
-    luma: np.ndarray, hole: np.ndarray, obj: np.ndarray, to_first: list[np.ndarray]
+    luma: np.ndarray,
+    hole: np.ndarray,
+    obj: np.ndarray,
+    to_first: list[np.ndarray],
+    *,
+    near: np.ndarray | None = None,
+    busy: np.ndarray | None = None,
 ) -> tuple[float | None, int, dict[str, float]]:
     """Object-correlated change left around the object in the target: a shadow or reflection the fill kept.
 
@@ -415,6 +489,8 @@ def _effect_residual(
         luma (`np.ndarray` of shape `(T, h, w)`, float32): the target's luma at working resolution.
         hole, obj (`np.ndarray` of shape `(T, h, w)`, bool): the inpainted region and the object (touched pixels).
         to_first: the camera (``tasks.camera_motion.camera_maps``).
+        near, busy: ``grow(hole, RING_PX) & ~grow(obj, 2)`` and ``grow(hole, 1)`` when the caller has them (else
+            grown here).
 
     1. The camera: an affine map between neighbouring frames is fitted to their optical flow outside the holes and
        chained, so any frame can be aligned onto any other (``tasks.camera_motion.camera_maps``).
@@ -431,6 +507,9 @@ def _effect_residual(
        where a shadow or reflection stays put while the background's own changes do not. A position counts what its
        mean exceeds by ``EFFECT_SIGMAS`` standard errors, over positions seen in at least half the frames used.
 
+    The exposure changes are means over whole frames; the low-passed differences are computed on the rows of the
+    pixels they are needed at (grown by the Gaussian's kernel radius), which gives the whole frame's values there.
+
     Returns:
         ``(value, frames used, details)``: the 95th percentile of that over the positions inside the hole, less the
         same over the ring outside it (what the background itself does near the object), in grey levels; None when
@@ -438,57 +517,80 @@ def _effect_residual(
         ``effect_outside``.
     """
     num_frames, h, w = luma.shape
-    near = grow(hole, RING_PX) & ~grow(obj, 2)
-    busy = grow(hole, 1)
+    near = grow(hole, RING_PX) & ~grow(obj, 2) if near is None else near
+    busy = grow(hole, 1) if busy is None else busy
+    free = (~busy).view(np.uint8)  # 1 where a pixel is clear of the hole grown by 1
     from_first = [np.linalg.inv(m) for m in to_first]
+    margin = _blur_radius(1.5)
+    nearest, linear = cv2.INTER_NEAREST | cv2.WARP_INVERSE_MAP, cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP
     total = np.zeros((2, 2 * h, 2 * w), np.float64)
     total_sq = np.zeros_like(total)
     count = np.zeros((2, 2 * h, 2 * w), np.int32)
     frames = 0
     for t in range(0, num_frames, EFFECT_STEP):
-        n_near = int(near[t].sum())
+        n_near = np.count_nonzero(near[t])
         if n_near < _MIN_PIXELS:
             continue
+        ys, xs = np.nonzero(obj[t])
+        if not len(ys):
+            continue
+        # the pixels around the object, in the rows they span (pixels are then flat indices into those rows)
+        wy0, wy1, _, _ = _box(near[t])
+        near_w = near[t][wy0:wy1]
+        luma_t = luma[t]
         # per pixel, the nearest frame before and the nearest after in which the pixel is clear of the hole; frame
-        # r's clear pixels and luma aligned onto t, each computed once (the lag's second view is a later reference)
-        clear_of: dict[int, np.ndarray] = {}
-        view_of: dict[int, np.ndarray] = {}
+        # r's clear pixels (uint8 0/1: inside frame r and clear of its hole there, as ``clear_at``), those of them
+        # clear in t too, and its luma aligned onto t, each computed once (the lag's second view is a later one)
+        view_of: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
 
-        def clear_in(r: int, t: int = t) -> np.ndarray:
-            if r not in clear_of:
-                clear_of[r] = clear_at(busy[r], (from_first[r] @ to_first[t])[:2])
-            return clear_of[r]
-
-        def view(r: int, t: int = t) -> np.ndarray:
+        def views(r: int, t: int = t) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
             if r not in view_of:
-                view_of[r] = aligned(luma[r], (from_first[r] @ to_first[t])[:2])
+                affine = (from_first[r] @ to_first[t])[:2]
+                clear = cv2.warpAffine(free[r], affine, (w, h), flags=nearest, borderValue=0)
+                warped = cv2.warpAffine(luma[r], affine, (w, h), flags=linear, borderMode=cv2.BORDER_REPLICATE)
+                view_of[r] = clear, cv2.bitwise_and(clear, free[t]), warped
             return view_of[r]
+
+        def mean_over(values: np.ndarray, where: np.ndarray) -> float:
+            # the mean of ``values`` over ``where`` (uint8 0/1), or 0 over too few pixels: ``np.mean`` of the selected
+            # pixels (a float32 pairwise sum, divided in double), as the scores were defined (a double-precision
+            # mean differs in the last bits)
+            if cv2.countNonZero(where) < _MIN_PIXELS:
+                return 0.0
+            picked = np.compress(where.view(bool).ravel(), values.ravel())
+            return float(np.float32(float(np.add.reduce(picked)) / picked.size))
 
         sides = []
         for direction in (-1, 1):
-            found = np.full((h, w), np.nan, np.float32)
-            missing = near[t].copy()
+            found = np.full(near_w.shape, np.nan, np.float32)
+            missing = near_w.copy()
+            n_missing = n_near
             for r in range(t + direction, -1 if direction < 0 else num_frames, direction):
-                clear = clear_in(r)
-                fresh = missing & clear
-                if not fresh.any():
+                clear, both, warped = views(r)
+                fresh = missing & clear[wy0:wy1].view(bool)
+                at = np.flatnonzero(fresh)
+                if not len(at):
                     continue
-                warped = view(r)
+                # the Gaussians only on the rows of the fresh pixels, and their reach around them
+                y0, y1 = max(0, wy0 + int(at[0]) // w - margin), min(h, wy0 + int(at[-1]) // w + 1 + margin)
+                in_crop = at + (wy0 - y0) * w
                 # less the change in exposure: the mean difference over the background both frames show
-                both = clear & ~busy[t]
-                shift = float(np.mean((luma[t] - warped)[both])) if both.sum() >= _MIN_PIXELS else 0.0
-                diff = cv2.GaussianBlur(luma[t] - warped - shift, (0, 0), 1.5)
+                change = luma_t - warped
+                shift = mean_over(change, both)
+                diff = cv2.GaussianBlur(change[y0:y1] - shift, (0, 0), 1.5).ravel().take(in_crop)
                 # the background's own change over the same lag, on the same side: reference r against r + lag
                 r2 = min(max(r + (r - t), 0), num_frames - 1)
                 if r2 != r:
-                    clear2, warped2 = clear_in(r2), view(r2)
-                    both2 = clear2 & clear
-                    shift2 = float(np.mean((warped - warped2)[both2])) if both2.sum() >= _MIN_PIXELS else 0.0
-                    own = np.where(clear2, np.abs(cv2.GaussianBlur(warped - warped2 - shift2, (0, 0), 1.5)), 0.0)
+                    clear2, _, warped2 = views(r2)
+                    change2 = warped - warped2
+                    shift2 = mean_over(change2, cv2.bitwise_and(clear2, clear))
+                    own = cv2.GaussianBlur(change2[y0:y1] - shift2, (0, 0), 1.5).ravel().take(in_crop)
+                    own = np.where(clear2[y0:y1].ravel().take(in_crop).view(bool), np.abs(own), 0.0)
                     diff = np.sign(diff) * np.maximum(np.abs(diff) - own, 0.0)
-                found[fresh] = diff[fresh]
-                missing &= ~fresh
-                if missing.sum() < 0.05 * n_near:
+                found.ravel()[at] = diff
+                missing ^= fresh  # fresh pixels are missing ones
+                n_missing -= len(at)
+                if n_missing < 0.05 * n_near:
                     break
             sides.append(found)
         # the side that differs least (a background that moves by itself differs on one side only)
@@ -497,20 +599,19 @@ def _effect_residual(
         between = (before * after) < 0  # t lies between its two references: the background's own change
         residual = np.where(np.isnan(before), after, np.where(np.isnan(after), before,
                             np.where(between, 0.0, closer)))  # fmt: skip
-        ys, xs = np.nonzero(obj[t])
-        if not len(ys):
-            continue
         # into the object's frame of reference: its centroid at (h, w) of a (2h, 2w) canvas; the pixels inside the
         # hole (what the engine filled) and those of the ring outside it (the source's, as they were) apart
-        oy, ox = h - int(round(ys.mean())), w - int(round(xs.mean()))
+        oy, ox = h - int(round(ys.mean())) + wy0, w - int(round(xs.mean()))
+        spot = np.s_[oy : oy + wy1 - wy0, ox : ox + w]
+        hole_w = hole[t][wy0:wy1]
         used = False
-        for part, where in enumerate((near[t] & hole[t], near[t] & ~hole[t])):
+        for part, where in enumerate((near_w & hole_w, near_w & ~hole_w)):
             use = where & np.isfinite(residual)
-            py, px = np.nonzero(use)
-            np.add.at(total[part], (py + oy, px + ox), residual[use])
-            np.add.at(total_sq[part], (py + oy, px + ox), residual[use] ** 2)
-            np.add.at(count[part], (py + oy, px + ox), 1)
-            used |= part == 0 and len(py) >= _MIN_PIXELS
+            value = np.where(use, residual, 0.0)
+            total[part][spot] += value
+            total_sq[part][spot] += value**2
+            count[part][spot] += use
+            used |= part == 0 and int(np.count_nonzero(use)) >= _MIN_PIXELS
         frames += used
     if frames < 2:
         return None, frames, {}
