@@ -238,21 +238,29 @@ def _still_effects(grey: np.ndarray, objects: np.ndarray) -> tuple[np.ndarray | 
     return found, ""
 
 
+def _object_box(mask: np.ndarray, reach: int) -> tuple[int, int, int, int] | None:
+    """``(y0, y1, x0, x1)``: the box of a frame's object ``mask`` `(h, w)` bool grown by ``reach`` + 1 pixels on
+    every side, cut to the frame; None without the object."""
+    rows, cols = np.flatnonzero(mask.any(1)), np.flatnonzero(mask.any(0))
+    if not len(rows):
+        return None
+    h, w = mask.shape
+    return (max(0, rows[0] - reach - 1), min(h, rows[-1] + reach + 2), max(0, cols[0] - reach - 1),
+            min(w, cols[-1] + reach + 2))  # fmt: skip
+
+
 def _far_and_near(objects: np.ndarray, far: float, near: float) -> tuple[np.ndarray, np.ndarray]:
     """Per frame, the pixels farther than ``far`` from the object and those within ``near`` of it `(T, h, w)` bool
     each (working pixels; the 3x3 chamfer metric of ``cv2.distanceTransform``, ``DIST_L2``, mask 3; all pixels are
     far in frames without the object). Each frame's transform is taken on the object's box grown by more than both:
     a chamfer path from an object's pixel to a pixel of that box stays inside it, so the distances there are those of
     a transform over the whole frame (up to the last bit of their float sums), and all pixels beyond it are far."""
-    num_frames, h, w = objects.shape
     is_far, is_near = np.ones(objects.shape, bool), np.zeros(objects.shape, bool)
     reach = int(np.ceil(max(far, near)))
     for t, o in enumerate(objects):
-        rows, cols = np.flatnonzero(o.any(1)), np.flatnonzero(o.any(0))
-        if not len(rows):
+        if (box := _object_box(o, reach)) is None:
             continue
-        y0, y1 = max(0, rows[0] - reach - 1), min(h, rows[-1] + reach + 2)
-        x0, x1 = max(0, cols[0] - reach - 1), min(w, cols[-1] + reach + 2)
+        y0, y1, x0, x1 = box
         distance = cv2.distanceTransform((~o[y0:y1, x0:x1]).view(np.uint8), cv2.DIST_L2, 3)
         is_far[t, y0:y1, x0:x1], is_near[t, y0:y1, x0:x1] = distance > far, distance <= near
     return is_far, is_near
@@ -540,14 +548,11 @@ def _within(objects: np.ndarray, reaches: tuple[int, ...]) -> list[np.ndarray]:
     `(T, h, w)` bool (none in frames without the object). Each frame's distance transform is taken on the object's
     box grown by more than the largest reach: the object's pixels nearest to a pixel of that box lie inside it."""
     masks = [np.zeros(objects.shape, bool) for _ in reaches]
-    h, w = objects.shape[1:]
     reach = max(reaches)
     for t, o in enumerate(objects):
-        rows, cols = np.flatnonzero(o.any(1)), np.flatnonzero(o.any(0))
-        if not len(rows):
+        if (box := _object_box(o, reach)) is None:
             continue
-        y0, y1 = max(0, rows[0] - reach - 1), min(h, rows[-1] + reach + 2)
-        x0, x1 = max(0, cols[0] - reach - 1), min(w, cols[-1] + reach + 2)
+        y0, y1, x0, x1 = box
         d = cv2.distanceTransform((~o[y0:y1, x0:x1]).view(np.uint8), cv2.DIST_L2, cv2.DIST_MASK_PRECISE)
         for mask, r in zip(masks, reaches):
             mask[t, y0:y1, x0:x1] = d <= r
