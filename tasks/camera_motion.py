@@ -21,18 +21,45 @@ def grow(masks: np.ndarray, px: int) -> np.ndarray:
     return np.stack([cv2.dilate(m.view(np.uint8), kernel) for m in masks]).astype(bool)
 
 
-def clear_at(busy: np.ndarray, affine: np.ndarray) -> np.ndarray:
+Box = tuple[int, int, int, int]  # (y0, y1, x0, x1) of a frame, end-exclusive
+
+
+def box_of(mask: np.ndarray) -> Box:
+    """The bounding box of a `(h, w)` bool ``mask``; ``y1 == y0`` when it is empty."""
+    x, y, width, height = cv2.boundingRect(np.ascontiguousarray(mask).view(np.uint8))
+    return y, y + height, x, x + width
+
+
+def grown_box(box: Box, px: int, shape: tuple[int, ...]) -> Box:
+    """``box`` grown by ``px`` on every side, cut to a frame of ``shape`` `(h, w)`."""
+    y0, y1, x0, x1 = box
+    return max(0, y0 - px), min(shape[0], y1 + px), max(0, x0 - px), min(shape[1], x1 + px)
+
+
+def _window(affine: np.ndarray, box: Box | None, shape: tuple[int, ...]) -> tuple[np.ndarray, tuple[int, int]]:
+    """``affine`` `(2, 3)` (this frame's pixels → another's) for the window ``box`` of a frame of ``shape`` (the
+    whole frame when None), whose pixel (0, 0) is the box's top-left, and the window's size ``(width, height)``."""
+    if box is None:
+        return affine, (shape[1], shape[0])
+    y0, y1, x0, x1 = box
+    (a, b, c), (d, e, f) = affine[:2].tolist()
+    return np.array([[a, b, c + a * x0 + b * y0], [d, e, f + d * x0 + e * y0]]), (x1 - x0, y1 - y0)
+
+
+def clear_at(busy: np.ndarray, affine: np.ndarray, box: Box | None = None) -> np.ndarray:
     """Pixels of a frame whose spot in another frame (``affine`` `(2, 3)`: this frame's pixels → that frame's) lies
-    inside that frame and clear of its ``busy`` `(h, w)` bool region."""
-    h, w = busy.shape
+    inside that frame and clear of its ``busy`` `(h, w)` bool region; on the window ``box`` of this frame only when
+    given (the whole frame's values there)."""
+    warp, size = _window(affine, box, busy.shape)
     flags = cv2.INTER_NEAREST | cv2.WARP_INVERSE_MAP
-    return cv2.warpAffine(busy.view(np.uint8), affine, (w, h), flags=flags, borderValue=1) == 0
+    return cv2.warpAffine(busy.view(np.uint8), warp, size, flags=flags, borderValue=1) == 0
 
 
-def aligned(frame: np.ndarray, affine: np.ndarray) -> np.ndarray:
-    """Another frame `(h, w)` float32 resampled onto this one's pixels (``affine`` as in :func:`clear_at`)."""
-    h, w = frame.shape
-    return cv2.warpAffine(frame, affine, (w, h), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
+def aligned(frame: np.ndarray, affine: np.ndarray, box: Box | None = None) -> np.ndarray:
+    """Another frame `(h, w)` float32 resampled onto this one's pixels (``affine`` as in :func:`clear_at`); on the
+    window ``box`` of this frame only when given."""
+    warp, size = _window(affine, box, frame.shape)
+    return cv2.warpAffine(frame, warp, size, flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
                           borderMode=cv2.BORDER_REPLICATE)  # fmt: skip
 
 

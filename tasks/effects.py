@@ -55,7 +55,7 @@ from typing import Literal
 import cv2
 import numpy as np
 
-from tasks.camera_motion import camera_maps
+from tasks.camera_motion import box_of, camera_maps, grown_box
 from tasks.errors import InputError
 
 
@@ -238,17 +238,6 @@ def _still_effects(grey: np.ndarray, objects: np.ndarray) -> tuple[np.ndarray | 
     return found, ""
 
 
-def _object_box(mask: np.ndarray, reach: int) -> tuple[int, int, int, int] | None:
-    """``(y0, y1, x0, x1)``: the box of a frame's object ``mask`` `(h, w)` bool grown by ``reach`` + 1 pixels on
-    every side, cut to the frame; None without the object."""
-    rows, cols = np.flatnonzero(mask.any(1)), np.flatnonzero(mask.any(0))
-    if not len(rows):
-        return None
-    h, w = mask.shape
-    return (max(0, rows[0] - reach - 1), min(h, rows[-1] + reach + 2), max(0, cols[0] - reach - 1),
-            min(w, cols[-1] + reach + 2))  # fmt: skip
-
-
 def _far_and_near(objects: np.ndarray, far: float, near: float) -> tuple[np.ndarray, np.ndarray]:
     """Per frame, the pixels farther than ``far`` from the object and those within ``near`` of it `(T, h, w)` bool
     each (working pixels; the 3x3 chamfer metric of ``cv2.distanceTransform``, ``DIST_L2``, mask 3; all pixels are
@@ -258,9 +247,10 @@ def _far_and_near(objects: np.ndarray, far: float, near: float) -> tuple[np.ndar
     is_far, is_near = np.ones(objects.shape, bool), np.zeros(objects.shape, bool)
     reach = int(np.ceil(max(far, near)))
     for t, o in enumerate(objects):
-        if (box := _object_box(o, reach)) is None:
+        box = box_of(o)
+        if box[0] == box[1]:
             continue
-        y0, y1, x0, x1 = box
+        y0, y1, x0, x1 = grown_box(box, reach + 1, o.shape)
         distance = cv2.distanceTransform((~o[y0:y1, x0:x1]).view(np.uint8), cv2.DIST_L2, 3)
         is_far[t, y0:y1, x0:x1], is_near[t, y0:y1, x0:x1] = distance > far, distance <= near
     return is_far, is_near
@@ -550,9 +540,10 @@ def _within(objects: np.ndarray, reaches: tuple[int, ...]) -> list[np.ndarray]:
     masks = [np.zeros(objects.shape, bool) for _ in reaches]
     reach = max(reaches)
     for t, o in enumerate(objects):
-        if (box := _object_box(o, reach)) is None:
+        box = box_of(o)
+        if box[0] == box[1]:
             continue
-        y0, y1, x0, x1 = box
+        y0, y1, x0, x1 = grown_box(box, reach + 1, o.shape)
         d = cv2.distanceTransform((~o[y0:y1, x0:x1]).view(np.uint8), cv2.DIST_L2, cv2.DIST_MASK_PRECISE)
         for mask, r in zip(masks, reaches):
             mask[t, y0:y1, x0:x1] = d <= r

@@ -19,7 +19,7 @@ import cv2
 import numpy as np
 
 from tasks.annotate.loading import under_load_lock
-from tasks.camera_motion import camera_maps, grow
+from tasks.camera_motion import aligned, box_of, camera_maps, clear_at, grow, grown_box
 from tasks.effect_segments import PhraseFinder
 from tasks.engines.base import NO_OBSERVED_BACKGROUND, check_inputs
 from tasks.errors import InputError
@@ -375,40 +375,6 @@ def _blur_radius(sigma: float) -> int:
     return (round(sigma * 8 + 1) | 1) // 2
 
 
-def _box(mask: np.ndarray) -> tuple[int, int, int, int]:
-    """``(y0, y1, x0, x1)``: the bounding box of a `(h, w)` bool ``mask``; ``y1 == y0`` when it is empty."""
-    x, y, width, height = cv2.boundingRect(np.ascontiguousarray(mask).view(np.uint8))
-    return y, y + height, x, x + width
-
-
-def _window_affine(affine: np.ndarray, y0: int, x0: int) -> np.ndarray:
-    """``affine`` `(2, 3)` (this frame's pixels → another's) for a window whose pixel (0, 0) is this frame's
-    ``(y0, x0)``."""
-    (a, b, c), (d, e, f) = affine[:2].tolist()
-    return np.array([[a, b, c + a * x0 + b * y0], [d, e, f + d * x0 + e * y0]])
-
-
-def _clear_window(busy: np.ndarray, affine: np.ndarray, box: tuple[int, int, int, int]) -> np.ndarray:
-    """:func:`tasks.camera_motion.clear_at` on the window ``box`` `(y0, y1, x0, x1)` of this frame only."""
-    y0, y1, x0, x1 = box
-    flags = cv2.INTER_NEAREST | cv2.WARP_INVERSE_MAP
-    warp = _window_affine(affine, y0, x0)
-    return cv2.warpAffine(busy.view(np.uint8), warp, (x1 - x0, y1 - y0), flags=flags, borderValue=1) == 0
-
-
-def _aligned_window(frame: np.ndarray, affine: np.ndarray, box: tuple[int, int, int, int]) -> np.ndarray:
-    """:func:`tasks.camera_motion.aligned` on the window ``box`` `(y0, y1, x0, x1)` of this frame only."""
-    y0, y1, x0, x1 = box
-    return cv2.warpAffine(frame, _window_affine(affine, y0, x0), (x1 - x0, y1 - y0),
-                          flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP, borderMode=cv2.BORDER_REPLICATE)  # fmt: skip
-
-
-def _grown_box(box: tuple[int, int, int, int], px: int, shape: tuple[int, ...]) -> tuple[int, int, int, int]:
-    """``box`` `(y0, y1, x0, x1)` grown by ``px`` on every side, cut to a frame of ``shape`` `(h, w)`."""
-    y0, y1, x0, x1 = box
-    return max(0, y0 - px), min(shape[0], y1 + px), max(0, x0 - px), min(shape[1], x1 + px)
-
-
 def _reference_texture(
     luma: np.ndarray,
     energy: np.ndarray,
@@ -443,7 +409,7 @@ def _reference_texture(
     for t in range(0, num_frames, REFERENCE_STEP):
         if np.count_nonzero(core[t]) < _MIN_PIXELS:
             continue
-        win = _box(core[t])
+        win = box_of(core[t])
         wy0, wy1, wx0, wx1 = win
         missing = core[t][wy0:wy1, wx0:wx1].copy()
         ref_energy = np.full(missing.shape, np.nan, np.float32)
@@ -454,12 +420,12 @@ def _reference_texture(
                 if not 0 <= r < num_frames:
                     continue
                 affine = (from_first[r] @ to_first[t])[:2]  # frame t's pixels → frame r's
-                fresh = missing & _clear_window(busy[r], affine, win)
-                fy0, fy1, fx0, fx1 = _box(fresh)
+                fresh = missing & clear_at(busy[r], affine, win)
+                fy0, fy1, fx0, fx1 = box_of(fresh)
                 if fy1 == fy0:
                     continue
-                view = _grown_box((fy0 + wy0, fy1 + wy0, fx0 + wx0, fx1 + wx0), margin, (h, w))
-                warped = _aligned_window(luma[r], affine, view)
+                view = grown_box((fy0 + wy0, fy1 + wy0, fx0 + wx0, fx1 + wx0), margin, (h, w))
+                warped = aligned(luma[r], affine, view)
                 band = cv2.GaussianBlur(warped, (0, 0), 0.5) - cv2.GaussianBlur(warped, (0, 0), 2.0)
                 dy, dx = fy0 + wy0 - view[0], fx0 + wx0 - view[2]
                 new = fresh[fy0:fy1, fx0:fx1]
@@ -535,7 +501,7 @@ def _effect_residual(
         if not len(ys):
             continue
         # the pixels around the object, in the rows they span (pixels are then flat indices into those rows)
-        wy0, wy1, _, _ = _box(near[t])
+        wy0, wy1, _, _ = box_of(near[t])
         near_w = near[t][wy0:wy1]
         luma_t = luma[t]
         # per pixel, the nearest frame before and the nearest after in which the pixel is clear of the hole; frame

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from tasks import gate
-from tasks.camera_motion import aligned, camera_maps, clear_at, grow
+from tasks.camera_motion import aligned, box_of, camera_maps, clear_at, grow
 from tasks.masks import dilate_masks
 from tasks.synthetic import make_scene
 
@@ -30,19 +30,19 @@ def test_window_warps_equal_the_whole_frame_warp_cut_to_the_window() -> None:
         y0, x0 = int(rng.integers(0, 20)), int(rng.integers(0, 30))
         box = (y0, y0 + int(rng.integers(5, 20)), x0, x0 + int(rng.integers(5, 26)))
         cut = np.s_[box[0] : box[1], box[2] : box[3]]
-        assert np.array_equal(gate._clear_window(busy, affine, box), clear_at(busy, affine)[cut])
-        np.testing.assert_allclose(gate._aligned_window(frame, affine, box), aligned(frame, affine)[cut], atol=1e-3)
+        assert np.array_equal(clear_at(busy, affine, box), clear_at(busy, affine)[cut])
+        np.testing.assert_allclose(aligned(frame, affine, box), aligned(frame, affine)[cut], atol=1e-3)
         # control: the same window one pixel to the right is another part of the frame
         shifted = (box[0], box[1], box[2] + 1, box[3] + 1)
-        assert np.abs(gate._aligned_window(frame, affine, shifted) - aligned(frame, affine)[cut]).max() > 1.0
+        assert np.abs(aligned(frame, affine, shifted) - aligned(frame, affine)[cut]).max() > 1.0
 
 
 def test_box_is_the_bounding_box_and_empty_for_an_empty_mask() -> None:
     mask = np.zeros((10, 12), bool)
-    assert gate._box(mask)[0] == gate._box(mask)[1]
+    assert box_of(mask)[0] == box_of(mask)[1]
     mask[2, 3] = mask[6, 9] = True
-    assert gate._box(mask) == (2, 7, 3, 10)
-    assert gate._box(mask[:, ::-1]) == (2, 7, 2, 9)  # a strided view is read as it looks
+    assert box_of(mask) == (2, 7, 3, 10)
+    assert box_of(mask[:, ::-1]) == (2, 7, 2, 9)  # a strided view is read as it looks
 
 
 # ----------------------------------------------------------------------------------------------- whole-frame forms
